@@ -1,0 +1,635 @@
+"""Outside data into traces: ``to_task`` (strict or lenient), ``decode_task``, ``fit_task``."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import enum
+import math
+import re
+import uuid
+from collections.abc import Mapping
+from typing import Any, Final, NamedTuple
+
+import msgspec
+
+from .errors import ValidationError
+from .model import (
+    MAX_BODY_BYTES,
+    SECTION_NAMES,
+    EnvironmentContext,
+    ExecutionStep,
+    TaskData,
+    _Model,
+    encode_task,
+    utc_now_iso,
+)
+
+__all__ = [
+    "MAX_DESCRIPTION_LENGTH",
+    "MAX_DURATION",
+    "MAX_NAME_LENGTH",
+    "MAX_PREVIEW_LENGTH",
+    "TRUNCATION_MARK",
+    "Problem",
+    "decode_task",
+    "fit_task",
+    "json_safe",
+    "to_task",
+    "truncate",
+]
+
+MAX_NAME_LENGTH: Final = 500
+MAX_DESCRIPTION_LENGTH: Final = 10_000
+MAX_PREVIEW_LENGTH: Final = 500
+MAX_DURATION: Final = 86_400.0
+#: Appended to every string the library shortens, so a reader can see it was cut.
+TRUNCATION_MARK: Final = "…[truncated]"
+#: Longest string kept inside free-form values (metadata) built from log events.
+MAX_FREEFORM_STRING: Final = 8_192
+_MAX_DEPTH: Final = 16
+_MAX_LENIENT_PASSES: Final = 200
+
+_STEP_FIELDS: Final = frozenset(ExecutionStep.__struct_fields__)
+_TASK_FIELDS: Final = frozenset(TaskData.__struct_fields__)
+_MSGSPEC_ERROR: Final = re.compile(r"^(?P<what>.*?)(?: - at `(?P<path>[^`]*)`)?$", re.DOTALL)
+_PATH_PART: Final = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
+_FLOAT_FIELDS: Final = {
+    "duration",
+    "temperature",
+    "estimated_cost_usd",
+    "deal_value",
+    "conversion_rate",
+    "resource_utilization",
+    "test_coverage",
+}
+
+
+class Problem(NamedTuple):
+    """Something lenient coercion changed: where, what was wrong, and what it did about it."""
+
+    path: str
+    reason: str
+    action: str  # "dropped", "truncated", "clamped", "replaced"
+
+    def __str__(self) -> str:
+        return f"{self.path or '$'}: {self.reason} ({self.action})"
+
+
+def truncate(text: str, limit: int) -> str:
+    """Cut ``text`` to at most ``limit`` characters, visibly marked."""
+    if len(text) <= limit:
+        return text
+    if limit <= len(TRUNCATION_MARK):
+        return text[:limit]
+    return text[: limit - len(TRUNCATION_MARK)] + TRUNCATION_MARK
+
+
+# --- JSON-safe copies of arbitrary values ---------------------------------------------------
+
+
+def _clean_str(text: str, limit: int | None) -> str:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        # Lone surrogates cannot be encoded as UTF-8: pair what pairs, replace the rest.
+        text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if limit is not None and len(text) > limit:
+        text = truncate(text, limit)
+    return text
+
+
+def _safe_repr(value: object) -> str:
+    try:
+        return repr(value)
+    except Exception:  # a broken __repr__ must not break logging
+        return f"<unrepresentable {type(value).__name__}>"
+
+
+def json_safe(value: Any, *, max_string: int | None = MAX_FREEFORM_STRING) -> Any:
+    """Return a copy of ``value`` made only of JSON types, never raising.
+
+    Dicts get string keys; tuples and sets become lists; Structs and
+    dataclasses become dicts; NaN and infinities become ``None`` (and ``None``
+    values are dropped from dicts and lists, since the wire carries no nulls);
+    strings are cleaned of lone surrogates and cut to ``max_string``; anything
+    else becomes its ``repr`` (a failing ``repr`` is tolerated).  Cycles and very
+    deep nesting are cut with a marker.
+    """
+    return _json_safe(value, max_string, 0, set())
+
+
+def _json_safe(value: Any, limit: int | None, depth: int, seen: set[int]) -> Any:
+    kind = type(value)
+    if value is None or kind is bool or kind is int:
+        return value
+    if kind is str:
+        return _clean_str(value, limit)
+    if kind is float:
+        return value if math.isfinite(value) else None
+    if isinstance(value, (bool, int)) and not isinstance(value, enum.Enum):
+        return int(value)
+    if isinstance(value, float):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, str) and not isinstance(value, enum.Enum):
+        return _clean_str(str.__str__(value), limit)
+    if depth >= _MAX_DEPTH:
+        return "<too deep>"
+    if isinstance(value, (dict, list, tuple, set, frozenset, Mapping)):
+        marker = id(value)
+        if marker in seen:
+            return "<recursive>"
+        seen.add(marker)
+        try:
+            if isinstance(value, Mapping):
+                out: dict[str, Any] = {}
+                for key, item in list(value.items()):
+                    safe = _json_safe(item, limit, depth + 1, seen)
+                    if safe is not None:
+                        name = key if type(key) is str else _key_text(key)
+                        out[_clean_str(name, 256)] = safe
+                return out
+            items = list(value)
+            if isinstance(value, (set, frozenset)):
+                try:
+                    items.sort()
+                except TypeError:
+                    pass  # unorderable members keep their iteration order
+            converted = (_json_safe(item, limit, depth + 1, seen) for item in items)
+            return [item for item in converted if item is not None]
+        finally:
+            seen.discard(marker)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return _clean_str(bytes(value).decode("utf-8", "replace"), limit)
+    if isinstance(value, msgspec.Struct) or (
+        dataclasses.is_dataclass(value) and not isinstance(value, type)
+    ):
+        try:
+            fields = _object_fields(value)
+        except Exception:
+            return _clean_str(_safe_repr(value), limit)
+        return _json_safe(fields, limit, depth, seen)
+    if isinstance(value, enum.Enum):
+        return _json_safe(value.value, limit, depth + 1, seen)
+    if isinstance(value, (_dt.datetime, _dt.date, _dt.time)):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, BaseException):
+        return _clean_str(f"{type(value).__name__}: {_safe_str(value)}", limit)
+    return _clean_str(_safe_repr(value), limit)
+
+
+def _safe_str(value: object) -> str:
+    try:
+        return str(value)
+    except Exception:
+        return _safe_repr(value)
+
+
+def _key_text(key: object) -> str:
+    if isinstance(key, enum.Enum):
+        key = key.value
+    return key if isinstance(key, str) else _safe_str(key)
+
+
+def _object_fields(value: Any) -> dict[str, Any]:
+    if isinstance(value, msgspec.Struct):
+        return {name: getattr(value, name) for name in value.__struct_fields__}
+    return {field.name: getattr(value, field.name) for field in dataclasses.fields(value)}
+
+
+# --- to_task ----------------------------------------------------------------------------------
+
+
+def to_task(obj: Any, *, strict: bool = True, problems: list[Problem] | None = None) -> TaskData:
+    """Build a valid :class:`TaskData` from a TaskData, a dict, or an official-client dataclass.
+
+    Nested dicts become the nested Structs; domain sections are accepted at top
+    level or under ``sections``; keys of a step that are not ExecutionStep
+    fields go into the step's ``metadata``.
+
+    ``strict=True`` raises :class:`~infinium_logging.errors.ValidationError`
+    naming the path and the problem, e.g.
+    ``steps[2].llm_call.prompt_tokens: expected int, got str``, for wrong types,
+    unknown keys and broken limits.
+
+    ``strict=False`` (what logging uses) never raises: it converts what can be
+    converted (``"320"`` -> 320), drops what cannot, truncates over-long strings
+    (marked with ``…[truncated]``), clamps numbers, and appends a
+    :class:`Problem` per change to ``problems`` when given.
+    """
+    if strict:
+        return _to_task_strict(obj)
+    found: list[Problem] = [] if problems is None else problems
+    try:
+        return _to_task_lenient(obj, found)
+    except Exception as exc:  # the last line of defence of "never raises"
+        found.append(Problem("", f"could not be read as a trace ({exc!r})", "replaced"))
+        return TaskData("unnamed task", "unnamed task", utc_now_iso(), 0.0)
+
+
+def decode_task(body: bytes | str, *, strict: bool = True) -> TaskData:
+    """Decode a JSON body (the wire shape, or a plain TaskData dict) into a TaskData.
+
+    Invalid JSON is a :class:`~infinium_logging.errors.ValidationError` too.
+    """
+    try:
+        obj = msgspec.json.decode(body)
+    except msgspec.DecodeError as exc:
+        raise ValidationError(f"invalid JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise ValidationError(f"expected a JSON object, got {_json_type(obj)}", path="")
+    return to_task(obj, strict=strict)
+
+
+def _json_type(obj: object) -> str:
+    names = {list: "array", str: "string", int: "integer", float: "number", bool: "boolean"}
+    return names.get(type(obj), "null" if obj is None else type(obj).__name__)
+
+
+def _to_task_strict(obj: Any) -> TaskData:
+    if isinstance(obj, TaskData):
+        source: Any = msgspec.to_builtins(obj)
+    elif isinstance(obj, Mapping):
+        source = obj
+    elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        source = _object_fields(obj)
+    else:
+        raise ValidationError(f"expected a TaskData or a dict, got {type(obj).__name__}", path="")
+    shaped = _shape(source, strict=True, problems=[])
+    try:
+        task = msgspec.convert(shaped, TaskData, strict=True, from_attributes=True)
+    except msgspec.ValidationError as exc:
+        path, message = _explain(str(exc))
+        raise ValidationError(f"{path or '$'}: {message}", path=path) from None
+    _apply_limits(task, strict=True, problems=[])
+    return task
+
+
+def _to_task_lenient(obj: Any, problems: list[Problem]) -> TaskData:
+    if isinstance(obj, (TaskData, Mapping)) or (
+        dataclasses.is_dataclass(obj) and not isinstance(obj, type)
+    ):
+        source = json_safe(obj, max_string=None)
+    else:
+        problems.append(Problem("", f"expected a dict, got {type(obj).__name__}", "replaced"))
+        source = {}
+    if not isinstance(source, dict):
+        source = {}
+    shaped = _shape(source, strict=False, problems=problems)
+    _fill_required(shaped, problems)
+    for _ in range(_MAX_LENIENT_PASSES):
+        try:
+            task = msgspec.convert(shaped, TaskData, strict=False)
+            break
+        except msgspec.ValidationError as exc:
+            path, message = _explain(str(exc))
+            if not path or not _remove(shaped, path, str(exc)):
+                raise
+            problems.append(Problem(path, message, "dropped"))
+    else:
+        raise ValueError("too many invalid fields")
+    _apply_limits(task, strict=False, problems=problems)
+    return task
+
+
+def _shape(source: Mapping[str, Any], *, strict: bool, problems: list[Problem]) -> dict[str, Any]:
+    """Lift ``sections`` to top level and move a step's unknown keys into its ``metadata``."""
+    shaped = dict(source)
+    sections = shaped.pop("sections", None)
+    if sections is not None:
+        if not isinstance(sections, Mapping):
+            if strict:
+                raise ValidationError("sections: expected an object", path="sections")
+            problems.append(Problem("sections", "expected an object", "dropped"))
+        else:
+            for name, value in sections.items():
+                if name not in SECTION_NAMES:
+                    if strict:
+                        raise ValidationError(
+                            f"sections.{name}: unknown section (known: {', '.join(SECTION_NAMES)})",
+                            path=f"sections.{name}",
+                        )
+                    problems.append(Problem(f"sections.{name}", "unknown section", "dropped"))
+                    continue
+                if shaped.get(name) is not None:
+                    if strict:
+                        raise ValidationError(
+                            f"{name}: given both at top level and under sections", path=name
+                        )
+                    problems.append(
+                        Problem(f"sections.{name}", "also given at top level", "dropped")
+                    )
+                    continue
+                shaped[name] = value
+    steps = shaped.get("steps")
+    if isinstance(steps, (list, tuple)):
+        shaped["steps"] = [_shape_step(step) for step in steps]
+    if not strict:
+        for key in [key for key in shaped if key not in _TASK_FIELDS]:
+            problems.append(Problem(key, "unknown field", "dropped"))
+            del shaped[key]
+    return shaped
+
+
+def _shape_step(step: Any) -> Any:
+    if not isinstance(step, Mapping):
+        return step
+    extra = {key: value for key, value in step.items() if key not in _STEP_FIELDS}
+    if not extra:
+        return step
+    shaped = {key: value for key, value in step.items() if key in _STEP_FIELDS}
+    metadata = shaped.get("metadata")
+    merged = dict(metadata) if isinstance(metadata, Mapping) else {}
+    for key, value in extra.items():
+        merged.setdefault(key, value)
+    shaped["metadata"] = merged
+    return shaped
+
+
+def _fill_required(shaped: dict[str, Any], problems: list[Problem]) -> None:
+    name = shaped.get("name")
+    if not isinstance(name, str) or not name.strip():
+        if name is not None:
+            problems.append(Problem("name", "expected a non-empty string", "replaced"))
+        shaped["name"] = str(name) if isinstance(name, (int, float)) else "unnamed task"
+    if not isinstance(shaped.get("description"), str):
+        if shaped.get("description") is not None:
+            problems.append(Problem("description", "expected a string", "replaced"))
+        shaped["description"] = shaped["name"]
+    if not isinstance(shaped.get("current_datetime"), str):
+        if shaped.get("current_datetime") is not None:
+            problems.append(Problem("current_datetime", "expected an ISO 8601 string", "replaced"))
+        shaped["current_datetime"] = utc_now_iso()
+    duration = shaped.get("duration")
+    if isinstance(duration, bool) or not isinstance(duration, (int, float, str)):
+        if duration is not None:
+            problems.append(Problem("duration", "expected a number of seconds", "replaced"))
+        shaped["duration"] = 0.0
+    elif isinstance(duration, str):
+        try:
+            shaped["duration"] = float(duration)
+        except ValueError:
+            problems.append(Problem("duration", "expected a number of seconds", "replaced"))
+            shaped["duration"] = 0.0
+
+
+def _explain(error: str) -> tuple[str, str]:
+    """Turn msgspec's "Expected `int`, got `str` - at `$.a[0].b`" into our message shape.
+
+    The result here would be ``("a[0].b", "expected int, got str")``.
+    """
+    match = _MSGSPEC_ERROR.match(error)
+    what = match.group("what") if match else error
+    raw_path = (match.group("path") if match else None) or "$"
+    path = raw_path[2:] if raw_path.startswith("$.") else raw_path[1:]
+    field = re.search(r"(?:unknown|required) field `([^`]*)`", what)
+    if field is not None:
+        path = f"{path}.{field.group(1)}" if path else field.group(1)
+        what = "unknown field" if "unknown" in what else "required field missing"
+    what = what.replace("`", "").replace(" | null", "")
+    return path, what[:1].lower() + what[1:]
+
+
+def _remove(shaped: dict[str, Any], path: str, error: str) -> bool:
+    """Delete the value at ``path`` (or, for a missing required field, its parent)."""
+    parts: list[str | int] = [
+        m.group(1) if m.group(1) is not None else int(m.group(2))
+        for m in _PATH_PART.finditer("." + path if not path.startswith("[") else path)
+    ]
+    if "missing required field" in error:
+        parts = parts[:-1]  # the object lacking a required field goes, not the field
+    if not parts:
+        return False
+    container: Any = shaped
+    for part in parts[:-1]:
+        try:
+            container = container[part]
+        except (KeyError, IndexError, TypeError):
+            return False
+    last = parts[-1]
+    try:
+        del container[last]
+    except (KeyError, IndexError, TypeError):
+        return False
+    return True
+
+
+def _iso_ok(text: str) -> bool:
+    candidate = text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text
+    try:
+        _dt.datetime.fromisoformat(candidate)
+    except ValueError:
+        return False
+    return "T" in candidate or " " in candidate or len(candidate) == 10
+
+
+def _apply_limits(task: TaskData, *, strict: bool, problems: list[Problem]) -> None:
+    def fail(path: str, message: str) -> None:
+        raise ValidationError(f"{path}: {message}", path=path)
+
+    for name, limit in (("name", MAX_NAME_LENGTH), ("description", MAX_DESCRIPTION_LENGTH)):
+        value: str = getattr(task, name)
+        if not value.strip():
+            if strict:
+                fail(name, "cannot be empty")
+            value = task.name if name == "description" else "unnamed task"
+            setattr(task, name, value)
+            problems.append(Problem(name, "empty", "replaced"))
+        if len(value) > limit:
+            if strict:
+                fail(name, f"longer than {limit} characters ({len(value)})")
+            setattr(task, name, truncate(value, limit))
+            problems.append(Problem(name, f"longer than {limit} characters", "truncated"))
+    if not _iso_ok(task.current_datetime):
+        if strict:
+            fail(
+                "current_datetime", f"expected an ISO 8601 timestamp, got {task.current_datetime!r}"
+            )
+        problems.append(Problem("current_datetime", "expected an ISO 8601 timestamp", "replaced"))
+        task.current_datetime = utc_now_iso()
+    duration = task.duration
+    if not math.isfinite(duration) or not 0.0 <= duration <= MAX_DURATION:
+        if strict:
+            fail("duration", f"expected 0 to {MAX_DURATION:g} seconds, got {duration!r}")
+        clamped = 0.0 if not math.isfinite(duration) or duration < 0 else MAX_DURATION
+        problems.append(Problem("duration", f"outside 0 to {MAX_DURATION:g} seconds", "clamped"))
+        task.duration = clamped
+    for index, step in enumerate(task.steps or ()):
+        for name in ("input_preview", "output_preview"):
+            preview = getattr(step, name)
+            if preview is not None and len(preview) > MAX_PREVIEW_LENGTH:
+                path = f"steps[{index}].{name}"
+                if strict:
+                    fail(path, f"longer than {MAX_PREVIEW_LENGTH} characters ({len(preview)})")
+                setattr(step, name, truncate(preview, MAX_PREVIEW_LENGTH))
+                problems.append(
+                    Problem(path, f"longer than {MAX_PREVIEW_LENGTH} characters", "truncated")
+                )
+    _check_floats(task, "", strict, problems)
+
+
+def _check_floats(obj: _Model, path: str, strict: bool, problems: list[Problem]) -> None:
+    """NaN and infinity would be written as ``null``: refuse them (strict) or drop them."""
+    for name in obj.__struct_fields__:
+        value = getattr(obj, name)
+        where = f"{path}.{name}" if path else name
+        if name in _FLOAT_FIELDS and isinstance(value, float) and not math.isfinite(value):
+            if strict:
+                raise ValidationError(
+                    f"{where}: expected a finite number, got {value!r}", path=where
+                )
+            problems.append(Problem(where, "not a finite number", "dropped"))
+            setattr(obj, name, None)
+        elif isinstance(value, _Model):
+            _check_floats(value, where, strict, problems)
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                if isinstance(item, _Model):
+                    _check_floats(item, f"{where}[{index}]", strict, problems)
+
+
+# --- fit_task ----------------------------------------------------------------------------------
+
+_SHORT_PREVIEW: Final = 100
+
+
+def fit_task(task: TaskData, max_bytes: int = MAX_BODY_BYTES) -> TaskData:
+    """Return ``task`` if its body fits in ``max_bytes``, else a shrunk copy that does.
+
+    Shrinks in priority order: step previews and per-step detail first, then
+    the middle steps (the first and last are kept, and a marker step says how
+    many were left out), then the tails of ``output_summary`` and
+    ``input_summary``, then any remaining long strings.  ``name``,
+    ``description``, ``current_datetime``, ``duration``, ``expected_outcome``
+    and ``errors`` are never dropped.  A shrunk trace is marked with
+    ``environment.custom_tags["truncated"] = "true"`` and
+    ``custom_tags["truncated_fields"]`` saying what was cut.
+    """
+    size = len(encode_task(task))
+    if size <= max_bytes:
+        return task
+    work = msgspec.convert(msgspec.to_builtins(task), TaskData)
+    cut: list[str] = []
+    _mark(work, cut)  # the mark itself takes room: account for it from the start
+    for shrink in (_shrink_previews, _shrink_middle_steps, _shrink_summaries):
+        size = len(encode_task(work))
+        if size <= max_bytes:
+            return work
+        shrink(work, size - max_bytes, cut)
+        _mark(work, cut)
+    if len(encode_task(work)) > max_bytes:
+        _shrink_strings(work, max_bytes, cut)
+    return work
+
+
+def _mark(task: TaskData, cut: list[str]) -> None:
+    env = task.environment or EnvironmentContext()
+    tags = dict(env.custom_tags or {})
+    tags["truncated"] = "true"
+    tags["truncated_fields"] = truncate(", ".join(cut) or "body over the size limit", 500)
+    env.custom_tags = tags
+    task.environment = env
+
+
+def _shrink_previews(task: TaskData, excess: int, cut: list[str]) -> None:
+    for step in task.steps or ():
+        for name in ("input_preview", "output_preview"):
+            value = getattr(step, name)
+            if value is not None and len(value) > _SHORT_PREVIEW:
+                setattr(step, name, truncate(value, _SHORT_PREVIEW))
+        if step.tool_call is not None:
+            for name in ("input_summary", "output_summary"):
+                value = getattr(step.tool_call, name)
+                if value is not None and len(value) > _SHORT_PREVIEW:
+                    setattr(step.tool_call, name, truncate(value, _SHORT_PREVIEW))
+        if step.metadata is not None and len(msgspec.json.encode(step.metadata)) > 1024:
+            step.metadata = {"truncated": "metadata over 1 KiB left out"}
+        if step.error is not None and step.error.stack_trace and len(step.error.stack_trace) > 2000:
+            step.error.stack_trace = truncate(step.error.stack_trace, 2000)
+    cut.append("step previews")
+
+
+def _shrink_middle_steps(task: TaskData, excess: int, cut: list[str]) -> None:
+    steps = task.steps or []
+    if len(steps) <= 2:
+        return
+    sizes = [len(msgspec.json.encode(step)) + 1 for step in steps]
+    middle = list(range(1, len(steps) - 1))
+    # Drop from the centre outwards so the steps nearest both ends survive longest.
+    order = sorted(middle, key=lambda i: abs(i - (len(steps) - 1) / 2))
+    dropped: set[int] = set()
+    freed = 0
+    for index in order:
+        if freed >= excess + 512:
+            break
+        dropped.add(index)
+        freed += sizes[index]
+    if not dropped:
+        return
+    first, last = min(dropped), max(dropped)
+    kept = [step for i, step in enumerate(steps) if i < first]
+    kept.append(
+        ExecutionStep(
+            step_number=steps[first].step_number,
+            action="truncated",
+            description=f"{len(dropped)} steps left out to fit the platform's size limit",
+        )
+    )
+    kept.extend(
+        step for i, step in enumerate(steps) if i > last or (first < i < last and i not in dropped)
+    )
+    kept.sort(key=lambda step: step.step_number)
+    task.steps = kept
+    cut.append(f"{len(dropped)} middle steps")
+
+
+def _shrink_summaries(task: TaskData, excess: int, cut: list[str]) -> None:
+    for name in ("output_summary", "input_summary"):
+        value: str | None = getattr(task, name)
+        if excess <= 0 or not value:
+            continue
+        encoded = len(msgspec.json.encode(value))
+        keep = max(0, len(value) - int((excess + 64) * len(value) / max(encoded, 1)) - 1)
+        setattr(task, name, truncate(value, max(keep, len(TRUNCATION_MARK) + 1)))
+        excess -= encoded - len(msgspec.json.encode(getattr(task, name)))
+        cut.append(name)
+
+
+def _shrink_strings(task: TaskData, max_bytes: int, cut: list[str]) -> None:
+    """Last resort: cut every long string outside the protected fields, halving until it fits."""
+    protected = {"name", "description", "current_datetime", "expected_outcome", "errors"}
+    cut.append("long strings")
+    limit = 4096
+    while limit >= 16:
+        for name in task.__struct_fields__:
+            if name not in protected:
+                value = getattr(task, name)
+                setattr(task, name, _cut_strings(value, limit))
+        for error in task.errors or ():
+            if error.stack_trace and len(error.stack_trace) > limit * 4:
+                error.stack_trace = truncate(error.stack_trace, limit * 4)
+        _mark(task, cut)
+        if len(encode_task(task)) <= max_bytes:
+            return
+        limit //= 2
+    if task.steps:
+        cut.append(f"{len(task.steps)} steps")
+        task.steps = None
+        _mark(task, cut)
+
+
+def _cut_strings(value: Any, limit: int) -> Any:
+    if isinstance(value, str):
+        return truncate(value, limit)
+    if isinstance(value, list):
+        return [_cut_strings(item, limit) for item in value]
+    if isinstance(value, dict):
+        return {key: _cut_strings(item, limit) for key, item in value.items()}
+    if isinstance(value, _Model):
+        for name in value.__struct_fields__:
+            if name != "custom_tags":
+                setattr(value, name, _cut_strings(getattr(value, name), limit))
+        return value
+    return value

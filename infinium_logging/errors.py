@@ -1,0 +1,154 @@
+"""Every exception the library raises, in one hierarchy named as the official client names them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "AuthenticationError",
+    "BatchError",
+    "ConfigurationError",
+    "InfiniumError",
+    "InfiniumTimeoutError",
+    "NetworkError",
+    "NotFoundError",
+    "RateLimitError",
+    "ServerError",
+    "ValidationError",
+]
+
+
+class InfiniumError(Exception):
+    """Base class of every error raised by ``infinium_logging``.
+
+    ``status_code`` is the HTTP status when the error came from a response, and
+    ``details`` carries whatever else is known (for example the response body).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        status_code: int | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status_code = status_code
+        self.details: dict[str, Any] = details if details is not None else {}
+
+
+class ConfigurationError(InfiniumError):
+    """A setting is missing or invalid.
+
+    ``variable`` names the environment variable (or argument) at fault, so that
+    the message can say exactly what to fix.
+    """
+
+    def __init__(self, message: str, variable: str | None = None) -> None:
+        super().__init__(message)
+        self.variable = variable
+
+
+class ValidationError(InfiniumError):
+    """A trace (or part of one) does not match the documented types and limits.
+
+    ``path`` is where the problem is, e.g. ``steps[2].llm_call.prompt_tokens``.
+    """
+
+    def __init__(self, message: str, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class AuthenticationError(InfiniumError):
+    """The platform refused the credentials (HTTP 401 or 403)."""
+
+    def __init__(
+        self,
+        message: str = "Authentication failed",
+        status_code: int | None = 401,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message, status_code, details)
+
+
+class RateLimitError(InfiniumError):
+    """The platform answered 429; ``retry_after`` is its ``Retry-After`` in seconds."""
+
+    def __init__(
+        self,
+        message: str = "Rate limit exceeded",
+        retry_after: float | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message, 429, details)
+        self.retry_after = retry_after
+
+
+class NetworkError(InfiniumError):
+    """The request did not get an HTTP answer (refused, reset, DNS, TLS...)."""
+
+    def __init__(
+        self,
+        message: str,
+        original_error: BaseException | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message, None, details)
+        self.original_error = original_error
+
+
+class InfiniumTimeoutError(NetworkError):
+    """The request timed out (connect or read)."""
+
+    def __init__(
+        self,
+        message: str = "Request timed out",
+        timeout_duration: float | None = None,
+        original_error: BaseException | None = None,
+    ) -> None:
+        super().__init__(message, original_error)
+        self.timeout_duration = timeout_duration
+
+
+class ServerError(InfiniumError):
+    """The platform answered with a 5xx status."""
+
+    def __init__(
+        self,
+        message: str = "Server error",
+        status_code: int | None = 500,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message, status_code, details)
+
+
+class NotFoundError(InfiniumError):
+    """The platform answered 404 (unknown agent, trace or prompt)."""
+
+    def __init__(
+        self,
+        message: str = "Resource not found",
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message, 404, details)
+
+
+class BatchError(InfiniumError):
+    """Nothing in a batch could be sent (for example the credentials were refused).
+
+    A batch in which only some traces failed does not raise: read its
+    :class:`~infinium_logging.model.BatchResult` instead.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        total_tasks: int = 0,
+        failed_tasks: int = 0,
+        errors: list[str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.total_tasks = total_tasks
+        self.failed_tasks = failed_tasks
+        self.errors: list[str] = errors if errors is not None else []

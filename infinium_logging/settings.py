@@ -1,0 +1,425 @@
+"""Settings: one typed, immutable table of every option, from arguments and ``INFINIUM_*``."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import math
+import os
+import types
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any, Final, TypeVar
+from urllib.parse import urlsplit
+
+from ._version import __version__
+from .errors import ConfigurationError
+
+__all__ = ["DEFAULT_BASE_URL", "ENV_PREFIX", "Settings", "parse_bool", "parse_tags"]
+
+DEFAULT_BASE_URL: Final = "https://platform.i42m.ai/api/v1"
+ENV_PREFIX: Final = "INFINIUM_"
+
+_TRUE: Final = frozenset({"1", "true", "yes", "on"})
+_FALSE: Final = frozenset({"0", "false", "no", "off"})
+_LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_MIB: Final = 1024 * 1024
+_SECRET_FIELDS: Final = frozenset({"agent_secret"})
+
+T = TypeVar("T")
+
+
+def parse_bool(text: str) -> bool:
+    """Parse ``true/false/1/0/yes/no/on/off`` in any case; anything else is a ``ValueError``."""
+    word = text.strip().lower()
+    if word in _TRUE:
+        return True
+    if word in _FALSE:
+        return False
+    raise ValueError("expected one of true/false, 1/0, yes/no, on/off")
+
+
+def parse_tags(text: str) -> dict[str, str]:
+    """Parse ``"team=search,env=prod"`` into ``{"team": "search", "env": "prod"}``."""
+    tags: dict[str, str] = {}
+    for item in text.split(","):
+        if not item.strip():
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"expected comma-separated key=value pairs, got the item {item!r}")
+        tags[key.strip()] = value.strip()
+    return tags
+
+
+def _describe(name: str, value: object) -> str:
+    """Show a bad value in an error message, unless it is a secret."""
+    if name in _SECRET_FIELDS:
+        return "a value that is not shown (it is secret)"
+    return repr(value)
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclasses.dataclass(frozen=True)
+class _Spec:
+    """How one setting is parsed from text and checked."""
+
+    parse: Callable[[str], Any]
+    check: Callable[[Any], str | None] | None = None
+
+
+def _at_least(low: float, high: float | None = None) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return "expected a number"
+        if math.isnan(value) or value < low or (high is not None and value > high):  # NaN fails too
+            return (
+                f"expected a number from {low} to {high}"
+                if high is not None
+                else (f"expected a number >= {low}")
+            )
+        return None
+
+    return check
+
+
+def _positive(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return "expected a number"
+    if not value > 0 or value == float("inf"):
+        return "expected a positive number"
+    return None
+
+
+def _is_bool(value: Any) -> str | None:
+    return None if isinstance(value, bool) else "expected true or false"
+
+
+def _is_str(value: Any) -> str | None:
+    return None if isinstance(value, str) else "expected a string"
+
+
+def _is_int(check: Callable[[Any], str | None]) -> Callable[[Any], str | None]:
+    def inner(value: Any) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, int):
+            return "expected a whole number"
+        return check(value)
+
+    return inner
+
+
+def _check_log_level(value: Any) -> str | None:
+    if not isinstance(value, str) or value.upper() not in _LOG_LEVELS:
+        return "expected one of " + ", ".join(_LOG_LEVELS)
+    return None
+
+
+def _check_agent_id(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return "expected a string"
+    if value == "":
+        return None  # missing is reported separately, with the variable to set
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return "expected a UUID such as 4f1c2b9e-8d7a-4e61-9f3b-2a5c6d7e8f90"
+    if len(value) != 36:
+        return "expected a UUID in its usual 36-character form"
+    return None
+
+
+def _check_secret(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return "expected a string"
+    if value and len(value) < 8:
+        return "expected at least 8 characters"
+    return None
+
+
+def _check_url(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return "expected a URL string"
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "expected an http:// or https:// URL such as " + DEFAULT_BASE_URL
+    if parts.query or parts.fragment:
+        return "expected a URL without query or fragment"
+    return None
+
+
+def _check_tags(value: Any) -> str | None:
+    if not isinstance(value, Mapping):
+        return "expected a mapping of strings to strings"
+    for key, item in value.items():
+        if not isinstance(key, str) or not isinstance(item, str):
+            return "expected a mapping of strings to strings"
+    return None
+
+
+def _check_optional_str(value: Any) -> str | None:
+    return None if value is None or isinstance(value, str) else "expected a path or None"
+
+
+def _parse_int(text: str) -> int:
+    return int(text.strip().replace("_", ""))
+
+
+def _parse_float(text: str) -> float:
+    return float(text.strip())
+
+
+def _parse_str(text: str) -> str:
+    return text.strip()
+
+
+def _parse_bool_or_raise(text: str) -> bool:
+    return parse_bool(text)
+
+
+_SPECS: Final[dict[str, _Spec]] = {
+    "agent_id": _Spec(_parse_str, _check_agent_id),
+    "agent_secret": _Spec(_parse_str, _check_secret),
+    "base_url": _Spec(_parse_str, _check_url),
+    "timeout": _Spec(_parse_float, _at_least(0.001, 3600)),
+    "max_retries": _Spec(_parse_int, _is_int(_at_least(0, 100))),
+    "enable_rate_limiting": _Spec(_parse_bool_or_raise, _is_bool),
+    "requests_per_second": _Spec(_parse_float, _positive),
+    "burst_size": _Spec(_parse_int, _is_int(_at_least(1, 100_000))),
+    "user_agent": _Spec(_parse_str, _is_str),
+    "enable_logging": _Spec(_parse_bool_or_raise, _is_bool),
+    "log_level": _Spec(_parse_str, _check_log_level),
+    "verify_ssl": _Spec(_parse_bool_or_raise, _is_bool),
+    "allow_insecure_http": _Spec(_parse_bool_or_raise, _is_bool),
+    "disabled": _Spec(_parse_bool_or_raise, _is_bool),
+    "tags": _Spec(parse_tags, _check_tags),
+    "max_queue_size": _Spec(_parse_int, _is_int(_at_least(1, 10_000_000))),
+    "max_queue_bytes": _Spec(_parse_int, _is_int(_at_least(1024, 2**40))),
+    "workers": _Spec(_parse_int, _is_int(_at_least(1, 64))),
+    "shutdown_timeout": _Spec(_parse_float, _at_least(0, 3600)),
+    "retry_backoff_base": _Spec(_parse_float, _at_least(0.001, 3600)),
+    "retry_backoff_max": _Spec(_parse_float, _at_least(0.001, 86_400)),
+    "max_elapsed": _Spec(_parse_float, _at_least(0, 86_400)),
+    "auth_backoff": _Spec(_parse_float, _at_least(0, 86_400)),
+    "max_steps": _Spec(_parse_int, _is_int(_at_least(1, 100_000))),
+    "spool_dir": _Spec(_parse_str, _check_optional_str),
+    "spool_fsync": _Spec(_parse_bool_or_raise, _is_bool),
+    "spool_max_bytes": _Spec(_parse_int, _is_int(_at_least(64 * 1024, 2**50))),
+}
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class Settings:
+    """Every option of the library, validated once, immutable afterwards.
+
+    Build it with :meth:`from_env` to read ``INFINIUM_*`` variables, or directly
+    with keyword arguments.  The secret never appears in ``repr()`` or in an
+    error message.
+    """
+
+    #: The agent's UUID from the Infinium platform (``INFINIUM_AGENT_ID``).
+    agent_id: str = ""
+    #: The agent's secret key (``INFINIUM_AGENT_SECRET``).
+    agent_secret: str = ""
+    #: API root; traces go to ``{base_url}/agents/{agent_id}/trace``.
+    base_url: str = DEFAULT_BASE_URL
+    #: Connect and read timeout of one request, in seconds.
+    timeout: float = 30.0
+    #: Retries of a retryable failure (connection, timeout, 408, 429, 5xx) per trace.
+    max_retries: int = 3
+    #: Client-side token bucket in front of every request.
+    enable_rate_limiting: bool = True
+    #: Token bucket refill rate.
+    requests_per_second: float = 10.0
+    #: Token bucket capacity: how many requests may leave at once after a quiet spell.
+    burst_size: int = 20
+    #: ``User-Agent`` header.
+    user_agent: str = f"infinium-logging/{__version__}"
+    #: Send the library's own log lines to stderr (see :func:`infinium_logging.setup_logging`).
+    enable_logging: bool = False
+    #: Level of the library's own log lines when ``enable_logging`` is on.
+    log_level: str = "INFO"
+    #: Verify the server's TLS certificate.
+    verify_ssl: bool = True
+    #: Allow plain ``http://`` to a host that is not loopback (credentials travel in clear).
+    allow_insecure_http: bool = False
+    #: Turn all export off: handler and processor do nothing.
+    disabled: bool = False
+    #: Added to ``environment.custom_tags`` of every trace the library builds.
+    tags: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    #: Bound of the in-memory queue, in traces.
+    max_queue_size: int = 2048
+    #: Bound of the in-memory queue, in encoded bytes.
+    max_queue_bytes: int = 64 * _MIB
+    #: Sender threads.
+    workers: int = 4
+    #: How long ``shutdown()`` (and interpreter exit) may take, in seconds.
+    shutdown_timeout: float = 5.0
+    #: First backoff of a retry, in seconds (full jitter: a uniform wait up to it).
+    retry_backoff_base: float = 0.5
+    #: Largest backoff of a retry, in seconds.
+    retry_backoff_max: float = 30.0
+    #: Longest time one trace may spend in retries, in seconds.
+    max_elapsed: float = 120.0
+    #: After a 401/403, how long to wait before the next attempt, in seconds.
+    auth_backoff: float = 60.0
+    #: Steps kept per trace built by ``task()``; the rest are counted.
+    max_steps: int = 500
+    #: Directory of the durable spool; ``None`` keeps traces in memory only.
+    spool_dir: str | None = None
+    #: ``fsync`` every spool write (survives power loss, costs a disk flush per trace).
+    spool_fsync: bool = False
+    #: Bound of the spool, in bytes; past it the oldest records are evicted.
+    spool_max_bytes: int = 256 * _MIB
+
+    def __post_init__(self) -> None:
+        for name, spec in _SPECS.items():
+            value = getattr(self, name)
+            if spec.check is not None and (problem := spec.check(value)) is not None:
+                raise ConfigurationError(
+                    f"Invalid setting {name}={_describe(name, value)}: {problem}", variable=name
+                )
+        object.__setattr__(self, "tags", types.MappingProxyType(dict(self.tags)))
+        object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
+        object.__setattr__(self, "log_level", self.log_level.upper())
+        if self.retry_backoff_max < self.retry_backoff_base:
+            raise ConfigurationError(
+                f"Invalid setting retry_backoff_max={self.retry_backoff_max!r}: "
+                f"expected at least retry_backoff_base ({self.retry_backoff_base!r})",
+                variable="retry_backoff_max",
+            )
+        parts = urlsplit(self.base_url)
+        if (
+            parts.scheme == "http"
+            and not self.allow_insecure_http
+            and not _is_loopback(parts.hostname or "")
+        ):
+            raise ConfigurationError(
+                f"Invalid setting base_url={self.base_url!r}: plain http sends the agent secret "
+                "in clear; use https, a loopback host, or set INFINIUM_ALLOW_INSECURE_HTTP=true",
+                variable="base_url",
+            )
+        if not self.disabled:
+            for name in ("agent_id", "agent_secret"):
+                if not getattr(self, name):
+                    raise ConfigurationError(
+                        f"Missing {name}: set {ENV_PREFIX}{name.upper()} in the environment "
+                        f"or pass {name}=...",
+                        variable=f"{ENV_PREFIX}{name.upper()}",
+                    )
+
+    def __repr__(self) -> str:
+        shown = []
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.name in _SECRET_FIELDS:
+                shown.append(f"{field.name}={'<set>' if value else '<unset>'}")
+            elif field.name == "tags":
+                shown.append(f"tags={dict(value)!r}")
+            else:
+                shown.append(f"{field.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickling would write the secret into whatever the pickle lands in.
+        raise TypeError("Settings hold a secret and cannot be pickled")
+
+    @property
+    def trace_url(self) -> str:
+        """The URL a trace is POSTed to."""
+        return f"{self.base_url}/agents/{self.agent_id}/trace"
+
+    def replace(self, **changes: Any) -> Settings:
+        """Return a copy with some settings changed (validated again)."""
+        _check_names(changes)
+        return dataclasses.replace(self, **changes)
+
+    def masked(self) -> dict[str, Any]:
+        """The settings as a plain dict, with the secret masked: for display."""
+        out: dict[str, Any] = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.name in _SECRET_FIELDS:
+                value = f"<set, {len(value)} characters>" if value else "<unset>"
+            elif field.name == "tags":
+                value = dict(value)
+            out[field.name] = value
+        return out
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from ``INFINIUM_*`` variables.
+
+        Precedence: an explicit argument that is not ``None`` > the environment
+        variable (an empty value counts as unset) > the default.  A bad value
+        raises :class:`~infinium_logging.errors.ConfigurationError` naming the
+        variable and the value it got (never the secret's value).
+        """
+        env = os.environ if environ is None else environ
+        _check_names(overrides)
+        values: dict[str, Any] = {}
+        for name, spec in _SPECS.items():
+            explicit = overrides.get(name)
+            if explicit is not None:
+                values[name] = explicit
+                continue
+            variable = ENV_PREFIX + name.upper()
+            text = env.get(variable)
+            if text is None or not text.strip():
+                continue
+            try:
+                value = spec.parse(text)
+            except ValueError as exc:
+                raise ConfigurationError(
+                    f"Invalid {variable}={_describe(name, text)}: {_reason(exc, name)}",
+                    variable=variable,
+                ) from None
+            if spec.check is not None and (problem := spec.check(value)) is not None:
+                raise ConfigurationError(
+                    f"Invalid {variable}={_describe(name, text)}: {problem}", variable=variable
+                )
+            values[name] = value
+        try:
+            return cls(**values)
+        except ConfigurationError as exc:
+            # Say which variable to fix when the bad value came from the environment.
+            name = exc.variable or ""
+            variable = ENV_PREFIX + name.upper()
+            if name in values and name not in overrides and variable in env:
+                raise ConfigurationError(
+                    exc.message.replace(f"setting {name}=", f"{variable}=", 1), variable=variable
+                ) from None
+            raise
+
+
+def _reason(exc: ValueError, name: str) -> str:
+    if name in _SECRET_FIELDS:
+        return "not a valid value"
+    spec = _SPECS[name]
+    if spec.parse is _parse_int:
+        return "expected a whole number"
+    if spec.parse is _parse_float:
+        return "expected a number"
+    return str(exc)
+
+
+def _check_names(names: Mapping[str, Any]) -> None:
+    unknown = sorted(set(names) - set(_SPECS))
+    if unknown:
+        raise TypeError(
+            f"unknown setting(s) {', '.join(unknown)}; known settings: {', '.join(sorted(_SPECS))}"
+        )
+
+
+def setting_names() -> tuple[str, ...]:
+    """Names of every setting, in table order."""
+    return tuple(_SPECS)

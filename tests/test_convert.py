@@ -1,0 +1,448 @@
+"""to_task (strict and lenient), decode_task, json_safe and fit_task."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from infinium_logging.convert import (
+    MAX_PREVIEW_LENGTH,
+    TRUNCATION_MARK,
+    Problem,
+    decode_task,
+    fit_task,
+    json_safe,
+    to_task,
+    truncate,
+)
+from infinium_logging.errors import ValidationError
+from infinium_logging.model import (
+    MAX_BODY_BYTES,
+    Customer,
+    ErrorDetail,
+    ExecutionStep,
+    ExpectedOutcome,
+    LlmCall,
+    TaskData,
+    encode_task,
+)
+
+NOW = "2026-11-22T08:51:00.000000Z"
+
+
+def minimal(**extra: Any) -> dict[str, Any]:
+    return {"name": "n", "description": "d", "current_datetime": NOW, "duration": 1, **extra}
+
+
+def test_nested_dicts_become_structs() -> None:
+    """Dicts at every level become the nested Structs."""
+    task = to_task(
+        minimal(
+            steps=[
+                {
+                    "step_number": 1,
+                    "action": "llm_inference",
+                    "description": "x",
+                    "llm_call": {"model": "gpt", "prompt_tokens": 3},
+                }
+            ],
+            customer={"customer_name": "ACME"},
+        )
+    )
+    assert task.steps is not None
+    assert task.steps[0].llm_call == LlmCall(model="gpt", prompt_tokens=3)
+    assert task.customer == Customer(customer_name="ACME")
+
+
+def test_sections_accepted_at_top_level_and_under_sections() -> None:
+    """A section under "sections" and the same section at top level give the same trace."""
+    a = to_task(minimal(customer={"customer_name": "A"}))
+    b = to_task(minimal(sections={"customer": {"customer_name": "A"}}))
+    assert a == b
+
+
+def test_section_given_twice_is_an_error_in_strict_mode() -> None:
+    """Ambiguity is refused with a path."""
+    with pytest.raises(ValidationError, match="customer: given both"):
+        to_task(minimal(customer={}, sections={"customer": {"customer_name": "A"}}))
+
+
+def test_unknown_section_is_named() -> None:
+    """An unknown name under sections says which names exist."""
+    with pytest.raises(ValidationError, match=r"sections\.weather: unknown section"):
+        to_task(minimal(sections={"weather": {}}))
+
+
+def test_step_extra_keys_go_to_metadata() -> None:
+    """Keys that are not ExecutionStep fields are collected into the step's metadata."""
+    task = to_task(
+        minimal(
+            steps=[
+                {
+                    "step_number": 1,
+                    "action": "a",
+                    "description": "d",
+                    "ticket": 42,
+                    "metadata": {"k": 1},
+                }
+            ]
+        )
+    )
+    assert task.steps is not None
+    assert task.steps[0].metadata == {"k": 1, "ticket": 42}
+
+
+def test_strict_error_names_path_and_problem() -> None:
+    """The documented message shape: path: expected X, got Y."""
+    steps = [{"step_number": i, "action": "a", "description": "d"} for i in range(1, 3)]
+    steps.append(
+        {
+            "step_number": 3,
+            "action": "a",
+            "description": "d",
+            "llm_call": {"model": "m", "prompt_tokens": "320"},
+        }
+    )
+    with pytest.raises(ValidationError) as info:
+        to_task(minimal(steps=steps))
+    assert str(info.value) == "steps[2].llm_call.prompt_tokens: expected int, got str"
+    assert info.value.path == "steps[2].llm_call.prompt_tokens"
+
+
+@pytest.mark.parametrize(
+    ("obj", "message"),
+    [
+        (minimal(customer={"nickname": "x"}), "customer.nickname: unknown field"),
+        (minimal(errors=[{"message": "m"}]), "errors[0].error_type: required field missing"),
+        (
+            {"name": "n", "description": "d", "duration": 1},
+            "current_datetime: required field missing",
+        ),
+        (minimal(name="x" * 501), "name: longer than 500 characters (501)"),
+        (minimal(description="x" * 10_001), "description: longer than 10000 characters (10001)"),
+        (minimal(name="  "), "name: cannot be empty"),
+        (minimal(duration=-1), "duration: expected 0 to 86400 seconds, got -1.0"),
+        (minimal(duration=86_401), "duration: expected 0 to 86400 seconds, got 86401.0"),
+        (
+            minimal(current_datetime="yesterday"),
+            "current_datetime: expected an ISO 8601 timestamp, got 'yesterday'",
+        ),
+        (
+            minimal(
+                steps=[
+                    {
+                        "step_number": 1,
+                        "action": "a",
+                        "description": "d",
+                        "input_preview": "p" * 501,
+                    }
+                ]
+            ),
+            "steps[0].input_preview: longer than 500 characters (501)",
+        ),
+        (
+            minimal(llm_usage={"estimated_cost_usd": math.nan}),
+            "llm_usage.estimated_cost_usd: expected a finite number, got nan",
+        ),
+        (
+            minimal(llm_usage={"prompt_tokens": True}),
+            "llm_usage.prompt_tokens: expected int, got bool",
+        ),
+        (["not", "a", "dict"], "expected a TaskData or a dict, got list"),
+    ],
+)
+def test_strict_rejects_with_clear_messages(obj: Any, message: str) -> None:
+    """Every documented limit and type is checked in strict mode, with a precise message."""
+    with pytest.raises(ValidationError) as info:
+        to_task(obj)
+    assert str(info.value) == message
+
+
+def test_strict_accepts_limits_exactly() -> None:
+    """Values exactly at the documented limits pass."""
+    task = to_task(
+        minimal(
+            name="x" * 500,
+            description="y" * 10_000,
+            duration=86_400,
+            steps=[
+                {"step_number": 1, "action": "a", "description": "d", "output_preview": "p" * 500}
+            ],
+        )
+    )
+    assert len(task.name) == 500
+    assert task.duration == 86_400.0
+
+
+def test_strict_validates_a_taskdata_built_by_hand() -> None:
+    """A TaskData with a wrong type inside is caught by strict to_task."""
+    task = TaskData("n", "d", NOW, 1.0, steps=[ExecutionStep(1, "a", "d", duration_ms="slow")])  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match=r"steps\[0\]\.duration_ms: expected int, got str"):
+        to_task(task)
+
+
+def test_official_client_dataclasses_are_accepted() -> None:
+    """Plain dataclasses with the same field names (the official client's types) are read too."""
+
+    @dataclass
+    class Outcome:
+        task_objective: str
+        constraints: list[str] | None = None
+
+    task = to_task(minimal(expected_outcome=Outcome("goal", ["c"])))
+    assert task.expected_outcome == ExpectedOutcome("goal", constraints=["c"])
+
+
+def test_lenient_converts_drops_and_reports() -> None:
+    """Lenient mode converts "320", drops what it cannot convert, and reports each change."""
+    problems: list[Problem] = []
+    task = to_task(
+        {
+            "name": "n",
+            "duration": "2.5",
+            "bogus": 1,
+            "customer": {"customer_name": "c", "nickname": "x"},
+            "steps": [
+                {
+                    "step_number": "1",
+                    "action": "a",
+                    "description": "d",
+                    "llm_call": {"model": "m", "prompt_tokens": "320", "completion_tokens": "lots"},
+                },
+                {"action": "no number"},
+            ],
+        },
+        strict=False,
+        problems=problems,
+    )
+    assert task.duration == 2.5
+    assert task.description == "n"
+    assert task.customer == Customer(customer_name="c")
+    assert task.steps == [ExecutionStep(1, "a", "d", llm_call=LlmCall("m", prompt_tokens=320))]
+    paths = {p.path for p in problems}
+    assert paths == {
+        "bogus",
+        "customer.nickname",
+        "steps[0].llm_call.completion_tokens",
+        "steps[1].step_number",
+    }
+    assert all(p.action == "dropped" for p in problems)
+
+
+def test_lenient_truncates_visibly_and_clamps() -> None:
+    """Over-long strings are cut with a visible mark; numbers are clamped; bad dates replaced."""
+    problems: list[Problem] = []
+    task = to_task(
+        minimal(
+            name="x" * 900,
+            duration=1e9,
+            current_datetime="soon",
+            steps=[
+                {"step_number": 1, "action": "a", "description": "d", "output_preview": "o" * 2000}
+            ],
+        ),
+        strict=False,
+        problems=problems,
+    )
+    assert len(task.name) == 500 and task.name.endswith(TRUNCATION_MARK)
+    assert task.duration == 86_400.0
+    assert task.current_datetime.endswith("Z") and task.current_datetime != "soon"
+    assert task.steps is not None
+    assert len(task.steps[0].output_preview or "") == MAX_PREVIEW_LENGTH
+    assert {(p.path, p.action) for p in problems} == {
+        ("name", "truncated"),
+        ("duration", "clamped"),
+        ("current_datetime", "replaced"),
+        ("steps[0].output_preview", "truncated"),
+    }
+
+
+def test_lenient_never_raises_on_garbage() -> None:
+    """Whatever arrives through logging gives a trace."""
+    for garbage in (
+        None,
+        42,
+        "text",
+        [1, 2],
+        {"name": object()},
+        {"steps": "many"},
+        {"errors": [None, {"error_type": 1}]},
+    ):
+        task = to_task(garbage, strict=False)
+        assert isinstance(task, TaskData)
+        json.loads(encode_task(task))
+
+
+def test_lenient_does_not_mutate_the_callers_dict() -> None:
+    """Dropping a bad field works on a copy."""
+    original = minimal(steps=[{"step_number": "x", "action": "a", "description": "d"}])
+    snapshot = json.dumps(original)
+    to_task(original, strict=False)
+    assert json.dumps(original) == snapshot
+
+
+def test_decode_task_reads_wire_bodies_and_reports_bad_json() -> None:
+    """decode_task accepts the nested-sections wire shape and names bad JSON."""
+    body = encode_task(TaskData("n", "d", NOW, 1.0, customer=Customer("A")))
+    assert decode_task(body).customer == Customer("A")
+    with pytest.raises(ValidationError, match="invalid JSON"):
+        decode_task(b"{nope")
+    with pytest.raises(ValidationError, match="expected a JSON object, got array"):
+        decode_task(b"[]")
+
+
+class _BadRepr:
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr for you")
+
+
+def test_json_safe_handles_awkward_values() -> None:
+    """Bytes, sets, NaN, surrogates, cycles, failing repr: all become JSON-safe, nothing raises."""
+    cycle: list[Any] = [1]
+    cycle.append(cycle)
+    value = json_safe(
+        {
+            "b": b"\xffbytes",
+            "s": {3, 1, 2},
+            "nan": math.nan,
+            "inf": -math.inf,
+            "sur": "a\ud800b",
+            "cycle": cycle,
+            "bad": _BadRepr(),
+            7: "int key",
+            "t": (1, None),
+            "big": "x" * 10_000,
+        }
+    )
+    assert value["b"] == "\ufffdbytes"
+    assert value["s"] == [1, 2, 3]
+    assert "nan" not in value and "inf" not in value
+    assert value["sur"] == "a\ufffdb"
+    assert value["cycle"] == [1, "<recursive>"]
+    assert value["bad"] == "<unrepresentable _BadRepr>"
+    assert value["7"] == "int key"
+    assert value["t"] == [1]
+    assert len(value["big"]) == 8192
+    json.dumps(value, allow_nan=False).encode("utf-8")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats() | st.text() | st.binary(),
+        lambda children: (
+            st.lists(children, max_size=4)
+            | st.dictionaries(st.text(max_size=5) | st.integers(), children, max_size=4)
+            | st.frozensets(st.integers(), max_size=3)
+        ),
+        max_leaves=20,
+    )
+)
+def test_json_safe_output_always_encodes(value: Any) -> None:
+    """Property: json_safe output always encodes as strict UTF-8 JSON."""
+    json.dumps(json_safe(value), allow_nan=False).encode("utf-8")
+
+
+def test_truncate_marks_and_respects_limit() -> None:
+    """truncate never exceeds the limit and leaves short text alone."""
+    assert truncate("short", 10) == "short"
+    cut = truncate("x" * 50, 20)
+    assert len(cut) == 20 and cut.endswith(TRUNCATION_MARK)
+
+
+def _big_task(steps: int, preview: int) -> TaskData:
+    return TaskData(
+        "big",
+        "desc",
+        NOW,
+        1.0,
+        expected_outcome=ExpectedOutcome("goal"),
+        errors=[ErrorDetail("E", "kept")],
+        output_summary="o" * 50_000,
+        input_summary="i" * 50_000,
+        steps=[
+            ExecutionStep(
+                i,
+                "log",
+                f"step {i}",
+                input_preview="p" * preview,
+                output_preview="q" * preview,
+                metadata={"blob": "m" * 5000},
+            )
+            for i in range(1, steps + 1)
+        ],
+    )
+
+
+def test_fit_task_returns_small_traces_unchanged() -> None:
+    """A trace under the limit is returned as is (same object)."""
+    task = _big_task(3, 10)
+    assert fit_task(task) is task
+
+
+def test_fit_task_shrinks_previews_first() -> None:
+    """Previews and step detail go first; steps and summaries survive when that is enough."""
+    task = _big_task(120, 500)
+    limit = len(encode_task(task)) - 100_000
+    fitted = fit_task(task, max_bytes=limit)
+    assert len(encode_task(fitted)) <= limit
+    assert fitted.steps is not None and len(fitted.steps) == 120
+    assert fitted.output_summary == task.output_summary
+    assert fitted.environment is not None and fitted.environment.custom_tags is not None
+    assert fitted.environment.custom_tags["truncated"] == "true"
+    assert "step previews" in fitted.environment.custom_tags["truncated_fields"]
+    assert (
+        task.steps is not None and len(task.steps[0].input_preview or "") == 500
+    )  # original untouched
+
+
+def test_fit_task_drops_middle_steps_keeping_first_and_last() -> None:
+    """Middle steps go next, with a marker step saying how many were left out."""
+    task = _big_task(300, 500)
+    fitted = fit_task(task, max_bytes=200_000)
+    body = encode_task(fitted)
+    assert len(body) <= 200_000
+    assert fitted.steps is not None
+    assert fitted.steps[0].step_number == 1 and fitted.steps[-1].step_number == 300
+    marker = [s for s in fitted.steps if s.action == "truncated"]
+    assert len(marker) == 1
+    left_out = 300 - (len(fitted.steps) - 1)
+    assert marker[0].description.startswith(f"{left_out} steps left out")
+    assert (fitted.name, fitted.description, fitted.current_datetime, fitted.duration) == (
+        task.name,
+        task.description,
+        task.current_datetime,
+        task.duration,
+    )
+    assert fitted.errors == task.errors and fitted.expected_outcome == task.expected_outcome
+
+
+def test_fit_task_cuts_summary_tails_when_needed() -> None:
+    """With few steps, output_summary then input_summary lose their tails."""
+    task = _big_task(2, 10)
+    task.output_summary = "o" * 2_000_000
+    fitted = fit_task(task)
+    assert len(encode_task(fitted)) <= MAX_BODY_BYTES
+    assert fitted.output_summary is not None and fitted.output_summary.endswith(TRUNCATION_MARK)
+    assert fitted.input_summary == task.input_summary
+
+
+def test_fit_task_last_resort_cuts_long_strings() -> None:
+    """Even a trace whose size is in unexpected places ends up within the limit."""
+    task = TaskData(
+        "n",
+        "d",
+        NOW,
+        1.0,
+        customer=Customer(customer_address="a" * 3_000_000),
+        errors=[ErrorDetail("E", "m", stack_trace="s" * 100_000)],
+    )
+    fitted = fit_task(task)
+    assert len(encode_task(fitted)) <= MAX_BODY_BYTES
+    assert fitted.errors is not None and len(fitted.errors) == 1

@@ -1,0 +1,214 @@
+"""Settings: precedence, parsing, validation and secrecy."""
+
+from __future__ import annotations
+
+import logging
+import pickle
+
+import pytest
+
+from infinium_logging.errors import ConfigurationError
+from infinium_logging.settings import DEFAULT_BASE_URL, Settings, parse_bool, parse_tags
+
+AGENT = "4f1c2b9e-8d7a-4e61-9f3b-2a5c6d7e8f90"
+SECRET = "s3cret-value-xyz"
+ENV = {"INFINIUM_AGENT_ID": AGENT, "INFINIUM_AGENT_SECRET": SECRET}
+
+
+def test_defaults_match_the_official_client() -> None:
+    """Every constructor parameter of the official client has its documented default."""
+    s = Settings.from_env(ENV)
+    assert (
+        s.base_url,
+        s.timeout,
+        s.max_retries,
+        s.enable_rate_limiting,
+        s.requests_per_second,
+        s.burst_size,
+        s.enable_logging,
+        s.log_level,
+        s.verify_ssl,
+    ) == (DEFAULT_BASE_URL, 30.0, 3, True, 10.0, 20, False, "INFO", True)
+    assert s.user_agent.startswith("infinium-logging/")
+    assert (s.max_queue_size, s.max_queue_bytes, s.workers, s.shutdown_timeout) == (
+        2048,
+        64 * 1024 * 1024,
+        4,
+        5.0,
+    )
+
+
+def test_precedence_argument_over_environment_over_default() -> None:
+    """Explicit non-None argument > environment variable > default; empty variable = unset."""
+    env = {**ENV, "INFINIUM_TIMEOUT": "12.5", "INFINIUM_MAX_RETRIES": "", "INFINIUM_WORKERS": "2"}
+    s = Settings.from_env(env, timeout=3.0, workers=None)
+    assert (s.timeout, s.max_retries, s.workers) == (3.0, 3, 2)
+
+
+@pytest.mark.parametrize("text", ["true", "TRUE", "1", "yes", "On"])
+def test_booleans_true(text: str) -> None:
+    """The boolean vocabulary, any case."""
+    assert parse_bool(text) is True
+    assert Settings.from_env(
+        {**ENV, "INFINIUM_VERIFY_SSL": "false", "INFINIUM_DISABLED": text}
+    ).disabled
+
+
+@pytest.mark.parametrize("text", ["false", "0", "no", "OFF"])
+def test_booleans_false(text: str) -> None:
+    """The boolean vocabulary, any case."""
+    assert (
+        Settings.from_env({**ENV, "INFINIUM_ENABLE_RATE_LIMITING": text}).enable_rate_limiting
+        is False
+    )
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("INFINIUM_TIMEOUT", "soon", "Invalid INFINIUM_TIMEOUT='soon': expected a number"),
+        (
+            "INFINIUM_TIMEOUT",
+            "-1",
+            "Invalid INFINIUM_TIMEOUT='-1': expected a number from 0.001 to 3600",
+        ),
+        (
+            "INFINIUM_MAX_RETRIES",
+            "2.5",
+            "Invalid INFINIUM_MAX_RETRIES='2.5': expected a whole number",
+        ),
+        (
+            "INFINIUM_VERIFY_SSL",
+            "maybe",
+            "Invalid INFINIUM_VERIFY_SSL='maybe': expected one of true/false",
+        ),
+        ("INFINIUM_AGENT_ID", "agent-7", "Invalid INFINIUM_AGENT_ID='agent-7': expected a UUID"),
+        ("INFINIUM_BASE_URL", "ftp://x", "Invalid INFINIUM_BASE_URL='ftp://x': expected an http"),
+        (
+            "INFINIUM_BASE_URL",
+            "http://example.com/api/v1",
+            "Invalid INFINIUM_BASE_URL='http://example.com/api/v1': plain http",
+        ),
+        (
+            "INFINIUM_TAGS",
+            "team",
+            "Invalid INFINIUM_TAGS='team': expected comma-separated key=value",
+        ),
+        ("INFINIUM_LOG_LEVEL", "LOUD", "Invalid INFINIUM_LOG_LEVEL='LOUD': expected one of DEBUG"),
+        (
+            "INFINIUM_REQUESTS_PER_SECOND",
+            "0",
+            "Invalid INFINIUM_REQUESTS_PER_SECOND='0': expected a positive number",
+        ),
+        ("INFINIUM_WORKERS", "0", "Invalid INFINIUM_WORKERS='0'"),
+    ],
+)
+def test_bad_environment_values_name_variable_and_value(
+    variable: str, value: str, message: str
+) -> None:
+    """A bad value raises ConfigurationError naming the variable and what it got."""
+    with pytest.raises(ConfigurationError) as info:
+        Settings.from_env({**ENV, variable: value})
+    assert str(info.value).startswith(message)
+    assert info.value.variable == variable
+
+
+@pytest.mark.parametrize("missing", ["INFINIUM_AGENT_ID", "INFINIUM_AGENT_SECRET"])
+def test_missing_credentials_say_which_variable_to_set(missing: str) -> None:
+    """A missing credential names the variable to set."""
+    env = {k: v for k, v in ENV.items() if k != missing}
+    with pytest.raises(ConfigurationError, match=f"set {missing}"):
+        Settings.from_env(env)
+
+
+def test_disabled_needs_no_credentials() -> None:
+    """INFINIUM_DISABLED=true is valid on its own."""
+    assert Settings.from_env({"INFINIUM_DISABLED": "yes"}).disabled
+
+
+def test_short_secret_is_refused_without_showing_it() -> None:
+    """The secret's value never appears, even when it is the bad value."""
+    with pytest.raises(ConfigurationError) as info:
+        Settings.from_env({**ENV, "INFINIUM_AGENT_SECRET": "abc1234"})
+    assert "abc1234" not in str(info.value)
+    assert "INFINIUM_AGENT_SECRET" in str(info.value)
+    with pytest.raises(ConfigurationError) as info2:
+        Settings(agent_id=AGENT, agent_secret="xyz7")
+    assert "xyz7" not in str(info2.value)
+
+
+def test_secret_never_in_repr_str_masked_or_pickle(caplog: pytest.LogCaptureFixture) -> None:
+    """repr, str, masked() and log lines never carry the secret; pickling is refused."""
+    s = Settings.from_env(ENV)
+    logging.getLogger("test").warning("settings: %s %r", s, s)
+    for text in (repr(s), str(s), str(s.masked()), caplog.text, f"{s}"):
+        assert SECRET not in text
+    assert "agent_secret=<set>" in repr(s)
+    assert s.masked()["agent_secret"] == f"<set, {len(SECRET)} characters>"
+    with pytest.raises(TypeError):
+        pickle.dumps(s)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8420/api/v1",
+        "http://localhost/api/v1",
+        "http://[::1]:9/api/v1",
+        "http://127.9.9.9/api/v1",
+    ],
+)
+def test_plain_http_allowed_for_loopback(url: str) -> None:
+    """Loopback hosts may use http; the trailing slash is dropped."""
+    assert Settings(agent_id=AGENT, agent_secret=SECRET, base_url=url + "/").base_url == url
+
+
+def test_plain_http_elsewhere_needs_explicit_opt_in() -> None:
+    """INFINIUM_ALLOW_INSECURE_HTTP=true lets http reach a remote host."""
+    env = {
+        **ENV,
+        "INFINIUM_BASE_URL": "http://collector.internal/api/v1",
+        "INFINIUM_ALLOW_INSECURE_HTTP": "true",
+    }
+    assert Settings.from_env(env).base_url == "http://collector.internal/api/v1"
+
+
+def test_tags_parse_into_custom_tags() -> None:
+    """INFINIUM_TAGS="team=search,env=prod" becomes a read-only mapping."""
+    assert parse_tags(" team = search , env=prod ,") == {"team": "search", "env": "prod"}
+    s = Settings.from_env({**ENV, "INFINIUM_TAGS": "team=search,env=prod"})
+    assert dict(s.tags) == {"team": "search", "env": "prod"}
+    with pytest.raises(TypeError):
+        s.tags["x"] = "y"  # type: ignore[index]
+
+
+def test_settings_are_immutable_and_replace_validates() -> None:
+    """Settings cannot be changed in place; replace() builds a validated copy."""
+    s = Settings.from_env(ENV)
+    with pytest.raises(AttributeError):
+        s.timeout = 1.0  # type: ignore[misc]
+    assert s.replace(timeout=2.0).timeout == 2.0
+    with pytest.raises(ConfigurationError, match="timeout"):
+        s.replace(timeout=0)
+    with pytest.raises(TypeError, match="unknown setting"):
+        s.replace(timout=2.0)
+
+
+def test_unknown_override_is_a_type_error() -> None:
+    """A misspelt keyword is caught, with the list of known settings."""
+    with pytest.raises(TypeError, match=r"unknown setting.*timout"):
+        Settings.from_env(ENV, timout=1)
+
+
+def test_trace_url() -> None:
+    """The trace endpoint is built from base_url and agent_id."""
+    s = Settings.from_env({**ENV, "INFINIUM_BASE_URL": "https://example.com/api/v1/"})
+    assert s.trace_url == f"https://example.com/api/v1/agents/{AGENT}/trace"
+
+
+def test_bad_argument_names_the_argument() -> None:
+    """A bad keyword argument is reported with the argument's name."""
+    with pytest.raises(ConfigurationError) as info:
+        Settings.from_env(ENV, burst_size=0)
+    assert info.value.variable == "burst_size"
+    assert "burst_size=0" in str(info.value)
