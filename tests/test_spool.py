@@ -1,0 +1,179 @@
+"""The durable spool: records survive restarts and kill -9, and are never handed out twice."""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import struct
+import subprocess
+import sys
+import textwrap
+import zlib
+from pathlib import Path
+
+from infinium_logging.spool import MAGIC, Spool, read_segment
+
+AGENT = "4f1c2b9e-8d7a-4e61-9f3b-2a5c6d7e8f90"
+
+
+def payloads(spool: Spool) -> list[bytes]:
+    return [payload for _, _, payload in spool.take_backlog(10_000)]
+
+
+def test_pending_records_survive_a_restart_in_order(tmp_path: Path) -> None:
+    """Unsettled records are handed out again by the next spool on the directory, oldest first."""
+    first = Spool(str(tmp_path), AGENT)
+    refs = [first.append(f"trace-{i}".encode()) for i in range(10)]
+    for ref in refs[::2]:
+        first.ack(ref)
+    assert first.stats().pending_records == 5
+    first.close()
+    second = Spool(str(tmp_path), AGENT)
+    assert payloads(second) == [f"trace-{i}".encode() for i in range(1, 10, 2)]
+    assert second.stats().pending_records == 5
+    second.close()
+
+
+def test_settled_segments_are_deleted(tmp_path: Path) -> None:
+    """Once every record of a sealed segment is settled, its files go away."""
+    spool = Spool(str(tmp_path), AGENT, segment_bytes=64 * 1024)
+    refs = [spool.append(b"x" * 10_000) for _ in range(20)]  # several segments
+    assert spool.stats().segments > 1
+    for ref in refs:
+        spool.ack(ref)
+    spool.close()
+    assert [p.name for p in (tmp_path / AGENT).iterdir() if p.suffix in (".log", ".ack")] == []
+
+
+def test_kill_9_loses_nothing_written(tmp_path: Path) -> None:
+    """A process killed with SIGKILL leaves its records for the next process to adopt."""
+    code = textwrap.dedent(f"""
+        import os, sys, time
+        from infinium_logging.spool import Spool
+        spool = Spool({str(tmp_path)!r}, {AGENT!r})
+        for i in range(500):
+            ref = spool.append(b"rec-%d" % i)
+            if i < 100:
+                spool.ack(ref)
+        print("ready", flush=True)
+        time.sleep(60)
+    """)
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    assert child.stdout is not None
+    assert child.stdout.readline().strip() == b"ready"
+    child.send_signal(signal.SIGKILL)
+    child.wait(10)
+    child.stdout.close()
+    survivor = Spool(str(tmp_path), AGENT)
+    assert payloads(survivor) == [b"rec-%d" % i for i in range(100, 500)]
+    survivor.close()
+
+
+def test_live_owner_keeps_its_segments(tmp_path: Path) -> None:
+    """A second spool on the same directory never adopts segments a live owner holds."""
+    owner = Spool(str(tmp_path), AGENT)
+    owner.append(b"mine")
+    other = Spool(str(tmp_path), AGENT)
+    assert payloads(other) == []
+    assert other.adopt() == 0
+    owner.close()
+    assert other.adopt() == 1
+    assert payloads(other) == [b"mine"]
+    other.close()
+
+
+def test_truncated_tail_and_bad_checksum_are_skipped_and_counted(tmp_path: Path) -> None:
+    """Corruption never stops recovery: the damaged records are counted, the rest delivered."""
+    spool = Spool(str(tmp_path), AGENT)
+    for i in range(3):
+        spool.append(b"good-%d" % i)
+    spool.close()
+    segment = next((tmp_path / AGENT).glob("*.log"))
+    data = bytearray(segment.read_bytes())
+    second = data.index(b"good-1")
+    data[second] ^= 0xFF  # bad checksum in the middle record
+    data += MAGIC + b"\x00\x00\x00\x00\x40"  # a torn header at the end
+    segment.write_bytes(bytes(data))
+    recovered = Spool(str(tmp_path), AGENT)
+    assert payloads(recovered) == [b"good-0", b"good-2"]
+    assert recovered.stats().corrupt == 2
+    recovered.close()
+
+
+def test_read_segment_resyncs_after_garbage() -> None:
+    """Garbage between records is skipped up to the next valid record."""
+
+    def record(payload: bytes) -> bytes:
+        return struct.pack(">2sBII", MAGIC, 0, len(payload), zlib.crc32(payload)) + payload
+
+    data = record(b"a") + b"garbage\xa7" + record(b"b")
+    records, corrupt = read_segment(data)
+    assert [p for _, _, p in records] == [b"a", b"b"]
+    assert corrupt == 1
+
+
+def test_bound_evicts_oldest_and_counts(tmp_path: Path) -> None:
+    """Past max_bytes the oldest records go, counted as evicted."""
+    spool = Spool(str(tmp_path), AGENT, max_bytes=64 * 1024, segment_bytes=16 * 1024)
+    for i in range(40):
+        spool.append(b"%04d" % i + b"x" * 4000)
+    stats = spool.stats()
+    assert stats.pending_bytes <= 64 * 1024 + 16 * 1024
+    assert stats.evicted > 0
+    assert stats.evicted + stats.pending_records == 40
+    spool.close()
+    again = Spool(str(tmp_path), AGENT, max_bytes=64 * 1024, segment_bytes=16 * 1024)
+    left = payloads(again)
+    assert left[-1].startswith(b"0039")  # newest kept
+    assert len(left) == stats.pending_records
+    again.close()
+
+
+def test_permissions_are_private(tmp_path: Path) -> None:
+    """The directory is 0700 and the files 0600: traces may hold customer data."""
+    spool = Spool(str(tmp_path / "deep" / "spool"), AGENT)
+    spool.append(b"x")
+    root = tmp_path / "deep" / "spool" / AGENT
+    assert stat.S_IMODE(root.stat().st_mode) == 0o700
+    for path in root.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    spool.close()
+
+
+def test_release_hands_back_and_ack_settles(tmp_path: Path) -> None:
+    """A released record comes back once through take_backlog; an acked one never does."""
+    spool = Spool(str(tmp_path), AGENT)
+    a = spool.append(b"a")
+    b = spool.append(b"b")
+    spool.release(a)
+    spool.release(b)
+    spool.ack(b)
+    assert [p for _, _, p in spool.take_backlog(10)] == [b"a"]
+    assert spool.take_backlog(10) == []
+    spool.close()
+
+
+def test_fork_child_does_not_take_parents_records(tmp_path: Path) -> None:
+    """After fork, the child writes its own segments and never hands out the parent's records."""
+    spool = Spool(str(tmp_path), AGENT)
+    spool.append(b"parent")
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        try:
+            spool.after_fork_in_child()
+            spool.append(b"child")
+            got = [p for _, _, p in spool.take_backlog(10)]
+            os.write(write_end, repr(got).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    _, status = os.waitpid(pid, 0)
+    with os.fdopen(read_end, "rb") as handle:
+        assert handle.read() == b"[]"
+    assert os.waitstatus_to_exitcode(status) == 0
+    spool.close()
+    survivor = Spool(str(tmp_path), AGENT)
+    assert sorted(payloads(survivor)) == [b"child", b"parent"]
+    survivor.close()
