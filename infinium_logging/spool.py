@@ -201,7 +201,7 @@ class Spool:
                 self._backlog.append(ref)
 
     def take_backlog(self, limit: int) -> list[tuple[RecordRef, int, bytes]]:
-        """Up to ``limit`` handed-back or adopted records, oldest first: ``(ref, kind, payload)``."""
+        """Up to ``limit`` handed-back or adopted records, oldest first, as (ref, kind, payload)."""
         taken: list[tuple[RecordRef, int, bytes]] = []
         with self._lock:
             while self._backlog and len(taken) < limit:
