@@ -536,14 +536,10 @@ class _WireTask(msgspec.Struct, omit_defaults=True):
 _ENCODER: Final = msgspec.json.Encoder(enc_hook=_enc_hook)
 
 
-def _present(value: Any) -> Any:
-    """Top-level re-check, for traces changed after they were built."""
-    if value is None:
+def _section(value: Any) -> Any:
+    # Re-checked here (cheaply: one C-level comparison) for traces changed after they were built.
+    if value is None or value == _EMPTY.get(type(value)):
         return None
-    if isinstance(value, _Model):
-        return None if value._is_empty() else value
-    if isinstance(value, list) and (not value or None in value):
-        return [item for item in value if item is not None] or None
     return value
 
 
@@ -551,58 +547,74 @@ def encode_task(task: TaskData) -> bytes:
     """Return the exact JSON body the official client would POST for ``task``.
 
     Keys in the platform's priority order, domain sections nested under
-    ``sections``, no ``null`` anywhere, compact UTF-8.
+    ``sections``, no ``null`` anywhere, compact UTF-8.  Empties were dropped
+    when the trace was built, so this is one msgspec call over a wire-shaped
+    struct that shares the trace's nested objects.
     """
+    tt = task.time_tracking
+    cu = task.customer
+    su = task.support
+    sa = task.sales
+    ma = task.marketing
+    co = task.content
+    re = task.research
+    pr = task.project
+    de = task.development
+    ex = task.executive
+    ge = task.general
     sections = None
-    if (
-        task.time_tracking is not None
-        or task.customer is not None
-        or task.support is not None
-        or task.sales is not None
-        or task.marketing is not None
-        or task.content is not None
-        or task.research is not None
-        or task.project is not None
-        or task.development is not None
-        or task.executive is not None
-        or task.general is not None
+    if not (
+        tt is None
+        and cu is None
+        and su is None
+        and sa is None
+        and ma is None
+        and co is None
+        and re is None
+        and pr is None
+        and de is None
+        and ex is None
+        and ge is None
     ):
         sections = _WireSections(
-            _present(task.time_tracking),
-            _present(task.customer),
-            _present(task.support),
-            _present(task.sales),
-            _present(task.marketing),
-            _present(task.content),
-            _present(task.research),
-            _present(task.project),
-            _present(task.development),
-            _present(task.executive),
-            _present(task.general),
+            _section(tt),
+            _section(cu),
+            _section(su),
+            _section(sa),
+            _section(ma),
+            _section(co),
+            _section(re),
+            _section(pr),
+            _section(de),
+            _section(ex),
+            _section(ge),
         )
         if sections == _EMPTY_SECTIONS:
             sections = None
     duration = task.duration
     if type(duration) is not _ExpFloat:
         duration = _mark_float(float(duration))
-    wire = _WireTask(
-        task.name,
-        task.description,
-        task.current_datetime,
-        duration,
-        task.input_summary,
-        task.output_summary,
-        _present(task.expected_outcome),
-        _present(task.steps),
-        _present(task.errors),
-        _present(task.llm_usage),
-        sections,
-        _present(task.environment),
+    return _ENCODER.encode(
+        _WireTask(
+            task.name,
+            task.description,
+            task.current_datetime,
+            duration,
+            task.input_summary,
+            task.output_summary,
+            task.expected_outcome,
+            task.steps or None,
+            task.errors or None,
+            _section(task.llm_usage),
+            sections,
+            _section(task.environment),
+        )
     )
-    return _ENCODER.encode(wire)
 
 
 _EMPTY_SECTIONS: Final = _WireSections()
+# An empty instance of every all-optional type: "is it empty?" becomes one comparison.
+_EMPTY: Final[dict[type, _Model]] = {cls: cls() for cls in _MODEL_TYPES if cls._all_optional}
 
 
 # --- timestamps ------------------------------------------------------------------------------
