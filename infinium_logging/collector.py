@@ -306,11 +306,20 @@ class _Handler(BaseHTTPRequestHandler):
 
     def parse_request(self) -> bool:
         self.server.collector._request_seen()
-        return super().parse_request()
+        if not super().parse_request():
+            return False
+        if self.request_version == "HTTP/0.9":
+            self.send_error(400, "HTTP/0.9 is not supported")
+            return False
+        return True
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         # Called by the stdlib for malformed request lines and headers: answer in JSON like the
         # rest of the API, then close, since the stream may be out of step.
+        if self.request_version == "HTTP/0.9":
+            # Set when the request line could not be parsed; an HTTP/0.9 answer has no status
+            # line, which clients cannot read.
+            self.request_version = "HTTP/1.1"
         phrase = self.responses.get(code, ("error", ""))[0]
         self._error(code, message or phrase, close=True)
 
@@ -416,7 +425,14 @@ class _Handler(BaseHTTPRequestHandler):
                 if key != "version" and not is_uuid(value):
                     self._error(400, f"{key} must be a UUID")
                     return
-            getattr(self, name)(body=body, **params)
+            try:
+                getattr(self, name)(body=body, **params)
+            except OSError:
+                raise
+            except Exception:
+                # A bug here must not leave the client waiting for an answer that never comes.
+                _log.exception("the local collector failed to answer %s %s", self.command, name)
+                self._error(500, "internal error in the local collector", close=True)
             return
         self._error(404, f"no such endpoint: {self.command} {self.path.partition('?')[0][:200]}")
 
@@ -437,8 +453,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(401, "invalid agent credentials (x-agent-id / x-agent-key)")
             return
         try:
+            # msgspec lets invalid UTF-8 through inside strings; JSON must be UTF-8.
+            body.decode("utf-8")
             obj = msgspec.json.decode(body)
-        except msgspec.DecodeError as exc:
+        except (UnicodeDecodeError, msgspec.DecodeError) as exc:
             self._error(400, f"the body is not valid JSON: {exc}")
             return
         try:
