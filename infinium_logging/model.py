@@ -630,11 +630,3 @@ def utc_now_iso() -> str:
     """The current time as UTC ISO 8601 with microseconds and ``Z``."""
     return _dt.datetime.now(tz=_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
-
-def __getattr__(name: str) -> Any:
-    # TEMPORARY: convert-stage functions live in convert.py
-    if name in ("to_task", "decode_task", "fit_task"):
-        from . import convert
-
-        return getattr(convert, name)
-    raise AttributeError(name)

@@ -1,4 +1,4 @@
-"""The retry policy: which failures are retried, and how long to wait (full jitter, Retry-After, budgets)."""
+"""The retry policy: which failures are retried and how long to wait (full jitter, Retry-After)."""
 
 from __future__ import annotations
 

@@ -140,7 +140,9 @@ class TokenBucket:
         if self._tokens >= 1.0:
             self._tokens -= 1.0
             return 0.0
-        return (1.0 - self._tokens) / self._rate
+        # Rounding can leave a deficit of 1e-13 tokens; waiting at least a microsecond
+        # guarantees progress on any clock and only ever errs on the slow side.
+        return max((1.0 - self._tokens) / self._rate, 1e-6)
 
 
 def _condition_wait(cond: threading.Condition, timeout: float) -> object:

@@ -1,0 +1,200 @@
+"""Fork safety: a forked child gets fresh locks, an empty queue, its own pool; nothing is duplicated."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from infinium_logging.collector import LocalCollector
+from infinium_logging.exporter import Exporter
+from infinium_logging.model import TaskData
+from infinium_logging.settings import Settings
+from infinium_logging.testing import TEST_AGENT_ID, TEST_AGENT_SECRET
+
+pytestmark = [
+    pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork"),
+    # Python 3.12+ warns that forking a process with threads may deadlock the child: the
+    # point of these tests is that ours does not.
+    pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning"),
+]
+
+
+def make_exporter(collector: LocalCollector, **overrides: Any) -> Exporter:
+    values: dict[str, Any] = {
+        "agent_id": TEST_AGENT_ID,
+        "agent_secret": TEST_AGENT_SECRET,
+        "base_url": collector.base_url,
+        "enable_rate_limiting": False,
+        "retry_backoff_base": 0.01,
+        "retry_backoff_max": 0.05,
+        "shutdown_timeout": 10.0,
+        "workers": 2,
+    }
+    values.update(overrides)
+    return Exporter(Settings(**values))
+
+
+def trace(name: str) -> TaskData:
+    return TaskData(name, "described", "2026-01-01T00:00:00Z", 1.0)
+
+
+def exporter_thread_count() -> int:
+    return sum(1 for t in threading.enumerate() if t.name.startswith("infinium-exporter-"))
+
+
+def fork_and_report(child: Any, timeout: float = 20.0) -> dict[str, Any]:
+    """Run ``child()`` in a forked process; return the dict it returns (sent back as JSON).
+
+    A child that does not finish in time is killed and the test fails, so a
+    deadlock shows as a failure rather than a hung suite.
+    """
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child, which leaves through os._exit
+        code = 1
+        try:
+            os.close(read_end)
+            os.write(write_end, json.dumps(child()).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    deadline = time.monotonic() + timeout
+    status = None
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.01)
+    else:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(read_end)
+        pytest.fail("the forked child did not finish: deadlock?")
+    chunks = []
+    while chunk := os.read(read_end, 65536):
+        chunks.append(chunk)
+    os.close(read_end)
+    assert status is not None and os.waitstatus_to_exitcode(status) == 0
+    return dict(json.loads(b"".join(chunks)))
+
+
+def test_forked_child_starts_empty_and_nothing_is_sent_twice(
+    infinium_collector: LocalCollector,
+) -> None:
+    """Traces queued in the parent stay the parent's; the child's go once; all arrive once."""
+    infinium_collector.latency = 0.01  # keep some of the parent's traces queued at the fork
+    exporter = make_exporter(infinium_collector)
+    try:
+        for i in range(40):
+            exporter.submit(trace(f"parent-{i}"))
+        assert exporter.stats().queued > 0
+
+        def child() -> dict[str, Any]:
+            fresh = exporter.stats()
+            threads_before = exporter_thread_count()
+            for i in range(30):
+                exporter.submit(trace(f"child-{i}"))
+            threads_after = exporter_thread_count()
+            delivered = exporter.flush(10)
+            exporter.shutdown(5)
+            final = exporter.stats()
+            return {
+                "fresh": [fresh.submitted, fresh.queued, fresh.in_flight, fresh.sent],
+                "threads": [threads_before, threads_after],
+                "delivered": delivered,
+                "sent": final.sent,
+            }
+
+        report = fork_and_report(child)
+        assert exporter.flush(10)
+        parent = exporter.stats()
+    finally:
+        exporter.shutdown(5)
+    assert report["fresh"] == [0, 0, 0, 0]
+    assert report["threads"] == [0, 2]
+    assert (report["delivered"], report["sent"]) == (True, 30)
+    assert parent.sent == 40
+    names = sorted(t.task.name for t in infinium_collector.traces())
+    assert names == sorted([f"parent-{i}" for i in range(40)] + [f"child-{i}" for i in range(30)])
+
+
+def test_fork_while_other_threads_hold_the_locks_does_not_deadlock(
+    infinium_collector: LocalCollector,
+) -> None:
+    """Threads hammering submit() at the moment of the fork leave no lock held in the child."""
+    # A small queue: most hammering submits are refused as queue_full, which takes the lock
+    # all the same, without leaving thousands of traces to deliver afterwards.
+    exporter = make_exporter(infinium_collector, max_queue_size=50)
+    stop = threading.Event()
+
+    def hammer(n: int) -> None:
+        i = 0
+        while not stop.is_set():
+            exporter.submit(trace(f"hammer-{n}-{i}"))
+            exporter.stats()
+            i += 1
+
+    hammers = [threading.Thread(target=hammer, args=(n,)) for n in range(3)]
+    for thread in hammers:
+        thread.start()
+    try:
+        reports = []
+        for round_number in range(5):
+            time.sleep(0.02)
+
+            def child(round_number: int = round_number) -> dict[str, Any]:
+                accepted = exporter.submit(trace(f"child-{round_number}"))
+                flushed = exporter.flush(5)
+                exporter.shutdown(2)
+                return {"accepted": accepted, "flushed": flushed, "sent": exporter.stats().sent}
+
+            reports.append(fork_and_report(child, timeout=15.0))
+    finally:
+        stop.set()
+        for thread in hammers:
+            thread.join()
+        exporter.shutdown(1)
+    assert reports == [{"accepted": True, "flushed": True, "sent": 1}] * 5
+    names = [t.task.name for t in infinium_collector.traces()]
+    assert sorted(n for n in names if n.startswith("child-")) == [f"child-{i}" for i in range(5)]
+    assert len(names) == len(set(names))
+
+
+def _mp_child(exporter: Exporter, index: int) -> None:
+    # No flush, no shutdown: the exporter's exit hook must deliver before the child ends.
+    for i in range(20):
+        exporter.submit(trace(f"mp{index}-{i}"))
+
+
+def test_multiprocessing_fork_children_deliver_everything_exactly_once(
+    infinium_collector: LocalCollector,
+) -> None:
+    """Children made by multiprocessing (fork) deliver their traces at exit; none are doubled."""
+    exporter = make_exporter(infinium_collector)
+    try:
+        for i in range(20):
+            exporter.submit(trace(f"parent-{i}"))
+        context = multiprocessing.get_context("fork")
+        children = [context.Process(target=_mp_child, args=(exporter, n)) for n in range(3)]
+        for process in children:
+            process.start()
+        for process in children:
+            process.join(20)
+        for i in range(20, 30):
+            exporter.submit(trace(f"parent-{i}"))
+        assert exporter.flush(10)
+    finally:
+        exporter.shutdown(5)
+    assert [p.exitcode for p in children] == [0, 0, 0]
+    expected = [f"parent-{i}" for i in range(30)]
+    expected += [f"mp{n}-{i}" for n in range(3) for i in range(20)]
+    names = sorted(t.task.name for t in infinium_collector.traces())
+    assert names == sorted(expected)

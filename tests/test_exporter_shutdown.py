@@ -1,0 +1,184 @@
+"""Interpreter exit with an exporter: never hangs, delivers what it can, safe from logging.shutdown."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+import infinium_logging
+from infinium_logging.collector import LocalCollector
+from infinium_logging.testing import TEST_AGENT_ID, TEST_AGENT_SECRET
+
+REPO_ROOT = str(Path(infinium_logging.__file__).resolve().parent.parent)
+
+#: Preamble of every child: an atexit hook registered first runs last, so it sees how long
+#: everything after the end of the script (our own exit hook included) took.
+PRELUDE = """
+import atexit, sys, time
+_ended = []
+atexit.register(lambda: print(f"EXIT_TOOK {time.monotonic() - _ended[0]:.3f}", flush=True))
+from infinium_logging.exporter import Exporter
+from infinium_logging.model import TaskData
+def trace(name):
+    return TaskData(name, "described", "2026-01-01T00:00:00Z", 1.0)
+"""
+
+
+def run_child(
+    tmp_path: Path, body: str, timeout: float = 30.0
+) -> tuple[subprocess.CompletedProcess[str], float]:
+    """Run PRELUDE + body in a fresh interpreter; return the result and the exit duration."""
+    script = tmp_path / "child.py"
+    script.write_text(PRELUDE + textwrap.dedent(body) + "\n_ended.append(time.monotonic())\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INFINIUM_")}
+    env["PYTHONPATH"] = REPO_ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    result = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        check=False,
+    )
+    took = [line for line in result.stdout.splitlines() if line.startswith("EXIT_TOOK ")]
+    assert took, f"child did not finish cleanly: {result.stdout!r} {result.stderr!r}"
+    return result, float(took[-1].split()[1])
+
+
+def exporter_line(base_url: str, **settings: object) -> str:
+    values = {
+        "agent_id": TEST_AGENT_ID,
+        "agent_secret": TEST_AGENT_SECRET,
+        "base_url": base_url,
+        "enable_rate_limiting": False,
+        **settings,
+    }
+    args = ", ".join(f"{k}={v!r}" for k, v in values.items())
+    return f"exporter = Exporter({args})\n"
+
+
+@pytest.mark.slow
+def test_exit_with_the_server_down_ends_within_the_shutdown_timeout(tmp_path: Path) -> None:
+    """Nothing listening: the child still exits within shutdown_timeout plus a small epsilon."""
+    with LocalCollector() as gone:
+        url = gone.base_url
+    body = exporter_line(url, shutdown_timeout=1.0, retry_backoff_base=0.3, max_retries=50)
+    body += "for i in range(20):\n    exporter.submit(trace(f't{i}'))\n"
+    result, took = run_child(tmp_path, body)
+    assert result.returncode == 0
+    assert took <= 1.0 + 0.5
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_exit_with_a_hanging_server_ends_within_the_shutdown_timeout(
+    tmp_path: Path, infinium_collector: LocalCollector
+) -> None:
+    """Requests that never get an answer do not hold the interpreter past the deadline."""
+    infinium_collector.hang_next(1000)
+    body = exporter_line(infinium_collector.base_url, shutdown_timeout=1.0, timeout=30.0)
+    body += "for i in range(10):\n    exporter.submit(trace(f't{i}'))\n"
+    body += "time.sleep(0.2)\n"  # let the requests start hanging
+    result, took = run_child(tmp_path, body)
+    assert result.returncode == 0
+    assert took <= 1.0 + 0.5
+    assert infinium_collector.faults.get("hang", 0) >= 1
+    assert "Traceback" not in result.stderr
+
+
+def test_traces_pending_at_exit_are_delivered(
+    tmp_path: Path, infinium_collector: LocalCollector
+) -> None:
+    """A program that submits and simply ends still delivers (the exit hook flushes)."""
+    body = exporter_line(infinium_collector.base_url, shutdown_timeout=10.0)
+    body += "for i in range(50):\n    exporter.submit(trace(f't{i}'))\n"
+    result, _took = run_child(tmp_path, body)
+    assert result.returncode == 0
+    assert infinium_collector.wait_for(50, timeout=5)
+    names = sorted(t.task.name for t in infinium_collector.traces())
+    assert names == sorted(f"t{i}" for i in range(50))
+
+
+def test_shutdown_from_logging_shutdown_is_safe(
+    tmp_path: Path, infinium_collector: LocalCollector
+) -> None:
+    """A handler whose close() shuts the exporter down: logging.shutdown() neither hangs nor errs.
+
+    The drop summary the exporter logs from inside that close() goes to the
+    other handlers and not back into the closing one.
+    """
+    infinium_collector.hang_next(1000)
+    body = exporter_line(infinium_collector.base_url, shutdown_timeout=0.5, timeout=30.0)
+    body += textwrap.dedent(
+        """
+        import logging
+        class ShippingHandler(logging.Handler):
+            def emit(self, record):
+                if record.name.startswith("infinium_logging"):
+                    return
+                exporter.submit(trace(record.getMessage()))
+            def close(self):
+                exporter.shutdown()
+                super().close()
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+        logging.getLogger().addHandler(ShippingHandler())
+        for i in range(5):
+            logging.getLogger("app").info("event %d", i)
+        time.sleep(0.2)
+        started = time.monotonic()
+        logging.shutdown()
+        print(f"LOGGING_SHUTDOWN_TOOK {time.monotonic() - started:.3f}", flush=True)
+        print("STATS", exporter.stats().dropped["shutdown"], flush=True)
+        """
+    )
+    result, took = run_child(tmp_path, body)
+    assert result.returncode == 0
+    assert "Traceback" not in result.stderr
+    lines = dict(line.split(" ", 1) for line in result.stdout.splitlines() if " " in line)
+    assert float(lines["LOGGING_SHUTDOWN_TOOK"]) <= 0.5 + 0.5
+    assert lines["STATS"] == "5"
+    assert "dropped 5 trace(s)" in result.stderr
+    assert took < 0.5
+
+
+def test_exit_without_any_submit_starts_nothing(tmp_path: Path) -> None:
+    """An exporter that never got a trace starts no thread and registers nothing at exit."""
+    body = exporter_line("http://127.0.0.1:9/api/v1")
+    body += textwrap.dedent(
+        """
+        import threading
+        print("THREADS", sorted(t.name for t in threading.enumerate()), flush=True)
+        """
+    )
+    result, took = run_child(tmp_path, body)
+    assert "THREADS ['MainThread']" in result.stdout
+    assert took < 0.5
+
+
+def test_shutdown_timeout_comes_from_the_environment(tmp_path: Path) -> None:
+    """INFINIUM_SHUTDOWN_TIMEOUT bounds the exit too."""
+    with LocalCollector() as gone:
+        url = gone.base_url
+    body = textwrap.dedent(
+        f"""
+        import os
+        os.environ.update(INFINIUM_AGENT_ID={TEST_AGENT_ID!r}, INFINIUM_AGENT_SECRET={TEST_AGENT_SECRET!r},
+                          INFINIUM_BASE_URL={url!r}, INFINIUM_SHUTDOWN_TIMEOUT="0.5",
+                          INFINIUM_RETRY_BACKOFF_BASE="0.2", INFINIUM_MAX_RETRIES="100")
+        exporter = Exporter()
+        assert exporter.settings.shutdown_timeout == 0.5
+        started = time.monotonic()
+        exporter.submit(trace("t"))
+        """
+    )
+    started = time.monotonic()
+    result, took = run_child(tmp_path, body)
+    assert result.returncode == 0
+    assert took <= 0.5 + 0.5
+    assert time.monotonic() - started < 20
