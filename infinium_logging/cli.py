@@ -15,10 +15,25 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Final, TypeAlias
 
+import msgspec
+import urllib3
+
 from ._collector_store import MEMORY, is_uuid
 from ._version import __version__
 from .collector import DEFAULT_PORT, LocalCollector
-from .errors import ConfigurationError
+from .convert import to_task
+from .errors import (
+    AuthenticationError,
+    ConfigurationError,
+    InfiniumError,
+    InfiniumTimeoutError,
+    NetworkError,
+    NotFoundError,
+    ValidationError,
+)
+from .exporter import Exporter
+from .settings import Settings
+from .transport import Transport
 
 __all__ = ["main"]
 
@@ -173,5 +188,254 @@ def _uuid(text: str) -> str:
     return text
 
 
+# --- demo -------------------------------------------------------------------------------------
+
+
+def _add_demo(commands: _Commands) -> None:
+    parser = commands.add_parser(
+        "demo",
+        help="see it work in a few seconds: a simulated agent logs to a local collector",
+        description=(
+            "Start a local collector on a free port with a temporary SQLite file, configure the "
+            "stdlib handler and a structlog chain against it, run a simulated agent (no real "
+            "LLM, no network) through three tasks - one clean, one that recovers from a tool "
+            "failure, one that fails - and print what the collector received."
+        ),
+    )
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="leave the collector running afterwards (Ctrl-C stops it) and print how to use it",
+    )
+    parser.set_defaults(run=_demo)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo  # noqa: PLC0415 - structlog is imported only when the demo runs
+
+    restore = _stop_on_signals()
+    try:
+        return run_demo(keep=args.keep)
+    finally:
+        restore()
+
+
+# --- check ------------------------------------------------------------------------------------
+
+#: Exit statuses of ``check``, by what went wrong.
+CHECK_EXIT: Final = {
+    "ok": 0,
+    "config": 2,
+    "auth": 3,
+    "unreachable": 4,
+    "tls": 5,
+    "timeout": 6,
+    "server": 7,
+}
+
+
+def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--base-url", help="API root (INFINIUM_BASE_URL)")
+    parser.add_argument("--agent-id", help="agent UUID (INFINIUM_AGENT_ID)")
+    parser.add_argument(
+        "--agent-secret",
+        help="agent secret (INFINIUM_AGENT_SECRET; prefer the variable: flags show in ps)",
+    )
+    parser.add_argument(
+        "--timeout", type=float, help="request timeout in seconds (INFINIUM_TIMEOUT)"
+    )
+    parser.add_argument(
+        "--no-verify-ssl",
+        dest="verify_ssl",
+        action="store_false",
+        default=None,
+        help="do not verify TLS certificates (INFINIUM_VERIFY_SSL=false)",
+    )
+
+
+def _settings_from(args: argparse.Namespace, **extra: object) -> Settings:
+    overrides = {
+        "base_url": args.base_url,
+        "agent_id": args.agent_id,
+        "agent_secret": args.agent_secret,
+        "timeout": args.timeout,
+        "verify_ssl": args.verify_ssl,
+        **extra,
+    }
+    return Settings.from_env(**overrides)
+
+
+def _add_check(commands: _Commands) -> None:
+    parser = commands.add_parser(
+        "check",
+        help="show the effective settings and verify the credentials",
+        description=(
+            "Read the configuration exactly as the handler does (INFINIUM_* variables, then "
+            "these flags), print it with the secret masked, and verify the credentials against "
+            "the endpoint without creating a trace (it asks for the interpreted result of a "
+            "random trace id: 404 means the credentials were accepted, 401 that they were not)."
+        ),
+        epilog=(
+            "exit status: 0 credentials accepted, 2 configuration error, 3 credentials refused, "
+            "4 endpoint unreachable (DNS, refused), 5 TLS error, 6 timeout, 7 server error"
+        ),
+    )
+    _add_settings_flags(parser)
+    parser.set_defaults(run=_check)
+
+
+def _check(args: argparse.Namespace) -> int:
+    try:
+        settings = _settings_from(args)
+    except ConfigurationError as exc:
+        return _fail("check", f"{exc.message}", CHECK_EXIT["config"])
+    print("Effective settings:")
+    for name, value in settings.masked().items():
+        print(f"  {name:22} {value}")
+    if settings.disabled:
+        print("\nINFINIUM_DISABLED is on: nothing would be sent.")
+        return CHECK_EXIT["ok"]
+    print(f"\nChecking the credentials against {settings.base_url} ...", flush=True)
+    transport = Transport(settings.replace(workers=1))
+    try:
+        transport.get_interpreted_result(str(uuid.uuid4()))
+    except NotFoundError:
+        pass  # the platform knew the agent and looked for the trace: credentials accepted
+    except AuthenticationError as exc:
+        return _fail(
+            "check",
+            f"the credentials were refused (HTTP {exc.status_code}): check INFINIUM_AGENT_ID "
+            "and INFINIUM_AGENT_SECRET",
+            CHECK_EXIT["auth"],
+        )
+    except InfiniumTimeoutError as exc:
+        return _fail(
+            "check",
+            f"{exc.message}: the endpoint did not answer; check INFINIUM_BASE_URL, the network, "
+            "or raise INFINIUM_TIMEOUT",
+            CHECK_EXIT["timeout"],
+        )
+    except NetworkError as exc:
+        kind, hint = _network_hint(exc)
+        return _fail("check", f"{exc.message}: {hint}", CHECK_EXIT[kind])
+    except InfiniumError as exc:
+        return _fail(
+            "check",
+            f"unexpected answer (HTTP {exc.status_code}): {exc.message}",
+            CHECK_EXIT["server"],
+        )
+    finally:
+        transport.close()
+    print("OK: the credentials were accepted.")
+    return CHECK_EXIT["ok"]
+
+
+def _network_hint(exc: NetworkError) -> tuple[str, str]:
+    cause = exc.original_error
+    if isinstance(cause, urllib3.exceptions.SSLError):
+        return "tls", (
+            "the TLS handshake failed; check the certificate of the host in INFINIUM_BASE_URL "
+            "(INFINIUM_VERIFY_SSL=false only for local testing)"
+        )
+    if isinstance(cause, urllib3.exceptions.NameResolutionError):
+        return "unreachable", "the host name does not resolve; check INFINIUM_BASE_URL"
+    return "unreachable", "nothing answered there; check INFINIUM_BASE_URL and that it is up"
+
+
+# --- send -------------------------------------------------------------------------------------
+
+
+def _add_send(commands: _Commands) -> None:
+    parser = commands.add_parser(
+        "send",
+        help="validate and send traces from a JSON or JSON-lines file",
+        description=(
+            "Read traces from FILE (one TaskData as a JSON object, a JSON array of them, or JSON "
+            "lines; '-' reads standard input), validate every one strictly (nothing is sent if "
+            "any is invalid), then send them with the configured throttle and retries and print "
+            "each trace id. Settings come from INFINIUM_* variables and the flags."
+        ),
+        epilog="exit status: 0 all sent, 1 some failed, 2 invalid input or configuration",
+    )
+    parser.add_argument("file", metavar="FILE", help="path of the traces, or - for stdin")
+    _add_settings_flags(parser)
+    parser.set_defaults(run=_send)
+
+
+def _read_traces(name: str) -> list[tuple[str, object]]:
+    """Return ``(where, object)`` pairs; raises ValueError with a precise location."""
+    if name == "-":
+        raw = sys.stdin.buffer.read()
+        label = "<stdin>"
+    else:
+        with open(name, "rb") as handle:
+            raw = handle.read()
+        label = name
+    try:
+        whole = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        whole = None
+    else:
+        if isinstance(whole, list):
+            return [(f"{label}[{i}]", item) for i, item in enumerate(whole)]
+        return [(label, whole)]
+    found: list[tuple[str, object]] = []
+    for number, line in enumerate(raw.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            found.append((f"{label}:{number}", msgspec.json.decode(line)))
+        except msgspec.DecodeError as exc:
+            raise ValueError(f"{label}:{number}: invalid JSON: {exc}") from None
+    return found
+
+
+def _send(args: argparse.Namespace) -> int:
+    try:
+        settings = _settings_from(args)
+    except ConfigurationError as exc:
+        return _fail("send", exc.message, 2)
+    try:
+        items = _read_traces(args.file)
+    except OSError as exc:
+        return _fail("send", f"cannot read {args.file}: {exc.strerror}", 2)
+    except ValueError as exc:
+        return _fail("send", str(exc), 2)
+    if not items:
+        return _fail("send", f"no traces in {args.file}", 2)
+    tasks = []
+    problems = []
+    for where, obj in items:
+        try:
+            tasks.append(to_task(obj, strict=True))
+        except ValidationError as exc:
+            problems.append(f"{where}: {exc.message}")
+    if problems:
+        for problem in problems:
+            print(f"{_PROG} send: {problem}", file=sys.stderr)
+        return _fail("send", f"{len(problems)} invalid trace(s); nothing was sent", 2)
+    failed = 0
+    show_progress = len(tasks) >= 20
+    with Exporter(settings) as exporter:
+        for index, task in enumerate(tasks, start=1):
+            try:
+                response = exporter.send(task)
+            except InfiniumError as exc:
+                failed += 1
+                print(f"{_PROG} send: {items[index - 1][0]}: {exc.message}", file=sys.stderr)
+            else:
+                print(response.trace_id or "(no trace id in the answer)", flush=True)
+            if show_progress and (index % 10 == 0 or index == len(tasks)):
+                print(f"  {index}/{len(tasks)} sent", file=sys.stderr, flush=True)
+    if failed:
+        return _fail("send", f"{failed} of {len(tasks)} trace(s) failed", 1)
+    return 0
+
+
 #: Every subcommand, each added by one function.
-_COMMANDS: Final[tuple[Callable[[_Commands], None], ...]] = (_add_serve,)
+_COMMANDS: Final[tuple[Callable[[_Commands], None], ...]] = (
+    _add_demo,
+    _add_serve,
+    _add_check,
+    _add_send,
+)
