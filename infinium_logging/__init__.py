@@ -3,18 +3,27 @@
 The flow, one module per stage::
 
     handler.py / processor.py   log events in (stdlib logging / structlog)
-    mapping.py / tasks.py       events -> TaskData traces (task() aggregation)
+    mapping.py / tasks.py       events -> TaskData traces (task() aggregation); _default.py
+                                the process-wide default exporter (configure())
     model.py / convert.py       the trace types, their wire encoding, validation and fitting
     exporter.py                 bounded buffer and background workers
     throttle.py / retry.py      token bucket, backoff and Retry-After
     transport.py                one pooled urllib3 client
+    spool.py                    the durable write-ahead spool (INFINIUM_SPOOL_DIR)
     settings.py / errors.py     configuration from INFINIUM_* and the exception hierarchy
+    collector.py / cli.py       the local collector (infinium-logging serve) and the command line
+    testing.py                  pytest fixture and capture_tasks() for users' own tests
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
+from ._capture import capture_tasks
+from ._default import TaskSink, configure, get_default_exporter
 from ._logsetup import setup_logging
 from ._version import __version__
+from .collector import LocalCollector, ReceivedTrace
 from .convert import Problem, decode_task, fit_task, json_safe, to_task
 from .errors import (
     AuthenticationError,
@@ -28,6 +37,8 @@ from .errors import (
     ServerError,
     ValidationError,
 )
+from .exporter import DROP_REASONS, Exporter, ExporterStats, in_export
+from .handler import InfiniumHandler
 from .model import (
     ApiResponse,
     BatchResult,
@@ -55,6 +66,10 @@ from .model import (
     utc_now_iso,
 )
 from .settings import Settings
+from .tasks import TaskHandle, current_task, task
+
+if TYPE_CHECKING:
+    from .processor import InfiniumProcessor
 
 __all__ = [
     "ApiResponse",
@@ -64,17 +79,23 @@ __all__ = [
     "ConfigurationError",
     "Content",
     "Customer",
+    "DROP_REASONS",
     "Development",
     "EnvironmentContext",
     "ErrorDetail",
     "ExecutionStep",
     "Executive",
     "ExpectedOutcome",
+    "Exporter",
+    "ExporterStats",
     "General",
     "InfiniumError",
+    "InfiniumHandler",
+    "InfiniumProcessor",
     "InfiniumTimeoutError",
     "LlmCall",
     "LlmUsage",
+    "LocalCollector",
     "Marketing",
     "NetworkError",
     "NotFoundError",
@@ -82,24 +103,43 @@ __all__ = [
     "Project",
     "PromptContent",
     "RateLimitError",
+    "ReceivedTrace",
     "Research",
     "Sales",
     "ServerError",
     "Settings",
     "Support",
     "TaskData",
+    "TaskHandle",
+    "TaskSink",
     "TimeTracking",
     "ToolCall",
     "ValidationError",
     "__version__",
+    "capture_tasks",
+    "configure",
+    "current_task",
     "decode_task",
     "encode_task",
     "fit_task",
+    "get_default_exporter",
+    "in_export",
     "json_safe",
     "setup_logging",
+    "task",
     "to_task",
     "utc_now_iso",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The structlog processor is imported on first use, so that the stdlib handler works
+    # (and imports quickly) without structlog.
+    if name == "InfiniumProcessor":
+        from .processor import InfiniumProcessor  # noqa: PLC0415
+
+        return InfiniumProcessor
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
