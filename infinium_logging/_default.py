@@ -1,0 +1,257 @@
+"""The process-wide default exporter, the options handler and processor read, and capture."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any, Final, Protocol, runtime_checkable
+
+from ._logsetup import LOGGER_NAME
+from .errors import ConfigurationError
+from .exporter import Exporter, in_export
+from .model import TaskData
+from .settings import ENV_PREFIX, Settings
+
+__all__ = [
+    "Options",
+    "TaskSink",
+    "capturing",
+    "configure",
+    "default_options",
+    "deliver",
+    "get_default_exporter",
+    "in_export",
+    "options_for",
+    "options_of",
+    "warn_once",
+]
+
+
+@runtime_checkable
+class TaskSink(Protocol):
+    """Anything that takes finished traces: an :class:`~infinium_logging.exporter.Exporter`,
+    the in-memory sink of :func:`~infinium_logging.testing.capture_tasks`, or your own.
+
+    ``submit`` receives a :class:`~infinium_logging.model.TaskData` or a dict of
+    TaskData fields (lenient coercion is the sink's job, off the caller's
+    thread); it must not block and should not raise.
+    """
+
+    def submit(self, task: TaskData | dict[str, Any]) -> bool:
+        """Accept one finished trace; ``False`` when it was not accepted."""
+        ...
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Options:
+    """The few settings the handler, the processor and ``task()`` need on the caller's thread."""
+
+    disabled: bool = False
+    #: ``Settings.tags`` as a hashable tuple of pairs (it keys the environment cache).
+    tags: tuple[tuple[str, str], ...] = ()
+    max_steps: int = 500
+    #: Bound of ``InfiniumHandler.flush()``.
+    flush_timeout: float = 5.0
+
+
+def options_of(settings: Settings) -> Options:
+    """The caller-side options of ``settings``."""
+    return Options(
+        disabled=settings.disabled,
+        tags=tuple(settings.tags.items()),
+        max_steps=settings.max_steps,
+        flush_timeout=settings.shutdown_timeout,
+    )
+
+
+_CREDENTIAL_VARIABLES: Final = frozenset({f"{ENV_PREFIX}AGENT_ID", f"{ENV_PREFIX}AGENT_SECRET"})
+
+
+def options_for(sink: object, overrides: Mapping[str, Any]) -> Options:
+    """Options for a handler or processor given an explicit sink.
+
+    The sink's own settings when it has them (an Exporter) and nothing is
+    overridden; otherwise the environment plus ``overrides``, without requiring
+    credentials: the sink, not these options, decides where traces go.
+    """
+    settings = getattr(sink, "settings", None)
+    if isinstance(settings, Settings) and not overrides:
+        return options_of(settings)
+    try:
+        return options_of(Settings.from_env(**overrides))
+    except ConfigurationError as exc:
+        if exc.variable not in _CREDENTIAL_VARIABLES:
+            raise
+    # Credentials are missing, so the export is not disabled: read the rest as if it were.
+    return dataclasses.replace(
+        options_of(Settings.from_env(**{**overrides, "disabled": True})), disabled=False
+    )
+
+
+# --- the default exporter ------------------------------------------------------------------------
+
+_lock = threading.Lock()
+_exporter: Exporter | None = None
+_options: Options | None = None
+
+
+def _after_fork_in_child() -> None:
+    # A lock held by another thread at fork() would stay held forever in the child.
+    global _lock
+    _lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def configure(**settings_overrides: Any) -> Exporter:
+    """Set the process-wide default exporter and return it.
+
+    ``settings_overrides`` are :class:`~infinium_logging.settings.Settings`
+    fields; whatever is not given comes from ``INFINIUM_*`` variables.  Every
+    :class:`~infinium_logging.InfiniumHandler`, :class:`~infinium_logging.InfiniumProcessor`
+    and ``task()`` without an explicit exporter uses it from then on.  A
+    previous default exporter is shut down (it delivers what it holds within its
+    ``shutdown_timeout``).  Raises :class:`~infinium_logging.errors.ConfigurationError`
+    for a missing or invalid setting.
+    """
+    global _exporter, _options
+    settings = Settings.from_env(**settings_overrides)
+    exporter = Exporter(settings)
+    with _lock:
+        previous, _exporter, _options = _exporter, exporter, options_of(settings)
+    if previous is not None and previous is not exporter:
+        previous.shutdown()
+    return exporter
+
+
+def get_default_exporter() -> Exporter:
+    """The process-wide default exporter, created from the environment on first use.
+
+    Its worker threads start only when the first trace is submitted.  Raises
+    :class:`~infinium_logging.errors.ConfigurationError` when the environment
+    lacks credentials (set ``INFINIUM_DISABLED=true`` where there are none).
+    """
+    global _exporter, _options
+    exporter = _exporter
+    if exporter is not None:
+        return exporter
+    with _lock:
+        if _exporter is None:
+            settings = Settings.from_env()
+            _exporter = Exporter(settings)
+            _options = options_of(settings)
+        return _exporter
+
+
+def default_options() -> Options:
+    """Options of the default exporter, read from the environment once (without creating it).
+
+    Raises :class:`~infinium_logging.errors.ConfigurationError` like
+    :func:`get_default_exporter` would, so that a handler or processor relying on
+    the default fails where it is configured, not silently later.
+    """
+    global _options
+    options = _options
+    if options is not None:
+        return options
+    with _lock:
+        if _options is None:
+            _options = options_of(Settings.from_env())
+        return _options
+
+
+def peek_default_exporter() -> Exporter | None:
+    """The default exporter if one exists, without creating it."""
+    return _exporter
+
+
+def _reset_default() -> None:
+    """Forget the default exporter and options (tests; the exporter is shut down)."""
+    global _exporter, _options
+    with _lock:
+        previous, _exporter, _options = _exporter, None, None
+    if previous is not None:
+        previous.shutdown(timeout=1.0)
+
+
+# --- capture -----------------------------------------------------------------------------------
+
+_captures: list[TaskSink] = []
+#: The innermost active capture; read without a lock on every delivery.
+_capture: TaskSink | None = None
+
+
+def push_capture(sink: TaskSink) -> None:
+    """Send every trace built from now on to ``sink`` instead of any exporter."""
+    global _capture
+    with _lock:
+        _captures.append(sink)
+        _capture = sink
+
+
+def pop_capture(sink: TaskSink) -> None:
+    """Undo :func:`push_capture` for ``sink``."""
+    global _capture
+    with _lock:
+        if sink in _captures:
+            _captures.remove(sink)
+        _capture = _captures[-1] if _captures else None
+
+
+def capturing() -> bool:
+    """True while a :func:`~infinium_logging.testing.capture_tasks` block is active."""
+    return _capture is not None
+
+
+class _NullSink:
+    """Where the traces of a handler whose own settings say ``disabled`` would go: nowhere."""
+
+    def submit(self, task: TaskData | dict[str, Any]) -> bool:
+        return False
+
+
+NULL_SINK: Final[TaskSink] = _NullSink()
+
+
+def deliver(sink: TaskSink | None, payload: TaskData | dict[str, Any]) -> bool:
+    """Hand one finished trace to the active capture, else ``sink``, else the default exporter.
+
+    ``None`` means the default exporter (created on first use; nothing is sent
+    when the default settings say ``disabled``).  May raise
+    :class:`~infinium_logging.errors.ConfigurationError` when the default is
+    needed and the environment cannot make one: callers decide how to report it.
+    """
+    capture = _capture
+    if capture is not None:
+        return capture.submit(payload)
+    if sink is None:
+        if default_options().disabled:
+            return False
+        sink = get_default_exporter()
+    return sink.submit(payload)
+
+
+# --- reporting problems without ever raising into the application --------------------------------
+
+_warned: dict[str, float] = {}
+_WARN_INTERVAL: Final = 60.0
+
+
+def warn_once(key: str, message: str, *args: object) -> None:
+    """Log a warning on the library's logger at most once a minute per ``key``.
+
+    The library's own records are never captured by its handler, so this cannot
+    recurse.
+    """
+    now = time.monotonic()
+    last = _warned.get(key)
+    if last is not None and now - last < _WARN_INTERVAL:
+        return
+    _warned[key] = now
+    logging.getLogger(f"{LOGGER_NAME}.tasks").warning(message, *args)

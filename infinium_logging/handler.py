@@ -1,0 +1,380 @@
+"""``InfiniumHandler``: the stdlib logging handler; tagged records and task events become traces."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any, Final
+
+from . import _default
+from ._default import NULL_SINK, Options, TaskSink, default_options, options_for, options_of
+from .exporter import Exporter, in_export
+from .mapping import (
+    STRUCTLOG_RESERVED,
+    ErrorInfo,
+    build_step,
+    environment,
+    error_from_exc_info,
+    error_from_rendered,
+    safe_str,
+    tagged_payload,
+)
+from .settings import Settings
+from .tasks import Recorder, _current, active_state, bridge, drain_deferred
+
+__all__ = ["InfiniumHandler"]
+
+#: What formatters add to a record after it was made.
+_FORMATTER_ATTRIBUTES: Final = frozenset({"message", "asctime"})
+#: Attributes every LogRecord has, read from a real one (as structlog's ExtraAdder does)
+#: so that new Python versions (``taskName`` in 3.12) are covered; plus what formatters add.
+_RECORD_ATTRIBUTES: Final = (
+    frozenset(logging.LogRecord("", logging.INFO, "", 0, "", (), None).__dict__)
+    | _FORMATTER_ATTRIBUTES
+)
+
+#: Our own logger and urllib3's: their records must never become traces (recursion).
+_IGNORED: Final = ("infinium_logging", "urllib3")
+
+
+#: Logger name -> ignored?  Logger names are few; the bound only guards against abuse.
+_ignored_names: dict[str, bool] = {}
+
+
+def _remember_ignored(name: str) -> bool:
+    ignored = any(
+        name.startswith(prefix) and (len(name) == len(prefix) or name[len(prefix)] == ".")
+        for prefix in _IGNORED
+    )
+    if len(_ignored_names) >= 4096:
+        _ignored_names.clear()
+    _ignored_names[name] = ignored
+    return ignored
+
+
+#: The last tagged record sent, and where to: two handlers sharing one destination
+#: (say one on the root logger and one on a child) send a record once.  A record is
+#: known by its ``id`` and creation time: an id alone could be reused by a later
+#: record, a reference would keep the record alive.  One global, not per thread: a
+#: race between threads can only miss a duplicate (two records never share both).
+_last_tagged: tuple[int, float, object] = (0, 0.0, None)
+
+
+class InfiniumHandler(logging.Handler):
+    """Sends traces to Infinium from stdlib logging.
+
+    A record tagged with ``extra={"infinium": ...}`` (``True``, a dict of
+    TaskData fields, or a TaskData) becomes one trace; inside
+    :func:`~infinium_logging.task`, every record the handler accepts becomes a
+    step of that task's trace.  Everything else costs one dict lookup and one
+    context-variable read.
+
+    ``exporter``: where traces go (any object with ``submit(task) -> bool``);
+    by default the process-wide default exporter (:func:`~infinium_logging.configure`,
+    else created from ``INFINIUM_*`` on first use).  ``settings_overrides``
+    (Settings fields, e.g. ``agent_id=...``) give the handler an exporter of
+    its own instead, which :meth:`close` shuts down; a shared or default
+    exporter is never shut down by the handler (interpreter exit does that).
+
+    Construction fails with :class:`~infinium_logging.errors.ConfigurationError`
+    when the settings it relies on are missing or invalid.  With
+    ``INFINIUM_DISABLED=true`` the handler does nothing at all.
+
+    Usable from :func:`logging.config.dictConfig`:
+    ``{"class": "infinium_logging.InfiniumHandler", "level": "INFO"}``.
+    """
+
+    def __init__(
+        self,
+        level: int | str = logging.NOTSET,
+        *,
+        exporter: TaskSink | None = None,
+        tag_key: str = "infinium",
+        **settings_overrides: Any,
+    ) -> None:
+        super().__init__(level)
+        if not isinstance(tag_key, str) or not tag_key:
+            raise ValueError("tag_key must be a non-empty string")
+        self.tag_key = tag_key
+        self._owned: Exporter | None = None
+        self._sink: TaskSink | None
+        self._options: Options | None
+        if exporter is not None:
+            if not callable(getattr(exporter, "submit", None)):
+                raise TypeError("exporter must have a submit(task) method")
+            self._sink = exporter
+            self._options = options_for(exporter, settings_overrides)
+        elif settings_overrides:
+            settings = Settings.from_env(**settings_overrides)
+            self._options = options_of(settings)
+            if settings.disabled:
+                self._sink = NULL_SINK
+            else:
+                self._owned = Exporter(settings)
+                self._sink = self._owned
+        else:
+            self._sink = None  # the default exporter, looked up at each export
+            self._options = None
+            default_options()  # fail here, where it is configured, if the environment is bad
+        self._closed = False
+        self._env_options: Options | None = None
+        # Rebuilt when the options object changes (the default exporter reconfigured).
+        self._recorder = Recorder(self._sink, Options(), "logging")
+        self._bridged_recorder = Recorder(self._sink, Options(), "structlog")
+        self._env_cache: dict[str, dict[str, Any]] = {}
+
+    def __repr__(self) -> str:
+        level = logging.getLevelName(self.level)
+        where = "default exporter" if self._sink is None else type(self._sink).__name__
+        return f"<{type(self).__name__} ({level}) -> {where}>"
+
+    @property
+    def exporter(self) -> TaskSink | None:
+        """Where this handler's traces go; ``None`` means the process-wide default exporter."""
+        return self._sink
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        """Filter and emit ``record`` unless it is untagged and no task is active.
+
+        That check comes first and is all an ordinary record costs.  No handler
+        lock is taken: emitting only builds a dict and hands it to a thread-safe
+        exporter or a task with its own lock, so serialising every logging thread
+        through one lock would buy nothing.
+        """
+        if (
+            self.tag_key not in record.__dict__
+            and _current.get() is None
+            and type(record.msg) is not dict
+        ):
+            return False
+        if self.filters:
+            result: Any = self.filter(record)
+            if not result:
+                return False
+            if isinstance(result, logging.LogRecord):  # 3.12+: a filter may replace the record
+                record = result
+        try:
+            self._emit(record)
+        except RecursionError:  # the stdlib's own rule: let the interpreter unwind
+            raise
+        except Exception:
+            self.handleError(record)
+        return True
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Turn ``record`` into a trace or a task step; never raises, never blocks on I/O."""
+        try:
+            self._emit(record)
+        except RecursionError:  # the stdlib's own rule: let the interpreter unwind
+            raise
+        except Exception:
+            self.handleError(record)
+
+    def _environment(self, framework: str, name: str, options: Options) -> dict[str, Any]:
+        """The environment of this handler's traces from logger ``name``, cached per logger."""
+        if self._env_options is not options:  # the default exporter was reconfigured
+            self._env_cache = {}
+            self._env_options = options
+        key = name if framework == "logging" else f"{framework}:{name}"
+        env = self._env_cache.get(key)
+        if env is None:
+            if len(self._env_cache) >= 1024:
+                self._env_cache = {}
+            env = self._env_cache[key] = environment(framework, name, options.tags)
+        return env
+
+    def _emit(self, record: logging.LogRecord) -> None:
+        name = record.name
+        ignored = _ignored_names.get(name)
+        if ignored is None:
+            ignored = _remember_ignored(name)
+        if ignored or in_export():
+            return
+        options = self._options or default_options()
+        if options.disabled and not _default.capturing():
+            return
+        msg = record.msg
+        if type(msg) is dict:
+            self._emit_bridged(record, msg, options)
+            return
+        attributes = record.__dict__
+        value = attributes.get(self.tag_key)
+        if value is not None and value is not False:
+            global _last_tagged
+            sink = self._sink
+            capture = _default._capture
+            ident = (id(record), record.created, sink if capture is None else capture)
+            if _last_tagged == ident:
+                return  # a second handler with the same destination saw this record
+            if self._env_options is not options:
+                self._env_options, self._env_cache = options, {}
+            env = self._env_cache.get(name)
+            if env is None:
+                env = self._environment("logging", name, options)
+            exc_info = record.exc_info
+            payload = tagged_payload(
+                value,
+                record.getMessage,
+                record.created,
+                self._fields(attributes) if value is True else None,
+                error_from_exc_info(exc_info) if exc_info else None,
+                env,
+            )
+            if payload is not None:
+                _last_tagged = ident
+                if capture is not None:
+                    capture.submit(payload)
+                elif sink is not None:
+                    sink.submit(payload)
+                else:
+                    _default.deliver(None, payload)
+            return
+        state = _current.get()
+        if state is None:
+            return
+        if state.finished:
+            state = active_state()
+            if state is None:
+                return
+        if bridge.in_use:
+            mark = bridge.mark
+            if mark is not None:
+                bridge.mark = None
+                if mark[0] == name and (
+                    msg is mark[1] or (type(msg) is str and mark[2] != "" and mark[2] in msg)
+                ):
+                    return  # the structlog processor already made this event a step
+        recorder = self._recorder
+        if recorder.options is not options:
+            recorder = self._recorder = Recorder(self._sink, options, "logging")
+        exc_info = record.exc_info
+        error = error_from_exc_info(exc_info) if exc_info else None
+        state.record(
+            build_step(self._message(record), record.levelno, self._fields(attributes), error),
+            error,
+            recorder,
+            name,
+            (id(record), record.created),
+        )
+
+    def _emit_bridged(
+        self, record: logging.LogRecord, event: dict[Any, Any], options: Options
+    ) -> None:
+        """A dict message, its keys being the event's fields.
+
+        A structlog event passed on by ``ProcessorFormatter.wrap_for_formatter``,
+        or a dict logged as the message.
+        """
+        value = event.get(self.tag_key)
+        tagged = value is not None and value is not False
+        state = None if tagged else active_state()
+        if not tagged and state is None:
+            return
+        # A dict logged as the message by hand (not by structlog) has no "event": use all of it.
+        message = safe_str(event["event"]) if "event" in event else self._message(record)
+        error: ErrorInfo | None = None
+        exc_info = event.get("exc_info") or record.exc_info
+        if exc_info:
+            error = error_from_exc_info(exc_info)
+        elif "exception" in event:
+            error = error_from_rendered(event["exception"])
+        skip = STRUCTLOG_RESERVED | {self.tag_key}
+        fields = [
+            (key, item)
+            for key, item in event.items()
+            if type(key) is str and key not in skip and key[:1] != "_"
+        ]
+        if tagged:
+            global _last_tagged
+            sink = self._sink
+            capture = _default._capture
+            ident = (id(record), record.created, sink if capture is None else capture)
+            if _last_tagged == ident:
+                return
+            payload = tagged_payload(
+                value,
+                message,
+                record.created,
+                fields,
+                error,
+                self._environment("structlog", record.name, options),
+            )
+            if payload is not None:
+                _last_tagged = ident
+                _default.deliver(sink, payload)
+            return
+        assert state is not None
+        mark = bridge.mark
+        if mark is not None:
+            bridge.mark = None
+            if mark[1] is event:
+                return  # the structlog processor already made this event a step
+        recorder = self._bridged_recorder
+        if recorder.options is not options:
+            recorder = self._bridged_recorder = Recorder(self._sink, options, "structlog")
+        state.record(
+            build_step(message, record.levelno, fields, error),
+            error,
+            recorder,
+            record.name,
+            (id(record), record.created),
+        )
+
+    @staticmethod
+    def _message(record: logging.LogRecord) -> str:
+        try:
+            return record.getMessage()
+        except Exception:  # bad %-arguments: the record still says something
+            return safe_str(record.msg)
+
+    def _fields(self, attributes: dict[str, Any]) -> Iterable[tuple[str, Any]]:
+        """The record's structured fields (what ``extra=`` and filters added), in the order given.
+
+        ``LogRecord.__init__`` sets the standard attributes first and
+        ``makeRecord`` (or a record factory, or a filter) adds the rest after
+        them, so the fields are found by walking the record's attributes from
+        the end back to the first standard one, skipping ``message`` and
+        ``asctime`` that formatters add: a few steps instead of a pass over
+        every attribute.
+        """
+        found: list[tuple[str, Any]] | None = None
+        tag_key = self.tag_key
+        for key in reversed(attributes):
+            if key in _RECORD_ATTRIBUTES:
+                if key in _FORMATTER_ATTRIBUTES:
+                    continue
+                break
+            if key != tag_key and key[:1] != "_":
+                if found is None:
+                    found = []
+                found.append((key, attributes[key]))
+        if found is None:
+            return ()
+        if len(found) > 1:
+            found.reverse()
+        return found
+
+    def flush(self) -> None:
+        """Wait, at most ``shutdown_timeout`` seconds, until the exporter has sent what it holds."""
+        try:
+            drain_deferred()
+            sink: object = self._sink
+            if sink is None:
+                sink = _default.peek_default_exporter()
+            flush = getattr(sink, "flush", None)
+            if callable(flush):
+                options = self._options or default_options()
+                flush(timeout=options.flush_timeout)
+        except Exception:  # flush runs at interpreter exit too: never raise there
+            _default.warn_once("handler-flush", "infinium_logging: flushing the exporter failed")
+
+    def close(self) -> None:
+        """Shut down the exporter this handler created (not a shared or default one); idempotent."""
+        try:
+            if not self._closed:
+                self._closed = True
+                owned, self._owned = self._owned, None
+                if owned is not None:
+                    owned.shutdown()
+        finally:
+            super().close()

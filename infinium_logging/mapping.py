@@ -1,0 +1,720 @@
+"""Event mapping: a log event becomes a trace (tagged events) or an execution step (in a task).
+
+Everything here runs on the thread that logs, so it does the least that is
+correct and leaves lenient coercion (:func:`~infinium_logging.convert.to_task`
+with ``strict=False``) to the exporter's worker thread: traces leave this module
+as dicts of TaskData fields.  What must be fixed at the moment of the event is
+fixed here: the message, the time, exception details (the traceback is
+formatted now so that no frames are kept alive), and a JSON-safe copy of every
+non-scalar field value (so later mutation by the application cannot change or
+break the trace).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import platform
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterable, Mapping
+from types import TracebackType
+from typing import Any, Final, cast
+
+import msgspec
+
+from ._version import __version__
+from .convert import (
+    MAX_DESCRIPTION_LENGTH,
+    MAX_FREEFORM_STRING,
+    MAX_NAME_LENGTH,
+    MAX_PREVIEW_LENGTH,
+    json_safe,
+    truncate,
+)
+from .model import EnvironmentContext, ErrorDetail, LlmCall, TaskData, ToolCall, format_timestamp
+
+__all__ = [
+    "LEVELS",
+    "STEP_FIELDS",
+    "STRUCTLOG_RESERVED",
+    "TASK_FIELDS",
+    "ErrorInfo",
+    "build_step",
+    "environment",
+    "error_from_exc_info",
+    "error_from_rendered",
+    "event_time",
+    "event_timestamp",
+    "iso_timestamp",
+    "level_number",
+    "preview",
+    "safe_str",
+    "safe_value",
+    "tagged_payload",
+]
+
+#: Names of TaskData fields: the keys a tag dict (or, for ``True``, the event) may set.
+TASK_FIELDS: Final = frozenset(TaskData.__struct_fields__)
+#: Event fields that fill an ExecutionStep field instead of its metadata.
+STEP_FIELDS: Final = frozenset(
+    {"action", "llm_call", "tool_call", "duration_ms", "input_preview", "output_preview"}
+)
+#: Keys structlog's own processors put in an event dict: not structured fields of the event.
+STRUCTLOG_RESERVED: Final = frozenset(
+    {
+        "event",
+        "level",
+        "timestamp",
+        "logger",
+        "exc_info",
+        "exception",
+        "stack",
+        "stack_info",
+        "positional_args",
+    }
+)
+#: Whole-number fields of LlmCall and ToolCall: ``"320"`` or ``12.0`` are read as numbers now.
+_CALL_INTS: Final = frozenset(
+    {"prompt_tokens", "completion_tokens", "latency_ms", "duration_ms", "http_status"}
+)
+_LLM_CALL_FIELDS: Final = frozenset(LlmCall.__struct_fields__)
+_TOOL_CALL_FIELDS: Final = frozenset(ToolCall.__struct_fields__)
+
+#: Longest ErrorDetail message and stack trace kept from an exception.
+MAX_ERROR_MESSAGE: Final = 10_000
+MAX_STACK_TRACE: Final = 32_768
+
+_PYTHON_VERSION: Final = platform.python_version()
+_RUNTIME: Final = platform.python_implementation()
+
+# --- levels ---------------------------------------------------------------------------------------
+
+#: structlog level and method names (lower case) as stdlib numbers.
+LEVELS: Final[dict[str, int]] = {
+    "notset": 0,
+    "debug": 10,
+    "info": 20,
+    "warning": 30,
+    "warn": 30,
+    "error": 40,
+    "exception": 40,
+    "critical": 50,
+    "fatal": 50,
+    # structlog's BoundLogger.msg() logs at info.
+    "msg": 20,
+}
+
+
+def level_number(level: object, default: int = 20) -> int:
+    """A level name (any case, structlog's method names included) or number as a stdlib number."""
+    if isinstance(level, int) and not isinstance(level, bool):
+        return level
+    if isinstance(level, str):
+        found = LEVELS.get(level.lower())
+        if found is not None:
+            return found
+    return default
+
+
+# --- time -----------------------------------------------------------------------------------------
+
+# (whole second, its "YYYY-MM-DDTHH:MM:SS" text): one tuple, replaced atomically, so that
+# threads share it safely.
+_second_text: tuple[int, str] = (-1, "")
+# Inside this range time.gmtime and datetime agree on the text; outside it, use the slow path.
+_FAST_MIN: Final = 946_684_800.0  # 2000-01-01
+_FAST_MAX: Final = 4_102_444_800.0  # 2100-01-01
+
+
+def iso_timestamp(timestamp: float) -> str:
+    """Exactly :func:`~infinium_logging.model.format_timestamp`, several times faster.
+
+    The date and time of the current second are cached; only the microseconds
+    are formatted per call, rounded half to even as ``datetime`` rounds them
+    (``timestamp - int(timestamp)`` is exact, like the ``modf`` it uses).
+    """
+    global _second_text
+    if not _FAST_MIN <= timestamp < _FAST_MAX:
+        try:
+            return format_timestamp(timestamp)
+        except (OverflowError, OSError, ValueError):
+            return format_timestamp(time.time())
+    second = int(timestamp)
+    micros = round((timestamp - second) * 1e6)
+    if micros >= 1_000_000:
+        second += 1
+        micros -= 1_000_000
+    cached = _second_text
+    if cached[0] != second:
+        cached = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+        _second_text = cached
+    return "%s.%06dZ" % (cached[1], micros)  # noqa: UP031 - measurably faster than an f-string
+
+
+def event_timestamp(value: object) -> float | str:
+    """:func:`event_time`, except that a timestamp already in the wire format is kept as text.
+
+    ``TimeStamper(fmt="iso")`` (UTC, the default) writes exactly the format
+    traces use, so the common case costs a few character checks.
+    """
+    if (
+        type(value) is str
+        and len(value) == 27
+        and value[26] == "Z"
+        and value[10] == "T"
+        and value[19] == "."
+        and value[4] == "-"
+    ):
+        return value
+    return event_time(value)
+
+
+def event_time(value: object) -> float:
+    """The POSIX time of a structlog ``timestamp`` value, or now when it cannot be read.
+
+    Accepts what ``TimeStamper`` produces: epoch numbers (``fmt=None``), ISO 8601
+    strings with ``Z`` or an offset, and strings without one, which are taken as
+    UTC (``TimeStamper``'s default is ``utc=True``).
+    """
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value)
+        if math.isfinite(number) and number > 0:
+            return number
+    elif isinstance(value, str):
+        text = value.strip()
+        if text[-1:] in ("Z", "z"):
+            text = text[:-1] + "+00:00"
+        try:
+            moment = _dt.datetime.fromisoformat(text)
+        except ValueError:
+            return time.time()
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=_dt.timezone.utc)
+        return moment.timestamp()
+    elif isinstance(value, _dt.datetime):
+        moment = value if value.tzinfo is not None else value.replace(tzinfo=_dt.timezone.utc)
+        return moment.timestamp()
+    return time.time()
+
+
+# --- values ---------------------------------------------------------------------------------------
+
+
+def safe_str(value: object) -> str:
+    """``str(value)``, or its ``repr`` when ``__str__`` fails, or a placeholder when both fail."""
+    try:
+        return value if type(value) is str else str(value)
+    except Exception:
+        try:
+            return repr(value)
+        except Exception:
+            return f"<unprintable {type(value).__name__}>"
+
+
+def safe_value(value: Any) -> Any:
+    """A JSON-safe copy of one field value, free for the common scalar cases.
+
+    Strings are cut to :data:`~infinium_logging.convert.MAX_FREEFORM_STRING`
+    characters now, so a huge string is not held until the task ends.
+    """
+    kind = type(value)
+    if kind is str:
+        return value if len(value) <= MAX_FREEFORM_STRING else json_safe(value)
+    if kind is int or kind is bool or value is None:
+        return value
+    if kind is float and math.isfinite(value):
+        return value
+    return json_safe(value)
+
+
+def preview(value: object) -> str:
+    """A step's ``input_preview`` / ``output_preview``: text, cut to the platform's limit."""
+    if type(value) is not str:
+        if isinstance(value, (Mapping, list, tuple, msgspec.Struct)):
+            try:
+                value = msgspec.json.encode(json_safe(value)).decode()
+            except Exception:
+                value = safe_str(value)
+        else:
+            value = safe_str(value)
+    assert isinstance(value, str)
+    return value if len(value) <= MAX_PREVIEW_LENGTH else truncate(value, MAX_PREVIEW_LENGTH)
+
+
+def _as_int(value: object) -> int | None:
+    if type(value) is int:
+        return value
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, float):
+        return round(value) if math.isfinite(value) else None
+    if isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            return None
+        return round(number) if math.isfinite(number) else None
+    if isinstance(value, int):
+        return int(value)
+    return None
+
+
+def _as_float(value: object) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, (int, float)):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            return None
+    else:
+        return None
+    return number if math.isfinite(number) else None
+
+
+# --- errors ---------------------------------------------------------------------------------------
+
+
+class ErrorInfo:
+    """An ErrorDetail (as a dict, sent as is) and the identity of the exception it describes.
+
+    The identity (``id`` plus type and message) lets ``task()`` recognise an
+    exception it already recorded when it later escapes the block, without
+    keeping the exception (and its frames) alive.
+    """
+
+    __slots__ = ("detail", "key")
+
+    def __init__(self, detail: dict[str, Any], key: tuple[int, str, str] | None) -> None:
+        self.detail = detail
+        self.key = key
+
+
+def _exc_triple(
+    exc_info: object,
+) -> tuple[type[BaseException], BaseException, TracebackType | None] | None:
+    if exc_info is True:
+        exc_info = sys.exc_info()
+    if isinstance(exc_info, BaseException):
+        return type(exc_info), exc_info, exc_info.__traceback__
+    if isinstance(exc_info, tuple) and len(exc_info) == 3:
+        exc = exc_info[1]
+        if not isinstance(exc, BaseException):
+            return None
+        return type(exc), exc, exc_info[2]
+    return None
+
+
+def error_from_exc_info(exc_info: object) -> ErrorInfo | None:
+    """An :class:`ErrorInfo` from ``exc_info`` (``True``, an exception or a 3-tuple), else None.
+
+    ``True`` means ``sys.exc_info()``, read now: this must run on the thread
+    that logs, inside its ``except`` block.
+    """
+    triple = _exc_triple(exc_info)
+    if triple is None:
+        return None
+    kind, exc, tb = triple
+    error_type = getattr(kind, "__name__", "Exception")
+    message = safe_str(exc) or error_type
+    try:
+        stack = "".join(traceback.format_exception(kind, exc, tb))
+    except Exception:
+        stack = f"{error_type}: {message}"
+    detail = {
+        "error_type": error_type,
+        "message": truncate(message, MAX_ERROR_MESSAGE),
+        "recoverable": False,
+        "stack_trace": truncate(stack, MAX_STACK_TRACE),
+    }
+    return ErrorInfo(detail, (id(exc), error_type, message))
+
+
+def error_from_rendered(value: object) -> ErrorInfo | None:
+    """An :class:`ErrorInfo` from what structlog's ``format_exc_info`` / ``dict_tracebacks`` left.
+
+    Used when such a processor ran before :class:`InfiniumProcessor`, so that
+    ``exc_info`` is gone and only its rendering (``event_dict["exception"]``) is left.
+    """
+    if isinstance(value, str) and value.strip():
+        last = value.strip().splitlines()[-1]
+        error_type, sep, message = last.partition(": ")
+        if not sep or " " in error_type:
+            error_type, message = "Exception", last
+        detail = {
+            "error_type": error_type,
+            "message": truncate(message or error_type, MAX_ERROR_MESSAGE),
+            "recoverable": False,
+            "stack_trace": truncate(value, MAX_STACK_TRACE),
+        }
+        return ErrorInfo(detail, None)
+    if isinstance(value, list) and value and isinstance(value[0], Mapping):
+        first = value[0]
+        error_type = safe_str(first.get("exc_type") or "Exception")
+        message = safe_str(first.get("exc_value") or "") or error_type
+        lines = ["Traceback (most recent call last):"]
+        for stack in reversed(value):
+            if not isinstance(stack, Mapping):
+                continue
+            for frame in stack.get("frames") or ():
+                if isinstance(frame, Mapping):
+                    lines.append(
+                        f'  File "{frame.get("filename")}", line {frame.get("lineno")}, '
+                        f"in {frame.get('name')}"
+                    )
+            lines.append(f"{stack.get('exc_type')}: {stack.get('exc_value')}")
+        detail = {
+            "error_type": error_type,
+            "message": truncate(message, MAX_ERROR_MESSAGE),
+            "recoverable": False,
+            "stack_trace": truncate("\n".join(lines), MAX_STACK_TRACE),
+        }
+        return ErrorInfo(detail, None)
+    return None
+
+
+# --- environment ----------------------------------------------------------------------------------
+
+_EnvKey = tuple[str | None, str | None, tuple[tuple[str, str], ...], str | None]
+_env_cache: dict[_EnvKey, dict[str, Any]] = {}
+_ENV_CACHE_MAX: Final = 4096
+
+
+def environment(
+    framework: str | None,
+    logger_name: str | None,
+    tags: tuple[tuple[str, str], ...],
+    framework_version: str | None = None,
+) -> dict[str, Any]:
+    """The ``environment`` the library fills in, as a dict shared between traces (never mutate it).
+
+    ``custom_tags`` are ``INFINIUM_TAGS`` plus ``logger`` (the logger's name).
+    """
+    key = (framework, logger_name, tags, framework_version)
+    found = _env_cache.get(key)
+    if found is not None:
+        return found
+    custom = dict(tags)
+    if logger_name:
+        custom.setdefault("logger", logger_name)
+    env: dict[str, Any] = {
+        "python_version": _PYTHON_VERSION,
+        "runtime": _RUNTIME,
+        "sdk_version": __version__,
+    }
+    if framework is not None:
+        env["framework"] = framework
+    if framework_version is not None:
+        env["framework_version"] = framework_version
+    if custom:
+        env["custom_tags"] = custom
+    if len(_env_cache) >= _ENV_CACHE_MAX:
+        _env_cache.clear()  # many distinct logger names: rebuild rather than grow
+    _env_cache[key] = env
+    return env
+
+
+def _as_dict(value: object) -> dict[str, Any] | None:
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, msgspec.Struct):
+        return {name: getattr(value, name) for name in value.__struct_fields__}
+    return None
+
+
+def merge_environment(given: object, filled: Mapping[str, Any]) -> Any:
+    """``given`` with the library's values added where it has none (``custom_tags`` key by key)."""
+    if given is None:
+        return filled
+    mine = _as_dict(given)
+    if mine is None:
+        return given  # not readable here: lenient coercion decides
+    for key, value in filled.items():
+        if key == "custom_tags":
+            tags = _as_dict(mine.get("custom_tags"))
+            if tags is None:
+                mine["custom_tags"] = value
+            else:
+                for tag, text in value.items():
+                    tags.setdefault(tag, text)
+                mine["custom_tags"] = tags
+        elif mine.get(key) is None:
+            mine[key] = value
+    return mine
+
+
+# --- tagged events --------------------------------------------------------------------------------
+
+
+def _call_message(message: Callable[[], str]) -> str:
+    try:
+        return message()
+    except Exception:  # e.g. %-arguments that do not match the format: still a trace
+        owner = getattr(message, "__self__", None)
+        return safe_str(getattr(owner, "msg", "<message could not be formatted>"))
+
+
+def _fit(text: str, limit: int) -> str:
+    return text if len(text) <= limit else truncate(text, limit)
+
+
+def tagged_payload(  # noqa: PLR0917 - positional: keyword passing costs on this hot path
+    value: object,
+    message: str | Callable[[], str],
+    timestamp: float | str,
+    fields: Iterable[tuple[str, Any]] | None,
+    error: ErrorInfo | None,
+    env: Mapping[str, Any],
+) -> TaskData | dict[str, Any] | None:
+    """The trace of a tagged event, or ``None`` when ``value`` does not tag it.
+
+    ``value`` is what the event carries under the tag key: ``True`` (the trace
+    is built from the event: its message, time, and ``fields`` named like
+    TaskData fields), a dict of TaskData fields, a TaskData, or a string (the
+    trace's name).  ``False``, ``None`` and other false values leave the event
+    untagged.  Defaults fill only what the value leaves unset: ``name`` and
+    ``description`` (the message; pass a callable to build it only when
+    needed), ``current_datetime`` (the event's time), ``duration`` (0.0),
+    ``environment`` (merged key by key); an exception on the event is added to
+    ``errors``.
+    """
+    kind = type(value)
+    if kind is dict:
+        trace: dict[str, Any] = cast(dict[str, Any], value).copy()
+    elif isinstance(value, TaskData):
+        return _tagged_struct(value, error, env)
+    elif isinstance(value, Mapping):
+        trace = dict(value)
+    elif kind is str:
+        if not value:
+            return None
+        trace = {"name": value}
+    elif value:
+        trace = {}
+        if fields is not None:
+            for key, item in fields:
+                if key in TASK_FIELDS:
+                    trace[key] = item
+    else:
+        return None
+    get = trace.get
+    if get("name") is None:
+        if not isinstance(message, str):
+            message = _call_message(message)
+        trace["name"] = _fit(message, MAX_NAME_LENGTH)
+    if get("description") is None:
+        if not isinstance(message, str):
+            message = _call_message(message)
+        trace["description"] = _fit(message, MAX_DESCRIPTION_LENGTH)
+    if get("current_datetime") is None:
+        trace["current_datetime"] = (
+            timestamp if type(timestamp) is str else iso_timestamp(float(timestamp))
+        )
+    if get("duration") is None:
+        trace["duration"] = 0.0
+    given_env = get("environment")
+    trace["environment"] = env if given_env is None else merge_environment(given_env, env)
+    if error is not None:
+        given = get("errors")
+        trace["errors"] = [*given, error.detail] if isinstance(given, list) else [error.detail]
+    return trace
+
+
+def _tagged_struct(value: TaskData, error: ErrorInfo | None, env: Mapping[str, Any]) -> TaskData:
+    """A tagged TaskData: a copy with the environment filled in and the event's error added."""
+    environment_value = merge_environment(value.environment, env)
+    if isinstance(environment_value, dict):
+        try:
+            environment_value = msgspec.convert(environment_value, EnvironmentContext, strict=False)
+        except msgspec.ValidationError:  # the given one has wrong types: leave it as given
+            environment_value = value.environment
+    changes: dict[str, Any] = {"environment": environment_value}
+    if error is not None:
+        changes["errors"] = [*(value.errors or ()), ErrorDetail(**error.detail)]
+    return msgspec.structs.replace(value, **changes)
+
+
+# --- steps ----------------------------------------------------------------------------------------
+
+
+def _split_call(
+    value: object, struct: type[msgspec.Struct], known: frozenset[str], prefix: str
+) -> tuple[Any, dict[str, Any] | None]:
+    """A step's llm_call/tool_call value, and its keys the struct does not have (for metadata)."""
+    if isinstance(value, struct):
+        return value, None
+    if isinstance(value, Mapping):
+        source: Mapping[Any, Any] = value
+    else:
+        converted = json_safe(value)
+        if not isinstance(converted, dict):
+            return None, {prefix: converted}
+        source = converted
+    call: dict[str, Any] = {}
+    extra: dict[str, Any] | None = None
+    for key, item in source.items():
+        if key in known:
+            if key in _CALL_INTS and type(item) is not int:
+                number = _as_int(item)
+                call[key] = safe_value(item) if number is None else number
+            elif key == "temperature" and type(item) is not float:
+                real = _as_float(item)
+                call[key] = safe_value(item) if real is None else real
+            else:
+                call[key] = safe_value(item)
+        else:
+            if extra is None:
+                extra = {}
+            extra[f"{prefix}.{safe_str(key)}"] = safe_value(item)
+    return call, extra
+
+
+def build_step(
+    message: str,
+    levelno: int,
+    fields: Iterable[tuple[str, Any]],
+    error: ErrorInfo | None,
+) -> dict[str, Any]:
+    """An ExecutionStep (as a dict) for one event inside a task; ``step_number`` is set by the task.
+
+    ``action`` is the event's ``action`` field, else ``llm_inference`` with an
+    ``llm_call``, ``tool_use`` with a ``tool_call``, ``error`` at ERROR and
+    above, ``log`` otherwise.  ``duration_ms``, ``input_preview`` and
+    ``output_preview`` come from fields of those names; every other field goes
+    into ``metadata``, JSON-safe.
+    """
+    step: dict[str, Any] = {
+        "action": "log",
+        "description": message
+        if len(message) <= MAX_DESCRIPTION_LENGTH
+        else truncate(message, MAX_DESCRIPTION_LENGTH),
+    }
+    metadata: dict[str, Any] | None = None
+    action: object = None
+    for key, value in fields:
+        if key in STEP_FIELDS:
+            extra: dict[str, Any] | None = None
+            if key == "action":
+                action = value
+            elif key == "llm_call":
+                step["llm_call"], extra = _split_call(value, LlmCall, _LLM_CALL_FIELDS, key)
+            elif key == "tool_call":
+                step["tool_call"], extra = _split_call(value, ToolCall, _TOOL_CALL_FIELDS, key)
+            elif key == "duration_ms":
+                number = _as_int(value)
+                if number is not None and number >= 0:
+                    step["duration_ms"] = number
+                else:
+                    extra = {key: safe_value(value)}
+            elif value is not None:
+                step[key] = preview(value)
+            if extra:
+                metadata = extra if metadata is None else {**metadata, **extra}
+        else:
+            if metadata is None:
+                metadata = {}
+            kind = type(value)
+            # Scalars as they are (the common case, inline); anything else copied JSON-safe
+            # now.  None (also from NaN) is left out: the wire carries no nulls.
+            if kind is int or kind is bool or (kind is str and len(value) <= MAX_FREEFORM_STRING):
+                metadata[key] = value
+            else:
+                safe = safe_value(value)
+                if safe is not None:
+                    metadata[key] = safe
+    if action is not None and action != "":
+        step["action"] = safe_str(action)[:100]
+    elif step.get("llm_call") is not None:
+        step["action"] = "llm_inference"
+    elif step.get("tool_call") is not None:
+        step["action"] = "tool_use"
+    elif levelno >= 40:
+        step["action"] = "error"
+    if error is not None:
+        step["error"] = error.detail
+    if metadata:
+        step["metadata"] = metadata
+    return step
+
+
+def call_field(call: object, name: str) -> object:
+    """One field of an LlmCall given as a Struct or a dict."""
+    if isinstance(call, Mapping):
+        return call.get(name)
+    return getattr(call, name, None)
+
+
+class Usage:
+    """Running totals of a task's LLM calls, for ``llm_usage``."""
+
+    __slots__ = (
+        "calls",
+        "completion",
+        "cost",
+        "count",
+        "latency",
+        "models",
+        "prompt",
+        "providers",
+    )
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.prompt: int | None = None
+        self.completion: int | None = None
+        self.latency: int | None = None
+        self.cost: float | None = None
+        self.models: list[str] = []
+        self.providers: list[str] = []
+        self.calls: list[Any] = []
+
+    def add(self, call: object, extra: Mapping[str, Any] | None, keep: bool) -> None:
+        """Count one call; ``keep`` says whether it is also listed in ``calls``."""
+        self.count += 1
+        prompt = _as_int(call_field(call, "prompt_tokens"))
+        if prompt is not None:
+            self.prompt = (self.prompt or 0) + prompt
+        completion = _as_int(call_field(call, "completion_tokens"))
+        if completion is not None:
+            self.completion = (self.completion or 0) + completion
+        latency = _as_int(call_field(call, "latency_ms"))
+        if latency is not None:
+            self.latency = (self.latency or 0) + latency
+        if extra:
+            cost = _as_float(
+                extra.get("llm_call.estimated_cost_usd", extra.get("llm_call.cost_usd"))
+            )
+            if cost is not None:
+                self.cost = (self.cost or 0.0) + cost
+        for name, seen in (("model", self.models), ("provider", self.providers)):
+            text = call_field(call, name)
+            if isinstance(text, str) and text and text not in seen and len(seen) < 2:
+                seen.append(text)
+        if keep:
+            self.calls.append(call)
+
+    def as_dict(self) -> dict[str, Any]:
+        """``llm_usage``: sums, ``total_tokens``, ``api_calls_count``, and model/provider
+        when there is exactly one (``"multiple"`` otherwise)."""
+        usage: dict[str, Any] = {"api_calls_count": self.count}
+        if self.models:
+            usage["model"] = self.models[0] if len(self.models) == 1 else "multiple"
+        if self.providers:
+            usage["provider"] = self.providers[0] if len(self.providers) == 1 else "multiple"
+        if self.prompt is not None:
+            usage["prompt_tokens"] = self.prompt
+        if self.completion is not None:
+            usage["completion_tokens"] = self.completion
+        if self.prompt is not None or self.completion is not None:
+            usage["total_tokens"] = (self.prompt or 0) + (self.completion or 0)
+        if self.cost is not None:
+            usage["estimated_cost_usd"] = round(self.cost, 10)
+        if self.latency is not None:
+            usage["total_latency_ms"] = self.latency
+        if self.calls:
+            usage["calls"] = list(self.calls)
+        return usage

@@ -1,0 +1,650 @@
+"""``task()``: many log events, one trace: the active task, its steps, LLM usage, nesting, export.
+
+How a task finds its events: the active task lives in a ``ContextVar``, so code
+called inside ``with task(...)`` (and asyncio tasks started there) sees it;
+threads see it when they run in a copied context (:meth:`TaskHandle.wrap`).
+Every event that an :class:`~infinium_logging.InfiniumHandler` or
+:class:`~infinium_logging.InfiniumProcessor` accepts while a task is active
+becomes one of its steps.
+
+Where a task's trace goes: to the exporter given as ``task(exporter=...)``;
+else to the exporter of the first handler or processor that recorded a step in
+it (or of its first nested task that had one); else to the process-wide
+default exporter.  It is handed over exactly once, when the block ends.
+
+Memory: there is no registry of tasks.  A task's state is referenced only by
+the contexts it is active in and by its handle, and holds at most
+``max_steps`` steps and errors, so a task that never ends costs a bounded
+amount of memory for as long as something still references it, and nothing
+once it is unreachable.  A task that ends where exporting could deadlock (its
+state garbage-collected without an exit, say an entered and forgotten context
+manager, or a generator closed by the garbage collector while suspended inside
+the block) is queued and exported at the next safe point: the start or end of
+another task, or ``InfiniumHandler.flush()``.  Its trace carries a
+``TaskAbandoned`` (or ``GeneratorExit``) error.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextvars
+import functools
+import inspect
+import threading
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from types import TracebackType
+from typing import Any, Final, ParamSpec, TypeVar, cast, overload
+
+from . import _default
+from ._default import Options, TaskSink
+from .convert import MAX_DESCRIPTION_LENGTH, truncate
+from .mapping import (
+    TASK_FIELDS,
+    ErrorInfo,
+    Usage,
+    environment,
+    error_from_exc_info,
+    iso_timestamp,
+    merge_environment,
+)
+
+__all__ = ["Recorder", "Task", "TaskHandle", "current_task", "task"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: The task that events of the current context belong to.
+_current: Final[contextvars.ContextVar[_TaskState | None]] = contextvars.ContextVar(
+    "infinium_logging_task", default=None
+)
+
+
+class _Bridge(threading.local):
+    """Per-thread note from the structlog processor to the stdlib handler (see processor.py).
+
+    When the processor has turned an event into a step and the event is about
+    to be passed on to a stdlib logger, it leaves ``(logger name, event dict,
+    event text)`` here; the handler drops the record that carries that same
+    event, so bridged setups get one step per event, not two.
+    """
+
+    mark: tuple[str, object, str] | None = None
+    #: Set (process-wide) once a processor has left a mark: until then the
+    #: handler skips reading the thread-local.
+    in_use: bool = False
+
+
+bridge: Final = _Bridge()
+
+
+class Recorder:
+    """Who records a task's steps: where its trace then goes and how it is described.
+
+    The first recorder of a task binds it (its sink, options, framework); a
+    handler or processor keeps one per options object it uses.
+    """
+
+    __slots__ = ("framework", "framework_version", "options", "sink")
+
+    def __init__(
+        self,
+        sink: TaskSink | None,
+        options: Options,
+        framework: str,
+        framework_version: str | None = None,
+    ) -> None:
+        self.sink = sink
+        self.options = options
+        self.framework = framework
+        self.framework_version = framework_version
+
+
+def _now() -> float:
+    return time.time()
+
+
+def _monotonic() -> float:
+    return time.monotonic()
+
+
+class _TaskState:
+    """Everything one running task has collected; guarded by its own lock (threads may share it)."""
+
+    __slots__ = (
+        "bound",
+        "error_keys",
+        "errors",
+        "explicit",
+        "fields",
+        "finished",
+        "framework",
+        "framework_version",
+        "last_event",
+        "limit",
+        "lock",
+        "logger_name",
+        "max_steps",
+        "omitted",
+        "options",
+        "parent",
+        "sink",
+        "start_mono",
+        "start_wall",
+        "steps",
+        "usage",
+    )
+
+    def __init__(
+        self,
+        fields: dict[str, Any],
+        exporter: TaskSink | None,
+        max_steps: int | None,
+        parent: _TaskState | None,
+    ) -> None:
+        self.fields = fields
+        self.explicit = exporter
+        self.max_steps = max_steps
+        #: max_steps once known (binding fixes it); 0 until then sends every step through add().
+        self.limit = max_steps or 0
+        self.parent = parent
+        self.lock = threading.Lock()
+        self.steps: list[dict[str, Any]] = []
+        self.errors: list[dict[str, Any]] = []
+        self.error_keys: dict[tuple[int, str, str], dict[str, Any]] = {}
+        self.omitted = 0
+        self.usage: Usage | None = None
+        self.finished = False
+        self.bound = False
+        self.sink: TaskSink | None = None
+        self.options: Options | None = None
+        self.framework: str | None = None
+        self.framework_version: str | None = None
+        self.logger_name: str | None = None
+        self.last_event: tuple[int, float] | None = None
+        self.start_wall = _now()
+        self.start_mono = _monotonic()
+
+    # --- recording ---------------------------------------------------------------------------
+
+    def _bind(
+        self,
+        sink: TaskSink | None,
+        options: Options,
+        framework: str | None,
+        framework_version: str | None,
+        logger_name: str | None,
+    ) -> None:
+        self.bound = True
+        self.sink = sink
+        self.options = options
+        self.framework = framework
+        self.framework_version = framework_version
+        self.logger_name = logger_name
+        if self.max_steps is None:
+            self.max_steps = options.max_steps
+        self.limit = self.max_steps
+
+    def _limit(self) -> int:
+        if self.max_steps is None:
+            self.max_steps = (self.options or _fallback_options()).max_steps
+            self.limit = self.max_steps
+        return self.max_steps
+
+    def add(self, step: dict[str, Any], error: ErrorInfo | None) -> None:
+        """Append one step (the caller holds the lock and has bound the task)."""
+        limit = self._limit()
+        if error is not None and len(self.errors) < limit:
+            self.errors.append(error.detail)
+            if error.key is not None:
+                self.error_keys[error.key] = error.detail
+        call = step.get("llm_call")
+        if call is not None:
+            usage = self.usage
+            if usage is None:
+                usage = self.usage = Usage()
+            usage.add(call, step.get("metadata"), len(usage.calls) < limit)
+        if len(self.steps) < limit:
+            step["step_number"] = len(self.steps) + 1
+            self.steps.append(step)
+        else:
+            self.omitted += 1
+
+    def record(
+        self,
+        step: dict[str, Any],
+        error: ErrorInfo | None,
+        recorder: Recorder,
+        logger_name: str | None,
+        event: tuple[int, float] | None = None,
+    ) -> bool:
+        """Add the step of one event; ``False`` when it was not added (task over, or a duplicate).
+
+        ``event`` identifies the LogRecord the step comes from (``id`` and
+        creation time): two handlers that see the same record add it once.
+        """
+        with self.lock:
+            if self.finished:
+                return False
+            if event is not None:
+                if event == self.last_event:
+                    return False
+                self.last_event = event
+            if not self.bound:
+                self._bind(
+                    recorder.sink,
+                    recorder.options,
+                    recorder.framework,
+                    recorder.framework_version,
+                    logger_name,
+                )
+            steps = self.steps
+            if error is None and len(steps) < self.limit and "llm_call" not in step:
+                step["step_number"] = len(steps) + 1  # the common case, inline
+                steps.append(step)
+            else:
+                self.add(step, error)
+        return True
+
+    # --- finishing ---------------------------------------------------------------------------
+
+    def finish(
+        self,
+        exc: BaseException | None,
+        *,
+        abandoned: bool = False,
+        end_mono: float | None = None,
+    ) -> None:
+        """End the task: build its trace, hand it over once, and report it to the parent task."""
+        if end_mono is None:
+            end_mono = _monotonic()
+        with self.lock:
+            if self.finished:
+                return
+            self.finished = True
+        elapsed = max(0.0, end_mono - self.start_mono)
+        failure: dict[str, Any] | None = None
+        failure_key: tuple[int, str, str] | None = None
+        if exc is not None:
+            info = error_from_exc_info(exc)
+            if info is not None:
+                failure_key = info.key
+                failure = self.error_keys.get(failure_key) if failure_key is not None else None
+                if failure is None:
+                    failure = info.detail
+                    self.errors.append(failure)
+                failure["recoverable"] = False
+        elif abandoned:
+            failure = {
+                "error_type": "TaskAbandoned",
+                "message": "the task was garbage-collected without ending",
+                "recoverable": False,
+            }
+            self.errors.append(failure)
+        else:
+            for detail in self.errors:
+                detail["recoverable"] = True
+        trace = self._trace(elapsed)
+        sink = self._resolve_sink()
+        try:
+            _default.deliver(sink, trace)
+        except Exception as error:
+            _default.warn_once(
+                "task-export", "infinium_logging: a task's trace could not be exported: %r", error
+            )
+        parent = self.parent
+        if parent is not None:
+            outcome = "abandoned" if abandoned else ("error" if failure is not None else "success")
+            self._report_to(parent, elapsed, outcome, failure, failure_key)
+
+    def _resolve_sink(self) -> TaskSink | None:
+        state: _TaskState | None = self
+        while state is not None:
+            if state.explicit is not None:
+                return state.explicit
+            if state.bound:
+                return state.sink
+            state = state.parent
+        return None
+
+    def _trace(self, elapsed: float) -> dict[str, Any]:
+        trace = dict(self.fields)
+        name = trace.get("name")
+        if not isinstance(name, str) or not name:
+            name = trace["name"] = "unnamed task"
+        if trace.get("description") is None:
+            trace["description"] = name
+        start = iso_timestamp(self.start_wall)
+        if trace.get("current_datetime") is None:
+            trace["current_datetime"] = start
+        if trace.get("duration") is None:
+            trace["duration"] = round(elapsed, 6)
+        span = {"start_time": start, "end_time": iso_timestamp(self.start_wall + elapsed)}
+        trace["time_tracking"] = merge_environment(trace.get("time_tracking"), span)
+        steps = self.steps
+        limit = self._limit()
+        if self.omitted:
+            omitted = self.omitted
+            if len(steps) >= limit and steps:
+                steps.pop()  # make room for the marker: never more than max_steps steps
+                omitted += 1
+            steps.append(
+                {
+                    "step_number": len(steps) + 1,
+                    "action": "truncated",
+                    "description": f"{omitted} more steps left out (max_steps={limit})",
+                    "metadata": {"omitted_steps": omitted},
+                }
+            )
+        given_steps = trace.get("steps")
+        if isinstance(given_steps, list) and given_steps:
+            offset = len(given_steps)
+            for step in steps:
+                step["step_number"] += offset
+            trace["steps"] = [*given_steps, *steps]
+        elif steps:
+            trace["steps"] = steps
+        given_errors = trace.get("errors")
+        if isinstance(given_errors, list) and given_errors:
+            trace["errors"] = [*given_errors, *self.errors]
+        elif self.errors:
+            trace["errors"] = self.errors
+        if trace.get("llm_usage") is None and self.usage is not None:
+            trace["llm_usage"] = self.usage.as_dict()
+        options = self.options or _fallback_options()
+        trace["environment"] = merge_environment(
+            trace.get("environment"),
+            environment(self.framework, self.logger_name, options.tags, self.framework_version),
+        )
+        return trace
+
+    def _report_to(
+        self,
+        parent: _TaskState,
+        elapsed: float,
+        outcome: str,
+        failure: dict[str, Any] | None,
+        failure_key: tuple[int, str, str] | None,
+    ) -> None:
+        name = str(self.fields.get("name") or "unnamed task")
+        step: dict[str, Any] = {
+            "action": "subtask",
+            "description": truncate(name, MAX_DESCRIPTION_LENGTH),
+            "duration_ms": round(elapsed * 1000),
+            "metadata": {"task": name, "outcome": outcome, "steps": len(self.steps)},
+        }
+        error: ErrorInfo | None = None
+        if failure is not None:
+            detail = {key: value for key, value in failure.items() if key != "stack_trace"}
+            step["error"] = detail
+            error = ErrorInfo(detail, failure_key)
+        with parent.lock:
+            if parent.finished:
+                return
+            if not parent.bound and self.bound and self.options is not None:
+                parent._bind(
+                    self.sink,
+                    self.options,
+                    self.framework,
+                    self.framework_version,
+                    self.logger_name,
+                )
+            parent.add(step, error)
+
+    def __del__(self) -> None:
+        # Entered and never exited (an abandoned context manager): export what it
+        # has rather than lose it.  Not from here, though: a finalizer runs
+        # wherever the garbage collector happens to run, possibly while this very
+        # thread holds a lock the export needs.  Queue it for the next safe point.
+        try:
+            if not self.finished:
+                _deferred.append((self, None, _monotonic()))
+        except Exception:  # noqa: S110 - at interpreter exit module globals may be gone already
+            pass
+
+
+#: Tasks whose end arrived where exporting could deadlock (a finalizer, a generator
+#: being closed): ``(state, exception, end time)``, exported at the next safe point.
+_deferred: Final[collections.deque[tuple[_TaskState, BaseException | None, float]]] = (
+    collections.deque()
+)
+
+
+def drain_deferred() -> None:
+    """Export tasks that ended where exporting was not safe (called at safe points)."""
+    while _deferred:
+        try:
+            state, exc, end = _deferred.popleft()
+        except IndexError:  # another thread took the last one
+            return
+        try:
+            state.finish(exc, abandoned=exc is None, end_mono=end)
+        except Exception as error:
+            _default.warn_once("task-finish", "infinium_logging: task failed to finish: %r", error)
+
+
+def _fallback_options() -> Options:
+    try:
+        return _default.default_options()
+    except Exception:
+        return Options()
+
+
+# --- the public API ------------------------------------------------------------------------------
+
+
+class TaskHandle:
+    """The running task, as returned by ``with task(...) as t`` and :func:`current_task`."""
+
+    __slots__ = ("_state",)
+
+    def __init__(self, state: _TaskState) -> None:
+        self._state = state
+
+    def __repr__(self) -> str:
+        state = self._state
+        status = "finished" if state.finished else "running"
+        return f"<TaskHandle {state.fields.get('name')!r} {status}, {len(state.steps)} steps>"
+
+    @property
+    def name(self) -> str:
+        """The trace's name."""
+        return str(self._state.fields.get("name"))
+
+    @property
+    def finished(self) -> bool:
+        """True once the task has ended and its trace was handed over."""
+        return self._state.finished
+
+    def update(self, **fields: Any) -> None:
+        """Set trace fields while the task runs (``output_summary=...``, ``customer=...``).
+
+        Keys are TaskData field names (an unknown name is a ``TypeError``, as
+        for any keyword argument); values are coerced leniently when the trace
+        is sent.  Values set here win over what the library would fill in.
+        """
+        _check_fields(fields)
+        state = self._state
+        with state.lock:
+            state.fields.update(fields)
+
+    def wrap(self, fn: Callable[P, R]) -> Callable[P, R]:
+        """``fn`` made to run inside this task from any thread (``executor.submit(t.wrap(work))``).
+
+        Each call runs in a copy of the context ``wrap`` was called in, with
+        this task active, so events logged by ``fn`` become this task's steps.
+        Events logged after the task has ended are ignored.
+        """
+        state = self._state
+        context = contextvars.copy_context()
+
+        @functools.wraps(fn)
+        def run(*args: P.args, **kwargs: P.kwargs) -> R:
+            def call() -> R:
+                _current.set(state)
+                return fn(*args, **kwargs)
+
+            return context.copy().run(call)
+
+        return run
+
+
+def _check_fields(fields: Mapping[str, Any]) -> None:
+    unknown = sorted(set(fields) - TASK_FIELDS)
+    if unknown:
+        raise TypeError(
+            f"unknown TaskData field(s) {', '.join(unknown)}; "
+            f"known fields: {', '.join(sorted(TASK_FIELDS))}"
+        )
+
+
+class Task:
+    """A task as a context manager (sync and async) and as a decorator; made by :func:`task`."""
+
+    __slots__ = ("_active", "_exporter", "_fields", "_max_steps")
+
+    def __init__(
+        self,
+        fields: dict[str, Any],
+        exporter: TaskSink | None,
+        max_steps: int | None,
+    ) -> None:
+        self._fields = fields
+        self._exporter = exporter
+        self._max_steps = max_steps
+        self._active: list[tuple[_TaskState, contextvars.Token[_TaskState | None]]] = []
+
+    def __enter__(self) -> TaskHandle:
+        if _deferred:
+            drain_deferred()
+        state = _TaskState(dict(self._fields), self._exporter, self._max_steps, _current.get())
+        token = _current.set(state)
+        self._active.append((state, token))
+        return TaskHandle(state)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if not self._active:
+            return
+        state, token = self._active.pop()
+        try:
+            _current.reset(token)
+        except ValueError:
+            # Exited in another context than it was entered in (a generator resumed
+            # elsewhere): make sure this context no longer points at the task.
+            if _current.get() is state:
+                _current.set(state.parent)
+        if isinstance(exc, GeneratorExit):
+            # A generator being closed, most likely by the garbage collector:
+            # not a safe place to export from (see _TaskState.__del__).
+            _deferred.append((state, exc, _monotonic()))
+            return
+        try:
+            state.finish(exc)
+        except Exception as error:  # the block's own outcome must never change
+            _default.warn_once("task-finish", "infinium_logging: task failed to finish: %r", error)
+        if _deferred:
+            drain_deferred()
+
+    async def __aenter__(self) -> TaskHandle:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+    def __call__(self, fn: F) -> F:
+        """Decorate a sync or async function: each call runs in a new task."""
+        fields = dict(self._fields)
+        if fields.get("name") is None:
+            fields["name"] = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", "task")
+        exporter, max_steps = self._exporter, self._max_steps
+        if inspect.iscoroutinefunction(fn):
+            coroutine_fn = cast(Callable[..., Awaitable[Any]], fn)
+
+            @functools.wraps(fn)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                with Task(fields, exporter, max_steps):
+                    return await coroutine_fn(*args, **kwargs)
+
+            return cast(F, async_wrapper)
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with Task(fields, exporter, max_steps):
+                return fn(*args, **kwargs)
+
+        return cast(F, wrapper)
+
+
+@overload
+def task(name: F, /) -> F: ...
+
+
+@overload
+def task(
+    name: str | None = None,
+    /,
+    *,
+    exporter: TaskSink | None = None,
+    max_steps: int | None = None,
+    **fields: Any,
+) -> Task: ...
+
+
+def task(
+    name: str | Callable[..., Any] | None = None,
+    /,
+    *,
+    exporter: TaskSink | None = None,
+    max_steps: int | None = None,
+    **fields: Any,
+) -> Task | Callable[..., Any]:
+    """One trace made of every event logged while it runs.
+
+    ``with task("Classify ticket", description=..., expected_outcome=...) as t:``,
+    ``async with task(...)``, ``@task("Classify ticket")`` on a sync or async
+    function, or bare ``@task`` (the name is the function's qualified name).
+
+    ``fields`` are TaskData fields (``description``, ``input_summary``,
+    ``expected_outcome``, ``customer``, ...); ``t.update(...)`` sets more while
+    it runs.  ``exporter`` overrides where the trace goes; ``max_steps``
+    overrides ``INFINIUM_MAX_STEPS`` (500).
+
+    On exit the trace gets ``duration`` (monotonic clock), ``time_tracking``,
+    ``current_datetime`` (the start), its steps and errors, and ``llm_usage``
+    summed from the steps' LLM calls unless set; an exception escaping the
+    block is recorded as a non-recoverable error and re-raised untouched.
+    """
+    if callable(name):
+        return Task({}, exporter, max_steps)(name)
+    _check_fields(fields)
+    if max_steps is not None and (isinstance(max_steps, bool) or max_steps < 1):
+        raise ValueError(f"max_steps must be a positive whole number, got {max_steps!r}")
+    fields = {"name": name, **fields} if name is not None else fields
+    return Task(fields, exporter, max_steps)
+
+
+def current_task() -> TaskHandle | None:
+    """The task active in this context, or ``None``."""
+    state = _current.get()
+    if state is None or state.finished:
+        return None
+    return TaskHandle(state)
+
+
+def active_state() -> _TaskState | None:
+    """The running task of this context (internal: the handler and processor record into it)."""
+    state = _current.get()
+    while state is not None and state.finished:
+        state = state.parent
+    return state

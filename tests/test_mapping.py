@@ -1,0 +1,421 @@
+"""Event mapping: timestamps, field values, errors, tagged traces and steps, LLM usage."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import sys
+from typing import Any
+
+import msgspec
+import pytest
+from freezegun import freeze_time
+from hypothesis import given
+from hypothesis import strategies as st
+
+from infinium_logging import mapping
+from infinium_logging.convert import MAX_PREVIEW_LENGTH, TRUNCATION_MARK, to_task
+from infinium_logging.model import (
+    EnvironmentContext,
+    LlmCall,
+    TaskData,
+    ToolCall,
+    encode_task,
+    format_timestamp,
+)
+
+ENV: dict[str, Any] = mapping.environment("logging", "app.agent", (("team", "search"),))
+
+
+class _BadRepr:
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+    def __str__(self) -> str:
+        raise RuntimeError("no str")
+
+
+# --- time -----------------------------------------------------------------------------------------
+
+
+@given(st.floats(min_value=946_684_800.0, max_value=4_102_444_799.0, allow_nan=False))
+def test_iso_timestamp_matches_format_timestamp(timestamp: float) -> None:
+    """The cached fast formatter writes exactly what model.format_timestamp writes."""
+    assert mapping.iso_timestamp(timestamp) == format_timestamp(timestamp)
+
+
+@pytest.mark.parametrize(
+    "timestamp",
+    [
+        1_700_000_000.0,
+        1_700_000_000.9999995,  # rounds up into the next second
+        1_700_000_000.0000005,  # half to even
+        1_700_000_000.0000015,
+        1.5,  # before the fast range
+        5_000_000_000.25,  # after it
+    ],
+)
+def test_iso_timestamp_edges(timestamp: float) -> None:
+    """Rounding at second boundaries and the slow path outside the cached range agree too."""
+    assert mapping.iso_timestamp(timestamp) == format_timestamp(timestamp)
+
+
+@freeze_time("2026-03-01T12:00:00Z")
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("2026-02-03T04:05:06.123456Z", "2026-02-03T04:05:06.123456Z"),
+        ("2026-02-03T05:05:06+01:00", "2026-02-03T04:05:06.000000Z"),
+        ("2026-02-03 04:05:06", "2026-02-03T04:05:06.000000Z"),  # no zone: UTC, as TimeStamper
+        (1_770_091_506.5, "2026-02-03T04:05:06.500000Z"),
+        (dt.datetime(2026, 2, 3, 4, 5, 6, tzinfo=dt.timezone.utc), "2026-02-03T04:05:06.000000Z"),
+        ("yesterday-ish", "2026-03-01T12:00:00.000000Z"),  # unreadable: now
+        (None, "2026-03-01T12:00:00.000000Z"),
+        (float("nan"), "2026-03-01T12:00:00.000000Z"),
+    ],
+)
+def test_event_time_reads_structlog_timestamps(value: object, expected: str) -> None:
+    """TimeStamper's outputs are read as the event's time; anything else means now."""
+    assert format_timestamp(mapping.event_time(value)) == expected
+
+
+def test_event_timestamp_keeps_wire_format_text() -> None:
+    """A timestamp already in the wire format is used as it is, without parsing."""
+    text = "2026-02-03T04:05:06.123456Z"
+    assert mapping.event_timestamp(text) is text
+    assert mapping.event_timestamp(1_770_091_506.0) == 1_770_091_506.0
+
+
+# --- values ---------------------------------------------------------------------------------------
+
+
+def test_safe_value_keeps_scalars_and_copies_the_rest() -> None:
+    """Scalars pass as they are; containers are JSON-safe copies, unaffected by later changes."""
+    items = [1, {2, 3}]
+    copied = mapping.safe_value(items)
+    items.append("later")
+    assert copied == [1, [2, 3]]
+    assert mapping.safe_value("text") == "text"
+    assert mapping.safe_value(7) == 7
+    assert mapping.safe_value(float("inf")) is None
+    assert mapping.safe_value(_BadRepr()) == "<unrepresentable _BadRepr>"
+    assert mapping.safe_value(b"bytes") == "bytes"
+
+
+def test_safe_value_cuts_huge_strings() -> None:
+    """A huge string is cut now, visibly, instead of being held until the task ends."""
+    cut = mapping.safe_value("x" * 100_000)
+    assert len(cut) == 8192
+    assert cut.endswith(TRUNCATION_MARK)
+
+
+def test_preview_truncates_and_renders() -> None:
+    """Previews are text within the platform's limit; structures are rendered as JSON."""
+    long = mapping.preview("y" * 2000)
+    assert len(long) == MAX_PREVIEW_LENGTH
+    assert long.endswith(TRUNCATION_MARK)
+    assert mapping.preview({"q": [1, 2]}) == '{"q":[1,2]}'
+    assert mapping.preview(42) == "42"
+    assert mapping.safe_str(_BadRepr()) == "<unprintable _BadRepr>"
+
+
+def test_level_number() -> None:
+    """structlog method names and stdlib names map to stdlib numbers."""
+    assert mapping.level_number("warn") == 30
+    assert mapping.level_number("exception") == 40
+    assert mapping.level_number("CRITICAL") == 50
+    assert mapping.level_number("msg") == 20
+    assert mapping.level_number(15) == 15
+    assert mapping.level_number("nonsense", -1) == -1
+
+
+# --- errors ---------------------------------------------------------------------------------------
+
+
+def _raise() -> None:
+    raise ValueError("bad input")
+
+
+def test_error_from_exc_info_true_reads_the_current_exception() -> None:
+    """``True`` means sys.exc_info(), read inside the except block."""
+    try:
+        _raise()
+    except ValueError:
+        info = mapping.error_from_exc_info(True)
+    assert info is not None
+    assert info.detail["error_type"] == "ValueError"
+    assert info.detail["message"] == "bad input"
+    assert info.detail["recoverable"] is False
+    assert "in _raise" in info.detail["stack_trace"]
+    assert mapping.error_from_exc_info(True) is None  # outside any except block
+
+
+def test_error_from_exc_info_accepts_exceptions_and_tuples() -> None:
+    """An exception instance and a 3-tuple give the same detail; an empty message uses the type."""
+    try:
+        _raise()
+    except ValueError as exc:
+        caught = exc
+        triple = sys.exc_info()
+    from_exc = mapping.error_from_exc_info(caught)
+    from_tuple = mapping.error_from_exc_info(triple)
+    assert from_exc is not None
+    assert from_tuple is not None
+    assert from_exc.detail == from_tuple.detail
+    assert from_exc.key == from_tuple.key
+    empty = mapping.error_from_exc_info(KeyError())
+    assert empty is not None
+    assert empty.detail["message"] == "KeyError"
+    assert mapping.error_from_exc_info((None, None, None)) is None
+    assert mapping.error_from_exc_info(False) is None
+
+
+def test_error_from_rendered_formatted_traceback() -> None:
+    """What format_exc_info left behind is read back: type, message and the text as stack."""
+    text = (
+        'Traceback (most recent call last):\n  File "a.py", line 1, in f\nValueError: bad input\n'
+    )
+    info = mapping.error_from_rendered(text)
+    assert info is not None
+    assert (info.detail["error_type"], info.detail["message"]) == ("ValueError", "bad input")
+    assert info.detail["stack_trace"] == text
+
+
+def test_error_from_rendered_dict_tracebacks() -> None:
+    """What dict_tracebacks left behind is read back, frames rendered as a stack trace."""
+    value = [
+        {
+            "exc_type": "ValueError",
+            "exc_value": "bad input",
+            "frames": [{"filename": "a.py", "lineno": 3, "name": "f"}],
+        }
+    ]
+    info = mapping.error_from_rendered(value)
+    assert info is not None
+    assert info.detail["error_type"] == "ValueError"
+    assert 'File "a.py", line 3, in f' in info.detail["stack_trace"]
+    assert mapping.error_from_rendered(42) is None
+
+
+# --- tagged traces --------------------------------------------------------------------------------
+
+WHEN = 1_770_091_506.25
+
+
+def _payload(value: object, **kw: Any) -> TaskData:
+    payload = mapping.tagged_payload(
+        value,
+        kw.pop("message", "Classified ticket"),
+        kw.pop("timestamp", WHEN),
+        kw.pop("fields", None),
+        kw.pop("error", None),
+        kw.pop("env", ENV),
+    )
+    assert payload is not None
+    return payload if isinstance(payload, TaskData) else to_task(payload, strict=True)
+
+
+def test_tagged_true_builds_the_trace_from_the_event() -> None:
+    """``True``: name and description from the message, time from the event, TaskData fields."""
+    task = _payload(True, fields=[("output_summary", "billing"), ("ticket", 7)])
+    assert task.name == task.description == "Classified ticket"
+    assert task.current_datetime == "2026-02-03T04:05:06.250000Z"
+    assert task.duration == 0.0
+    assert task.output_summary == "billing"
+    assert task.environment == EnvironmentContext(
+        framework="logging",
+        python_version=mapping._PYTHON_VERSION,
+        sdk_version=mapping.__version__,
+        runtime=mapping._RUNTIME,
+        custom_tags={"team": "search", "logger": "app.agent"},
+    )
+
+
+def test_tagged_dict_overwrites_nothing_it_gives() -> None:
+    """Every field the dict gives stays; the library only fills what is missing."""
+    given_env = {"framework": "langgraph", "custom_tags": {"team": "ops", "run": "7"}}
+    task = _payload(
+        {
+            "name": "Classify",
+            "description": "Route a ticket",
+            "current_datetime": "2026-01-01T00:00:00.000000Z",
+            "duration": 2.5,
+            "environment": given_env,
+            "support": {"priority": "high"},
+        }
+    )
+    assert (task.name, task.description, task.duration) == ("Classify", "Route a ticket", 2.5)
+    assert task.current_datetime == "2026-01-01T00:00:00.000000Z"
+    assert task.support is not None
+    assert task.support.priority == "high"
+    assert task.environment is not None
+    assert task.environment.framework == "langgraph"
+    assert task.environment.sdk_version == mapping.__version__
+    assert task.environment.custom_tags == {"team": "ops", "run": "7", "logger": "app.agent"}
+    assert given_env == {"framework": "langgraph", "custom_tags": {"team": "ops", "run": "7"}}
+
+
+def test_tagged_dict_without_description_uses_the_message() -> None:
+    """The description defaults to the message, not to the given name."""
+    task = _payload({"name": "Classify"}, message="Classified ticket 7")
+    assert (task.name, task.description) == ("Classify", "Classified ticket 7")
+
+
+def test_tagged_message_callable_is_called_only_when_needed() -> None:
+    """A message given as a callable is built only if name or description is missing."""
+    calls: list[int] = []
+
+    def message() -> str:
+        calls.append(1)
+        return "built"
+
+    _payload({"name": "n", "description": "d"}, message=message)
+    assert calls == []
+    assert _payload({"name": "n"}, message=message).description == "built"
+    assert calls == [1]
+
+
+def test_tagged_taskdata_gets_environment_and_error_without_being_changed() -> None:
+    """A TaskData is copied with the environment filled in; the original is untouched."""
+    original = TaskData("Classify", "Route", "2026-01-01T00:00:00.000000Z", 1.0)
+    try:
+        _raise()
+    except ValueError:
+        error = mapping.error_from_exc_info(True)
+    task = _payload(original, error=error)
+    assert original.environment is None
+    assert original.errors is None
+    assert task.environment is not None
+    assert task.environment.custom_tags == {"team": "search", "logger": "app.agent"}
+    assert task.errors is not None
+    assert task.errors[0].error_type == "ValueError"
+
+
+def test_tagged_string_is_the_name_and_false_values_do_not_tag() -> None:
+    """A string names the trace; False, None, 0 and "" leave the event untagged."""
+    assert _payload("Classify").name == "Classify"
+    for value in (False, None, 0, ""):
+        assert mapping.tagged_payload(value, "m", WHEN, None, None, ENV) is None
+
+
+def test_tagged_error_is_appended_to_given_errors() -> None:
+    """An exception on a tagged event adds to the errors the dict gave."""
+    try:
+        _raise()
+    except ValueError:
+        error = mapping.error_from_exc_info(True)
+    task = _payload({"errors": [{"error_type": "Timeout", "message": "slow"}]}, error=error)
+    assert task.errors is not None
+    assert [e.error_type for e in task.errors] == ["Timeout", "ValueError"]
+
+
+def test_tagged_long_message_is_cut_to_the_limits() -> None:
+    """Name and description built from a long message respect the platform's limits."""
+    task = _payload(True, message="m" * 20_000)
+    assert len(task.name) == 500
+    assert len(task.description) == 10_000
+
+
+# --- steps ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "levelno", "action"),
+    [
+        ([("action", "retrieve")], 20, "retrieve"),
+        ([("llm_call", {"model": "m"})], 20, "llm_inference"),
+        ([("tool_call", {"tool_name": "search"})], 20, "tool_use"),
+        ([], 40, "error"),
+        ([], 50, "error"),
+        ([], 30, "log"),
+        ([("action", "plan"), ("llm_call", {"model": "m"})], 40, "plan"),
+    ],
+)
+def test_step_action_rules(fields: list[tuple[str, Any]], levelno: int, action: str) -> None:
+    """action field > llm_call > tool_call > ERROR and above > log."""
+    assert mapping.build_step("msg", levelno, fields, None)["action"] == action
+
+
+def test_step_fields_and_metadata() -> None:
+    """Known fields fill the step; the rest goes to metadata, JSON-safe; call extras too."""
+    step = mapping.build_step(
+        "Called the model",
+        20,
+        [
+            ("llm_call", {"model": "gpt-4o", "prompt_tokens": "12", "cost_usd": 0.002}),
+            ("duration_ms", 12.6),
+            ("input_preview", "q" * 1000),
+            ("output_preview", {"answer": 42}),
+            ("ticket", 7),
+            ("tags", {"a", "b"}),
+            ("broken", _BadRepr()),
+            ("ratio", math.nan),
+        ],
+        None,
+    )
+    assert step["llm_call"] == {"model": "gpt-4o", "prompt_tokens": 12}  # read as a number now
+    assert step["duration_ms"] == 13
+    assert len(step["input_preview"]) == MAX_PREVIEW_LENGTH
+    assert step["output_preview"] == '{"answer":42}'
+    assert step["metadata"] == {
+        "llm_call.cost_usd": 0.002,
+        "ticket": 7,
+        "tags": ["a", "b"],
+        "broken": "<unrepresentable _BadRepr>",
+    }
+    task = to_task({"name": "n", "steps": [{**step, "step_number": 1}]}, strict=False)
+    assert task.steps is not None
+    assert task.steps[0].llm_call == LlmCall(model="gpt-4o", prompt_tokens=12)
+    assert b'"ratio"' not in encode_task(task)
+
+
+def test_step_accepts_structs_and_bad_durations() -> None:
+    """LlmCall/ToolCall structs are kept; a duration that is not a number goes to metadata."""
+    call = ToolCall(tool_name="search", duration_ms=5)
+    step = mapping.build_step("m", 20, [("tool_call", call), ("duration_ms", "soon")], None)
+    assert step["tool_call"] is call
+    assert "duration_ms" not in step
+    assert step["metadata"] == {"duration_ms": "soon"}
+
+
+def test_usage_sums_and_multiple_models() -> None:
+    """Tokens, latency and cost are summed; two models make ``multiple``."""
+    usage = mapping.Usage()
+    usage.add({"model": "a", "provider": "p", "prompt_tokens": 10, "completion_tokens": 5,
+               "latency_ms": 100}, {"llm_call.cost_usd": 0.25}, keep=True)  # fmt: skip
+    usage.add(LlmCall(model="b", provider="p", prompt_tokens=1, latency_ms=50), None, keep=True)
+    usage.add({"model": "a", "completion_tokens": "4"}, None, keep=False)
+    assert usage.as_dict() == {
+        "api_calls_count": 3,
+        "model": "multiple",
+        "provider": "p",
+        "prompt_tokens": 11,
+        "completion_tokens": 9,
+        "total_tokens": 20,
+        "estimated_cost_usd": 0.25,
+        "total_latency_ms": 150,
+        "calls": [
+            {"model": "a", "provider": "p", "prompt_tokens": 10, "completion_tokens": 5,
+             "latency_ms": 100},
+            LlmCall(model="b", provider="p", prompt_tokens=1, latency_ms=50),
+        ],
+    }  # fmt: skip
+
+
+def test_environment_is_cached_and_shared() -> None:
+    """The same logger and tags give the same (shared, read-only) environment dict."""
+    first = mapping.environment("structlog", "svc", (), "25.1.0")
+    assert first is mapping.environment("structlog", "svc", (), "25.1.0")
+    assert first["framework_version"] == "25.1.0"
+    assert first["custom_tags"] == {"logger": "svc"}
+    assert "custom_tags" not in mapping.environment(None, None, ())
+
+
+def test_merge_environment_accepts_structs() -> None:
+    """A given EnvironmentContext is merged field by field, custom tags key by key."""
+    given_env = EnvironmentContext(region="eu", custom_tags={"logger": "mine"})
+    merged = mapping.merge_environment(given_env, ENV)
+    assert merged["region"] == "eu"
+    assert merged["framework"] == "logging"
+    assert merged["custom_tags"] == {"logger": "mine", "team": "search"}
+    assert msgspec.convert(merged, EnvironmentContext).region == "eu"

@@ -1,0 +1,392 @@
+"""InfiniumProcessor: tagged events, task steps, levels, exceptions, chain positions, bridges."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import os
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import structlog
+from freezegun import freeze_time
+from structlog.contextvars import bind_contextvars, clear_contextvars, merge_contextvars
+from structlog.processors import (
+    JSONRenderer,
+    TimeStamper,
+    add_log_level,
+    dict_tracebacks,
+    format_exc_info,
+)
+from structlog.stdlib import ProcessorFormatter, render_to_log_kwargs
+from structlog.typing import Processor
+
+from infinium_logging import _default
+from infinium_logging._capture import capture_tasks
+from infinium_logging.collector import LocalCollector
+from infinium_logging.convert import to_task
+from infinium_logging.handler import InfiniumHandler
+from infinium_logging.model import TaskData
+from infinium_logging.processor import InfiniumProcessor
+from infinium_logging.tasks import task
+from infinium_logging.testing import TEST_AGENT_ID, TEST_AGENT_SECRET
+
+
+class ListSink:
+    """Keeps what it is given, validated strictly: the library's own output must be clean."""
+
+    def __init__(self) -> None:
+        self.tasks: list[TaskData] = []
+        self.lock = threading.Lock()
+
+    def submit(self, task: TaskData | dict[str, Any]) -> bool:
+        trace = task if isinstance(task, TaskData) else to_task(task, strict=True)
+        with self.lock:
+            self.tasks.append(trace)
+        return True
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No INFINIUM_* variables from outside, no default exporter, no bound context left."""
+    for name in list(os.environ):
+        if name.startswith("INFINIUM_"):
+            monkeypatch.delenv(name)
+    _default._reset_default()
+    clear_contextvars()
+    yield
+    clear_contextvars()
+    _default._reset_default()
+
+
+@pytest.fixture
+def sink() -> ListSink:
+    """Where the processor sends traces."""
+    return ListSink()
+
+
+def chain(*processors: Processor) -> Any:
+    """A structlog logger whose calls return what the last processor made (no output)."""
+    return structlog.wrap_logger(
+        structlog.ReturnLogger(), processors=list(processors), cache_logger_on_first_use=False
+    )
+
+
+def returned(value: Any) -> dict[str, Any]:
+    """ReturnLogger hands back ``(args, kwargs)``-free event dicts as its single argument."""
+    assert isinstance(value, dict), value
+    return value
+
+
+def to_kwargs(_: Any, __: str, event_dict: Any) -> Any:
+    """Final processor: hand the event dict itself to ReturnLogger."""
+    return ((event_dict,), {})
+
+
+# --- tagged events --------------------------------------------------------------------------------
+
+
+def test_tagged_events_of_every_kind(sink: ListSink) -> None:
+    """True, a dict, a TaskData and a name each become one trace."""
+    log = chain(add_log_level, InfiniumProcessor(exporter=sink), to_kwargs)
+    given = TaskData("Given", "By hand", "2026-01-01T00:00:00.000000Z", 1.0)
+    log.info("Answered", infinium=True, output_summary="42", ticket=7)
+    log.info("Classified ticket", infinium={"name": "Classify", "duration": 0.5})
+    log.info("Sent the struct", infinium=given)
+    log.info("Escalated", infinium="Escalate ticket")
+    log.info("untagged", infinium=False)
+    assert [(t.name, t.description) for t in sink.tasks] == [
+        ("Answered", "Answered"),
+        ("Classify", "Classified ticket"),
+        ("Given", "By hand"),
+        ("Escalate ticket", "Escalated"),
+    ]
+    assert sink.tasks[0].output_summary == "42"
+    environment = sink.tasks[1].environment
+    assert environment is not None
+    assert environment.framework == "structlog"
+    assert environment.framework_version == structlog_version()
+
+
+def structlog_version() -> str:
+    """The installed structlog's version, as the processor reports it."""
+    return importlib.metadata.version("structlog")
+
+
+def test_the_tag_is_removed_and_the_dict_is_returned(sink: ListSink) -> None:
+    """The processor returns the same dict without its tag key; a renderer never sees a TaskData."""
+    processor = InfiniumProcessor(exporter=sink)
+    event = {"event": "hi", "infinium": TaskData("n", "d", "2026-01-01T00:00:00Z", 0.0), "a": 1}
+    result = processor(None, "info", event)
+    assert result is event
+    assert result == {"event": "hi", "a": 1}
+    rendered = chain(InfiniumProcessor(exporter=sink), JSONRenderer()).info("x", infinium=True)
+    assert rendered == '{"event": "x"}'
+
+
+def test_timestamp_from_timestamper(sink: ListSink) -> None:
+    """The trace's time is TimeStamper's timestamp, ISO or epoch."""
+    iso = chain(TimeStamper(fmt="iso"), InfiniumProcessor(exporter=sink), to_kwargs)
+    stamped = returned(iso.info("iso", infinium=True))
+    epoch = chain(TimeStamper(), InfiniumProcessor(exporter=sink), to_kwargs)
+    with freeze_time("2026-02-03T04:05:06.5Z"):
+        epoch.info("epoch", infinium=True)
+    assert sink.tasks[0].current_datetime == stamped["timestamp"]
+    assert sink.tasks[1].current_datetime == "2026-02-03T04:05:06.500000Z"
+
+
+def test_tagged_events_reach_the_collector(
+    infinium_collector: LocalCollector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With credentials in the environment, the default exporter delivers to the collector."""
+    monkeypatch.setenv("INFINIUM_BASE_URL", infinium_collector.base_url)
+    monkeypatch.setenv("INFINIUM_AGENT_ID", TEST_AGENT_ID)
+    monkeypatch.setenv("INFINIUM_AGENT_SECRET", TEST_AGENT_SECRET)
+    monkeypatch.setenv("INFINIUM_TAGS", "team=search")
+    log = chain(merge_contextvars, add_log_level, TimeStamper(fmt="iso"), InfiniumProcessor(),
+                to_kwargs)  # fmt: skip
+    bind_contextvars(request_id="r-9")
+    log.info("Classified ticket", infinium={"output_summary": "billing"})
+    with task("Answer"):
+        log.info("looked it up", tool_call={"tool_name": "kb"})
+    assert _default.get_default_exporter().flush(timeout=10)
+    assert infinium_collector.wait_for(2, timeout=10)
+    traces = {t.task.name: t.task for t in infinium_collector.traces()}
+    assert traces["Classified ticket"].output_summary == "billing"
+    environment = traces["Classified ticket"].environment
+    assert environment is not None
+    assert environment.custom_tags == {"team": "search"}
+    (step,) = traces["Answer"].steps or ()
+    assert (step.action, step.metadata) == ("tool_use", {"request_id": "r-9"})
+
+
+# --- task steps and levels ------------------------------------------------------------------------
+
+
+def test_steps_with_context_variables(sink: ListSink) -> None:
+    """Inside a task every event is a step; merge_contextvars fields land in metadata."""
+    log = chain(merge_contextvars, add_log_level, TimeStamper(fmt="iso"),
+                InfiniumProcessor(exporter=sink), to_kwargs)  # fmt: skip
+    bind_contextvars(user="ada")
+    with task("Answer"):
+        log.info("asked", llm_call={"model": "m", "prompt_tokens": 3})
+        log.warning("slow", latency=2.5)
+    trace = sink.tasks[0]
+    assert [(s.action, s.description, s.metadata) for s in trace.steps or ()] == [
+        ("llm_inference", "asked", {"user": "ada"}),
+        ("log", "slow", {"user": "ada", "latency": 2.5}),
+    ]
+    assert trace.llm_usage is not None
+    assert trace.llm_usage.prompt_tokens == 3
+
+
+@pytest.mark.parametrize(
+    ("method", "level", "recorded"),
+    [
+        ("debug", None, False),
+        ("info", None, False),
+        ("warning", None, True),
+        ("warn", None, True),
+        ("error", None, True),
+        ("critical", None, True),
+        ("info", "error", True),  # an explicit level wins over the method
+        ("error", "debug", False),
+    ],
+)
+def test_min_level(sink: ListSink, method: str, level: str | None, recorded: bool) -> None:
+    """Events below min_level are not recorded; level comes from the event, else the method."""
+    processor = InfiniumProcessor(exporter=sink, min_level="warning")
+    event: dict[str, Any] = {"event": "e"}
+    if level is not None:
+        event["level"] = level
+    with task("t", exporter=sink):
+        processor(None, method, event)
+    assert len(sink.tasks[0].steps or ()) == (1 if recorded else 0)
+
+
+def test_error_action_for_error_levels(sink: ListSink) -> None:
+    """exception and critical events are error steps."""
+    processor = InfiniumProcessor(exporter=sink)
+    with task("t"):
+        processor(None, "critical", {"event": "down"})
+        processor(None, "info", {"event": "fine"})
+    assert [s.action for s in sink.tasks[0].steps or ()] == ["error", "log"]
+
+
+def test_bad_min_level() -> None:
+    """An unknown level name is refused at construction."""
+    with pytest.raises(ValueError, match="min_level"):
+        InfiniumProcessor(exporter=ListSink(), min_level="loud")
+
+
+# --- exceptions -----------------------------------------------------------------------------------
+
+
+def _fail() -> None:
+    raise ValueError("bad input")
+
+
+@pytest.mark.parametrize("position", ["before", "after", "dict_before", "none"])
+def test_exception_with_formatters_anywhere(sink: ListSink, position: str) -> None:
+    """exc_info is read before format_exc_info/dict_tracebacks run, or from what they left."""
+    processors: list[Processor] = [add_log_level]
+    if position == "before":
+        processors.append(format_exc_info)
+    if position == "dict_before":
+        processors.append(dict_tracebacks)
+    processors.append(InfiniumProcessor(exporter=sink))
+    if position == "after":
+        processors.append(format_exc_info)
+    processors.append(to_kwargs)
+    log = chain(*processors)
+    with task("t"):
+        try:
+            _fail()
+        except ValueError:
+            log.exception("failed")
+    trace = sink.tasks[0]
+    (error,) = trace.errors or ()
+    assert (error.error_type, error.message, error.recoverable) == ("ValueError", "bad input", True)
+    assert error.stack_trace is not None
+    assert "_fail" in error.stack_trace
+    assert [s.action for s in trace.steps or ()] == ["error"]
+
+
+def test_exc_info_as_exception_or_tuple(sink: ListSink) -> None:
+    """exc_info may be an exception instance or a sys.exc_info() tuple."""
+    log = chain(InfiniumProcessor(exporter=sink), to_kwargs)
+    try:
+        _fail()
+    except ValueError as exc:
+        caught = exc
+        triple = sys.exc_info()
+    log.error("as instance", exc_info=caught, infinium=True)
+    log.error("as tuple", exc_info=triple, infinium=True)
+    assert [[e.error_type for e in t.errors or ()] for t in sink.tasks] == [
+        ["ValueError"],
+        ["ValueError"],
+    ]
+
+
+# --- robustness -----------------------------------------------------------------------------------
+
+
+def test_never_raises(caplog: pytest.LogCaptureFixture) -> None:
+    """A failing exporter never reaches the caller (no DropEvent either); the event passes on."""
+
+    class Broken:
+        def submit(self, task: object) -> bool:
+            raise RuntimeError("sink is broken")
+
+    log = chain(InfiniumProcessor(exporter=Broken()), to_kwargs)
+    event = returned(log.info("still logged", infinium=True, a=1))
+    assert event == {"event": "still logged", "a": 1}
+    assert "could not record" in caplog.text
+
+
+def test_disabled_only_removes_the_tag(monkeypatch: pytest.MonkeyPatch, sink: ListSink) -> None:
+    """INFINIUM_DISABLED=true: nothing is recorded, the tag is still removed; capture works."""
+    monkeypatch.setenv("INFINIUM_DISABLED", "true")
+    log = chain(InfiniumProcessor(), to_kwargs)
+    assert returned(log.info("x", infinium=True)) == {"event": "x"}
+    own = chain(InfiniumProcessor(exporter=sink), to_kwargs)
+    own.info("y", infinium=True)
+    assert sink.tasks == []
+    with capture_tasks() as captured:
+        log.info("z", infinium=True)
+    assert [t.name for t in captured] == ["z"]
+
+
+def test_custom_tag_key(sink: ListSink) -> None:
+    """tag_key renames the control key."""
+    log = chain(InfiniumProcessor(exporter=sink, tag_key="trace"), to_kwargs)
+    assert returned(log.info("x", trace=True, infinium="kept")) == {
+        "event": "x",
+        "infinium": "kept",
+    }
+    assert [t.name for t in sink.tasks] == ["x"]
+
+
+# --- structlog bridged into stdlib: one step and one trace per event ---------------------------------
+
+
+@pytest.fixture
+def stdlib_logger() -> Iterator[logging.Logger]:
+    """A stdlib logger of its own; its handlers are closed afterwards."""
+    log = logging.getLogger(f"tests.processor.{uuid.uuid4().hex}")
+    log.setLevel(logging.DEBUG)
+    log.propagate = False
+    yield log
+    for handler in list(log.handlers):
+        log.removeHandler(handler)
+        handler.close()
+
+
+def _bridged(stdlib_logger: logging.Logger, last: Processor, *, processor: bool) -> Any:
+    processors: list[Processor] = [merge_contextvars, add_log_level]
+    if processor:
+        processors.append(InfiniumProcessor(exporter=SINK_FOR_BRIDGE))
+    processors.append(last)
+    return structlog.wrap_logger(
+        stdlib_logger,
+        processors=processors,
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+
+
+SINK_FOR_BRIDGE = ListSink()
+
+
+@pytest.mark.parametrize(
+    "last",
+    [ProcessorFormatter.wrap_for_formatter, render_to_log_kwargs, JSONRenderer()],
+    ids=["wrap_for_formatter", "render_to_log_kwargs", "JSONRenderer"],
+)
+def test_bridge_without_duplicates(stdlib_logger: logging.Logger, last: Processor) -> None:
+    """Processor and handler both see each event: one trace per tagged event, one step per event."""
+    SINK_FOR_BRIDGE.tasks.clear()
+    handler = InfiniumHandler(exporter=SINK_FOR_BRIDGE)
+    handler.setFormatter(ProcessorFormatter(processors=[ProcessorFormatter.remove_processors_meta,
+                                                        JSONRenderer()]))  # fmt: skip
+    stdlib_logger.addHandler(handler)
+    log = _bridged(stdlib_logger, last, processor=True)
+    log.info("Classified ticket", infinium={"output_summary": "billing"})
+    with task("Answer"):
+        log.info("first step", n=1)
+        log.warning("second step", n=2)
+        stdlib_logger.info("plain stdlib step")
+    names = [t.name for t in SINK_FOR_BRIDGE.tasks]
+    assert names == ["Classified ticket", "Answer"]
+    steps = SINK_FOR_BRIDGE.tasks[1].steps or []
+    assert [s.description for s in steps] == ["first step", "second step", "plain stdlib step"]
+    assert steps[0].metadata == {"n": 1}
+
+
+def test_bridge_with_the_handler_alone(stdlib_logger: logging.Logger) -> None:
+    """Without the processor, the handler reads bridged event dicts itself."""
+    SINK_FOR_BRIDGE.tasks.clear()
+    stdlib_logger.addHandler(InfiniumHandler(exporter=SINK_FOR_BRIDGE))
+    log = _bridged(stdlib_logger, ProcessorFormatter.wrap_for_formatter, processor=False)
+    bind_contextvars(request_id="r-1")
+    log.info("Classified ticket", infinium=True, output_summary="billing")
+    with task("Answer"):
+        log.info("looked up", tool_call={"tool_name": "kb"})
+        try:
+            _fail()
+        except ValueError:
+            log.exception("lookup failed")
+    tagged, answer = SINK_FOR_BRIDGE.tasks
+    assert (tagged.name, tagged.output_summary) == ("Classified ticket", "billing")
+    assert tagged.environment is not None
+    assert tagged.environment.framework == "structlog"
+    steps = answer.steps or []
+    assert [(s.action, s.metadata) for s in steps] == [
+        ("tool_use", {"request_id": "r-1"}),
+        ("error", {"request_id": "r-1"}),
+    ]
+    assert [e.error_type for e in answer.errors or ()] == ["ValueError"]

@@ -1,0 +1,661 @@
+"""task(): steps, LLM usage, errors, timing, context (asyncio, threads), nesting, bounds, export."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import gc
+import logging
+import os
+import threading
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from freezegun import freeze_time
+
+from infinium_logging import _default
+from infinium_logging._capture import capture_tasks
+from infinium_logging.collector import LocalCollector
+from infinium_logging.convert import to_task
+from infinium_logging.handler import InfiniumHandler
+from infinium_logging.model import LlmCall, LlmUsage, TaskData
+from infinium_logging.tasks import TaskHandle, current_task, task
+from infinium_logging.testing import TEST_AGENT_ID, TEST_AGENT_SECRET
+
+
+class ListSink:
+    """Keeps what it is given, validated strictly: the library's own output must be clean."""
+
+    def __init__(self) -> None:
+        self.tasks: list[TaskData] = []
+        self.lock = threading.Lock()
+
+    def submit(self, task: TaskData | dict[str, Any]) -> bool:
+        trace = task if isinstance(task, TaskData) else to_task(task, strict=True)
+        with self.lock:
+            self.tasks.append(trace)
+        return True
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No INFINIUM_* variables from outside, and no default exporter left behind."""
+    for name in list(os.environ):
+        if name.startswith("INFINIUM_"):
+            monkeypatch.delenv(name)
+    _default._reset_default()
+    yield
+    _default._reset_default()
+
+
+@pytest.fixture
+def sink() -> ListSink:
+    """Where the test logger's handler sends traces."""
+    return ListSink()
+
+
+@pytest.fixture
+def log(sink: ListSink) -> Iterator[logging.Logger]:
+    """A logger of its own with an InfiniumHandler sending to ``sink``."""
+    logger = logging.getLogger(f"tests.tasks.{uuid.uuid4().hex}")
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    handler = InfiniumHandler(exporter=sink)
+    logger.addHandler(handler)
+    yield logger
+    logger.removeHandler(handler)
+    handler.close()
+
+
+def _only(sink: ListSink) -> TaskData:
+    assert len(sink.tasks) == 1, [t.name for t in sink.tasks]
+    return sink.tasks[0]
+
+
+# --- steps ----------------------------------------------------------------------------------------
+
+
+def test_every_event_becomes_a_step_in_order(log: logging.Logger, sink: ListSink) -> None:
+    """Steps are numbered in order, described by the message, with fields in metadata."""
+    with task("Classify ticket", description="Route a ticket", input_summary="ticket 7"):
+        log.debug("read the ticket", extra={"ticket": 7})
+        log.info("asked for %s", "a label", extra={"action": "classify"})
+        log.warning("low confidence", extra={"confidence": 0.41, "_private": 1})
+    trace = _only(sink)
+    assert (trace.name, trace.description, trace.input_summary) == (
+        "Classify ticket",
+        "Route a ticket",
+        "ticket 7",
+    )
+    assert trace.steps is not None
+    assert [(s.step_number, s.action, s.description, s.metadata) for s in trace.steps] == [
+        (1, "log", "read the ticket", {"ticket": 7}),
+        (2, "classify", "asked for a label", None),
+        (3, "log", "low confidence", {"confidence": 0.41}),
+    ]
+    assert trace.environment is not None
+    assert trace.environment.framework == "logging"
+    assert trace.environment.custom_tags == {"logger": log.name}
+
+
+def test_events_below_the_handler_level_are_not_steps(log: logging.Logger, sink: ListSink) -> None:
+    """Only events the handler accepts (its level) become steps."""
+    log.handlers[0].setLevel(logging.INFO)
+    with task("t"):
+        log.debug("too quiet")
+        log.info("kept")
+    assert [s.description for s in _only(sink).steps or ()] == ["kept"]
+
+
+def test_untagged_events_outside_a_task_send_nothing(log: logging.Logger, sink: ListSink) -> None:
+    """Without a tag or a task, the handler sends nothing."""
+    log.info("just a log line", extra={"x": 1})
+    assert sink.tasks == []
+
+
+def test_llm_calls_are_aggregated(log: logging.Logger, sink: ListSink) -> None:
+    """LLM calls become step LlmCalls and sum up into llm_usage."""
+    with task("Summarise"):
+        log.info("draft", extra={"llm_call": {"model": "gpt-4o", "provider": "openai",
+                 "prompt_tokens": 100, "completion_tokens": 20, "latency_ms": 800}})  # fmt: skip
+        log.info("refine", extra={"llm_call": LlmCall(model="gpt-4o", provider="openai",
+                 prompt_tokens=50, completion_tokens=10, latency_ms=400)})  # fmt: skip
+        log.info("check", extra={"llm_call": {"model": "claude", "prompt_tokens": "5"}})
+    trace = _only(sink)
+    assert [s.action for s in trace.steps or ()] == ["llm_inference"] * 3
+    usage = trace.llm_usage
+    assert usage is not None
+    assert (usage.model, usage.provider) == ("multiple", "openai")
+    assert (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens) == (155, 30, 185)
+    assert (usage.api_calls_count, usage.total_latency_ms) == (3, 1200)
+    assert usage.calls is not None
+    assert [c.model for c in usage.calls] == ["gpt-4o", "gpt-4o", "claude"]
+
+
+def test_user_llm_usage_wins(log: logging.Logger, sink: ListSink) -> None:
+    """llm_usage set by the user is not replaced by the aggregate."""
+    with task("t") as t:
+        log.info("call", extra={"llm_call": {"model": "m", "prompt_tokens": 1}})
+        t.update(llm_usage={"model": "mine", "total_tokens": 999})
+    assert _only(sink).llm_usage == LlmUsage(model="mine", total_tokens=999)
+
+
+def test_tool_calls(log: logging.Logger, sink: ListSink) -> None:
+    """tool_call fields become ToolCalls; their extra keys land in metadata."""
+    with task("t"):
+        log.info("searched", extra={"tool_call": {"tool_name": "search", "http_status": 200,
+                 "query": "printer"}, "duration_ms": 31})  # fmt: skip
+    (step,) = _only(sink).steps or ()
+    assert step.action == "tool_use"
+    assert step.tool_call is not None
+    assert (step.tool_call.tool_name, step.tool_call.http_status) == ("search", 200)
+    assert step.duration_ms == 31
+    assert step.metadata == {"tool_call.query": "printer"}
+
+
+def test_non_serializable_fields_become_text(log: logging.Logger, sink: ListSink) -> None:
+    """Objects that JSON cannot carry become their repr; a failing repr is tolerated."""
+
+    class Opaque:
+        def __repr__(self) -> str:
+            return "<Opaque>"
+
+    class Broken:
+        def __repr__(self) -> str:
+            raise RuntimeError("nope")
+
+    loop: list[Any] = []
+    loop.append(loop)
+    with task("t"):
+        log.info("odd", extra={"o": Opaque(), "b": Broken(), "l": loop, "n": float("nan")})
+    (step,) = _only(sink).steps or ()
+    assert step.metadata == {
+        "o": "<Opaque>",
+        "b": "<unrepresentable Broken>",
+        "l": ["<recursive>"],
+    }
+
+
+# --- errors ---------------------------------------------------------------------------------------
+
+
+def test_logged_exception_is_recoverable_when_the_task_ends_well(
+    log: logging.Logger, sink: ListSink
+) -> None:
+    """A logged exception gives the step an ErrorDetail; the task going on makes it recoverable."""
+    with task("t"):
+        try:
+            raise TimeoutError("tool timed out")
+        except TimeoutError:
+            log.exception("tool failed")
+        log.info("retried")
+    trace = _only(sink)
+    assert trace.errors is not None
+    (error,) = trace.errors
+    assert (error.error_type, error.message, error.recoverable) == (
+        "TimeoutError",
+        "tool timed out",
+        True,
+    )
+    assert error.stack_trace is not None
+    assert "raise TimeoutError" in error.stack_trace
+    assert trace.steps is not None
+    assert trace.steps[0].action == "error"
+    assert trace.steps[0].error == error
+
+
+def test_escaping_exception_is_recorded_and_reraised_untouched(
+    log: logging.Logger, sink: ListSink
+) -> None:
+    """An exception leaving the block adds a non-recoverable error and propagates as it was."""
+    boom = KeyError("missing")
+
+    def run() -> None:
+        with task("t"):
+            log.info("before")
+            raise boom
+
+    with pytest.raises(KeyError) as caught:
+        run()
+    assert caught.value is boom
+    trace = _only(sink)
+    assert trace.errors is not None
+    assert [(e.error_type, e.recoverable) for e in trace.errors] == [("KeyError", False)]
+
+
+def test_logged_then_escaping_exception_is_one_error(log: logging.Logger, sink: ListSink) -> None:
+    """Logging an exception and letting it escape records it once, as not recoverable."""
+
+    def run() -> None:
+        with task("t"):
+            try:
+                raise ValueError("bad")
+            except ValueError:
+                log.exception("failed")
+                raise
+
+    with pytest.raises(ValueError, match="bad"):
+        run()
+    trace = _only(sink)
+    assert [(e.error_type, e.recoverable) for e in trace.errors or ()] == [("ValueError", False)]
+
+
+def test_earlier_errors_stay_unrecoverable_when_the_task_fails(
+    log: logging.Logger, sink: ListSink
+) -> None:
+    """Only a task that finishes normally marks its logged errors recoverable."""
+
+    def run() -> None:
+        with task("t"):
+            try:
+                raise TimeoutError("first")
+            except TimeoutError:
+                log.error("first failure", exc_info=True)
+            raise RuntimeError("second")
+
+    with pytest.raises(RuntimeError):
+        run()
+    errors = _only(sink).errors or []
+    assert [(e.error_type, e.recoverable) for e in errors] == [
+        ("TimeoutError", False),
+        ("RuntimeError", False),
+    ]
+
+
+# --- timing, fields, export -----------------------------------------------------------------------
+
+
+def test_duration_and_time_tracking_use_the_clock(sink: ListSink) -> None:
+    """duration is monotonic time spent; current_datetime and time_tracking are the start/end."""
+    with freeze_time("2026-03-01T10:00:00Z") as frozen:
+        with task("t", exporter=sink):
+            frozen.tick(2.25)
+    trace = _only(sink)
+    assert trace.duration == 2.25
+    assert trace.current_datetime == "2026-03-01T10:00:00.000000Z"
+    assert trace.time_tracking is not None
+    assert trace.time_tracking.start_time == "2026-03-01T10:00:00.000000Z"
+    assert trace.time_tracking.end_time == "2026-03-01T10:00:02.250000Z"
+
+
+def test_update_and_given_fields_win(sink: ListSink) -> None:
+    """Fields given to task() and update() are kept as given."""
+    with task(
+        "t",
+        exporter=sink,
+        expected_outcome={"task_objective": "route it"},
+        duration=9.0,
+        time_tracking={"start_time": "2026-01-01T00:00:00Z"},
+    ) as t:
+        t.update(output_summary="billing", customer={"customer_name": "Ada"})
+    trace = _only(sink)
+    assert trace.expected_outcome is not None
+    assert trace.expected_outcome.task_objective == "route it"
+    assert trace.duration == 9.0
+    assert trace.output_summary == "billing"
+    assert trace.customer is not None
+    assert trace.customer.customer_name == "Ada"
+    assert trace.time_tracking is not None
+    assert trace.time_tracking.start_time == "2026-01-01T00:00:00Z"
+    assert trace.time_tracking.end_time is not None
+
+
+def test_unknown_fields_are_a_type_error() -> None:
+    """A misspelt TaskData field is reported at once, like any bad keyword argument."""
+    with pytest.raises(TypeError, match="output_sumary"):
+        task("t", output_sumary="x")
+    with capture_tasks(), task("t") as t, pytest.raises(TypeError, match="colour"):
+        t.update(colour="red")
+
+
+def test_exported_exactly_once(log: logging.Logger, sink: ListSink) -> None:
+    """A task is handed over once; events after its end are ignored."""
+    manager = task("t")
+    with manager as t:
+        log.info("during")
+        late = t.wrap(lambda: log.info("after the end"))
+    late()
+    manager.__exit__(None, None, None)  # a stray second exit does nothing
+    assert [s.description for s in _only(sink).steps or ()] == ["during"]
+    assert t.finished
+
+
+def test_task_without_events_uses_its_exporter(sink: ListSink) -> None:
+    """A task no handler saw goes to the exporter given to it."""
+    with task("quiet", exporter=sink):
+        pass
+    assert _only(sink).name == "quiet"
+    assert _only(sink).steps is None
+
+
+def test_task_without_events_is_captured() -> None:
+    """With no handler and no exporter, the default route (here a capture) gets the trace."""
+    with capture_tasks() as tasks, task("quiet"):
+        pass
+    assert [t.name for t in tasks] == ["quiet"]
+
+
+def test_task_exporter_wins_over_the_handlers(log: logging.Logger, sink: ListSink) -> None:
+    """task(exporter=...) decides where the trace goes, whichever handler recorded steps."""
+    own = ListSink()
+    with task("t", exporter=own):
+        log.info("step")
+    assert sink.tasks == []
+    assert [s.description for s in _only(own).steps or ()] == ["step"]
+
+
+def test_current_task() -> None:
+    """current_task() is the running task's handle, None outside."""
+    assert current_task() is None
+    with capture_tasks(), task("outer") as t:
+        handle = current_task()
+        assert isinstance(handle, TaskHandle)
+        assert handle.name == t.name == "outer"
+    assert current_task() is None
+
+
+# --- decorator ------------------------------------------------------------------------------------
+
+
+def test_decorator_on_sync_function(log: logging.Logger, sink: ListSink) -> None:
+    """Each call of a decorated function is one trace; current_task() reaches it."""
+
+    @task("Classify", description="route")
+    def classify(text: str) -> str:
+        log.info("classifying %s", text)
+        handle = current_task()
+        assert handle is not None
+        handle.update(output_summary="billing")
+        return "billing"
+
+    assert classify("a") == "billing"
+    assert classify("b") == "billing"
+    assert [(t.name, t.output_summary) for t in sink.tasks] == [("Classify", "billing")] * 2
+    assert [s.description for s in sink.tasks[1].steps or ()] == ["classifying b"]
+
+
+def test_bare_decorator_names_the_task_after_the_function() -> None:
+    """@task with no arguments uses the function's qualified name."""
+
+    @task
+    def summarise() -> int:
+        return 3
+
+    with capture_tasks() as tasks:
+        assert summarise() == 3
+    assert [t.name for t in tasks] == [
+        "test_bare_decorator_names_the_task_after_the_function.<locals>.summarise"
+    ]
+
+
+def test_decorator_on_async_function(log: logging.Logger, sink: ListSink) -> None:
+    """Async functions are decorated as coroutines; the exception is recorded and re-raised."""
+
+    @task("fetch")
+    async def fetch(fail: bool) -> int:
+        log.info("fetching")
+        await asyncio.sleep(0)
+        if fail:
+            raise ConnectionError("down")
+        return 1
+
+    assert asyncio.run(fetch(False)) == 1
+    with pytest.raises(ConnectionError):
+        asyncio.run(fetch(True))
+    assert [bool(t.errors) for t in sink.tasks] == [False, True]
+
+
+def test_async_with(sink: ListSink) -> None:
+    """``async with task(...)`` works as well."""
+
+    async def main() -> None:
+        async with task("async block", exporter=sink) as t:
+            t.update(output_summary="ok")
+
+    asyncio.run(main())
+    assert _only(sink).output_summary == "ok"
+
+
+# --- context ------------------------------------------------------------------------------------
+
+
+def test_asyncio_concurrency_keeps_steps_apart(log: logging.Logger, sink: ListSink) -> None:
+    """100 interleaved asyncio tasks: each trace gets exactly its own steps, in order."""
+
+    async def worker(n: int) -> None:
+        with task(f"job {n}"):
+            for i in range(5):
+                log.info("job %d step %d", n, i, extra={"job": n})
+                await asyncio.sleep(0)
+
+    async def main() -> None:
+        await asyncio.gather(*(worker(n) for n in range(100)))
+
+    asyncio.run(main())
+    assert len(sink.tasks) == 100
+    for trace in sink.tasks:
+        n = int(trace.name.split()[1])
+        assert [(s.step_number, s.description, s.metadata) for s in trace.steps or ()] == [
+            (i + 1, f"job {n} step {i}", {"job": n}) for i in range(5)
+        ]
+
+
+def test_asyncio_children_inherit_the_task(log: logging.Logger, sink: ListSink) -> None:
+    """asyncio tasks started inside a task log into it."""
+
+    async def child(n: int) -> None:
+        await asyncio.sleep(0)
+        log.info("child %d", n)
+
+    async def main() -> None:
+        with task("parent"):
+            await asyncio.gather(child(1), child(2))
+
+    asyncio.run(main())
+    assert sorted(s.description for s in _only(sink).steps or ()) == ["child 1", "child 2"]
+
+
+def test_threads_with_wrap(log: logging.Logger, sink: ListSink) -> None:
+    """Threads log into the task through t.wrap; a plain thread does not."""
+
+    def work(n: int) -> int:
+        log.info("thread work %d", n)
+        return n
+
+    with task("fan out") as t:
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            results = list(pool.map(t.wrap(work), range(8)))
+        plain = threading.Thread(target=work, args=(99,))
+        plain.start()
+        plain.join()
+    assert results == list(range(8))
+    trace = _only(sink)
+    assert sorted(s.description for s in trace.steps or ()) == [
+        f"thread work {n}" for n in range(8)
+    ]
+    assert sorted(s.step_number for s in trace.steps or ()) == list(range(1, 9))
+
+
+def test_wrap_keeps_the_callers_context_variables(log: logging.Logger, sink: ListSink) -> None:
+    """Other context variables set where wrap() was called are visible in the thread."""
+    request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+    request_id.set("r-1")
+    seen: list[str] = []
+    with task("t") as t:
+        thread = threading.Thread(target=t.wrap(lambda: seen.append(request_id.get())))
+        thread.start()
+        thread.join()
+    assert seen == ["r-1"]
+
+
+# --- nesting ------------------------------------------------------------------------------------
+
+
+def test_nested_tasks_are_separate_traces(log: logging.Logger, sink: ListSink) -> None:
+    """The inner task is its own trace; the outer gets one step for it."""
+    with task("outer"):
+        log.info("outer before")
+        with task("inner"):
+            log.info("inner work")
+        log.info("outer after")
+    inner, outer = sink.tasks
+    assert [s.description for s in inner.steps or ()] == ["inner work"]
+    steps = outer.steps or []
+    assert [(s.action, s.description) for s in steps] == [
+        ("log", "outer before"),
+        ("subtask", "inner"),
+        ("log", "outer after"),
+    ]
+    assert steps[1].metadata == {"task": "inner", "outcome": "success", "steps": 1}
+    assert steps[1].duration_ms is not None
+
+
+def test_failed_inner_task(sink: ListSink) -> None:
+    """A failed inner task is an error step of the outer, recoverable if the outer ends well.
+
+    The inner task, which has no exporter of its own, goes where the outer goes.
+    """
+    with task("outer", exporter=sink):
+        try:
+            with task("inner"):
+                raise LookupError("no such user")
+        except LookupError:
+            pass
+    inner, outer = sink.tasks
+    assert [(e.error_type, e.recoverable) for e in inner.errors or ()] == [("LookupError", False)]
+    (step,) = outer.steps or ()
+    assert step.metadata is not None
+    assert step.metadata["outcome"] == "error"
+    assert step.error is not None
+    assert step.error.error_type == "LookupError"
+    assert [(e.error_type, e.recoverable) for e in outer.errors or ()] == [("LookupError", True)]
+
+
+def test_inner_task_failure_escaping_both_is_one_error_each(sink: ListSink) -> None:
+    """The same exception escaping inner and outer is recorded once per trace."""
+    with pytest.raises(LookupError):
+        with task("outer", exporter=sink), task("inner", exporter=sink):
+            raise LookupError("x")
+    inner, outer = sink.tasks
+    assert [e.recoverable for e in inner.errors or ()] == [False]
+    assert [e.recoverable for e in outer.errors or ()] == [False]
+
+
+# --- bounds and abandonment ----------------------------------------------------------------------
+
+
+def test_max_steps_bounds_the_trace(log: logging.Logger, sink: ListSink) -> None:
+    """At most max_steps steps; the last one says how many were left out."""
+    with task("busy", max_steps=5):
+        for i in range(12):
+            log.info("event %d", i)
+    steps = _only(sink).steps or []
+    assert len(steps) == 5
+    assert [s.description for s in steps[:4]] == [f"event {i}" for i in range(4)]
+    assert (steps[4].step_number, steps[4].action) == (5, "truncated")
+    assert steps[4].description == "8 more steps left out (max_steps=5)"
+    assert steps[4].metadata == {"omitted_steps": 8}
+
+
+def test_max_steps_from_settings(sink: ListSink) -> None:
+    """Without max_steps on the task, the handler's setting (INFINIUM_MAX_STEPS) applies."""
+    logger = logging.getLogger(f"tests.tasks.{uuid.uuid4().hex}")
+    logger.propagate = False
+    handler = InfiniumHandler(exporter=sink, max_steps=3)
+    logger.addHandler(handler)
+    try:
+        with task("t"):
+            for i in range(3):
+                logger.warning("event %d", i)
+    finally:
+        logger.removeHandler(handler)
+    assert [s.action for s in _only(sink).steps or ()] == ["log", "log", "log"]
+    with pytest.raises(ValueError, match="max_steps"):
+        task("t", max_steps=0)
+
+
+def test_abandoned_task_is_exported_when_collected(sink: ListSink) -> None:
+    """A task entered and never exited is exported, marked abandoned, once it is collected."""
+
+    def start_and_forget() -> None:
+        task("forgotten", exporter=sink).__enter__()
+
+    contextvars.copy_context().run(start_and_forget)
+    gc.collect()
+    with task("next", exporter=sink):  # a safe point: deferred tasks are exported here
+        pass
+    names = [t.name for t in sink.tasks]
+    assert names == ["forgotten", "next"]
+    (error,) = sink.tasks[0].errors or ()
+    assert (error.error_type, error.recoverable) == ("TaskAbandoned", False)
+
+
+def test_abandoned_generator(log: logging.Logger, sink: ListSink) -> None:
+    """A generator abandoned inside a task ends it when closed; nothing leaks into the caller."""
+
+    def numbers() -> Iterator[int]:
+        with task("generator"):
+            log.info("first")
+            yield 1
+            yield 2
+
+    gen = numbers()
+    assert next(gen) == 1
+    del gen
+    gc.collect()
+    assert current_task() is None
+    with task("after", exporter=sink):
+        log.info("next")
+    generator, after = sink.tasks
+    assert [s.description for s in generator.steps or ()] == ["first"]
+    assert [e.error_type for e in generator.errors or ()] == ["GeneratorExit"]
+    assert [s.description for s in after.steps or ()] == ["next"]
+
+
+def test_unexportable_task_never_breaks_the_block(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With no credentials and no exporter, the block still runs and returns normally."""
+    with task("nowhere") as t:
+        t.update(output_summary="done")
+    assert t.finished
+
+
+def test_a_full_task_through_the_exporter_to_the_collector(
+    infinium_collector: LocalCollector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Steps, LLM usage, a tool call, errors and a nested task pass the collector's strict checks."""
+    monkeypatch.setenv("INFINIUM_BASE_URL", infinium_collector.base_url)
+    monkeypatch.setenv("INFINIUM_AGENT_ID", TEST_AGENT_ID)
+    monkeypatch.setenv("INFINIUM_AGENT_SECRET", TEST_AGENT_SECRET)
+    logger = logging.getLogger(f"tests.tasks.{uuid.uuid4().hex}")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    handler = InfiniumHandler()
+    logger.addHandler(handler)
+    try:
+        with task("Resolve ticket", expected_outcome={"task_objective": "refund"}) as t:
+            logger.info("planned", extra={"llm_call": {"model": "gpt-4o", "prompt_tokens": 90,
+                        "completion_tokens": 12, "latency_ms": 700}})  # fmt: skip
+            with task("Refund"):
+                logger.info("called the API", extra={"tool_call": {"tool_name": "refund",
+                            "http_status": 200}, "input_preview": "amount=19.99"})  # fmt: skip
+            try:
+                raise TimeoutError("mailer slow")
+            except TimeoutError:
+                logger.exception("mail failed once")
+            t.update(output_summary="refunded")
+        handler.flush()
+        assert infinium_collector.wait_for(2, timeout=10)
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    refund, resolve = (r.task for r in infinium_collector.traces())
+    assert refund.name == "Refund"
+    assert [s.action for s in resolve.steps or ()] == ["llm_inference", "subtask", "error"]
+    assert resolve.llm_usage is not None
+    assert resolve.llm_usage.total_tokens == 102
+    assert [(e.error_type, e.recoverable) for e in resolve.errors or ()] == [("TimeoutError", True)]
+    assert resolve.time_tracking is not None
+    assert resolve.output_summary == "refunded"
