@@ -12,25 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import random
 
+from _local import local_collector_unless_configured
+
 from infinium_logging import InfiniumHandler, current_task, get_default_exporter, task
-from infinium_logging.collector import LocalCollector
 
-DEMO_AGENT_ID = "3f1c2b9e-8d7a-4e61-9f3b-2a5c6d7e8f90"
 log = logging.getLogger("triage_agent")
-
-
-def local_collector_unless_configured() -> LocalCollector | None:
-    """Start a collector on 127.0.0.1 and point INFINIUM_* at it, unless a URL is configured."""
-    if os.environ.get("INFINIUM_BASE_URL"):
-        return None
-    collector = LocalCollector().start()
-    os.environ["INFINIUM_BASE_URL"] = collector.base_url
-    os.environ.setdefault("INFINIUM_AGENT_ID", DEMO_AGENT_ID)
-    os.environ.setdefault("INFINIUM_AGENT_SECRET", "local-demo-secret")
-    return collector
 
 
 async def fake_llm(prompt: str, rng: random.Random) -> str:

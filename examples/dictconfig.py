@@ -12,10 +12,9 @@ import logging
 import logging.config
 import os
 
-from infinium_logging import task
-from infinium_logging.collector import LocalCollector
+from _local import local_collector_unless_configured
 
-DEMO_AGENT_ID = "3f1c2b9e-8d7a-4e61-9f3b-2a5c6d7e8f90"
+from infinium_logging import task
 
 LOGGING = {
     "version": 1,
@@ -29,20 +28,11 @@ LOGGING = {
 }
 
 
-def local_collector_unless_configured() -> LocalCollector | None:
-    """Start a collector on 127.0.0.1 and point INFINIUM_* at it, unless a URL is configured."""
-    if os.environ.get("INFINIUM_BASE_URL"):
-        return None
-    collector = LocalCollector().start()
-    os.environ["INFINIUM_BASE_URL"] = collector.base_url
-    os.environ.setdefault("INFINIUM_AGENT_ID", DEMO_AGENT_ID)
-    os.environ.setdefault("INFINIUM_AGENT_SECRET", "local-demo-secret")
-    os.environ.setdefault("INFINIUM_TAGS", "service=dictconfig-example,env=local")
-    return collector
-
-
 def main() -> None:
     collector = local_collector_unless_configured()
+    if collector is not None:
+        # INFINIUM_TAGS end up in every trace's environment.custom_tags.
+        os.environ.setdefault("INFINIUM_TAGS", "service=dictconfig-example,env=local")
     logging.config.dictConfig(LOGGING)
     log = logging.getLogger("research_agent")
 

@@ -1,12 +1,14 @@
-"""structlog routed through stdlib logging (``ProcessorFormatter``), with ``InfiniumHandler``.
+"""structlog routed through stdlib logging (``ProcessorFormatter``), with Infinium on both sides.
 
     python examples/structlog_bridge.py
 
 For applications whose structlog output goes through the standard library's
-handlers: the handler reads the structlog event dict that
-``ProcessorFormatter.wrap_for_formatter`` leaves in ``record.msg``, so its keys
-(``llm_call``, ``tool_call``, ``infinium`` ...) are the fields, exactly as with
-``InfiniumProcessor``.  Use one or the other, not both on the same events.
+handlers.  ``InfiniumProcessor`` sits in the structlog chain (so the renderer
+never sees the ``infinium`` tag), and an ``InfiniumHandler`` on the root logger
+catches what plain stdlib loggers emit.  An event seen by both still gives one
+step or one trace: the handler skips what the processor already took.  (The
+handler alone also works: it reads the event dict ``wrap_for_formatter`` leaves
+in ``record.msg``.)
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import logging
 import structlog
 from _local import local_collector_unless_configured, show
 
-from infinium_logging import InfiniumHandler, get_default_exporter, task
+from infinium_logging import InfiniumHandler, InfiniumProcessor, get_default_exporter, task
 
 
 def main() -> None:
@@ -27,6 +29,7 @@ def main() -> None:
             structlog.stdlib.add_log_level,
             structlog.stdlib.add_logger_name,
             structlog.processors.TimeStamper(fmt="iso"),
+            InfiniumProcessor(),
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
         ],
         logger_factory=structlog.stdlib.LoggerFactory(),
@@ -44,10 +47,11 @@ def main() -> None:
     )
     root = logging.getLogger()
     root.addHandler(console)
-    root.addHandler(InfiniumHandler())  # the one line that ships traces
+    root.addHandler(InfiniumHandler())
     root.setLevel(logging.INFO)
 
     log = structlog.get_logger("research_agent")
+    logging.getLogger("legacy.module").info("A plain stdlib record", extra={"infinium": True})
     log.info("Indexed sources", infinium={"duration": 3.2, "research": {"sources_consulted": 12}})
     with task("Answer a research question", input_summary="Which cache fits our workload?") as t:
         log.info("Searched papers", tool_call={"tool_name": "arxiv.search", "http_status": 200})
@@ -63,7 +67,7 @@ def main() -> None:
 
     get_default_exporter().flush(timeout=10)
     if collector is not None:
-        collector.wait_for(2, timeout=10)
+        collector.wait_for(3, timeout=10)
         show(collector)
         collector.stop()
 

@@ -66,7 +66,7 @@ from .model import (
     utc_now_iso,
 )
 from .settings import Settings
-from .tasks import TaskHandle, current_task, task
+from .tasks import Task, TaskHandle, current_task, task
 
 if TYPE_CHECKING:
     from .processor import InfiniumProcessor
@@ -109,6 +109,7 @@ __all__ = [
     "ServerError",
     "Settings",
     "Support",
+    "Task",
     "TaskData",
     "TaskHandle",
     "TaskSink",

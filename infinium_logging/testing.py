@@ -13,9 +13,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Final
 
+from ._capture import CapturingSink, capture_tasks
 from .collector import LocalCollector
 
-__all__ = ["TEST_AGENT_ID", "TEST_AGENT_SECRET"]
+__all__ = [
+    "TEST_AGENT_ID",
+    "TEST_AGENT_SECRET",
+    "CapturingSink",
+    "capture_tasks",
+    "infinium_collector",
+]
 
 #: The agent id the ``infinium_collector`` fixture accepts.
 TEST_AGENT_ID: Final = "5f3c6a2e-8d1b-4c7a-9e2f-1a2b3c4d5e6f"
