@@ -432,10 +432,145 @@ def _send(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- spool and replay -------------------------------------------------------------------------
+
+
+def _add_spool_dir_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--spool-dir", metavar="DIR", help="the spool directory (INFINIUM_SPOOL_DIR)"
+    )
+
+
+def _add_spool(commands: _Commands) -> None:
+    parser = commands.add_parser(
+        "spool",
+        help="show the traces waiting in the durable spool",
+        description=(
+            "Show, for each agent, the traces waiting in the spool directory: how many, their "
+            "size on disk, the segment files holding them, when the oldest was written, and "
+            "whether a live process holds them (it is sending them) or they are orphaned (left "
+            "by a process that ended: the agent's next start, or 'replay', sends them). "
+            "Nothing is taken over or changed."
+        ),
+        epilog="exit status: 0 shown (also when nothing is pending), 2 no spool directory given",
+    )
+    _add_spool_dir_flag(parser)
+    parser.set_defaults(run=_spool)
+
+
+def _spool(args: argparse.Namespace) -> int:
+    from .spool import survey  # noqa: PLC0415 - only the spool commands read the spool
+
+    directory = args.spool_dir or os.environ.get("INFINIUM_SPOOL_DIR", "").strip()
+    if not directory:
+        return _fail("spool", "no spool directory: pass --spool-dir or set INFINIUM_SPOOL_DIR", 2)
+    where = os.path.abspath(os.path.expanduser(directory))
+    found = survey(where)
+    if not found:
+        print(f"Nothing pending in {where}.")
+        return 0
+    print(f"Pending in {where}:\n")
+    print(
+        f"{'AGENT':36}  {'TRACES':>8}  {'SIZE':>10}  {'SEGMENTS':>8}  {'OLDEST (UTC)':19}  "
+        f"{'LIVE':>8}  {'ORPHANED':>8}"
+    )
+    for pending in found:
+        oldest = "-" if pending.oldest is None else _utc(pending.oldest)
+        print(
+            f"{pending.agent_id:36}  {pending.records:>8}  {_size(pending.bytes):>10}  "
+            f"{pending.segments:>8}  {oldest:19}  {pending.live_records:>8}  "
+            f"{pending.orphaned_records:>8}"
+        )
+    print(
+        "\nLIVE: held by a running process, which is sending them. ORPHANED: left by a "
+        "process that ended; the agent's next start sends them, or run "
+        f"'{_PROG} replay' to send them now."
+    )
+    corrupt = sum(pending.corrupt for pending in found)
+    if corrupt:
+        print(f"{corrupt} damaged record(s) (a torn write, a bad checksum) will be skipped.")
+    return 0
+
+
+def _utc(moment: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(moment))
+
+
+def _size(count: int) -> str:
+    size = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{count} B" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+def _add_replay(commands: _Commands) -> None:
+    parser = commands.add_parser(
+        "replay",
+        help="send the traces orphaned in the spool now",
+        description=(
+            "Take over the traces that processes which ended left in the spool for the agent "
+            "(INFINIUM_AGENT_ID), and send them now with the configured throttle and retries, "
+            "showing progress; then report how many were sent and how many were not. Traces a "
+            "live process holds are left to it. Sent and rejected traces leave the spool; at "
+            "the first trace that still fails after its retries the replay stops, and the rest "
+            "stay for a later replay or the agent's next start. Settings come from INFINIUM_* "
+            "variables and the flags."
+        ),
+        epilog=(
+            "exit status: 0 all sent (or nothing to send), 1 some not sent (failed, or "
+            "rejected by the platform), 2 configuration error or unusable spool directory"
+        ),
+    )
+    _add_spool_dir_flag(parser)
+    _add_settings_flags(parser)
+    parser.set_defaults(run=_replay)
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from .exporter import replay_spool  # noqa: PLC0415 - only this command replays
+
+    try:
+        settings = _settings_from(args, spool_dir=args.spool_dir)
+    except ConfigurationError as exc:
+        return _fail("replay", exc.message, 2)
+    if settings.spool_dir is None:
+        return _fail("replay", "no spool directory: pass --spool-dir or set INFINIUM_SPOOL_DIR", 2)
+    if settings.disabled:
+        return _fail("replay", "INFINIUM_DISABLED is on: nothing would be sent", 2)
+
+    def progress(done: int, total: int) -> None:
+        if total >= 20 and (done % max(1, total // 20) == 0 or done == total):
+            print(f"  {done}/{total} done", file=sys.stderr, flush=True)
+
+    print(
+        f"Replaying the spool of agent {settings.agent_id} in {settings.spool_dir} ...", flush=True
+    )
+    try:
+        report = replay_spool(settings, progress=progress)
+    except OSError as exc:
+        return _fail("replay", f"cannot use the spool in {settings.spool_dir}: {exc}", 2)
+    if report.found == 0:
+        print("Nothing orphaned to send.")
+    else:
+        print(
+            f"{report.sent} sent, {report.rejected} rejected by the platform (removed from the "
+            f"spool), {report.failed} not sent (still in the spool), of {report.found}."
+        )
+    if report.busy:
+        print(f"{report.busy} trace(s) held by a live process were left to it.")
+    if report.failed or report.rejected:
+        return _fail("replay", f"not everything was sent; last error: {report.last_error}", 1)
+    return 0
+
+
 #: Every subcommand, each added by one function.
 _COMMANDS: Final[tuple[Callable[[_Commands], None], ...]] = (
     _add_demo,
     _add_serve,
     _add_check,
     _add_send,
+    _add_spool,
+    _add_replay,
 )

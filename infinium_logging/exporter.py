@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import atexit
 import collections
+import dataclasses
 import logging
 import math
 import os
+import random
 import re
 import sys
 import threading
@@ -16,20 +18,29 @@ import weakref
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import msgspec
 
 from ._logsetup import setup_logging
-from .convert import Problem, fit_task, to_task
-from .errors import BatchError, InfiniumError, ValidationError
+from .convert import Problem, decode_task, fit_task, json_safe, to_task
+from .errors import BatchError, ConfigurationError, InfiniumError, ValidationError
 from .model import MAX_BODY_BYTES, ApiResponse, BatchResult, PromptContent, TaskData, encode_task
 from .retry import RetryPolicy, classify, retry_after_of
 from .settings import Settings
+from .spool import RecordRef, Spool, survey
 from .throttle import TokenBucket
 from .transport import Transport
 
-__all__ = ["DROP_REASONS", "MAX_BATCH_SIZE", "Exporter", "ExporterStats", "in_export"]
+__all__ = [
+    "DROP_REASONS",
+    "MAX_BATCH_SIZE",
+    "Exporter",
+    "ExporterStats",
+    "ReplayReport",
+    "in_export",
+    "replay_spool",
+]
 
 _log = logging.getLogger("infinium_logging.exporter")
 
@@ -44,6 +55,7 @@ DROP_REASONS: Final = (
     "max_elapsed",  # still failing when its max_elapsed budget ran out
     "invalid",  # could not be read as a trace, or encoded
     "disabled",  # submitted while INFINIUM_DISABLED is on
+    "spool_full",  # evicted from the spool past spool_max_bytes before it could be delivered
 )
 #: Reasons that mean a delivery was attempted and failed (the others are never sent at all).
 _FAILURE_REASONS: Final = ("rejected", "auth", "retries_exhausted", "max_elapsed", "invalid")
@@ -59,6 +71,23 @@ _MAX_REMEMBERED: Final = 256
 _REPORT_GRACE: Final = 0.25
 #: How long shutdown waits for idle sender threads to end (they are daemons: only tidiness).
 _JOIN_GRACE: Final = 0.1
+
+#: No request starts closer than this to the shutdown deadline: it could hardly be answered in
+#: time, yet the server might store it after the exporter gave up, and the trace (kept in the
+#: spool) would then arrive twice.
+_LAST_REQUEST_WINDOW: Final = 0.05
+#: Spool record kinds: an encoded wire body, sent as is; a JSON-safe dict, read leniently later.
+_KIND_BODY: Final = 0
+_KIND_DICT: Final = 1
+#: With a spool, a trace that fails for one of these reasons stays in the spool for a later
+#: attempt instead of being dropped.
+_KEEP_REASONS: Final = frozenset({"auth", "retries_exhausted", "max_elapsed", "shutdown"})
+#: How often a running exporter looks for segments that dead processes left (seconds).
+_ADOPT_INTERVAL: Final = 30.0
+#: After the spool could not be opened, how long submits go memory-only before trying again.
+_SPOOL_RETRY: Final = 30.0
+#: Most records moved from the spool's backlog into the queue at once.
+_REFILL_BATCH: Final = 256
 
 OnResult = Callable[[Any, ApiResponse], object]
 
@@ -89,8 +118,9 @@ class ExporterStats(msgspec.Struct, frozen=True, kw_only=True):
     """What an exporter did, read at one instant (under one lock).
 
     Every submitted trace is exactly one of: sent, dropped (counted by reason
-    in ``dropped``), queued, or in flight, so at every reading
-    ``submitted == sent + dropped_total + queued + in_flight``.
+    in ``dropped``), queued, in flight, or (with a spool) spooled; traces
+    adopted from the spool of an earlier process join them, so at every reading
+    ``submitted + adopted == sent + dropped_total + queued + in_flight + spooled``.
     Traces sent with :meth:`Exporter.send` / :meth:`Exporter.send_batch` are not
     counted here: their caller gets the outcome directly.
     """
@@ -117,6 +147,18 @@ class ExporterStats(msgspec.Struct, frozen=True, kw_only=True):
     last_error: str | None
     #: When the platform last accepted a trace (POSIX time), if it ever did.
     last_success_time: float | None
+    #: Traces held only in the spool: waiting for another attempt (queue full, retries
+    #: exhausted, credentials refused), or left there at shutdown for the next start.
+    spooled: int = 0
+    #: Traces taken over from the spool of an earlier or dead process, to be delivered here.
+    adopted: int = 0
+    #: Records in the spool not yet settled (queued, in flight and spooled ones), and their bytes.
+    spool_pending_records: int = 0
+    spool_pending_bytes: int = 0
+    #: Damaged spool records skipped (a torn record after a crash, a bad checksum).
+    spool_corrupt: int = 0
+    #: Traces kept in memory only because the spool could not be written (disk full, permissions).
+    spool_write_errors: int = 0
 
     @property
     def dropped_total(self) -> int:
@@ -135,12 +177,23 @@ class ExporterStats(msgspec.Struct, frozen=True, kw_only=True):
 class _Item:
     """One submitted trace on its way: queued, then in flight, then settled exactly once."""
 
-    __slots__ = ("seq", "settled", "size", "task")
+    __slots__ = ("body", "ref", "seq", "settled", "size", "task")
 
-    def __init__(self, task: Any, seq: int, size: int) -> None:
+    def __init__(
+        self,
+        task: Any,
+        seq: int,
+        size: int,
+        body: bytes | None = None,
+        ref: RecordRef | None = None,
+    ) -> None:
         self.task = task
         self.seq = seq
         self.size = size
+        #: The encoded wire body, when it was encoded before the trace was queued.
+        self.body = body
+        #: Its record in the spool, if it has one.
+        self.ref = ref
         self.settled = False
 
     def done(self) -> bool:
@@ -212,6 +265,17 @@ class Exporter:
     ``response.success`` is False and ``response.data["reason"]`` is the
     drop reason.  Traces refused by ``submit`` itself (it returned False) are
     not reported there.
+
+    With ``settings.spool_dir`` set, every trace is also written to a durable
+    spool before ``submit`` returns, and removed from it once the platform
+    accepted it (or refused it for good).  A trace that meets a full queue,
+    runs out of retries or has its credentials refused stays in the spool and
+    is retried later, backing off while the endpoint keeps failing; what is
+    left at shutdown stays there for the next start.  Records that earlier or
+    dead processes left for the same agent are adopted and delivered (at
+    least once).  A spool that cannot be written costs durability, never a
+    trace or an exception: the trace goes on in memory only, counted in
+    ``stats().spool_write_errors``.
     """
 
     def __init__(
@@ -238,8 +302,15 @@ class Exporter:
         self._scrub = re.compile(re.escape(self._secret)) if self._secret else None
         if settings.enable_logging:
             setup_logging(settings.log_level)
+        # The spool outlives a fork (the child writes segments of its own), so it is not
+        # part of _init_state.
+        self._spool_dir = None if settings.disabled else settings.spool_dir
+        self._spool: Spool | None = None
+        self._spool_retry_at = 0.0
         self._init_state()
         _LIVE.add(self)
+        if self._spool_dir is not None:
+            self._start_with_spool()
 
     def _init_state(self) -> None:
         """Fresh locks, an empty buffer and zero counts (at construction and in a forked child)."""
@@ -277,6 +348,18 @@ class Exporter:
         self._callback_error_logged = False
         self._warner = _DropWarner()
         self._step_bytes = 512.0
+        self._alive = 0  # sender threads running
+        self._final = False  # shutdown has counted what is left: nothing more is queued
+        # Spool state: records held only there, adoption, and the backoff of the backlog.
+        self._spooled = 0
+        self._adopted = 0
+        self._spool_write_errors = 0
+        self._spool_error_logged = False
+        self._adopting = False
+        self._next_adopt = 0.0
+        self._refilling = False
+        self._backlog_at = 0.0
+        self._backlog_failures = 0
         self._bucket = TokenBucket(
             settings.requests_per_second,
             settings.burst_size,
@@ -291,6 +374,11 @@ class Exporter:
         if was_closed:
             self._closed = self._shutdown_begun = True
             self._finished.set()
+        spool = self._spool
+        if spool is not None and not spool.closed:
+            # The parent's records stay the parent's; the child writes segments of its own.
+            spool.after_fork_in_child()
+            self._next_adopt = time.monotonic() + _ADOPT_INTERVAL
 
     def __repr__(self) -> str:
         if self._finished.is_set():
@@ -321,11 +409,16 @@ class Exporter:
     def submit(self, task: TaskData | Mapping[str, Any]) -> bool:
         """Queue a trace for delivery; True when accepted.
 
-        Thread-safe, O(1), never blocks on I/O and never raises.  A dict is read
-        leniently (``to_task(d, strict=False)``) on a sender thread.  False means
-        the trace was not accepted; it is then counted in ``stats().dropped``
-        as ``queue_full``, ``closed``, ``disabled`` or ``invalid`` (not a
-        TaskData nor a dict).
+        Thread-safe, O(1), never blocks on the network and never raises.  A dict
+        is read leniently (``to_task(d, strict=False)``) on a sender thread.
+        False means the trace was not accepted; it is then counted in
+        ``stats().dropped`` as ``queue_full``, ``closed``, ``disabled`` or
+        ``invalid`` (not a TaskData nor a dict).
+
+        With a spool, the trace is written to it before this returns (a
+        TaskData is encoded here, on the caller's thread: tens of
+        microseconds), and a full queue keeps it in the spool for later
+        instead of refusing it.
         """
         try:
             if self._disabled:
@@ -339,6 +432,11 @@ class Exporter:
                     size = -1
                 if size < 0:
                     reason = "invalid"
+            ref: RecordRef | None = None
+            body: bytes | None = None
+            if not reason and self._spool_dir is not None and not self._closed:
+                ref, body, size = self._write_ahead(task, size)
+            park = False
             with self._lock:
                 self._submitted += 1
                 if self._closed:
@@ -346,16 +444,28 @@ class Exporter:
                 if not reason and (
                     len(self._queue) >= self._max_items or self._held_bytes + size > self._max_bytes
                 ):
-                    reason = "queue_full"
+                    if ref is not None:
+                        park = True  # it waits in the spool until the queue has room
+                        self._spooled += 1
+                    else:
+                        reason = "queue_full"
                 if reason:
                     self._dropped[reason] += 1
-                    return False
-                self._queue.append(_Item(task, self._seq, size))
-                self._seq += 1
-                self._held_bytes += size
-                if self._idle:
-                    self._work.notify()
+                elif not park:
+                    # With the body encoded, the task itself is only kept for on_result.
+                    held = task if body is None or self._on_result is not None else None
+                    self._queue.append(_Item(held, self._seq, size, body, ref))
+                    self._seq += 1
+                    self._held_bytes += size
+                    if self._idle:
+                        self._work.notify()
                 started = self._started
+            if ref is not None and (reason or park):
+                kept = self._refused_with_record(ref, park)
+                if not kept or started:
+                    return kept
+            elif reason:
+                return False
             if not started:
                 self._start_workers()
             return True
@@ -413,7 +523,11 @@ class Exporter:
         self.shutdown()
 
     def stats(self) -> ExporterStats:
-        """A consistent snapshot of the counters."""
+        """A consistent snapshot of the counters (the ``spool_*`` figures are the spool's own,
+        read just before)."""
+        spool = self._spool
+        # Read before taking our lock: the spool calls into the exporter with its own lock held.
+        held = spool.stats() if spool is not None else None
         with self._lock:
             return ExporterStats(
                 submitted=self._submitted,
@@ -427,6 +541,12 @@ class Exporter:
                 coerced=dict(self._coerced),
                 last_error=self._last_error,
                 last_success_time=self._last_success,
+                spooled=self._spooled,
+                adopted=self._adopted,
+                spool_pending_records=held.pending_records if held is not None else 0,
+                spool_pending_bytes=held.pending_bytes if held is not None else 0,
+                spool_corrupt=held.corrupt if held is not None else 0,
+                spool_write_errors=self._spool_write_errors,
             )
 
     def send(self, task: TaskData | Mapping[str, Any]) -> ApiResponse:
@@ -592,6 +712,210 @@ class Exporter:
             return size
         return -1
 
+    # --- the spool ------------------------------------------------------------------------------
+
+    def _start_with_spool(self) -> None:
+        """At construction: when the agent's spool directory exists, open it, and start the
+        senders at once if it holds segments (an earlier run's records are replayed now)."""
+        settings = self._settings
+        assert settings.spool_dir is not None
+        root = os.path.join(
+            os.path.abspath(os.path.expanduser(settings.spool_dir)), settings.agent_id
+        )
+        try:
+            names = os.listdir(root)
+        except OSError:
+            return  # no spool yet: the first submit creates it
+        if self._open_spool() is not None and any(n.endswith(".log") for n in names):
+            self._start_workers()
+
+    def _open_spool(self) -> Spool | None:
+        spool = self._spool
+        if spool is not None or time.monotonic() < self._spool_retry_at:
+            return spool
+        settings = self._settings
+        assert settings.spool_dir is not None
+        with self._start_lock:
+            if self._spool is None and not self._closed:
+                try:
+                    # Adoption reads whole files: a sender thread does it, not the caller.
+                    self._spool = Spool(
+                        settings.spool_dir,
+                        settings.agent_id,
+                        max_bytes=settings.spool_max_bytes,
+                        fsync=settings.spool_fsync,
+                        adopt=False,
+                        listener=self._spool_event,
+                    )
+                except Exception as exc:
+                    self._spool_retry_at = time.monotonic() + _SPOOL_RETRY
+                    self._spool_trouble(exc)
+            return self._spool
+
+    def _write_ahead(self, task: object, size: int) -> tuple[RecordRef | None, bytes | None, int]:
+        """Write a submitted trace to the spool: ``(record, encoded body or None, size)``.
+
+        Never raises: a trace that cannot be written goes on in memory only.
+        """
+        body: bytes | None = None
+        try:
+            if isinstance(task, TaskData):
+                body = _encode(task)
+                payload, kind, size = body, _KIND_BODY, len(body)
+            else:
+                # Lenient coercion stays on the sender thread; the record keeps a JSON-safe
+                # copy, read back when the trace is taken up from the spool.
+                payload = _dict_record(task)
+                kind, size = _KIND_DICT, max(size, len(payload))
+        except Exception:
+            return None, body, size  # the sender thread finds it invalid and says why
+        spool = self._spool or self._open_spool()
+        error: Exception | None = None
+        if spool is not None:
+            try:
+                return spool.append(payload, kind), body, size
+            except Exception as exc:  # a full disk, lost permissions, a closed spool
+                error = exc
+        with self._lock:
+            if not self._closed:
+                self._spool_write_errors += 1
+        if error is not None and not self._closed:
+            self._spool_trouble(error)
+        return None, body, size
+
+    def _spool_trouble(self, error: BaseException) -> None:
+        """Say once why the spool cannot be used (each trace it costs is counted)."""
+        with self._lock:
+            first = not self._spool_error_logged
+            self._spool_error_logged = True
+        if first:
+            _log.warning(
+                "infinium_logging cannot write to the spool in %s (%s): traces are kept in "
+                "memory only while it fails (counted in stats().spool_write_errors)",
+                self._spool_dir,
+                self._clean(f"{type(error).__name__}: {error}"),
+            )
+
+    def _refused_with_record(self, ref: RecordRef, park: bool) -> bool:
+        """A written trace the queue did not take: keep it in the spool (``park``) or settle it."""
+        spool = self._spool
+        if not park:
+            if spool is not None:
+                _quietly(spool.ack, ref)
+            return False
+        if spool is not None and _quietly(spool.release, ref):
+            return True
+        with self._lock:
+            self._spooled -= 1
+            self._dropped["spool_full"] += 1
+        return False
+
+    def _spool_event(self, event: str, count: int) -> None:
+        """The spool's listener (called with the spool's lock held: must not call the spool)."""
+        with self._lock:
+            if event == "adopted":
+                self._adopted += count
+                self._spooled += count
+                if self._idle:
+                    self._work.notify()
+            elif event in ("evicted", "unreadable"):
+                self._spooled -= count
+                self._dropped["spool_full" if event == "evicted" else "invalid"] += count
+
+    def _backlog_failed(self) -> None:
+        """Back the spool's backlog off after a failed delivery (called with the lock held)."""
+        self._backlog_failures += 1
+        self._backlog_at = max(self._backlog_at, time.monotonic() + self._backlog_delay())
+
+    def _backlog_delay(self) -> float:
+        policy = self._policy
+        ceiling = min(
+            policy.backoff_max, policy.backoff_base * 2.0 ** min(self._backlog_failures, 64)
+        )
+        # Half fixed, half jitter: processes that failed together do not probe together,
+        # and the wait still grows.
+        return ceiling * (0.5 + 0.5 * random.random())
+
+    def _spool_chore(self, now: float) -> str:
+        """Spool work a sender thread should do now, outside the lock (lock held)."""
+        if self._spool is None or self._final:
+            return ""
+        if not self._closed and not self._adopting and now >= self._next_adopt:
+            self._adopting = True
+            self._next_adopt = now + _ADOPT_INTERVAL
+            return "adopt"
+        if (
+            self._spooled > 0
+            and not self._refilling
+            and now >= self._backlog_at
+            and len(self._queue) <= self._max_items // 2
+            and (self._deadline is None or now < self._deadline)
+        ):
+            self._refilling = True
+            return "refill"
+        return ""
+
+    def _backlog_due_by(self, limit: float) -> bool:
+        """Whether spooled records may be taken up before ``limit`` (lock held)."""
+        return (
+            self._spool is not None
+            and not self._final
+            and (self._refilling or (self._spooled > 0 and self._backlog_at < limit))
+        )
+
+    def _idle_wait(self, now: float) -> float | None:
+        """How long an idle sender may sleep before spool work is due (lock held)."""
+        if self._spool is None or self._final:
+            return None
+        due = []
+        if not self._closed:
+            due.append(self._next_adopt)
+        if self._spooled > 0 and not self._refilling:
+            due.append(self._backlog_at)
+        if not due:
+            return None
+        return max(0.001, min(due) - now)
+
+    def _do_chore(self, chore: str) -> None:
+        spool = self._spool
+        assert spool is not None
+        if chore == "adopt":
+            try:
+                spool.adopt()
+            except Exception:
+                _log.debug("spool adoption failed", exc_info=True)
+            finally:
+                with self._lock:
+                    self._adopting = False
+            return
+        with self._lock:
+            probing = self._backlog_failures > 0
+            room = max(1, min(_REFILL_BATCH, self._max_items - len(self._queue)))
+            byte_room = max(1, self._max_bytes - self._held_bytes)
+        taken: list[tuple[RecordRef, int, bytes]] = []
+        try:
+            # While the endpoint keeps failing, one record probes it per backoff period.
+            taken = spool.take_backlog(1 if probing else room, byte_room)
+        except Exception:
+            _log.debug("reading the spool's backlog failed", exc_info=True)
+        items = [_backlog_item(ref, kind, payload) for ref, kind, payload in taken]
+        with self._lock:
+            self._refilling = False
+            if self._final:
+                return  # shutdown already counted these as left in the spool, where they are
+            self._spooled -= len(items)
+            for item in items:
+                item.seq = self._seq
+                self._seq += 1
+                self._held_bytes += item.size
+                self._queue.append(item)
+            if probing or not items:
+                self._backlog_at = time.monotonic() + self._backlog_delay()
+            if self._idle:
+                self._work.notify(max(1, len(items)))
+            if self._waiters:
+                self._settled_cond.notify_all()
+
     def _learn_step_size(self, task: TaskData, size: int) -> None:
         steps = task.steps
         if not steps:
@@ -622,6 +946,7 @@ class Exporter:
             self._threads = threads
             with self._lock:
                 self._started = True
+                self._alive += len(threads)
             _ensure_exit_hooks()
 
     def _get_transport(self) -> Transport:
@@ -642,32 +967,49 @@ class Exporter:
 
     def _run(self) -> None:
         _GUARD.active = True
-        while True:
-            item = self._take()
-            if item is None:
-                return
-            try:
-                self._process(item)
-            except Exception as exc:  # a bug must cost one trace, not the sender thread
-                if self._settle(item, "invalid", f"internal error: {exc!r}"):
-                    _log.exception("infinium_logging could not process a trace")
-            self._warn_drops()
+        try:
+            while True:
+                item = self._take()
+                if item is None:
+                    return
+                try:
+                    self._process(item)
+                except Exception as exc:  # a bug must cost one trace, not the sender thread
+                    if self._settle(item, "invalid", f"internal error: {exc!r}"):
+                        _log.exception("infinium_logging could not process a trace")
+                self._warn_drops()
+        finally:
+            with self._lock:
+                self._alive -= 1
+                if self._waiters:
+                    self._settled_cond.notify_all()
 
     def _take(self) -> _Item | None:
-        with self._lock:
-            while not self._queue:
-                if self._closed:
-                    return None
-                self._idle += 1
-                try:
-                    self._work.wait()
-                finally:
-                    self._idle -= 1
-            item = self._queue.popleft()
-            self._in_flight.add(item)
-            return item
+        """The next trace to send; spool chores (adoption, taking up the backlog) on the way."""
+        while True:
+            with self._lock:
+                while True:
+                    now = time.monotonic()
+                    chore = self._spool_chore(now)
+                    if chore:
+                        break
+                    if self._queue:
+                        item = self._queue.popleft()
+                        self._in_flight.add(item)
+                        return item
+                    if self._closed and not self._backlog_due_by(self._deadline or now):
+                        return None
+                    self._idle += 1
+                    try:
+                        self._work.wait(self._idle_wait(now))
+                    finally:
+                        self._idle -= 1
+            self._do_chore(chore)
 
     def _process(self, item: _Item) -> None:
+        if item.body is not None:  # encoded on the caller's thread, or a spooled wire body
+            self._deliver(item, item.body)
+            return
         task = item.task
         if not isinstance(task, TaskData):
             problems: list[Problem] = []
@@ -766,10 +1108,14 @@ class Exporter:
         return self._deadline
 
     def _request_timeout(self) -> float | None:
+        """The timeout of a request starting now: None before shutdown, <= 0 when too late."""
         deadline = self._deadline
         if deadline is None:
             return None
-        return min(self._settings.timeout, deadline - time.monotonic())
+        remaining = deadline - time.monotonic()
+        if remaining < min(_LAST_REQUEST_WINDOW, self._settings.timeout):
+            return 0.0
+        return min(self._settings.timeout, remaining)
 
     def _auth_failed(self, item: _Item, error: InfiniumError) -> None:
         with self._lock:
@@ -778,11 +1124,17 @@ class Exporter:
             self._auth_until = time.monotonic() + self._settings.auth_backoff
         self._settle(item, "auth", self._describe(error))
         if first and not self._closed:
+            fate = (
+                "kept in the spool for later"
+                if self._spool is not None
+                else "dropped (counted as 'auth')"
+            )
             _log.error(
                 "Infinium refused the agent credentials (HTTP %s): check INFINIUM_AGENT_ID and "
-                "INFINIUM_AGENT_SECRET. Traces are dropped (counted as 'auth') and sending "
-                "pauses for %g s before each new try.",
+                "INFINIUM_AGENT_SECRET. Traces are %s and sending pauses for %g s before each "
+                "new try.",
                 error.status_code,
+                fate,
                 self._settings.auth_backoff,
             )
 
@@ -812,12 +1164,29 @@ class Exporter:
             self._last_success = time.time()
             recovered = self._auth_failing
             self._auth_failing = False
+            if self._backlog_failures:
+                # The endpoint answers again: take the spool's backlog up at once.
+                self._backlog_failures = 0
+                self._backlog_at = 0.0
+                if self._idle and self._spooled:
+                    self._work.notify()
+        if item.ref is not None and self._spool is not None:
+            _quietly(self._spool.ack, item.ref)
         if recovered and not self._closed:
             _log.info("Infinium accepted the agent credentials again; sending resumed")
         self._report(item, response)
 
     def _settle(self, item: _Item, reason: str, error: str | None = None) -> bool:
-        """Count a trace as lost for ``reason`` unless it is settled already; tell on_result."""
+        """Count a trace as lost for ``reason`` unless it is settled already; tell on_result.
+
+        A trace with a spool record is kept there instead when ``reason`` is
+        retryable later (:data:`_KEEP_REASONS`); one dropped for good is
+        settled in the spool too.
+        """
+        ref = item.ref
+        spool = self._spool
+        if ref is not None and spool is not None and reason in _KEEP_REASONS:
+            return self._keep(item, ref, spool, reason, error)
         with self._lock:
             if item.settled:
                 return False
@@ -825,7 +1194,33 @@ class Exporter:
             self._dropped[reason] += 1
             if error is not None:
                 self._last_error = error
+        if ref is not None and spool is not None:
+            _quietly(spool.ack, ref)
         self._report(item, _failure_response(reason, error))
+        return True
+
+    def _keep(
+        self, item: _Item, ref: RecordRef, spool: Spool, reason: str, error: str | None
+    ) -> bool:
+        """Leave a trace in the spool for a later attempt (or the next start, at shutdown)."""
+        with self._lock:
+            if item.settled:
+                return False
+            self._mark_settled(item)
+            # Counted before the spool takes it back, so that no reading sees it twice.
+            self._spooled += 1
+            if error is not None:
+                self._last_error = error
+            if reason != "shutdown":
+                self._backlog_failed()
+        # At the shutdown deadline it is not handed back: this process will not try it again.
+        kept = _quietly(spool.holds if reason == "shutdown" else spool.release, ref)
+        if kept:
+            return True
+        with self._lock:
+            self._spooled -= 1
+            self._dropped["spool_full"] += 1
+        self._report(item, _failure_response("spool_full", error))
         return True
 
     def _mark_settled(self, item: _Item) -> None:
@@ -843,7 +1238,10 @@ class Exporter:
         previous = _GUARD.active
         _GUARD.active = True
         try:
-            callback(item.task, response)
+            task = item.task
+            if task is None and item.body is not None:  # a spooled wire body
+                task = decode_task(item.body, strict=False)
+            callback(task, response)
         except Exception:
             if not self._callback_error_logged:
                 self._callback_error_logged = True
@@ -911,6 +1309,29 @@ class Exporter:
         finally:
             _GUARD.active = previous
 
+    def _replay_one(self, kind: int, payload: bytes) -> tuple[str, str | None]:
+        """Send one spool record now: ``("sent" | "rejected" | "failed", error text)``."""
+        try:
+            if kind == _KIND_BODY:
+                body = payload
+            elif kind == _KIND_DICT:
+                problems: list[Problem] = []
+                task = to_task(msgspec.json.decode(payload), strict=False, problems=problems)
+                if any(p.path == "" and p.action == "replaced" for p in problems):
+                    return "rejected", "a spool record could not be read as a trace"
+                body = _encode(task)
+            else:
+                return "rejected", f"a spool record of unknown kind {kind}"
+        except Exception as exc:
+            return "rejected", f"a spool record could not be read: {exc}"
+        transport = self._get_transport()
+        try:
+            self._call(lambda timeout: transport.post_trace(body, timeout=timeout))
+        except InfiniumError as error:
+            verdict = "rejected" if classify(error) == "reject" else "failed"
+            return verdict, self._describe(error)
+        return "sent", None
+
     # --- shutdown ---------------------------------------------------------------------------------
 
     def _begin_shutdown(self, timeout: float) -> bool:
@@ -927,34 +1348,60 @@ class Exporter:
         return True
 
     def _finish_shutdown(self) -> bool:
-        """Wait for the senders until the deadline, then count what is left as ``shutdown``."""
+        """Wait for the senders until the deadline, then count what is left as ``shutdown``
+        (with a spool: leave it there for the next start)."""
         deadline = self._deadline if self._deadline is not None else time.monotonic()
         previous = _GUARD.active
         _GUARD.active = True
+        spool = self._spool
         try:
             with self._lock:
                 self._waiters += 1
                 try:
-                    while self._queue or self._in_flight:
-                        remaining = deadline - time.monotonic()
+                    while True:
+                        now = time.monotonic()
+                        remaining = deadline - now
                         if remaining <= 0:
                             break
-                        self._settled_cond.wait(remaining)
+                        if self._queue or self._in_flight or self._refilling:
+                            wait = remaining  # every settle and refill notifies
+                        elif self._alive and self._backlog_due_by(deadline):
+                            # Spooled records a sender may still take up before the deadline.
+                            wait = min(remaining, max(0.01, self._backlog_at - now))
+                        else:
+                            break
+                        self._settled_cond.wait(wait)
                 finally:
                     self._waiters -= 1
+                self._final = True
                 stuck = bool(self._in_flight)
                 left = list(self._queue) + sorted(self._in_flight, key=lambda i: i.seq)
                 self._queue.clear()
+                lost: list[_Item] = []
+                kept: list[_Item] = []
                 for item in left:
                     self._mark_settled(item)
-                    self._dropped["shutdown"] += 1
+                    if item.ref is not None and spool is not None:
+                        self._spooled += 1  # checked below, outside the lock
+                        kept.append(item)
+                    else:
+                        self._dropped["shutdown"] += 1
+                        lost.append(item)
+                self._work.notify_all()
+            gone = [item for item in kept if not _quietly(spool.holds, item.ref)] if spool else []
+            with self._lock:
+                if gone:
+                    self._spooled -= len(gone)
+                    self._dropped["spool_full"] += len(gone)
                 news = self._warner.news(self._dropped, force=True)
+                spooled = self._spooled
             self._finished.set()
             self._bucket.wake()
-            for item in left:
+            for item in lost + gone:
                 if time.monotonic() > deadline + _REPORT_GRACE:
                     break
-                self._report(item, _failure_response("shutdown", None))
+                reason = "shutdown" if item.ref is None else "spool_full"
+                self._report(item, _failure_response(reason, None))
             if not stuck:
                 # Idle senders exit at once; a sender stuck in a request is a daemon thread
                 # and is left behind (its late answer is ignored: the trace is settled).
@@ -964,11 +1411,20 @@ class Exporter:
             transport = self._transport
             if transport is not None:
                 transport.clear()
+            if spool is not None:
+                # Unlocks the segments: the next start (or another process) adopts what is left.
+                _quietly(spool.close)
             if news:
                 _log.warning(
                     "infinium_logging dropped %d trace(s) since the last report: %s",
                     sum(news.values()),
                     _describe_counts(news),
+                )
+            if spooled and spool is not None:
+                _log.info(
+                    "infinium_logging left %d trace(s) in the spool (%s) for the next start",
+                    spooled,
+                    spool.root,
                 )
             return self._dropped["shutdown"] == 0
         finally:
@@ -983,6 +1439,46 @@ def _encode(task: TaskData) -> bytes:
         if len(body) > MAX_BODY_BYTES:
             raise ValidationError(f"the trace is {len(body)} bytes even after shrinking")
     return body
+
+
+def _dict_record(task: Any) -> bytes:
+    """The spool record of a submitted dict: JSON of what lenient coercion would read in it."""
+    try:
+        payload = msgspec.json.encode(task)
+        # A dict of JSON types only comes back unchanged from the round trip, and is then its
+        # own JSON-safe copy: json_safe's walk costs several times more, so it is kept for
+        # the dicts that need it (bytes, sets, NaN, objects, cycles...).
+        if len(payload) <= MAX_BODY_BYTES and msgspec.json.decode(payload) == task:
+            return payload
+    except Exception:  # not JSON as it is (a cycle, a huge int...): json_safe copes
+        payload = b""
+    # A string longer than the body limit could never be sent whole: none is kept longer.
+    return msgspec.json.encode(json_safe(task, max_string=MAX_BODY_BYTES))
+
+
+def _backlog_item(ref: RecordRef, kind: int, payload: bytes) -> _Item:
+    """A trace taken up from the spool (its ``seq`` is set when it is queued)."""
+    if kind == _KIND_BODY:
+        return _Item(None, 0, len(payload), payload, ref)
+    task: Any = None  # an unknown kind or undecodable JSON: the sender counts it as invalid
+    if kind == _KIND_DICT:
+        try:
+            task = msgspec.json.decode(payload)
+        except msgspec.DecodeError:
+            task = None
+    return _Item(task, 0, len(payload), None, ref)
+
+
+_T = TypeVar("_T")
+
+
+def _quietly(function: Callable[..., _T], *args: Any) -> _T | None:
+    """Call a spool method where a failure must cost at most durability, never the caller."""
+    try:
+        return function(*args)
+    except Exception:
+        _log.debug("spool operation %s failed", getattr(function, "__name__", "?"), exc_info=True)
+        return None
 
 
 def _failure_response(reason: str, error: str | None) -> ApiResponse:
@@ -1003,6 +1499,102 @@ def _name_of(task: object) -> str:
     if name is None and isinstance(task, Mapping):
         name = task.get("name")
     return repr(name[:80]) if isinstance(name, str) else "unnamed"
+
+
+# --- replaying a spool now ----------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ReplayReport:
+    """What :func:`replay_spool` did with an agent's pending spool records."""
+
+    #: Records taken over from the spool (no live process held them).
+    found: int
+    #: Delivered: the platform accepted them (removed from the spool).
+    sent: int
+    #: Refused for good by the platform, or unreadable (removed from the spool).
+    rejected: int
+    #: Not delivered now (the endpoint kept failing, or refused the credentials): still in
+    #: the spool for a later replay or the agent's next start.
+    failed: int
+    #: Records that live processes hold: left to them.
+    busy: int
+    #: The last failure, as text (never containing the secret).
+    last_error: str | None = None
+
+
+def replay_spool(
+    settings: Settings, *, progress: Callable[[int, int], object] | None = None
+) -> ReplayReport:
+    """Adopt the spool records that no live process holds for ``settings.agent_id`` and send
+    them now, ``settings.workers`` at a time, through the throttle and retry policy.
+
+    ``progress(done, total)`` is called after each record.  Delivered and
+    rejected records are removed from the spool; at the first record that
+    still fails after its retries (an outage, refused credentials) the replay
+    stops and leaves the rest where they are.  Raises
+    :class:`~infinium_logging.errors.ConfigurationError` without a
+    ``spool_dir`` and ``OSError`` when the directory cannot be used.
+    """
+    if settings.spool_dir is None:
+        raise ConfigurationError(
+            "no spool directory: set INFINIUM_SPOOL_DIR or pass spool_dir", variable="spool_dir"
+        )
+    busy = sum(
+        found.live_records
+        for found in survey(settings.spool_dir)
+        if found.agent_id == settings.agent_id
+    )
+    spool = Spool(
+        settings.spool_dir,
+        settings.agent_id,
+        max_bytes=settings.spool_max_bytes,
+        fsync=settings.spool_fsync,
+    )
+    sender = Exporter(settings.replace(spool_dir=None))
+    total = spool.backlog_size()
+    lock = threading.Lock()
+    counts = {"sent": 0, "rejected": 0, "failed": 0}
+    errors: list[str] = []
+    stop = threading.Event()
+
+    def work() -> None:
+        while not stop.is_set():
+            taken = spool.take_backlog(1)
+            if not taken:
+                return
+            ref, kind, payload = taken[0]
+            outcome, error = sender._replay_one(kind, payload)
+            if outcome == "failed":
+                stop.set()  # the record stays in the spool, and so do the ones after it
+            else:
+                spool.ack(ref)
+            with lock:
+                counts[outcome] += 1
+                if error is not None:
+                    errors.append(error)
+                if progress is not None:
+                    progress(sum(counts.values()), total)
+
+    try:
+        threads = min(settings.workers, total)
+        if threads <= 1:
+            work()
+        else:
+            with ThreadPoolExecutor(threads, thread_name_prefix="infinium-replay") as pool:
+                for future in [pool.submit(work) for _ in range(threads)]:
+                    future.result()
+    finally:
+        sender.shutdown(0)
+        spool.close()
+    return ReplayReport(
+        found=total,
+        sent=counts["sent"],
+        rejected=counts["rejected"],
+        failed=total - counts["sent"] - counts["rejected"],
+        busy=busy,
+        last_error=errors[-1] if errors else None,
+    )
 
 
 # --- process-wide hooks: exit and fork ---------------------------------------------------------

@@ -629,4 +629,3 @@ def format_timestamp(timestamp: float) -> str:
 def utc_now_iso() -> str:
     """The current time as UTC ISO 8601 with microseconds and ``Z``."""
     return _dt.datetime.now(tz=_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-

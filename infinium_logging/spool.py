@@ -22,20 +22,37 @@ import threading
 import time
 import zlib
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Final
 
-__all__ = ["RecordRef", "Spool", "SpoolStats", "read_segment"]
+__all__ = [
+    "PendingSummary",
+    "RecordRef",
+    "Spool",
+    "SpoolListener",
+    "SpoolStats",
+    "read_segment",
+    "survey",
+]
 
 _log = logging.getLogger("infinium_logging.spool")
 
 MAGIC: Final = b"\xa7\x1f"
 _HEADER: Final = struct.Struct(">2sBII")  # magic, kind, payload length, crc32 of payload
 _ACK: Final = struct.Struct(">Q")
-_MAX_RECORD: Final = 64 * 1024 * 1024
+#: Largest payload a record may carry (a longer length field is read as corruption).
+MAX_RECORD: Final = 64 * 1024 * 1024
+_MAX_RECORD: Final = MAX_RECORD
 _SEGMENT_SUFFIX: Final = ".log"
 _ACK_SUFFIX: Final = ".ack"
+_WOULD_BLOCK: Final = (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK)
+
+#: Told, with the spool's lock held, what happened to records nobody holds in memory:
+#: ``("adopted", n)`` records taken over from a dead process, ``("evicted", n)`` waiting records
+#: dropped past ``max_bytes``, ``("unreadable", n)`` waiting records that could not be read back.
+#: It must not call the spool.
+SpoolListener = Callable[[str, int], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +73,37 @@ class SpoolStats:
     segments: int
     evicted: int
     corrupt: int
+    #: Pending records waiting in the backlog (handed back or adopted, held by nobody).
+    waiting: int = 0
+    #: Records taken over from dead processes so far.
+    adopted: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PendingSummary:
+    """What one agent's spool directory holds, read without taking anything over.
+
+    Made by :func:`survey`.
+    """
+
+    agent_id: str
+    #: Records not yet settled, and their bytes on disk (headers included).
+    records: int
+    bytes: int
+    #: Segment files holding them.
+    segments: int
+    #: When the oldest segment holding a pending record was created (POSIX time).
+    oldest: float | None
+    #: Of those, the records and segments a live process holds (it is sending them).
+    live_records: int
+    live_segments: int
+    #: Damaged records found in orphaned segments (they will be skipped).
+    corrupt: int
+
+    @property
+    def orphaned_records(self) -> int:
+        """Pending records no live process holds: the next start (or ``replay``) sends them."""
+        return self.records - self.live_records
 
 
 class _Segment:
@@ -67,14 +115,18 @@ class _Segment:
         self.ack_fd = ack_fd
         self.size = os.fstat(fd).st_size
         self.live: dict[int, int] = {}  # offset -> record size, for records not yet settled
+        self.waiting: set[int] = set()  # offsets of live records in the backlog
         self.sealed = False
 
     def close(self) -> None:
-        for fd in (self.fd, self.ack_fd):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        fd, ack_fd = self.fd, self.ack_fd
+        self.fd = self.ack_fd = -1
+        for descriptor in (fd, ack_fd):
+            if descriptor >= 0:
+                try:
+                    os.close(descriptor)
+                except OSError:
+                    pass
 
 
 def read_segment(data: bytes) -> tuple[list[tuple[int, int, bytes]], int]:
@@ -118,6 +170,12 @@ class Spool:
     dropped for good), and hands back records it could not deliver now with
     :meth:`release`; :meth:`take_backlog` returns released and adopted records
     for another attempt, oldest first.
+
+    ``adopt=False`` opens the directory without taking over dead processes'
+    segments yet (call :meth:`adopt` later, off the caller's thread).
+    ``listener`` hears about records nobody holds in memory (see
+    :data:`SpoolListener`).  After :meth:`close`, :meth:`release` and
+    :meth:`holds` still say which records were left on disk.
     """
 
     def __init__(
@@ -128,19 +186,24 @@ class Spool:
         max_bytes: int = 256 * 1024 * 1024,
         fsync: bool = False,
         segment_bytes: int | None = None,
+        adopt: bool = True,
+        listener: SpoolListener | None = None,
     ) -> None:
         self.root = os.path.join(os.path.abspath(os.path.expanduser(directory)), agent_id)
         self.max_bytes = max_bytes
         self.fsync = fsync
         self.segment_bytes = segment_bytes or max(64 * 1024, min(16 * 1024 * 1024, max_bytes // 8))
+        self._listener = listener
         self._lock = threading.Lock()
         self._segments: dict[str, _Segment] = {}
         self._active: _Segment | None = None
         self._backlog: deque[RecordRef] = deque()
         self._pending_bytes = 0
         self._pending_records = 0
+        self._waiting = 0
         self._evicted = 0
         self._corrupt = 0
+        self._adopted = 0
         self._counter = 0
         self._pid = os.getpid()
         self._closed = False
@@ -150,21 +213,39 @@ class Spool:
         finally:
             os.umask(old_umask)
         os.chmod(self.root, 0o700)
-        self.adopt()
+        if adopt:
+            self.adopt()
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` ran."""
+        return self._closed
 
     # -- writing ----------------------------------------------------------------------------
 
     def append(self, payload: bytes, kind: int = 0) -> RecordRef:
-        """Write one record and return where it is.  Raises ``OSError`` if the disk refuses."""
+        """Write one record and return where it is.
+
+        Raises ``OSError`` if the disk refuses (or the spool is closed) and
+        ``ValueError`` for a payload over :data:`MAX_RECORD` bytes.
+        """
+        if len(payload) > _MAX_RECORD:
+            raise ValueError(f"a spool record holds at most {_MAX_RECORD} bytes")
         record = _HEADER.pack(MAGIC, kind, len(payload), zlib.crc32(payload)) + payload
         with self._lock:
+            if self._closed:
+                raise OSError(errno.EBADF, "the spool is closed")
             segment = self._active
             if segment is None or segment.size + len(record) > self.segment_bytes:
                 segment = self._rotate()
             offset = segment.size
-            _write_all(segment.fd, record)
-            if self.fsync:
-                os.fsync(segment.fd)
+            try:
+                _write_all(segment.fd, record)
+                if self.fsync:
+                    os.fsync(segment.fd)
+            except OSError:
+                self._undo_write(segment, offset)
+                raise
             segment.size += len(record)
             segment.live[offset] = len(record)
             self._pending_bytes += len(record)
@@ -174,13 +255,29 @@ class Spool:
                 self._evict_oldest(keep=segment)
             return ref
 
+    def _undo_write(self, segment: _Segment, offset: int) -> None:
+        """After a failed write: cut a partly written record off, so that offsets stay right."""
+        try:
+            os.ftruncate(segment.fd, offset)
+        except OSError:
+            # Cannot cut it: write the next records to a fresh segment; the torn one is
+            # skipped as corrupt by whoever reads this segment.
+            segment.sealed = True
+            if self._active is segment:
+                self._active = None
+
     def ack(self, ref: RecordRef) -> None:
         """Settle a record: it will not be sent again."""
         with self._lock:
+            if self._closed:
+                return  # left on disk: the next start sends it again (at-least-once)
             segment = self._segments.get(ref.segment)
             if segment is None or ref.offset not in segment.live:
                 return  # evicted meanwhile, or already settled
             size = segment.live.pop(ref.offset)
+            if ref.offset in segment.waiting:
+                segment.waiting.discard(ref.offset)
+                self._waiting -= 1
             self._pending_bytes -= size
             self._pending_records -= 1
             if not segment.live and segment is not self._active:
@@ -193,44 +290,77 @@ class Spool:
             except OSError:
                 _log.warning("could not record a delivered trace in the spool", exc_info=True)
 
-    def release(self, ref: RecordRef) -> None:
-        """Hand a record back for a later attempt (queue full, retries exhausted, shutdown)."""
+    def release(self, ref: RecordRef) -> bool:
+        """Hand a record back for a later attempt (queue full, retries exhausted, shutdown).
+
+        True when the spool still holds it (after :meth:`close`: it stays on
+        disk for the next start); False when it is gone (evicted or settled).
+        """
         with self._lock:
             segment = self._segments.get(ref.segment)
-            if segment is not None and ref.offset in segment.live:
+            if segment is None or ref.offset not in segment.live:
+                return False
+            if not self._closed and ref.offset not in segment.waiting:
+                segment.waiting.add(ref.offset)
+                self._waiting += 1
                 self._backlog.append(ref)
+            return True
 
-    def take_backlog(self, limit: int) -> list[tuple[RecordRef, int, bytes]]:
-        """Up to ``limit`` handed-back or adopted records, oldest first, as (ref, kind, payload)."""
-        taken: list[tuple[RecordRef, int, bytes]] = []
+    def holds(self, ref: RecordRef) -> bool:
+        """Whether the record is still pending in the spool (also after :meth:`close`)."""
         with self._lock:
-            while self._backlog and len(taken) < limit:
-                ref = self._backlog.popleft()
+            segment = self._segments.get(ref.segment)
+            return segment is not None and ref.offset in segment.live
+
+    def take_backlog(
+        self, limit: int, max_bytes: int | None = None
+    ) -> list[tuple[RecordRef, int, bytes]]:
+        """Up to ``limit`` handed-back or adopted records, oldest first, as (ref, kind, payload).
+
+        ``max_bytes`` bounds their total size (at least one record is returned
+        when any waits).  A record that cannot be read back is skipped and
+        counted as corrupt.
+        """
+        taken: list[tuple[RecordRef, int, bytes]] = []
+        total = 0
+        with self._lock:
+            while self._backlog and len(taken) < limit and not self._closed:
+                ref = self._backlog[0]
                 segment = self._segments.get(ref.segment)
-                if segment is None or ref.offset not in segment.live:
+                if segment is None or ref.offset not in segment.waiting:
+                    self._backlog.popleft()  # settled or evicted since it was handed back
                     continue
+                if max_bytes is not None and taken and total + ref.size > max_bytes:
+                    break
+                self._backlog.popleft()
+                segment.waiting.discard(ref.offset)
+                self._waiting -= 1
                 try:
                     data = os.pread(segment.fd, ref.size, ref.offset)
                 except OSError:
-                    continue
+                    data = b""
                 records, corrupt = read_segment(data)
                 if corrupt or not records:
                     self._corrupt += 1
                     self._forget(segment, ref.offset)
+                    self._notify("unreadable", 1)
                     continue
                 _, kind, payload = records[0]
                 taken.append((ref, kind, payload))
+                total += ref.size
         return taken
 
     def backlog_size(self) -> int:
         """How many records wait in the backlog."""
         with self._lock:
-            return len(self._backlog)
+            return self._waiting
 
     # -- recovery ---------------------------------------------------------------------------
 
     def adopt(self) -> int:
         """Take over segments left by dead processes (or an earlier run); return records found."""
+        if self._closed:
+            return 0
         found = 0
         lock_path = os.path.join(self.root, ".lock")
         lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -241,7 +371,7 @@ class Spool:
                     continue
                 path = os.path.join(self.root, name)
                 with self._lock:
-                    if path in self._segments:
+                    if path in self._segments or self._closed:
                         continue
                 found += self._adopt_one(path)
         finally:
@@ -257,36 +387,41 @@ class Spool:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
             os.close(fd)
-            if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+            if exc.errno in _WOULD_BLOCK:
                 return 0  # a live process owns it
             raise
-        acked: set[int] = set()
         ack_path = path[: -len(_SEGMENT_SUFFIX)] + _ACK_SUFFIX
         try:
-            with open(ack_path, "rb") as handle:
-                raw = handle.read()
-            whole = len(raw) - len(raw) % _ACK.size
-            acked = {_ACK.unpack_from(raw, i)[0] for i in range(0, whole, _ACK.size)}
-        except FileNotFoundError:
-            pass
-        data = _read_all(fd)
+            acked = _read_acks(ack_path)
+            data = _read_all(fd)
+            ack_fd = os.open(ack_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        except OSError:
+            os.close(fd)
+            raise
         records, corrupt = read_segment(data)
-        ack_fd = os.open(ack_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         segment = _Segment(path, fd, ack_fd)
         segment.sealed = True
         count = 0
         with self._lock:
+            if self._closed:
+                segment.close()
+                return 0
             self._corrupt += corrupt
             for offset, _kind, payload in records:
                 if offset in acked:
                     continue
                 size = _HEADER.size + len(payload)
                 segment.live[offset] = size
+                segment.waiting.add(offset)
                 self._pending_bytes += size
                 self._pending_records += 1
                 self._backlog.append(RecordRef(path, offset, size))
                 count += 1
+            self._waiting += count
+            self._adopted += count
             self._segments[path] = segment
+            if count:
+                self._notify("adopted", count)
             if not segment.live:
                 self._remove(segment)
             elif self._pending_bytes > self.max_bytes:
@@ -297,6 +432,16 @@ class Spool:
 
     # -- housekeeping -----------------------------------------------------------------------
 
+    def _notify(self, event: str, count: int) -> None:
+        # Called with the lock held.
+        listener = self._listener
+        if listener is None:
+            return
+        try:
+            listener(event, count)
+        except Exception:  # a listener's bug must not break the spool
+            _log.debug("the spool listener failed on %s", event, exc_info=True)
+
     def _rotate(self) -> _Segment:
         if self._active is not None:
             self._active.sealed = True
@@ -306,12 +451,20 @@ class Spool:
         name = f"seg-{os.getpid()}-{time.time_ns()}-{self._counter}"
         path = os.path.join(self.root, name + _SEGMENT_SUFFIX)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        ack_fd = os.open(
-            os.path.join(self.root, name + _ACK_SUFFIX),
-            os.O_WRONLY | os.O_APPEND | os.O_CREAT,
-            0o600,
-        )
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            ack_fd = os.open(
+                os.path.join(self.root, name + _ACK_SUFFIX),
+                os.O_WRONLY | os.O_APPEND | os.O_CREAT,
+                0o600,
+            )
+        except OSError:
+            os.close(fd)
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+            raise
         segment = _Segment(path, fd, ack_fd)
         self._segments[path] = segment
         self._active = segment
@@ -324,22 +477,29 @@ class Spool:
                 return
             if segment is keep:
                 continue
+            lost = len(segment.waiting)
             self._evicted += len(segment.live)
             _log.warning(
                 "spool over %d bytes: evicted %d oldest trace(s)", self.max_bytes, len(segment.live)
             )
             self._remove(segment)
+            if lost:
+                self._notify("evicted", lost)
 
     def _forget(self, segment: _Segment, offset: int) -> None:
         size = segment.live.pop(offset, 0)
         if size:
             self._pending_bytes -= size
             self._pending_records -= 1
+        if not segment.live and segment is not self._active:
+            self._remove(segment)
 
     def _remove(self, segment: _Segment) -> None:
         self._pending_bytes -= sum(segment.live.values())
         self._pending_records -= len(segment.live)
+        self._waiting -= len(segment.waiting)
         segment.live.clear()
+        segment.waiting.clear()
         self._segments.pop(segment.path, None)
         if segment is self._active:
             self._active = None
@@ -359,6 +519,8 @@ class Spool:
                 len(self._segments),
                 self._evicted,
                 self._corrupt,
+                self._waiting,
+                self._adopted,
             )
 
     def pending_refs(self) -> Iterator[RecordRef]:
@@ -382,8 +544,9 @@ class Spool:
                 if not segment.live:
                     self._remove(segment)
                 else:
+                    # Kept (without its files) so that release() and holds() can still
+                    # say what was left on disk.
                     segment.close()
-            self._segments.clear()
             self._active = None
             self._backlog.clear()
 
@@ -401,7 +564,102 @@ class Spool:
         self._backlog = deque()
         self._pending_bytes = 0
         self._pending_records = 0
+        self._waiting = 0
+        self._adopted = 0
+        self._evicted = 0
+        self._corrupt = 0
         self._pid = os.getpid()
+
+
+# --- reading without taking over (the ``spool`` command) ------------------------------------------
+
+
+def survey(directory: str) -> list[PendingSummary]:
+    """What every agent's spool under ``directory`` holds, without taking anything over.
+
+    Nothing is written, adopted or removed.  Whether a live process holds a
+    segment is probed with a shared, non-blocking ``flock`` that is dropped at
+    once (a process adopting at that very instant leaves the segment for its
+    next adoption pass).
+    """
+    root = os.path.abspath(os.path.expanduser(directory))
+    try:
+        names = sorted(os.listdir(root))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    found: list[PendingSummary] = []
+    for name in names:
+        path = os.path.join(root, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            summary = _survey_agent(name, path)
+            if summary.records or summary.corrupt:
+                found.append(summary)
+    return found
+
+
+def _survey_agent(agent_id: str, path: str) -> PendingSummary:
+    records = size = segments = live_records = live_segments = corrupt = 0
+    oldest: float | None = None
+    try:
+        names = sorted(os.listdir(path))
+    except OSError:
+        names = []
+    for name in names:
+        if not name.endswith(_SEGMENT_SUFFIX):
+            continue
+        segment_path = os.path.join(path, name)
+        try:
+            fd = os.open(segment_path, os.O_RDONLY)
+        except OSError:
+            continue  # settled and removed meanwhile
+        try:
+            live = _held_by_live_process(fd)
+            data = _read_all(fd)
+            acked = _read_acks(segment_path[: -len(_SEGMENT_SUFFIX)] + _ACK_SUFFIX)
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+        parsed, damaged = read_segment(data)
+        pending = [(offset, payload) for offset, _kind, payload in parsed if offset not in acked]
+        if not live:
+            # A live writer's last record may be half written: not damage.
+            corrupt += damaged
+        if not pending:
+            continue
+        segments += 1
+        records += len(pending)
+        size += sum(_HEADER.size + len(payload) for _, payload in pending)
+        if live:
+            live_segments += 1
+            live_records += len(pending)
+        created = _age(segment_path)[0] / 1e9
+        if created and (oldest is None or created < oldest):
+            oldest = created
+    return PendingSummary(
+        agent_id, records, size, segments, oldest, live_records, live_segments, corrupt
+    )
+
+
+def _held_by_live_process(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in _WOULD_BLOCK:
+            return True
+        raise
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    return False
+
+
+def _read_acks(path: str) -> set[int]:
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read()
+    except FileNotFoundError:
+        return set()
+    whole = len(raw) - len(raw) % _ACK.size
+    return {_ACK.unpack_from(raw, i)[0] for i in range(0, whole, _ACK.size)}
 
 
 def _age(path: str) -> tuple[int, int]:
