@@ -541,7 +541,7 @@ def _replay(args: argparse.Namespace) -> int:
         return _fail("replay", "INFINIUM_DISABLED is on: nothing would be sent", 2)
 
     def progress(done: int, total: int) -> None:
-        if total >= 20 and (done % max(1, total // 20) == 0 or done == total):
+        if total >= 20 and (done % max(10, total // 10) == 0 or done == total):
             print(f"  {done}/{total} done", file=sys.stderr, flush=True)
 
     print(

@@ -177,7 +177,7 @@ class ExporterStats(msgspec.Struct, frozen=True, kw_only=True):
 class _Item:
     """One submitted trace on its way: queued, then in flight, then settled exactly once."""
 
-    __slots__ = ("body", "ref", "seq", "settled", "size", "task")
+    __slots__ = ("body", "loose", "ref", "seq", "settled", "size", "task")
 
     def __init__(
         self,
@@ -186,14 +186,18 @@ class _Item:
         size: int,
         body: bytes | None = None,
         ref: RecordRef | None = None,
+        *,
+        loose: bool = False,
     ) -> None:
         self.task = task
         self.seq = seq
         self.size = size
-        #: The encoded wire body, when it was encoded before the trace was queued.
+        #: The encoded wire body, once there is one.
         self.body = body
         #: Its record in the spool, if it has one.
         self.ref = ref
+        #: Whether that record holds the submitted dict rather than the wire body.
+        self.loose = loose
         self.settled = False
 
     def done(self) -> bool:
@@ -238,6 +242,21 @@ def _describe_counts(counts: Mapping[str, int]) -> str:
     return ", ".join(f"{reason}={count}" for reason, count in counts.items())
 
 
+def _prepare_msgspec() -> None:
+    """Build msgspec's conversion tables of the trace types now, while the module is imported.
+
+    msgspec builds them on a type's first conversion, and two threads doing that at the same
+    time can crash the interpreter (msgspec 0.22 on CPython 3.11: a segfault in about four
+    runs out of ten with four threads).  The sender threads, the threads of ``send_batch``
+    and a server's threads may all begin with a first conversion; an import runs on one
+    thread, and this one builds the tables of every nested type too.
+    """
+    minimal = {"name": "-", "description": "-", "current_datetime": "2026-01-01T00:00:00Z"}
+    msgspec.convert({**minimal, "duration": 0.0}, TaskData)
+
+
+_prepare_msgspec()
+
 _LIVE: Final[weakref.WeakSet[Exporter]] = weakref.WeakSet()
 _hooks = {"atexit": False, "multiprocessing": False}
 
@@ -248,9 +267,10 @@ _hooks = {"atexit": False, "multiprocessing": False}
 class Exporter:
     """Delivers traces to Infinium in the background, one POST per trace.
 
-    ``submit`` takes a trace from any thread in about a microsecond and never
-    blocks, raises or touches the network; ``settings.workers`` daemon threads
-    (started on the first submit) encode and send.  The buffer is bounded by
+    ``submit`` takes a trace from any thread in about a microsecond (tens of
+    microseconds with a spool) and never blocks, raises or touches the
+    network; ``settings.workers`` daemon threads (started on the first
+    submit) encode and send.  The buffer is bounded by
     ``max_queue_size`` traces and ``max_queue_bytes`` bytes; requests pass a
     token bucket shared by all threads; failures are retried with jittered
     backoff as the :class:`~infinium_logging.retry.RetryPolicy` says.
@@ -421,9 +441,18 @@ class Exporter:
         instead of refusing it.
         """
         try:
+            ref: RecordRef | None = None
+            body: bytes | None = None
             if self._disabled:
                 reason = "disabled"
                 size = 0
+            elif (
+                self._spool_dir is not None
+                and not self._closed
+                and (type(task) is dict or isinstance(task, (TaskData, Mapping)))
+            ):
+                reason = ""
+                ref, body, size = self._write_ahead(task)
             else:
                 reason = ""
                 try:
@@ -432,10 +461,6 @@ class Exporter:
                     size = -1
                 if size < 0:
                     reason = "invalid"
-            ref: RecordRef | None = None
-            body: bytes | None = None
-            if not reason and self._spool_dir is not None and not self._closed:
-                ref, body, size = self._write_ahead(task, size)
             park = False
             with self._lock:
                 self._submitted += 1
@@ -454,7 +479,8 @@ class Exporter:
                 elif not park:
                     # With the body encoded, the task itself is only kept for on_result.
                     held = task if body is None or self._on_result is not None else None
-                    self._queue.append(_Item(held, self._seq, size, body, ref))
+                    loose = ref is not None and body is None
+                    self._queue.append(_Item(held, self._seq, size, body, ref, loose=loose))
                     self._seq += 1
                     self._held_bytes += size
                     if self._idle:
@@ -475,10 +501,11 @@ class Exporter:
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every trace submitted before this call is settled; False on timeout.
 
-        Settled means delivered, or dropped and counted.  Returns within
-        ``timeout`` seconds (default ``settings.shutdown_timeout``) even if the
-        server hangs.  On a sender thread (e.g. from ``on_result``) it does not
-        wait: it only says whether that is already the case.
+        Settled means delivered, dropped and counted, or (with a spool) kept in
+        the spool for a later attempt.  Returns within ``timeout`` seconds
+        (default ``settings.shutdown_timeout``) even if the server hangs.  On a
+        sender thread (e.g. from ``on_result``) it does not wait: it only says
+        whether that is already the case.
         """
         limit = self._settings.shutdown_timeout if timeout is None else max(0.0, timeout)
         deadline = time.monotonic() + limit
@@ -503,9 +530,12 @@ class Exporter:
         The one deadline (``timeout`` seconds from now, default
         ``settings.shutdown_timeout``) covers requests already in flight: no
         retry, throttle wait or request is allowed to outlast it, and what is
-        still queued or in flight then is counted as ``shutdown`` loss.
-        Idempotent and thread-safe; later submits are counted as ``closed``.
-        Returns True when nothing was lost to the deadline.
+        still queued or in flight then is counted as ``shutdown`` loss.  With a
+        spool, traces waiting in it are sent too while the deadline allows, and
+        what is left then stays there for the next start (counted as
+        ``spooled``, not lost).  Idempotent and thread-safe; later submits are
+        counted as ``closed``.  Returns True when nothing was lost to the
+        deadline.
         """
         limit = self._settings.shutdown_timeout if timeout is None else max(0.0, timeout)
         if not self._begin_shutdown(limit):
@@ -752,10 +782,14 @@ class Exporter:
                     self._spool_trouble(exc)
             return self._spool
 
-    def _write_ahead(self, task: object, size: int) -> tuple[RecordRef | None, bytes | None, int]:
+    def _write_ahead(
+        self, task: TaskData | Mapping[str, Any]
+    ) -> tuple[RecordRef | None, bytes | None, int]:
         """Write a submitted trace to the spool: ``(record, encoded body or None, size)``.
 
-        Never raises: a trace that cannot be written goes on in memory only.
+        The size is exact for a TaskData and the record's size for a dict (a
+        better guess than :meth:`_estimate`).  Never raises: a trace that
+        cannot be written goes on in memory only.
         """
         body: bytes | None = None
         try:
@@ -766,9 +800,10 @@ class Exporter:
                 # Lenient coercion stays on the sender thread; the record keeps a JSON-safe
                 # copy, read back when the trace is taken up from the spool.
                 payload = _dict_record(task)
-                kind, size = _KIND_DICT, max(size, len(payload))
+                kind, size = _KIND_DICT, len(payload)
         except Exception:
-            return None, body, size  # the sender thread finds it invalid and says why
+            # The sender thread finds it invalid and says why.
+            return None, body, len(body) if body is not None else max(0, self._estimate(task))
         spool = self._spool or self._open_spool()
         error: Exception | None = None
         if spool is not None:
@@ -1033,6 +1068,8 @@ class Exporter:
                 return
             self._held_bytes += len(body) - item.size
             item.size = len(body)
+        if item.loose:
+            item.body = body  # for _keep, should the trace stay in the spool
         self._deliver(item, body)
 
     def _deliver(self, item: _Item, body: bytes) -> None:
@@ -1213,6 +1250,13 @@ class Exporter:
                 self._last_error = error
             if reason != "shutdown":
                 self._backlog_failed()
+        if item.loose and item.body is not None:
+            # Keep the exact wire body rather than the submitted dict: read back later, it is
+            # sent as it is, without coercing (and counting the fixes) a second time.
+            exact = _quietly(spool.append, item.body, _KIND_BODY)
+            if exact is not None:
+                _quietly(spool.ack, ref)
+                ref = exact
         # At the shutdown deadline it is not handed back: this process will not try it again.
         kept = _quietly(spool.holds if reason == "shutdown" else spool.release, ref)
         if kept:
@@ -1441,17 +1485,26 @@ def _encode(task: TaskData) -> bytes:
     return body
 
 
+def _json_default(value: Any) -> Any:
+    """What a type msgspec cannot encode becomes in a spool record: what json_safe makes of it."""
+    return json_safe(value, max_string=MAX_BODY_BYTES)
+
+
 def _dict_record(task: Any) -> bytes:
-    """The spool record of a submitted dict: JSON of what lenient coercion would read in it."""
+    """The spool record of a submitted dict: JSON of what lenient coercion would read in it.
+
+    msgspec encodes it on the caller's thread at C speed (json_safe's walk would cost several
+    times more); what msgspec cannot encode as it is (a cycle, a lone surrogate, an odd key)
+    goes through json_safe.  They differ only in how a few types are written (bytes as
+    base64, datetimes with a ``Z``), which lenient coercion reads the same way or keeps as
+    text; a record is rewritten with the exact wire body when a sender keeps it for later.
+    """
     try:
-        payload = msgspec.json.encode(task)
-        # A dict of JSON types only comes back unchanged from the round trip, and is then its
-        # own JSON-safe copy: json_safe's walk costs several times more, so it is kept for
-        # the dicts that need it (bytes, sets, NaN, objects, cycles...).
-        if len(payload) <= MAX_BODY_BYTES and msgspec.json.decode(payload) == task:
-            return payload
-    except Exception:  # not JSON as it is (a cycle, a huge int...): json_safe copes
-        payload = b""
+        payload = msgspec.json.encode(task, enc_hook=_json_default)
+    except Exception:  # not encodable as it is: json_safe copes
+        payload = None
+    if payload is not None and len(payload) <= MAX_BODY_BYTES:
+        return payload
     # A string longer than the body limit could never be sent whole: none is kept longer.
     return msgspec.json.encode(json_safe(task, max_string=MAX_BODY_BYTES))
 
@@ -1466,7 +1519,7 @@ def _backlog_item(ref: RecordRef, kind: int, payload: bytes) -> _Item:
             task = msgspec.json.decode(payload)
         except msgspec.DecodeError:
             task = None
-    return _Item(task, 0, len(payload), None, ref)
+    return _Item(task, 0, len(payload), None, ref, loose=True)
 
 
 _T = TypeVar("_T")

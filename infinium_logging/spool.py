@@ -485,6 +485,11 @@ class Spool:
             self._remove(segment)
             if lost:
                 self._notify("evicted", lost)
+            # The backlog is about oldest first: drop what now points nowhere from its front,
+            # so that a long outage at the bound does not pile up references to evicted records.
+            backlog = self._backlog
+            while backlog and backlog[0].segment not in self._segments:
+                backlog.popleft()
 
     def _forget(self, segment: _Segment, offset: int) -> None:
         size = segment.live.pop(offset, 0)
@@ -672,7 +677,10 @@ def _age(path: str) -> tuple[int, int]:
 
 
 def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
+    written = os.write(fd, data)
+    if written == len(data):
+        return  # the usual case, without the cost of a memoryview
+    view = memoryview(data)[written:]
     while view:
         written = os.write(fd, view)
         view = view[written:]
