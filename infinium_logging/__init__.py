@@ -37,7 +37,14 @@ from .errors import (
     ServerError,
     ValidationError,
 )
-from .exporter import DROP_REASONS, Exporter, ExporterStats, in_export
+from .exporter import (
+    DROP_REASONS,
+    Exporter,
+    ExporterStats,
+    ReplayReport,
+    in_export,
+    replay_spool,
+)
 from .handler import InfiniumHandler
 from .model import (
     ApiResponse,
@@ -104,6 +111,7 @@ __all__ = [
     "PromptContent",
     "RateLimitError",
     "ReceivedTrace",
+    "ReplayReport",
     "Research",
     "Sales",
     "ServerError",
@@ -126,6 +134,7 @@ __all__ = [
     "get_default_exporter",
     "in_export",
     "json_safe",
+    "replay_spool",
     "setup_logging",
     "task",
     "to_task",
