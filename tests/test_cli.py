@@ -227,7 +227,7 @@ def test_send_counts_failures(
     assert "1 of 2 trace(s) failed" in captured.err
 
 
-@pytest.mark.parametrize("command", ["demo", "serve", "check", "send"])
+@pytest.mark.parametrize("command", ["demo", "serve", "check", "send", "spool", "replay"])
 def test_every_command_has_complete_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     """--help works for every command and describes it."""
     with pytest.raises(SystemExit) as info:
