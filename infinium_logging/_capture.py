@@ -9,6 +9,7 @@ from typing import Any
 
 from . import _default
 from .convert import to_task
+from .mapping import PendingTrace
 from .model import TaskData
 
 __all__ = ["CapturingSink", "capture_tasks"]
@@ -17,16 +18,20 @@ __all__ = ["CapturingSink", "capture_tasks"]
 class CapturingSink:
     """A sink that keeps every trace as a :class:`~infinium_logging.model.TaskData`.
 
-    Dicts are read leniently, exactly as the exporter's worker reads them, so
-    what you see is what would be sent.
+    Traces are built at once, on the thread that submits them (the exporter
+    would build them on its sender thread), and dicts are read leniently,
+    exactly as the exporter's sender reads them, so what you see is what
+    would be sent.
     """
 
     def __init__(self) -> None:
         self.tasks: list[TaskData] = []
         self._lock = threading.Lock()
 
-    def submit(self, task: TaskData | dict[str, Any]) -> bool:
-        """Keep ``task``; always accepted."""
+    def submit(self, task: TaskData | dict[str, Any] | PendingTrace) -> bool:
+        """Keep ``task`` (built now if it is not yet); always accepted."""
+        if isinstance(task, PendingTrace):
+            task = task.materialize()
         trace = task if isinstance(task, TaskData) else to_task(task, strict=False)
         with self._lock:
             self.tasks.append(trace)

@@ -13,6 +13,7 @@ from typing import Any, Final, Protocol, runtime_checkable
 from ._logsetup import LOGGER_NAME
 from .errors import ConfigurationError
 from .exporter import Exporter, in_export
+from .mapping import PendingTrace
 from .model import TaskData
 from .settings import ENV_PREFIX, Settings
 
@@ -27,6 +28,7 @@ __all__ = [
     "in_export",
     "options_for",
     "options_of",
+    "takes_pending",
     "warn_once",
 ]
 
@@ -38,7 +40,10 @@ class TaskSink(Protocol):
 
     ``submit`` receives a :class:`~infinium_logging.model.TaskData` or a dict of
     TaskData fields (lenient coercion is the sink's job, off the caller's
-    thread); it must not block and should not raise.
+    thread); it must not block and should not raise.  (The library's own
+    :class:`~infinium_logging.exporter.Exporter` and capture sink also take
+    traces not yet built, :class:`~infinium_logging.mapping.PendingTrace`, and
+    build them off the caller's thread; other sinks get them built.)
     """
 
     def submit(self, task: TaskData | dict[str, Any]) -> bool:
@@ -219,22 +224,36 @@ class _NullSink:
 NULL_SINK: Final[TaskSink] = _NullSink()
 
 
-def deliver(sink: TaskSink | None, payload: TaskData | dict[str, Any]) -> bool:
-    """Hand one finished trace to the active capture, else ``sink``, else the default exporter.
+#: Sink types that take a PendingTrace and build it themselves (exactly these types: a
+#: subclass may have its own submit, written for finished traces).
+_PENDING_SINKS: Final[frozenset[type]] = frozenset({Exporter})
+
+
+def takes_pending(sink: object) -> bool:
+    """Whether ``sink`` builds :class:`~infinium_logging.mapping.PendingTrace` objects itself
+    (``None``, the default exporter, does)."""
+    return sink is None or type(sink) in _PENDING_SINKS
+
+
+def deliver(sink: TaskSink | None, payload: TaskData | dict[str, Any] | PendingTrace) -> bool:
+    """Hand one trace to the active capture, else ``sink``, else the default exporter.
 
     ``None`` means the default exporter (created on first use; nothing is sent
-    when the default settings say ``disabled``).  May raise
+    when the default settings say ``disabled``).  A trace not yet built is
+    built here for a sink that does not build it itself.  May raise
     :class:`~infinium_logging.errors.ConfigurationError` when the default is
     needed and the environment cannot make one: callers decide how to report it.
     """
     capture = _capture
     if capture is not None:
-        return capture.submit(payload)
+        return capture.submit(payload)  # type: ignore[arg-type]
     if sink is None:
         if default_options().disabled:
             return False
         sink = get_default_exporter()
-    return sink.submit(payload)
+    if isinstance(payload, PendingTrace) and type(sink) not in _PENDING_SINKS:
+        payload = payload.materialize()
+    return sink.submit(payload)  # type: ignore[arg-type]
 
 
 # --- reporting problems without ever raising into the application --------------------------------

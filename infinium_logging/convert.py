@@ -19,6 +19,8 @@ from .model import (
     SECTION_NAMES,
     EnvironmentContext,
     ExecutionStep,
+    LlmCall,
+    LlmUsage,
     TaskData,
     _Model,
     encode_task,
@@ -35,6 +37,7 @@ __all__ = [
     "decode_task",
     "fit_task",
     "json_safe",
+    "lenient_task",
     "to_task",
     "truncate",
 ]
@@ -221,12 +224,30 @@ def to_task(obj: Any, *, strict: bool = True, problems: list[Problem] | None = N
     """
     if strict:
         return _to_task_strict(obj)
+    return lenient_task(obj, problems)[0]
+
+
+def lenient_task(obj: Any, problems: list[Problem] | None = None) -> tuple[TaskData, bytes | None]:
+    """``to_task(obj, strict=False)``, and the trace's wire body when it was encoded on the way.
+
+    A dict that needs no fixing (the usual case) is converted by msgspec alone
+    and checked, and its body is encoded as part of the check: a caller that
+    sends the trace (the exporter) uses that body instead of encoding it again.
+    ``None`` when the trace had to be fixed (the body is then still to be made).
+    """
+    if type(obj) is dict:
+        try:
+            fast = _lenient_fast(obj)
+        except Exception:  # e.g. a key msgspec cannot read (a lone surrogate): the slow way
+            fast = None
+        if fast is not None:
+            return fast
     found: list[Problem] = [] if problems is None else problems
     try:
-        return _to_task_lenient(obj, found)
+        return _to_task_lenient(obj, found), None
     except Exception as exc:  # the last line of defence of "never raises"
         found.append(Problem("", f"could not be read as a trace ({exc!r})", "replaced"))
-        return TaskData("unnamed task", "unnamed task", utc_now_iso(), 0.0)
+        return TaskData("unnamed task", "unnamed task", utc_now_iso(), 0.0), None
 
 
 def decode_task(body: bytes | str, *, strict: bool = True) -> TaskData:
@@ -265,6 +286,206 @@ def _to_task_strict(obj: Any) -> TaskData:
         raise ValidationError(f"{path or '$'}: {message}", path=path) from None
     _apply_limits(task, strict=True, problems=[])
     return task
+
+
+# --- the lenient fast path ------------------------------------------------------------------
+#
+# The general lenient path copies the whole input through json_safe, then converts it,
+# checks every limit and walks every struct for NaN, building a path for each field: some
+# 300 µs for an ordinary trace, nearly all of it spent proving that nothing needed fixing.
+# The fast path assumes that nothing does: msgspec converts the dict as it is (in C), a
+# few checks look only where msgspec cannot (limits, NaN and infinities, free-form values),
+# and encoding the result proves that every string is valid UTF-8 (a lone surrogate cannot
+# be encoded).  Anything that would need a fix, or a Problem reported, takes the general
+# path, which therefore stays the one definition of what lenient coercion does.
+
+#: Containers nested deeper than this are cut by json_safe (``<too deep>``).
+_PLAIN_DEPTH: Final = _MAX_DEPTH
+
+
+def _plain(value: Any, depth: int) -> bool:
+    """Whether ``value`` is already exactly what json_safe would make of it (JSON types only)."""
+    kind = type(value)
+    if kind is str or kind is int or kind is bool:
+        return True
+    if kind is float:
+        return math.isfinite(value)
+    if depth >= _PLAIN_DEPTH:
+        return False
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str or len(key) > 256 or item is None:
+                return False
+            if not _plain(item, depth + 1):
+                return False
+        return True
+    if kind is list:
+        return all(item is not None and _plain(item, depth + 1) for item in value)
+    return False
+
+
+class _Checks(NamedTuple):
+    """What the fast path must look at in one struct type (built once from the model)."""
+
+    floats: tuple[str, ...]  # float fields: NaN and infinities are not allowed
+    structs: tuple[str, ...]  # nested structs that have something to check themselves
+    lists: tuple[str, ...]  # lists of such structs
+    loose: tuple[str, ...]  # free-form (``Any``) values: must already be JSON-safe
+
+
+def _checks_of(cls: type[_Model], tables: dict[type[_Model], _Checks | None]) -> _Checks | None:
+    """The checks of ``cls``, or None when it holds nothing that could need them."""
+    if cls in tables:
+        return tables[cls]
+    tables[cls] = None  # provisional: the model has no recursive types, this only guards
+    floats: list[str] = []
+    structs: list[str] = []
+    lists: list[str] = []
+    loose: list[str] = []
+    hints = msgspec.structs.fields(cls)
+    for field in hints:
+        args = _type_args(field.type)
+        if field.name in _FLOAT_FIELDS and float in args:
+            floats.append(field.name)
+        for arg in args:
+            origin = getattr(arg, "__origin__", None)
+            if isinstance(arg, type) and issubclass(arg, _Model):
+                if _checks_of(arg, tables) is not None:
+                    structs.append(field.name)
+            elif origin is list:
+                (item,) = arg.__args__
+                if (
+                    isinstance(item, type)
+                    and issubclass(item, _Model)
+                    and _checks_of(item, tables) is not None
+                ):
+                    lists.append(field.name)
+            elif origin is dict and arg.__args__[1] is Any:
+                loose.append(field.name)
+    found = (
+        _Checks(tuple(floats), tuple(structs), tuple(lists), tuple(loose))
+        if floats or structs or lists or loose or cls is ExecutionStep
+        else None
+    )
+    tables[cls] = found
+    return found
+
+
+def _type_args(tp: Any) -> tuple[Any, ...]:
+    origin = getattr(tp, "__origin__", None)
+    if origin is None and hasattr(tp, "__args__") and type(tp).__name__ == "UnionType":
+        return tuple(tp.__args__)
+    if origin is not None and str(origin) == "typing.Union":
+        return tuple(tp.__args__)
+    return (tp,)
+
+
+_CHECKS: Final[dict[type[_Model], _Checks | None]] = {}
+_checks_of(TaskData, _CHECKS)
+
+
+def _struct_ok(obj: _Model, depth: int) -> bool:
+    """Whether ``obj`` (and what it holds) needs none of the fixes lenient coercion makes."""
+    checks = _CHECKS[type(obj)]
+    if checks is None:
+        return True
+    for name in checks.floats:
+        value = getattr(obj, name)
+        if value is not None and not math.isfinite(value):
+            return False
+    for name in checks.loose:
+        value = getattr(obj, name)
+        if value is not None and type(value) is not str and not _plain(value, depth + 1):
+            return False
+    if type(obj) is ExecutionStep:
+        preview = obj.input_preview
+        if preview is not None and len(preview) > MAX_PREVIEW_LENGTH:
+            return False
+        preview = obj.output_preview
+        if preview is not None and len(preview) > MAX_PREVIEW_LENGTH:
+            return False
+    for name in checks.structs:
+        value = getattr(obj, name)
+        if value is not None and not _struct_ok(value, depth + 1):
+            return False
+    for name in checks.lists:
+        for item in getattr(obj, name) or ():
+            if not _struct_ok(item, depth + 2):
+                return False
+    return True
+
+
+#: What the inlined checks of _task_ok assume of the model; checked once, below.
+_ASSUMED: Final[dict[type[_Model], _Checks]] = {
+    TaskData: _Checks(
+        ("duration",), ("sales", "project", "development", "llm_usage"), ("steps",), ()
+    ),
+    ExecutionStep: _Checks((), ("llm_call",), (), ("metadata",)),
+    LlmCall: _Checks(("temperature",), (), (), ()),
+    LlmUsage: _Checks(("estimated_cost_usd",), (), ("calls",), ()),
+}
+#: Whether the model is still what the inlined checks assume (else the generic walk runs).
+_INLINED: Final = all(_CHECKS.get(cls) == checks for cls, checks in _ASSUMED.items())
+
+
+def _task_ok(task: TaskData) -> bool:
+    """:func:`_struct_ok` of a TaskData, the steps and LLM usage inlined (they are the bulk)."""
+    if not _INLINED:
+        return _struct_ok(task, 0)
+    isfinite = math.isfinite
+    for step in task.steps or ():
+        preview = step.input_preview
+        if preview is not None and len(preview) > MAX_PREVIEW_LENGTH:
+            return False
+        preview = step.output_preview
+        if preview is not None and len(preview) > MAX_PREVIEW_LENGTH:
+            return False
+        call = step.llm_call
+        if call is not None and call.temperature is not None and not isfinite(call.temperature):
+            return False
+        metadata = step.metadata
+        if metadata is not None and not _plain(metadata, 3):
+            return False
+    usage = task.llm_usage
+    if usage is not None:
+        cost = usage.estimated_cost_usd
+        if cost is not None and not isfinite(cost):
+            return False
+        for call in usage.calls or ():
+            if call.temperature is not None and not isfinite(call.temperature):
+                return False
+    return (
+        (task.sales is None or _struct_ok(task.sales, 1))
+        and (task.project is None or _struct_ok(task.project, 1))
+        and (task.development is None or _struct_ok(task.development, 1))
+    )
+
+
+def _text_ok(text: str, limit: int) -> bool:
+    # Not empty, not only whitespace (``isspace`` is False for ""), and within the limit.
+    return 0 < len(text) <= limit and not text.isspace()
+
+
+def _lenient_fast(obj: dict[Any, Any]) -> tuple[TaskData, bytes] | None:
+    """The lenient result for a dict that needs no fixing, with its wire body; else None."""
+    if "sections" in obj:
+        return None  # the wire shape: the general path lifts the sections
+    task = msgspec.convert(obj, TaskData, strict=False)  # raises for anything it cannot read
+    duration = task.duration
+    if not (
+        _text_ok(task.name, MAX_NAME_LENGTH)
+        and _text_ok(task.description, MAX_DESCRIPTION_LENGTH)
+        and math.isfinite(duration)
+        and 0.0 <= duration <= MAX_DURATION
+        and _iso_ok(task.current_datetime)
+        and _task_ok(task)
+    ):
+        return None
+    try:
+        body = encode_task(task)
+    except Exception:  # a lone surrogate (not UTF-8), or a value msgspec cannot encode
+        return None
+    return task, body
 
 
 def _to_task_lenient(obj: Any, problems: list[Problem]) -> TaskData:

@@ -6,7 +6,6 @@ import logging
 import os
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from typing import Any, TextIO
@@ -249,14 +248,15 @@ def run_demo(*, keep: bool = False, out: TextIO | None = None) -> int:
 
 
 def _keep_running(collector: LocalCollector, agent_id: str, secret: str, out: TextIO) -> None:
-    print("\nThe collector keeps running. Point an application at it with:\n", file=out)
-    print(f"INFINIUM_BASE_URL={collector.base_url}", file=out)
-    print(f"INFINIUM_AGENT_ID={agent_id}", file=out)
-    print(f"INFINIUM_AGENT_SECRET={secret}", file=out)
-    print("\nPress Ctrl-C to stop.", file=out, flush=True)
-    stop = threading.Event()
+    # Everything after the first line printed sits inside the try: SIGINT/SIGTERM (turned into
+    # KeyboardInterrupt by the command line) may arrive as soon as the banner is out.
     try:
-        while not stop.wait(3600):
-            pass
+        print("\nThe collector keeps running. Point an application at it with:\n", file=out)
+        print(f"INFINIUM_BASE_URL={collector.base_url}", file=out)
+        print(f"INFINIUM_AGENT_ID={agent_id}", file=out)
+        print(f"INFINIUM_AGENT_SECRET={secret}", file=out)
+        print("\nPress Ctrl-C to stop.", file=out, flush=True)
+        while True:
+            time.sleep(3600)  # interrupted by the signal handlers, as in `serve`
     except KeyboardInterrupt:
         print("", file=out)

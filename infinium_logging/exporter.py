@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import collections
+import contextvars
 import dataclasses
 import logging
 import math
@@ -23,8 +24,9 @@ from typing import Any, Final, TypeVar
 import msgspec
 
 from ._logsetup import setup_logging
-from .convert import Problem, decode_task, fit_task, json_safe, to_task
+from .convert import Problem, decode_task, fit_task, json_safe, lenient_task, to_task
 from .errors import BatchError, ConfigurationError, InfiniumError, ValidationError
+from .mapping import PendingTrace
 from .model import MAX_BODY_BYTES, ApiResponse, BatchResult, PromptContent, TaskData, encode_task
 from .retry import RetryPolicy, classify, retry_after_of
 from .settings import Settings
@@ -38,6 +40,7 @@ __all__ = [
     "Exporter",
     "ExporterStats",
     "ReplayReport",
+    "exporting",
     "in_export",
     "replay_spool",
 ]
@@ -63,8 +66,14 @@ _FAILURE_REASONS: Final = ("rejected", "auth", "retries_exhausted", "max_elapsed
 MAX_BATCH_SIZE: Final = 100
 
 _WARN_INTERVAL: Final = 60.0
-#: Fixed part of a trace's size estimate: the keys, the timestamp and the JSON punctuation.
-_BASE_ESTIMATE: Final = 256
+#: Fixed part of a trace's size estimate: its small fields, containers and the queue's item.
+_BASE_ESTIMATE: Final = 512
+#: Memory a trace's steps take per byte of their JSON (dicts, structs, small strings and
+#: numbers as Python objects; measured on realistic traces: 2.1 for dicts, 1.6 for TaskData).
+_MEMORY_PER_WIRE_BYTE: Final = 2.0
+#: What a step is taken to weigh on the wire until encoded traces tell (realistic steps,
+#: with an LLM or tool call and previews, weigh about 1 KB).
+_INITIAL_STEP_BYTES: Final = 1024.0
 #: Distinct rejection messages remembered (each is logged once); a bound against odd servers.
 _MAX_REMEMBERED: Final = 256
 #: Time allowed past a shutdown deadline for reporting its losses to ``on_result``.
@@ -88,6 +97,9 @@ _ADOPT_INTERVAL: Final = 30.0
 _SPOOL_RETRY: Final = 30.0
 #: Most records moved from the spool's backlog into the queue at once.
 _REFILL_BATCH: Final = 256
+#: A sender starts on a trace while another is still starting (taken, not yet through its
+#: first request) only once that one has been at it this long: see Exporter._take.
+_OVERLAP_AFTER: Final = 0.002
 
 OnResult = Callable[[Any, ApiResponse], object]
 
@@ -95,11 +107,15 @@ OnResult = Callable[[Any, ApiResponse], object]
 # --- the recursion guard ------------------------------------------------------------------------
 
 
-class _Guard(threading.local):
-    active = False
-
-
-_GUARD: Final = _Guard()
+#: Set on sender threads and while the exporter sends on a caller's thread.  A ContextVar
+#: rather than a thread-local: every event logged reads it, and ``ContextVar.get`` is the
+#: cheapest per-thread read there is (as OpenTelemetry suppresses its own instrumentation).
+#: Contexts copied from an exporting one (``copy_context`` inside ``on_result``) inherit it.
+_EXPORTING: Final[contextvars.ContextVar[bool]] = contextvars.ContextVar(
+    "infinium_logging_exporting", default=False
+)
+#: :func:`in_export` without the function call (for the logging hot paths).
+exporting: Final[Callable[[], bool]] = _EXPORTING.get
 
 
 def in_export() -> bool:
@@ -108,7 +124,7 @@ def in_export() -> bool:
     Log handlers and processors must ignore events while this is true: whatever
     the exporter or urllib3 logs while delivering must not become a trace again.
     """
-    return _GUARD.active
+    return _EXPORTING.get()
 
 
 # --- stats ----------------------------------------------------------------------------------------
@@ -137,7 +153,8 @@ class ExporterStats(msgspec.Struct, frozen=True, kw_only=True):
     queued: int
     #: Traces a sender thread is working on (encoding, sending, or waiting to retry).
     in_flight: int
-    #: Bytes held: estimated for queued traces, exact once encoded (see ``max_queue_bytes``).
+    #: Bytes held: the memory queued traces are estimated to hold, the encoded body's size
+    #: once a sender has it (see ``max_queue_bytes``).
     buffered_bytes: int
     #: Body bytes of the traces the platform accepted.
     bytes_sent: int
@@ -177,16 +194,15 @@ class ExporterStats(msgspec.Struct, frozen=True, kw_only=True):
 class _Item:
     """One submitted trace on its way: queued, then in flight, then settled exactly once."""
 
-    __slots__ = ("body", "loose", "ref", "seq", "settled", "size", "task")
+    __slots__ = ("body", "loose", "ref", "seq", "settled", "size", "starting", "task")
 
-    def __init__(
+    def __init__(  # noqa: PLR0917 - positional: an item is made on every submit
         self,
         task: Any,
         seq: int,
         size: int,
         body: bytes | None = None,
         ref: RecordRef | None = None,
-        *,
         loose: bool = False,
     ) -> None:
         self.task = task
@@ -199,6 +215,8 @@ class _Item:
         #: Whether that record holds the submitted dict rather than the wire body.
         self.loose = loose
         self.settled = False
+        #: Taken by a sender and not yet through its first request (see Exporter._take).
+        self.starting = False
 
     def done(self) -> bool:
         """Whether it is settled; re-read after anything that can block (another thread may
@@ -270,12 +288,23 @@ class Exporter:
     ``submit`` takes a trace from any thread in about a microsecond (tens of
     microseconds with a spool) and never blocks, raises or touches the
     network; ``settings.workers`` daemon threads (started on the first
-    submit) encode and send.  The buffer is bounded by
-    ``max_queue_size`` traces and ``max_queue_bytes`` bytes; requests pass a
-    token bucket shared by all threads; failures are retried with jittered
-    backoff as the :class:`~infinium_logging.retry.RetryPolicy` says.
-    ``flush`` and ``shutdown`` never wait past their deadline, and interpreter
-    exit calls ``shutdown(settings.shutdown_timeout)``.
+    submit) build, encode and send.  The buffer is bounded by
+    ``max_queue_size`` traces and ``max_queue_bytes`` bytes of memory (as
+    estimated while a trace waits; its encoded size once a sender has it);
+    requests pass a token bucket shared by all threads; failures are retried
+    with jittered backoff as the :class:`~infinium_logging.retry.RetryPolicy`
+    says.  Against a fast server the senders take turns (a trace is started
+    while another is being started only once that one has been at it for
+    2 ms): their requests are then mostly Python, and side by side they
+    would only contend for the GIL.  ``flush`` and ``shutdown`` never wait
+    past their deadline, and interpreter exit calls
+    ``shutdown(settings.shutdown_timeout)``.
+
+    Traces captured by :class:`~infinium_logging.InfiniumHandler`,
+    :class:`~infinium_logging.InfiniumProcessor` and ``task()``
+    (:class:`~infinium_logging.mapping.PendingTrace`) are built on a sender
+    thread, from the objects that were logged: mutating those after logging
+    them changes the trace (the contract of :class:`logging.handlers.QueueHandler`).
 
     ``settings=None`` reads the ``INFINIUM_*`` environment, with ``overrides``
     on top (``Exporter(workers=2)``); with settings given, ``overrides``
@@ -351,7 +380,10 @@ class Exporter:
         self._shutdown_begun = False
         self._deadline: float | None = None
         self._idle = 0
+        #: Threads waiting in shutdown for whatever settles; flushes wait for a target instead.
         self._waiters = 0
+        self._flush_targets: list[int] = []
+        self._flush_min = -1  # the earliest of them, -1 when none waits
         self._seq = 0
         self._held_bytes = 0
         self._submitted = 0
@@ -367,7 +399,13 @@ class Exporter:
         self._rejections_logged: set[str] = set()
         self._callback_error_logged = False
         self._warner = _DropWarner()
-        self._step_bytes = 512.0
+        # Pacing (see _take): traces being started, when the last was taken, who waits.
+        self._starting = 0
+        self._last_start = 0.0
+        self._pacing = 0
+        self._step_bytes = _INITIAL_STEP_BYTES
+        #: Memory counted per step of a queued trace (see _estimate).
+        self._step_estimate = int(_INITIAL_STEP_BYTES * _MEMORY_PER_WIRE_BYTE)
         self._alive = 0  # sender threads running
         self._final = False  # shutdown has counted what is left: nothing more is queued
         # Spool state: records held only there, adoption, and the backoff of the backlog.
@@ -426,43 +464,65 @@ class Exporter:
         """True once ``shutdown`` started: ``submit`` accepts nothing more."""
         return self._closed
 
-    def submit(self, task: TaskData | Mapping[str, Any]) -> bool:
+    def submit(self, task: TaskData | Mapping[str, Any] | PendingTrace) -> bool:
         """Queue a trace for delivery; True when accepted.
 
         Thread-safe, O(1), never blocks on the network and never raises.  A dict
-        is read leniently (``to_task(d, strict=False)``) on a sender thread.
-        False means the trace was not accepted; it is then counted in
-        ``stats().dropped`` as ``queue_full``, ``closed``, ``disabled`` or
-        ``invalid`` (not a TaskData nor a dict).
+        is read leniently (``to_task(d, strict=False)``) on a sender thread, and
+        a :class:`~infinium_logging.mapping.PendingTrace` (what the handler and
+        processor capture) is built there too.  False means the trace was not
+        accepted; it is then counted in ``stats().dropped`` as ``queue_full``,
+        ``closed``, ``disabled`` or ``invalid`` (not a TaskData nor a dict).
 
-        With a spool, the trace is written to it before this returns (a
-        TaskData is encoded here, on the caller's thread: tens of
-        microseconds), and a full queue keeps it in the spool for later
-        instead of refusing it.
+        With a spool, the trace is written to it before this returns (built
+        and encoded here, on the caller's thread: tens of microseconds), and a
+        full queue keeps it in the spool for later instead of refusing it.
         """
         try:
             ref: RecordRef | None = None
             body: bytes | None = None
+            reason = ""
             if self._disabled:
                 reason = "disabled"
                 size = 0
-            elif (
-                self._spool_dir is not None
-                and not self._closed
-                and (type(task) is dict or isinstance(task, (TaskData, Mapping)))
-            ):
-                reason = ""
-                ref, body, size = self._write_ahead(task)
+            elif self._spool_dir is not None and not self._closed:
+                # The write-ahead needs the trace itself: a captured one is built now.
+                trace = _built(task) if isinstance(task, PendingTrace) else task
+                if trace is None or not isinstance(trace, (TaskData, Mapping)):
+                    reason, size = "invalid", 0
+                else:
+                    task = trace
+                    ref, body, size = self._write_ahead(trace)
             else:
-                reason = ""
-                try:
-                    size = self._estimate(task)
-                except Exception:
-                    size = -1
+                # _estimate, inlined for what handlers and processors submit (a trace captured
+                # from a tagged dict) and in its cheapest form: this runs on every trace logged.
+                fields: object = task
+                size = _BASE_ESTIMATE
+                if isinstance(task, PendingTrace):
+                    fields = task.basis
+                    size += task.steps * self._step_estimate
+                if type(fields) is dict:
+                    get = fields.get
+                    try:
+                        # A field of another type that has a length counts it: a guess anyway.
+                        size += (
+                            len(get("name") or "")
+                            + len(get("description") or "")
+                            + len(get("input_summary") or "")
+                            + len(get("output_summary") or "")
+                            + len(get("steps") or ()) * self._step_estimate
+                        )
+                    except TypeError:  # a field without a length: the careful way
+                        size = self._careful_estimate(task)
+                else:
+                    size = self._careful_estimate(task)
                 if size < 0:
                     reason = "invalid"
             park = False
-            with self._lock:
+            lock = self._lock
+            # acquire/release rather than ``with``: half the cost, on every trace logged.
+            lock.acquire()
+            try:
                 self._submitted += 1
                 if self._closed:
                     reason = "closed"
@@ -479,13 +539,16 @@ class Exporter:
                 elif not park:
                     # With the body encoded, the task itself is only kept for on_result.
                     held = task if body is None or self._on_result is not None else None
-                    loose = ref is not None and body is None
-                    self._queue.append(_Item(held, self._seq, size, body, ref, loose=loose))
+                    self._queue.append(
+                        _Item(held, self._seq, size, body, ref, ref is not None and body is None)
+                    )
                     self._seq += 1
                     self._held_bytes += size
                     if self._idle:
                         self._work.notify()
                 started = self._started
+            finally:
+                lock.release()
             if ref is not None and (reason or park):
                 kept = self._refused_with_record(ref, park)
                 if not kept or started:
@@ -511,9 +574,13 @@ class Exporter:
         deadline = time.monotonic() + limit
         with self._lock:
             target = self._seq
-            if _GUARD.active:
+            if _EXPORTING.get():
                 return self._settled_before(target)
-            self._waiters += 1
+            # Woken only once the earliest target of the waiting flushes can have been reached
+            # (see _mark_settled), not at every trace settled.
+            targets = self._flush_targets
+            targets.append(target)
+            self._flush_min = min(targets)
             try:
                 while not self._settled_before(target):
                     remaining = deadline - time.monotonic()
@@ -522,7 +589,8 @@ class Exporter:
                     self._settled_cond.wait(remaining)
                 return True
             finally:
-                self._waiters -= 1
+                targets.remove(target)
+                self._flush_min = min(targets) if targets else -1
 
     def shutdown(self, timeout: float | None = None) -> bool:
         """Stop accepting traces, deliver what can be delivered before a deadline, drop the rest.
@@ -540,10 +608,10 @@ class Exporter:
         limit = self._settings.shutdown_timeout if timeout is None else max(0.0, timeout)
         if not self._begin_shutdown(limit):
             # Someone else is shutting down: wait for them, within our own timeout.
-            if not _GUARD.active:
+            if not _EXPORTING.get():
                 self._finished.wait(limit)
             return self._finished.is_set() and self._dropped["shutdown"] == 0
-        if _GUARD.active:
+        if _EXPORTING.get():
             # Called from a sender thread (on_result): waiting here would wait for ourselves.
             return False
         return self._finish_shutdown()
@@ -579,7 +647,7 @@ class Exporter:
                 spool_write_errors=self._spool_write_errors,
             )
 
-    def send(self, task: TaskData | Mapping[str, Any]) -> ApiResponse:
+    def send(self, task: TaskData | Mapping[str, Any] | PendingTrace) -> ApiResponse:
         """Send one trace now and return the platform's answer (``data["traceId"]``).
 
         Synchronous, on the caller's thread, through the same throttle and
@@ -592,6 +660,8 @@ class Exporter:
         """
         if self._settings.disabled:
             return _disabled_response()
+        if isinstance(task, PendingTrace):
+            task = task.materialize()
         trace = task if isinstance(task, TaskData) else to_task(task, strict=True)
         body = _encode(trace)
         transport = self._get_transport()
@@ -714,33 +784,69 @@ class Exporter:
     # --- submit side --------------------------------------------------------------------------
 
     def _estimate(self, task: object) -> int:
-        """A cheap guess of the encoded size (O(1): a few attribute reads), or -1 if not a trace.
+        """A cheap guess of the memory a queued trace holds (a few attribute reads), or -1 if
+        it is not a trace.
 
         Encoding on the caller's thread would cost as much as the logging call
         itself, so the byte bound counts this estimate while the trace waits;
-        a sender thread replaces it with the exact size once it has encoded
-        the trace, and learns the average size of a step from what it encodes.
+        a sender thread replaces it with the size of the encoded body once it
+        has one.  Text counts once (a character is a byte in memory as on the
+        wire, for the usual ASCII); each step counts what a step of the traces
+        encoded so far takes on the wire, times :data:`_MEMORY_PER_WIRE_BYTE`:
+        dicts, structs and small objects take about twice the room of their JSON.
         """
+        kind = type(task)
+        if kind is dict:
+            return self._fields_estimate(task)  # type: ignore[arg-type]
+        if isinstance(task, PendingTrace):
+            basis = task.basis
+            size = task.steps * self._step_estimate
+            if type(basis) is dict:
+                return size + self._fields_estimate(basis)
+            if isinstance(basis, TaskData):
+                return size + self._struct_estimate(basis)
+            return size + _BASE_ESTIMATE
         if isinstance(task, TaskData):
-            size = _BASE_ESTIMATE + len(task.name) + len(task.description)
-            if task.input_summary is not None:
-                size += len(task.input_summary)
-            if task.output_summary is not None:
-                size += len(task.output_summary)
-            if task.steps:
-                size += len(task.steps) * int(self._step_bytes)
-            return size
+            return self._struct_estimate(task)
         if isinstance(task, Mapping):
-            size = _BASE_ESTIMATE
-            for key in ("name", "description", "input_summary", "output_summary"):
-                value = task.get(key)
-                if isinstance(value, str):
-                    size += len(value)
-            steps = task.get("steps")
-            if isinstance(steps, (list, tuple)):
-                size += len(steps) * int(self._step_bytes)
-            return size
+            return self._fields_estimate(task)
         return -1
+
+    def _careful_estimate(self, task: object) -> int:
+        try:
+            return self._estimate(task)
+        except Exception:  # a mapping whose get() fails, say: not a trace
+            return -1
+
+    def _fields_estimate(self, task: Mapping[str, Any]) -> int:
+        size = _BASE_ESTIMATE
+        get = task.get
+        value = get("name")
+        if type(value) is str:
+            size += len(value)
+        value = get("description")
+        if type(value) is str:
+            size += len(value)
+        value = get("input_summary")
+        if type(value) is str:
+            size += len(value)
+        value = get("output_summary")
+        if type(value) is str:
+            size += len(value)
+        steps = get("steps")
+        if type(steps) is list or type(steps) is tuple:
+            size += len(steps) * self._step_estimate
+        return size
+
+    def _struct_estimate(self, task: TaskData) -> int:
+        size = _BASE_ESTIMATE + len(task.name) + len(task.description)
+        if task.input_summary is not None:
+            size += len(task.input_summary)
+        if task.output_summary is not None:
+            size += len(task.output_summary)
+        if task.steps:
+            size += len(task.steps) * self._step_estimate
+        return size
 
     # --- the spool ------------------------------------------------------------------------------
 
@@ -959,7 +1065,8 @@ class Exporter:
         fixed += len(task.input_summary or "") + len(task.output_summary or "")
         per_step = min(max((size - fixed) / len(steps), 32.0), float(MAX_BODY_BYTES))
         # A moving average: unlocked, since a lost update only makes one estimate a bit off.
-        self._step_bytes = 0.9 * self._step_bytes + 0.1 * per_step
+        self._step_bytes = step_bytes = 0.9 * self._step_bytes + 0.1 * per_step
+        self._step_estimate = int(step_bytes * _MEMORY_PER_WIRE_BYTE)
 
     def _start_workers(self) -> None:
         with self._start_lock:
@@ -987,21 +1094,20 @@ class Exporter:
     def _get_transport(self) -> Transport:
         transport = self._transport
         if transport is None:
-            previous = _GUARD.active
-            _GUARD.active = True  # urllib3 logs while it builds the pool
+            token = _EXPORTING.set(True)  # urllib3 logs while it builds the pool
             try:
                 with self._start_lock:
                     if self._transport is None:
                         self._transport = Transport(self._settings)
                     transport = self._transport
             finally:
-                _GUARD.active = previous
+                _EXPORTING.reset(token)
         return transport
 
     # --- sender threads -----------------------------------------------------------------------
 
     def _run(self) -> None:
-        _GUARD.active = True
+        _EXPORTING.set(True)  # for the whole of this thread
         try:
             while True:
                 item = self._take()
@@ -1029,8 +1135,27 @@ class Exporter:
                     if chore:
                         break
                     if self._queue:
+                        # Pacing: a trace is started while another is still being started
+                        # only once that one has been at it for _OVERLAP_AFTER.  Against a
+                        # fast server the requests are short and mostly Python (urllib3 and
+                        # http.client), so senders running them side by side only fight
+                        # over the GIL (each GIL hand-off a context switch): one at a time
+                        # delivers more.  Against a slow one they wait on the network, so
+                        # every worker is soon busy, as without pacing.  Not after close:
+                        # the shutdown deadline wants everything out at once.
+                        since = now - self._last_start
+                        if self._starting and since < _OVERLAP_AFTER and not self._closed:
+                            self._pacing += 1
+                            try:
+                                self._work.wait(_OVERLAP_AFTER - since)
+                            finally:
+                                self._pacing -= 1
+                            continue
                         item = self._queue.popleft()
                         self._in_flight.add(item)
+                        item.starting = True
+                        self._starting += 1
+                        self._last_start = now
                         return item
                     if self._closed and not self._backlog_due_by(self._deadline or now):
                         return None
@@ -1046,9 +1171,18 @@ class Exporter:
             self._deliver(item, item.body)
             return
         task = item.task
+        if isinstance(task, PendingTrace):  # captured by a handler or processor: build it now
+            try:
+                task = task.materialize()
+            except Exception as exc:
+                self._settle(item, "invalid", f"could not be built: {exc!r}")
+                return
+            item.task = task
+        body: bytes | None = None
         if not isinstance(task, TaskData):
             problems: list[Problem] = []
-            task = to_task(task, strict=False, problems=problems)
+            # A dict that needs no fixing comes back with its body: no second encoding.
+            task, body = lenient_task(task, problems)
             if problems:
                 with self._lock:
                     for problem in problems:
@@ -1057,11 +1191,12 @@ class Exporter:
                     self._settle(item, "invalid", "could not be read as a trace")
                     return
             item.task = task
-        try:
-            body = _encode(task)
-        except Exception as exc:
-            self._settle(item, "invalid", f"could not be encoded: {exc}")
-            return
+        if body is None or len(body) > MAX_BODY_BYTES:
+            try:
+                body = _encode(task)
+            except Exception as exc:
+                self._settle(item, "invalid", f"could not be encoded: {exc}")
+                return
         self._learn_step_size(task, len(body))
         with self._lock:
             if item.settled:
@@ -1110,6 +1245,8 @@ class Exporter:
                     return
                 retries += 1
                 with self._lock:
+                    # Waiting to retry: let another sender start a trace meanwhile.
+                    self._started_request(item, waking=True)
                     if item.done():
                         return
                     self._retries += 1
@@ -1267,23 +1404,42 @@ class Exporter:
         self._report(item, _failure_response("spool_full", error))
         return True
 
+    def _started_request(self, item: _Item, *, waking: bool) -> None:
+        """``item`` is through its first request (or settled without one): another trace may
+        be started (lock held).  ``waking`` when this sender will not take one itself soon."""
+        if item.starting:
+            item.starting = False
+            self._starting -= 1
+            if waking and self._pacing and self._queue:
+                self._work.notify()
+
     def _mark_settled(self, item: _Item) -> None:
         # Called with the lock held.
+        self._started_request(item, waking=False)
         item.settled = True
         self._in_flight.discard(item)
         self._held_bytes -= item.size
         if self._waiters:
+            self._settled_cond.notify_all()
+        elif (
+            0 <= item.seq < self._flush_min
+            and self._flush_targets
+            and self._settled_before(self._flush_min)
+        ):
+            # Waking a flush for every trace settled costs the senders the lock and the GIL
+            # thousands of times a second; it can only return once its target is reached.
             self._settled_cond.notify_all()
 
     def _report(self, item: _Item, response: ApiResponse) -> None:
         callback = self._on_result
         if callback is None:
             return
-        previous = _GUARD.active
-        _GUARD.active = True
+        token = _EXPORTING.set(True)
         try:
             task = item.task
-            if task is None and item.body is not None:  # a spooled wire body
+            if isinstance(task, PendingTrace):  # settled before a sender built it
+                task = _built(task)
+            elif task is None and item.body is not None:  # a spooled wire body
                 task = decode_task(item.body, strict=False)
             callback(task, response)
         except Exception:
@@ -1291,7 +1447,7 @@ class Exporter:
                 self._callback_error_logged = True
                 _log.warning("the on_result callback raised (logged once)", exc_info=True)
         finally:
-            _GUARD.active = previous
+            _EXPORTING.reset(token)
 
     def _warn_drops(self) -> None:
         if self._closed or not self._warner.due():
@@ -1325,8 +1481,7 @@ class Exporter:
         """One request with the throttle and retry policy, on the caller's thread."""
         if self._finished.is_set():
             raise InfiniumError("the exporter is shut down")
-        previous = _GUARD.active
-        _GUARD.active = True
+        token = _EXPORTING.set(True)
         try:
             started = time.monotonic()
             retries = 0
@@ -1351,7 +1506,7 @@ class Exporter:
                     if not self._sleep_until(time.monotonic() + decision.delay, None):
                         raise
         finally:
-            _GUARD.active = previous
+            _EXPORTING.reset(token)
 
     def _replay_one(self, kind: int, payload: bytes) -> tuple[str, str | None]:
         """Send one spool record now: ``("sent" | "rejected" | "failed", error text)``."""
@@ -1395,8 +1550,7 @@ class Exporter:
         """Wait for the senders until the deadline, then count what is left as ``shutdown``
         (with a spool: leave it there for the next start)."""
         deadline = self._deadline if self._deadline is not None else time.monotonic()
-        previous = _GUARD.active
-        _GUARD.active = True
+        token = _EXPORTING.set(True)
         spool = self._spool
         try:
             with self._lock:
@@ -1432,6 +1586,7 @@ class Exporter:
                         self._dropped["shutdown"] += 1
                         lost.append(item)
                 self._work.notify_all()
+                self._settled_cond.notify_all()  # flushes waiting: everything is settled now
             gone = [item for item in kept if not _quietly(spool.holds, item.ref)] if spool else []
             with self._lock:
                 if gone:
@@ -1472,7 +1627,16 @@ class Exporter:
                 )
             return self._dropped["shutdown"] == 0
         finally:
-            _GUARD.active = previous
+            _EXPORTING.reset(token)
+
+
+def _built(task: PendingTrace) -> TaskData | dict[str, Any] | None:
+    """A captured trace built now (off a sender thread), or None when it cannot be."""
+    try:
+        return task.materialize()
+    except Exception:
+        _log.debug("a captured trace could not be built", exc_info=True)
+        return None
 
 
 def _encode(task: TaskData) -> bytes:
@@ -1519,7 +1683,7 @@ def _backlog_item(ref: RecordRef, kind: int, payload: bytes) -> _Item:
             task = msgspec.json.decode(payload)
         except msgspec.DecodeError:
             task = None
-    return _Item(task, 0, len(payload), None, ref, loose=True)
+    return _Item(task, 0, len(payload), None, ref, True)
 
 
 _T = TypeVar("_T")

@@ -3,35 +3,40 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from typing import Any, Final
 
 from . import _default
 from ._default import NULL_SINK, Options, TaskSink, default_options, options_for, options_of
-from .exporter import Exporter, in_export
+from .exporter import Exporter
+from .exporter import exporting as in_export
 from .mapping import (
-    STRUCTLOG_RESERVED,
+    FROM_EVENT,
+    FROM_RECORD,
     ErrorInfo,
-    build_step,
+    TaggedTrace,
     environment,
     error_from_exc_info,
     error_from_rendered,
+    event_fields,
+    is_tag,
+    record_fields,
     safe_str,
-    tagged_payload,
+    tagged_trace,
 )
 from .settings import Settings
-from .tasks import Recorder, _current, active_state, bridge, drain_deferred
+from .tasks import (
+    Recorder,
+    _current,
+    _TaskState,
+    active_state,
+    bridge,
+    bridge_in_use,
+    drain_deferred,
+)
 
 __all__ = ["InfiniumHandler"]
 
-#: What formatters add to a record after it was made.
-_FORMATTER_ATTRIBUTES: Final = frozenset({"message", "asctime"})
-#: Attributes every LogRecord has, read from a real one (as structlog's ExtraAdder does)
-#: so that new Python versions (``taskName`` in 3.12) are covered; plus what formatters add.
-_RECORD_ATTRIBUTES: Final = (
-    frozenset(logging.LogRecord("", logging.INFO, "", 0, "", (), None).__dict__)
-    | _FORMATTER_ATTRIBUTES
-)
+_LogRecord: Final = logging.LogRecord
 
 #: Our own logger and urllib3's: their records must never become traces (recursion).
 _IGNORED: Final = ("infinium_logging", "urllib3")
@@ -80,6 +85,13 @@ class InfiniumHandler(logging.Handler):
     when the settings it relies on are missing or invalid.  With
     ``INFINIUM_DISABLED=true`` the handler does nothing at all.
 
+    What a record costs the thread that logs is capturing it: a shallow copy
+    of the tag's dict (or of the record's attributes, for a step), the
+    message's format and arguments, the time, the rendered exception.  The
+    exporter builds the trace from these on its sender thread (``%``-formatting
+    the message there too), so, as with :class:`logging.handlers.QueueHandler`,
+    objects logged must not be mutated after logging them.
+
     Usable from :func:`logging.config.dictConfig`:
     ``{"class": "infinium_logging.InfiniumHandler", "level": "INFO"}``.
     """
@@ -117,6 +129,8 @@ class InfiniumHandler(logging.Handler):
             self._options = None
             default_options()  # fail here, where it is configured, if the environment is bad
         self._closed = False
+        #: Whether the sink builds deferred traces itself (else they are built before submit).
+        self._sink_takes_pending = _default.takes_pending(self._sink)
         self._env_options: Options | None = None
         # Rebuilt when the options object changes (the default exporter reconfigured).
         self._recorder = Recorder(self._sink, Options(), "logging")
@@ -137,16 +151,24 @@ class InfiniumHandler(logging.Handler):
         """Filter and emit ``record`` unless it is untagged and no task is active.
 
         That check comes first and is all an ordinary record costs.  No handler
-        lock is taken: emitting only builds a dict and hands it to a thread-safe
-        exporter or a task with its own lock, so serialising every logging thread
+        lock is taken: emitting only captures what the record says and hands it
+        to a thread-safe exporter or task, so serialising every logging thread
         through one lock would buy nothing.
         """
-        if (
-            self.tag_key not in record.__dict__
-            and _current.get() is None
-            and type(record.msg) is not dict
-        ):
-            return False
+        attributes = record.__dict__
+        if self.tag_key not in attributes and type(record.msg) is not dict:
+            state = _current.get()
+            if state is None:
+                return False
+            if not self.filters:
+                # An event inside a task, the usual case: straight to recording it.
+                try:
+                    self._step(record, attributes, state)
+                except RecursionError:  # the stdlib's own rule: let the interpreter unwind
+                    raise
+                except Exception:
+                    self.handleError(record)
+                return True
         if self.filters:
             result: Any = self.filter(record)
             if not result:
@@ -204,7 +226,7 @@ class InfiniumHandler(logging.Handler):
             sink = self._sink
             capture = _default._capture
             ident = (id(record), record.created, sink if capture is None else capture)
-            if _last_tagged == ident:
+            if _last_tagged == ident or (type(value) is not dict and not is_tag(value)):
                 return  # a second handler with the same destination saw this record
             if self._env_options is not options:
                 self._env_options, self._env_cache = options, {}
@@ -212,34 +234,62 @@ class InfiniumHandler(logging.Handler):
             if env is None:
                 env = self._environment("logging", name, options)
             exc_info = record.exc_info
-            payload = tagged_payload(
-                value,
-                record.getMessage,
-                record.created,
-                self._fields(attributes) if value is True else None,
-                error_from_exc_info(exc_info) if exc_info else None,
-                env,
+            if type(record) is _LogRecord:  # its getMessage() is known: format it later
+                message: object = msg
+                args: object = record.args
+            else:
+                message, args = self._message(record), None
+            error = error_from_exc_info(exc_info) if exc_info else None
+            payload = (
+                TaggedTrace(value.copy(), message, args, record.created, None, error, env)
+                if type(value) is dict  # the usual case, without a call to tagged_trace
+                else tagged_trace(
+                    value,
+                    message,
+                    args,
+                    record.created,
+                    record_fields(attributes, self.tag_key) if value is True else None,
+                    error,
+                    env,
+                )
             )
-            if payload is not None:
-                _last_tagged = ident
-                if capture is not None:
-                    capture.submit(payload)
-                elif sink is not None:
-                    sink.submit(payload)
-                else:
-                    _default.deliver(None, payload)
+            _last_tagged = ident
+            if capture is not None:
+                capture.submit(payload)  # type: ignore[arg-type] # it builds the trace itself
+            elif sink is None:
+                _default.deliver(None, payload)
+            elif self._sink_takes_pending:
+                sink.submit(payload)  # type: ignore[arg-type] # takes_pending(): it builds it
+            else:
+                sink.submit(payload.materialize())
             return
         state = _current.get()
-        if state is None:
+        if state is not None:
+            self._step(record, attributes, state)
+
+    def _step(
+        self, record: logging.LogRecord, attributes: dict[str, Any], state: _TaskState
+    ) -> None:
+        """Record an untagged record as a step of the task active where it was logged."""
+        name = record.name
+        ignored = _ignored_names.get(name)
+        if ignored is None:
+            ignored = _remember_ignored(name)
+        if ignored or in_export():
+            return
+        options = self._options or default_options()
+        if options.disabled and not _default.capturing():
             return
         if state.finished:
-            state = active_state()
-            if state is None:
+            active = active_state()
+            if active is None:
                 return
-        if bridge.in_use:
+            state = active
+        if bridge_in_use.in_use:
             mark = bridge.mark
             if mark is not None:
                 bridge.mark = None
+                msg = record.msg
                 if mark[0] == name and (
                     msg is mark[1] or (type(msg) is str and mark[2] != "" and mark[2] in msg)
                 ):
@@ -248,9 +298,20 @@ class InfiniumHandler(logging.Handler):
         if recorder.options is not options:
             recorder = self._recorder = Recorder(self._sink, options, "logging")
         exc_info = record.exc_info
-        error = error_from_exc_info(exc_info) if exc_info else None
+        source = attributes.copy()
+        error: ErrorInfo | None = None
+        if exc_info:
+            error = error_from_exc_info(exc_info)
+            source["exc_info"] = None  # rendered now: the traceback is not kept
         state.record(
-            build_step(self._message(record), record.levelno, self._fields(attributes), error),
+            (
+                FROM_RECORD,
+                record.levelno,
+                source,
+                self.tag_key,
+                error,
+                None if type(record) is _LogRecord else self._message(record),
+            ),
             error,
             recorder,
             name,
@@ -265,7 +326,8 @@ class InfiniumHandler(logging.Handler):
         A structlog event passed on by ``ProcessorFormatter.wrap_for_formatter``,
         or a dict logged as the message.
         """
-        value = event.get(self.tag_key)
+        tag_key = self.tag_key
+        value = event.get(tag_key)
         tagged = value is not None and value is not False
         state = None if tagged else active_state()
         if not tagged and state is None:
@@ -278,30 +340,24 @@ class InfiniumHandler(logging.Handler):
             error = error_from_exc_info(exc_info)
         elif "exception" in event:
             error = error_from_rendered(event["exception"])
-        skip = STRUCTLOG_RESERVED | {self.tag_key}
-        fields = [
-            (key, item)
-            for key, item in event.items()
-            if type(key) is str and key not in skip and key[:1] != "_"
-        ]
         if tagged:
             global _last_tagged
             sink = self._sink
             capture = _default._capture
             ident = (id(record), record.created, sink if capture is None else capture)
-            if _last_tagged == ident:
+            if _last_tagged == ident or not is_tag(value):
                 return
-            payload = tagged_payload(
+            payload = tagged_trace(
                 value,
                 message,
+                None,
                 record.created,
-                fields,
+                event_fields(event, tag_key),
                 error,
                 self._environment("structlog", record.name, options),
             )
-            if payload is not None:
-                _last_tagged = ident
-                _default.deliver(sink, payload)
+            _last_tagged = ident
+            _default.deliver(sink, payload)
             return
         assert state is not None
         mark = bridge.mark
@@ -312,8 +368,11 @@ class InfiniumHandler(logging.Handler):
         recorder = self._bridged_recorder
         if recorder.options is not options:
             recorder = self._bridged_recorder = Recorder(self._sink, options, "structlog")
+        source = event.copy()
+        if "exc_info" in source:
+            source["exc_info"] = None  # rendered above: the traceback is not kept
         state.record(
-            build_step(message, record.levelno, fields, error),
+            (FROM_EVENT, record.levelno, source, tag_key, error, message),
             error,
             recorder,
             record.name,
@@ -326,33 +385,6 @@ class InfiniumHandler(logging.Handler):
             return record.getMessage()
         except Exception:  # bad %-arguments: the record still says something
             return safe_str(record.msg)
-
-    def _fields(self, attributes: dict[str, Any]) -> Iterable[tuple[str, Any]]:
-        """The record's structured fields (what ``extra=`` and filters added), in the order given.
-
-        ``LogRecord.__init__`` sets the standard attributes first and
-        ``makeRecord`` (or a record factory, or a filter) adds the rest after
-        them, so the fields are found by walking the record's attributes from
-        the end back to the first standard one, skipping ``message`` and
-        ``asctime`` that formatters add: a few steps instead of a pass over
-        every attribute.
-        """
-        found: list[tuple[str, Any]] | None = None
-        tag_key = self.tag_key
-        for key in reversed(attributes):
-            if key in _RECORD_ATTRIBUTES:
-                if key in _FORMATTER_ATTRIBUTES:
-                    continue
-                break
-            if key != tag_key and key[:1] != "_":
-                if found is None:
-                    found = []
-                found.append((key, attributes[key]))
-        if found is None:
-            return ()
-        if len(found) > 1:
-            found.reverse()
-        return found
 
     def flush(self) -> None:
         """Wait, at most ``shutdown_timeout`` seconds, until the exporter has sent what it holds."""

@@ -1,18 +1,27 @@
 """Event mapping: a log event becomes a trace (tagged events) or an execution step (in a task).
 
-Everything here runs on the thread that logs, so it does the least that is
-correct and leaves lenient coercion (:func:`~infinium_logging.convert.to_task`
-with ``strict=False``) to the exporter's worker thread: traces leave this module
-as dicts of TaskData fields.  What must be fixed at the moment of the event is
-fixed here: the message, the time, exception details (the traceback is
-formatted now so that no frames are kept alive), and a JSON-safe copy of every
-non-scalar field value (so later mutation by the application cannot change or
-break the trace).
+Two halves.  What must be fixed at the moment of the event is captured on the
+thread that logs, as cheaply as possible: the tag's value (a shallow copy of a
+dict), the message and its arguments, the time, the event's fields (a shallow
+copy of the record's or event's dict), exception details (formatted now, so
+that no frames are kept alive, as ``QueueHandler.prepare`` does) and the
+environment.  Everything else is done by :meth:`PendingTrace.materialize`,
+which the exporter calls on its sender thread: filling in defaults, formatting
+timestamps and messages, building steps, LLM usage and JSON-safe metadata.
+Traces leave it as dicts of TaskData fields; lenient coercion
+(:func:`~infinium_logging.convert.to_task` with ``strict=False``) follows on the
+same thread.
+
+Because objects logged are read later, on another thread, an application must
+not mutate them after logging them: the contract of
+:class:`logging.handlers.QueueHandler`.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import functools
+import logging
 import math
 import platform
 import sys
@@ -20,7 +29,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
-from typing import Any, Final, cast
+from typing import Any, Final
 
 import msgspec
 
@@ -41,7 +50,12 @@ __all__ = [
     "STRUCTLOG_RESERVED",
     "TASK_FIELDS",
     "ErrorInfo",
+    "PendingTrace",
+    "RawEvent",
+    "TaggedTrace",
     "build_step",
+    "event_fields",
+    "event_step",
     "environment",
     "error_from_exc_info",
     "error_from_rendered",
@@ -49,7 +63,10 @@ __all__ = [
     "event_timestamp",
     "iso_timestamp",
     "level_number",
+    "is_tag",
     "preview",
+    "record_fields",
+    "record_message",
     "safe_str",
     "safe_value",
     "tagged_payload",
@@ -74,6 +91,14 @@ STRUCTLOG_RESERVED: Final = frozenset(
         "stack_info",
         "positional_args",
     }
+)
+#: What formatters add to a LogRecord after it was made.
+FORMATTER_ATTRIBUTES: Final = frozenset({"message", "asctime"})
+#: Attributes every LogRecord has, read from a real one (as structlog's ExtraAdder does)
+#: so that new Python versions (``taskName`` in 3.12) are covered; plus what formatters add.
+RECORD_ATTRIBUTES: Final = (
+    frozenset(logging.LogRecord("", logging.INFO, "", 0, "", (), None).__dict__)
+    | FORMATTER_ATTRIBUTES
 )
 #: Whole-number fields of LlmCall and ToolCall: ``"320"`` or ``12.0`` are read as numbers now.
 _CALL_INTS: Final = frozenset(
@@ -419,6 +444,8 @@ def environment(
 
 
 def _as_dict(value: object) -> dict[str, Any] | None:
+    if type(value) is dict:
+        return value.copy()
     if isinstance(value, Mapping):
         return dict(value)
     if isinstance(value, msgspec.Struct):
@@ -484,7 +511,7 @@ def tagged_payload(  # noqa: PLR0917 - positional: keyword passing costs on this
     """
     kind = type(value)
     if kind is dict:
-        trace: dict[str, Any] = cast(dict[str, Any], value).copy()
+        trace: dict[str, Any] = value.copy()  # type: ignore[attr-defined]
     elif isinstance(value, TaskData):
         return _tagged_struct(value, error, env)
     elif isinstance(value, Mapping):
@@ -536,6 +563,136 @@ def _tagged_struct(value: TaskData, error: ErrorInfo | None, env: Mapping[str, A
     if error is not None:
         changes["errors"] = [*(value.errors or ()), ErrorDetail(**error.detail)]
     return msgspec.structs.replace(value, **changes)
+
+
+def is_tag(value: object) -> bool:
+    """Whether ``value``, found under the tag key, makes the event a trace, as
+    :func:`tagged_payload` decides: a dict, a TaskData or another mapping always
+    does; ``None``, ``False``, ``""`` and other false values do not."""
+    kind = type(value)
+    if kind is dict or value is True:
+        return True
+    if value is None or value is False or kind is str:
+        return bool(value)
+    if isinstance(value, (TaskData, Mapping)):
+        return True
+    try:
+        return bool(value)
+    except Exception:  # a value whose truth cannot be told is no tag
+        return False
+
+
+# --- deferred traces ------------------------------------------------------------------------------
+
+
+class PendingTrace:
+    """A trace captured on the thread that logged, built by :meth:`materialize` later.
+
+    An :class:`~infinium_logging.exporter.Exporter` builds it on a sender
+    thread (or on the caller's thread when it has a spool, which needs the
+    encoded trace at once); :func:`~infinium_logging.testing.capture_tasks` and
+    sinks of your own get it built on the caller's thread, as a dict of
+    TaskData fields or a TaskData.  What it references is read when it is
+    built: objects logged must not be mutated after logging them.
+
+    ``basis`` (the trace's fields as far as they are known when it is
+    captured: a dict of TaskData fields or a TaskData, else anything) and
+    ``steps`` (how many steps it will have beyond those of ``basis``) let the
+    exporter estimate the memory it holds without building it.
+    """
+
+    __slots__ = ()
+
+    basis: object = None
+    steps: int = 0
+
+    def materialize(self) -> TaskData | dict[str, Any]:
+        """The trace: a TaskData, or a dict of TaskData fields to be read leniently."""
+        raise NotImplementedError
+
+
+def record_message(msg: object, args: object) -> str:
+    """``LogRecord.getMessage()`` of a record's ``msg`` and ``args``; the bare ``msg`` as text
+    when the arguments do not fit the format."""
+    try:
+        text = msg if type(msg) is str else str(msg)
+        if args:
+            text = text % args
+        return text
+    except Exception:  # bad %-arguments: the event still says something
+        return safe_str(msg)
+
+
+class TaggedTrace(PendingTrace):
+    """The trace of one tagged event, as :func:`tagged_payload` will build it.
+
+    ``basis`` is the tag's value, which must be the caller's own (see
+    :func:`tagged_trace`).  ``args`` is ``None`` when ``message`` is the
+    final text; otherwise ``message`` and ``args`` are a LogRecord's ``msg``
+    and ``args``, formatted only if the trace needs the message.
+    ``timestamp`` is a POSIX time, or what structlog's ``TimeStamper`` left
+    (read by :func:`event_timestamp` when the trace is built).
+    """
+
+    __slots__ = ("args", "basis", "env", "error", "fields", "message", "timestamp")
+
+    def __init__(  # noqa: PLR0917 - positional: keyword passing costs on the hot path
+        self,
+        value: object,
+        message: object,
+        args: object,
+        timestamp: object,
+        fields: Iterable[tuple[str, Any]] | None,
+        error: ErrorInfo | None,
+        env: Mapping[str, Any],
+    ) -> None:
+        self.basis = value
+        self.message = message
+        self.args = args
+        self.timestamp = timestamp
+        self.fields = fields
+        self.error = error
+        self.env = env
+
+    def materialize(self) -> TaskData | dict[str, Any]:
+        """The trace (see :func:`tagged_payload`)."""
+        message: str | Callable[[], str]
+        if self.args is None:
+            message = self.message if type(self.message) is str else safe_str(self.message)
+        else:
+            message = functools.partial(record_message, self.message, self.args)
+        timestamp = self.timestamp
+        if type(timestamp) is not float:
+            timestamp = event_timestamp(timestamp)
+        payload = tagged_payload(self.basis, message, timestamp, self.fields, self.error, self.env)
+        if payload is None:  # captured only when is_tag() said it is a tag
+            raise ValueError("the event's tag value does not make a trace")
+        return payload
+
+
+def tagged_trace(  # noqa: PLR0917 - positional: keyword passing costs on this hot path
+    value: object,
+    message: object,
+    args: object,
+    timestamp: object,
+    fields: Iterable[tuple[str, Any]] | None,
+    error: ErrorInfo | None,
+    env: Mapping[str, Any],
+) -> TaggedTrace:
+    """Capture a tagged event (``is_tag(value)`` must be true).
+
+    A dict, other mapping or TaskData is copied (shallow: what it holds is
+    shared), so that fields the application sets or removes after logging do
+    not change the trace.
+    """
+    kind = type(value)
+    if kind is dict:
+        value = value.copy()  # type: ignore[attr-defined]
+    elif kind is TaskData:
+        value = value.__copy__()  # type: ignore[attr-defined]
+    elif kind is not str and isinstance(value, Mapping):
+        value = dict(value)
+    return TaggedTrace(value, message, args, timestamp, fields, error, env)
 
 
 # --- steps ----------------------------------------------------------------------------------------
@@ -641,9 +798,61 @@ def build_step(
     return step
 
 
+def record_fields(attributes: dict[str, Any], tag_key: str) -> list[tuple[str, Any]]:
+    """A LogRecord's structured fields (what ``extra=`` and filters added), in the order given.
+
+    ``LogRecord.__init__`` sets the standard attributes first and
+    ``makeRecord`` (or a record factory, or a filter) adds the rest after
+    them, so the fields are found by walking the record's attributes from
+    the end back to the first standard one, skipping ``message`` and
+    ``asctime`` that formatters add: a few steps instead of a pass over
+    every attribute.  The tag key and keys starting with ``_`` are not fields.
+    """
+    found: list[tuple[str, Any]] = []
+    for key in reversed(attributes):
+        if key in RECORD_ATTRIBUTES:
+            if key in FORMATTER_ATTRIBUTES:
+                continue
+            break
+        if key != tag_key and key[:1] != "_":
+            found.append((key, attributes[key]))
+    if len(found) > 1:
+        found.reverse()
+    return found
+
+
+def event_fields(event: Mapping[Any, Any], tag_key: str) -> list[tuple[str, Any]]:
+    """A structlog event's structured fields: what structlog's own processors did not add."""
+    return [
+        (key, item)
+        for key, item in event.items()
+        if type(key) is str and key not in STRUCTLOG_RESERVED and key != tag_key and key[:1] != "_"
+    ]
+
+
+#: Where a raw event's fields come from: a LogRecord's ``__dict__`` or a structlog event dict.
+FROM_RECORD: Final = 0
+FROM_EVENT: Final = 1
+
+#: One event of a task, as captured on the thread that logged: ``(source kind, level number,
+#: a shallow copy of the record's __dict__ or of the event dict, the tag key (not a field),
+#: the ErrorInfo, the message or None to take it from the record's msg and args)``.
+RawEvent = tuple[int, int, dict[Any, Any], str, ErrorInfo | None, str | None]
+
+
+def event_step(event: RawEvent) -> dict[str, Any]:
+    """The ExecutionStep (as a dict) of a raw event (see :func:`build_step`)."""
+    kind, levelno, source, tag_key, error, message = event
+    if kind == FROM_RECORD:
+        if message is None:
+            message = record_message(source.get("msg"), source.get("args"))
+        return build_step(message, levelno, record_fields(source, tag_key), error)
+    return build_step(message or "", levelno, event_fields(source, tag_key), error)
+
+
 def call_field(call: object, name: str) -> object:
     """One field of an LlmCall given as a Struct or a dict."""
-    if isinstance(call, Mapping):
+    if type(call) is dict or isinstance(call, Mapping):
         return call.get(name)
     return getattr(call, name, None)
 
@@ -696,6 +905,26 @@ class Usage:
                 seen.append(text)
         if keep:
             self.calls.append(call)
+
+    def merge(self, later: Usage, limit: int) -> None:
+        """Add the calls counted in ``later`` (all made after this one's), keeping at most
+        ``limit`` in ``calls``: the same totals as adding them here one by one."""
+        self.count += later.count
+        if later.prompt is not None:
+            self.prompt = (self.prompt or 0) + later.prompt
+        if later.completion is not None:
+            self.completion = (self.completion or 0) + later.completion
+        if later.latency is not None:
+            self.latency = (self.latency or 0) + later.latency
+        if later.cost is not None:
+            self.cost = (self.cost or 0.0) + later.cost
+        for mine, theirs in ((self.models, later.models), (self.providers, later.providers)):
+            for text in theirs:
+                if text not in mine and len(mine) < 2:
+                    mine.append(text)
+        room = limit - len(self.calls)
+        if room > 0:
+            self.calls.extend(later.calls[:room])
 
     def as_dict(self) -> dict[str, Any]:
         """``llm_usage``: sums, ``total_tokens``, ``api_calls_count``, and model/provider

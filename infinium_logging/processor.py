@@ -8,27 +8,29 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
+import time
 from typing import Any, Final
 
 from structlog.typing import EventDict, WrappedLogger
 
 from . import _default
 from ._default import Options, TaskSink, default_options, options_for
-from .exporter import in_export
+from .exporter import exporting as in_export
 from .mapping import (
+    FROM_EVENT,
     LEVELS,
-    STRUCTLOG_RESERVED,
     ErrorInfo,
-    build_step,
+    TaggedTrace,
     environment,
     error_from_exc_info,
     error_from_rendered,
-    event_timestamp,
+    event_fields,
+    is_tag,
     level_number,
     safe_str,
-    tagged_payload,
+    tagged_trace,
 )
-from .tasks import Recorder, _current, active_state, bridge
+from .tasks import Recorder, _current, active_state, bridge, bridge_in_use
 
 __all__ = ["InfiniumProcessor"]
 
@@ -61,6 +63,11 @@ class InfiniumProcessor:
     ``TimeStamper`` and ``set_exc_info``; before ``format_exc_info`` /
     ``dict_tracebacks`` and the renderer (it also works after them).
 
+    What an event costs the thread that logs is capturing it (a shallow copy
+    of the tag's dict or of the event dict, the rendered exception); the
+    exporter builds the trace on its sender thread, so objects logged must not
+    be mutated after logging them.
+
     ``exporter``: where traces go (anything with ``submit(task) -> bool``); by
     default the process-wide default exporter.  Construction fails with
     :class:`~infinium_logging.errors.ConfigurationError` when the settings it
@@ -86,9 +93,12 @@ class InfiniumProcessor:
         self.tag_key = tag_key
         self.min_level = minimum
         self._sink = exporter
+        #: Whether the sink builds deferred traces itself (else they are built before submit).
+        self._sink_takes_pending = _default.takes_pending(exporter)
         self._recorder = Recorder(exporter, Options(), "structlog", _STRUCTLOG_VERSION)
         self._env_options: Options | None = None
         self._env_cache: dict[str | None, dict[str, Any]] = {}
+        self._last_logger: tuple[object, str | None] = (object(), None)
         self._options: Options | None
         if exporter is not None:
             if not callable(getattr(exporter, "submit", None)):
@@ -105,84 +115,107 @@ class InfiniumProcessor:
 
     def __call__(self, logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
         """Record the event if it is tagged or a task is active; return it without the tag key."""
-        if self.tag_key in event_dict or _current_get() is not None:
-            self._record(logger, method_name, event_dict)
+        if self.tag_key not in event_dict and _current_get() is None:
+            return event_dict
+        value = event_dict.pop(self.tag_key, None)
+        # One function, not a call per stage: this runs for every tagged event and every
+        # event in a task, and a Python call costs about as much as several of these lines.
+        try:
+            if in_export():
+                return event_dict
+            options = self._options or default_options()
+            if options.disabled and not _default.capturing():
+                return event_dict
+            level = event_dict.get("level", method_name)
+            levelno = LEVELS.get(level) if type(level) is str else None
+            if levelno is None:
+                levelno = level_number(level, 20)
+            if levelno < self.min_level:
+                return event_dict
+            if value is not None and value is not False:
+                state = None
+            else:
+                state = _current_get()
+                if state is None:
+                    return event_dict
+                if state.finished:
+                    state = active_state()
+                    if state is None:
+                        return event_dict
+            event = event_dict.get("event", "")
+            message = event if type(event) is str else safe_str(event)
+            logger_name = event_dict.get("logger")
+            if type(logger_name) is not str:
+                last = self._last_logger
+                logger_name = last[1] if last[0] is logger else self._logger_name(logger)
+            error: ErrorInfo | None = None
+            exc_info = event_dict.get("exc_info")
+            if exc_info:
+                error = error_from_exc_info(exc_info)
+            elif "exception" in event_dict:
+                error = error_from_rendered(event_dict["exception"])
+            elif method_name == "exception":
+                error = error_from_exc_info(True)
+            if state is None:
+                if type(value) is not dict and not is_tag(value):
+                    return event_dict
+                env = self._env_cache.get(logger_name) if self._env_options is options else None
+                if env is None:
+                    env = self._environment(logger_name, options)
+                # Read when the trace is built; only a missing one must be "now", read now.
+                timestamp = event_dict.get("timestamp")
+                if timestamp is None:
+                    timestamp = time.time()
+                fields = event_fields(event_dict, self.tag_key) if value is True else None
+                payload = (
+                    TaggedTrace(value.copy(), message, None, timestamp, fields, error, env)
+                    if type(value) is dict
+                    else tagged_trace(value, message, None, timestamp, fields, error, env)
+                )
+                sink = self._sink
+                capture = _default._capture
+                if capture is not None:
+                    capture.submit(payload)  # type: ignore[arg-type] # it builds the trace
+                elif sink is None:
+                    _default.deliver(None, payload)
+                elif self._sink_takes_pending:
+                    sink.submit(payload)  # type: ignore[arg-type] # takes_pending()
+                else:
+                    sink.submit(payload.materialize())
+                return event_dict
+            recorder = self._recorder
+            if recorder.options is not options:
+                recorder = self._recorder = Recorder(
+                    self._sink, options, "structlog", _STRUCTLOG_VERSION
+                )
+            source = event_dict.copy() if type(event_dict) is dict else dict(event_dict)
+            if exc_info:
+                source["exc_info"] = None  # rendered above: the traceback is not kept
+            added = state.record(
+                (FROM_EVENT, levelno, source, self.tag_key, error, message),
+                error,
+                recorder,
+                logger_name,
+            )
+            if added and isinstance(logger, logging.Logger) and logger.isEnabledFor(levelno):
+                # The event goes on to this stdlib logger's handlers: tell an
+                # InfiniumHandler among them that it is already a step.
+                bridge_in_use.in_use = True
+                bridge.mark = (logger.name, event_dict, message)
+        except Exception as exc:  # logging must never break the application
+            _default.warn_once(
+                "processor", "infinium_logging: InfiniumProcessor could not record: %r", exc
+            )
         return event_dict
 
-    def _record(self, logger: WrappedLogger, method_name: str, event_dict: EventDict) -> None:
-        value = event_dict.pop(self.tag_key, None)
-        try:
-            self._process(logger, method_name, event_dict, value)
-        except Exception as error:  # logging must never break the application
-            _default.warn_once(
-                "processor", "infinium_logging: InfiniumProcessor could not record: %r", error
-            )
-
-    def _process(
-        self, logger: WrappedLogger, method_name: str, event_dict: EventDict, value: object
-    ) -> None:
-        if in_export():
-            return
-        options = self._options or default_options()
-        if options.disabled and not _default.capturing():
-            return
-        level = event_dict.get("level", method_name)
-        levelno = LEVELS.get(level) if type(level) is str else None
-        if levelno is None:
-            levelno = level_number(level, 20)
-        if levelno < self.min_level:
-            return
-        tagged = value is not None and value is not False
-        if tagged:
-            state = None
-        else:
-            state = _current_get()
-            if state is None:
-                return
-            if state.finished:
-                state = active_state()
-                if state is None:
-                    return
-        event = event_dict.get("event", "")
-        message = event if type(event) is str else safe_str(event)
-        logger_name = event_dict.get("logger")
-        if type(logger_name) is not str:
-            logger_name = getattr(logger, "name", None)
-            if not isinstance(logger_name, str):
-                logger_name = None
-        error: ErrorInfo | None = None
-        exc_info = event_dict.get("exc_info")
-        if exc_info:
-            error = error_from_exc_info(exc_info)
-        elif "exception" in event_dict:
-            error = error_from_rendered(event_dict["exception"])
-        elif method_name == "exception":
-            error = error_from_exc_info(True)
-        if state is None:
-            payload = tagged_payload(
-                value,
-                message,
-                event_timestamp(event_dict.get("timestamp")),
-                _fields(event_dict) if value is True else None,
-                error,
-                self._environment(logger_name, options),
-            )
-            if payload is not None:
-                _default.deliver(self._sink, payload)
-            return
-        recorder = self._recorder
-        if recorder.options is not options:
-            recorder = self._recorder = Recorder(
-                self._sink, options, "structlog", _STRUCTLOG_VERSION
-            )
-        added = state.record(
-            build_step(message, levelno, _fields(event_dict), error), error, recorder, logger_name
-        )
-        if added and isinstance(logger, logging.Logger) and logger.isEnabledFor(levelno):
-            # The event goes on to this stdlib logger's handlers: tell an
-            # InfiniumHandler among them that it is already a step.
-            type(bridge).in_use = True
-            bridge.mark = (logger.name, event_dict, message)
+    def _logger_name(self, logger: WrappedLogger) -> str | None:
+        """The name of the wrapped logger, if it has one (remembered for the last logger seen:
+        asking a logger without one costs an exception inside ``getattr``)."""
+        name = getattr(logger, "name", None)
+        if not isinstance(name, str):
+            name = None
+        self._last_logger = (logger, name)
+        return name
 
     def _environment(self, logger_name: str | None, options: Options) -> dict[str, Any]:
         """The environment of this processor's traces from ``logger_name``, cached per logger."""
@@ -196,12 +229,3 @@ class InfiniumProcessor:
                 "structlog", logger_name, options.tags, _STRUCTLOG_VERSION
             )
         return env
-
-
-def _fields(event_dict: EventDict) -> list[tuple[str, Any]]:
-    """The event's structured fields: what structlog's own processors did not add."""
-    return [
-        (key, item)
-        for key, item in event_dict.items()
-        if type(key) is str and key not in STRUCTLOG_RESERVED and key[:1] != "_"
-    ]

@@ -231,26 +231,27 @@ class Spool:
         """
         if len(payload) > _MAX_RECORD:
             raise ValueError(f"a spool record holds at most {_MAX_RECORD} bytes")
-        record = _HEADER.pack(MAGIC, kind, len(payload), zlib.crc32(payload)) + payload
+        header = _HEADER.pack(MAGIC, kind, len(payload), zlib.crc32(payload))
+        size = len(header) + len(payload)
         with self._lock:
             if self._closed:
                 raise OSError(errno.EBADF, "the spool is closed")
             segment = self._active
-            if segment is None or segment.size + len(record) > self.segment_bytes:
+            if segment is None or segment.size + size > self.segment_bytes:
                 segment = self._rotate()
             offset = segment.size
             try:
-                _write_all(segment.fd, record)
+                _write_record(segment.fd, header, payload)
                 if self.fsync:
                     os.fsync(segment.fd)
             except OSError:
                 self._undo_write(segment, offset)
                 raise
-            segment.size += len(record)
-            segment.live[offset] = len(record)
-            self._pending_bytes += len(record)
+            segment.size += size
+            segment.live[offset] = size
+            self._pending_bytes += size
             self._pending_records += 1
-            ref = RecordRef(segment.path, offset, len(record))
+            ref = RecordRef(segment.path, offset, size)
             if self._pending_bytes > self.max_bytes:
                 self._evict_oldest(keep=segment)
             return ref
@@ -674,6 +675,20 @@ def _age(path: str) -> tuple[int, int]:
         return int(parts[2]), int(parts[3])
     except (IndexError, ValueError):
         return 0, 0
+
+
+_writev: Final = getattr(os, "writev", None)
+
+
+def _write_record(fd: int, header: bytes, payload: bytes) -> None:
+    """Write a record's header and payload with one system call, without joining them first
+    (the copy of a body of several kilobytes would cost as much as the write)."""
+    if _writev is None:  # not on every platform
+        _write_all(fd, header + payload)
+        return
+    written = _writev(fd, (header, payload))
+    if written < len(header) + len(payload):  # a short write: rare, finish it plainly
+        _write_all(fd, (header + payload)[written:])
 
 
 def _write_all(fd: int, data: bytes) -> None:

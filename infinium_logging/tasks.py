@@ -12,6 +12,14 @@ else to the exporter of the first handler or processor that recorded a step in
 it (or of its first nested task that had one); else to the process-wide
 default exporter.  It is handed over exactly once, when the block ends.
 
+What an event costs the code that logs: the task keeps the event as it was
+captured (a shallow copy of its fields, its message, level and exception
+details) and counts it against ``max_steps``; steps, LLM usage and JSON-safe
+metadata are built from these when the trace is (see
+:class:`~infinium_logging.mapping.PendingTrace`: by the exporter, on its sender
+thread).  Objects logged inside a task are therefore read after the task ends:
+do not mutate them after logging them.
+
 Memory: there is no registry of tasks.  A task's state is referenced only by
 the contexts it is active in and by its handle, and holds at most
 ``max_steps`` steps and errors, so a task that never ends costs a bounded
@@ -42,14 +50,17 @@ from .convert import MAX_DESCRIPTION_LENGTH, truncate
 from .mapping import (
     TASK_FIELDS,
     ErrorInfo,
+    PendingTrace,
+    RawEvent,
     Usage,
     environment,
     error_from_exc_info,
+    event_step,
     iso_timestamp,
     merge_environment,
 )
 
-__all__ = ["Recorder", "Task", "TaskHandle", "current_task", "task"]
+__all__ = ["Recorder", "Task", "TaskHandle", "TaskTrace", "current_task", "task"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -71,12 +82,17 @@ class _Bridge(threading.local):
     """
 
     mark: tuple[str, object, str] | None = None
-    #: Set (process-wide) once a processor has left a mark: until then the
-    #: handler skips reading the thread-local.
+
+
+class _BridgeInUse:
+    """Set (process-wide) once a processor has left a mark: until then the handler skips
+    reading the thread-local (a plain attribute is read in half the time)."""
+
     in_use: bool = False
 
 
 bridge: Final = _Bridge()
+bridge_in_use: Final = _BridgeInUse()
 
 
 class Recorder:
@@ -116,6 +132,7 @@ class _TaskState:
         "bound",
         "error_keys",
         "errors",
+        "events",
         "explicit",
         "fields",
         "finished",
@@ -132,7 +149,6 @@ class _TaskState:
         "sink",
         "start_mono",
         "start_wall",
-        "steps",
         "usage",
     )
 
@@ -150,10 +166,12 @@ class _TaskState:
         self.limit = max_steps or 0
         self.parent = parent
         self.lock = threading.Lock()
-        self.steps: list[dict[str, Any]] = []
+        #: The steps, as captured: raw events, or steps already built (a nested task's).
+        self.events: list[RawEvent | dict[str, Any]] = []
         self.errors: list[dict[str, Any]] = []
         self.error_keys: dict[tuple[int, str, str], dict[str, Any]] = {}
         self.omitted = 0
+        #: LLM calls of the events left out past max_steps (they still count in llm_usage).
         self.usage: Usage | None = None
         self.finished = False
         self.bound = False
@@ -176,7 +194,6 @@ class _TaskState:
         framework_version: str | None,
         logger_name: str | None,
     ) -> None:
-        self.bound = True
         self.sink = sink
         self.options = options
         self.framework = framework
@@ -185,6 +202,7 @@ class _TaskState:
         if self.max_steps is None:
             self.max_steps = options.max_steps
         self.limit = self.max_steps
+        self.bound = True  # last: record() reads the rest without the lock once this is set
 
     def _limit(self) -> int:
         if self.max_steps is None:
@@ -192,45 +210,69 @@ class _TaskState:
             self.limit = self.max_steps
         return self.max_steps
 
-    def add(self, step: dict[str, Any], error: ErrorInfo | None) -> None:
-        """Append one step (the caller holds the lock and has bound the task)."""
+    def add(self, event: RawEvent | dict[str, Any], error: ErrorInfo | None) -> None:
+        """Add one step (the caller holds the lock and has bound the task)."""
         limit = self._limit()
         if error is not None and len(self.errors) < limit:
             self.errors.append(error.detail)
             if error.key is not None:
                 self.error_keys[error.key] = error.detail
+        if len(self.events) < limit:
+            self.events.append(event)
+            return
+        self.omitted += 1
+        # Left out, but its LLM call still counts: built now (past max_steps only), so
+        # that what is kept of it stays bounded.
+        if isinstance(event, dict):
+            step = event
+        elif "llm_call" in event[2]:
+            step = event_step(event)
+        else:
+            return
         call = step.get("llm_call")
         if call is not None:
             usage = self.usage
             if usage is None:
                 usage = self.usage = Usage()
             usage.add(call, step.get("metadata"), len(usage.calls) < limit)
-        if len(self.steps) < limit:
-            step["step_number"] = len(self.steps) + 1
-            self.steps.append(step)
-        else:
-            self.omitted += 1
 
     def record(
         self,
-        step: dict[str, Any],
+        event: RawEvent,
         error: ErrorInfo | None,
         recorder: Recorder,
         logger_name: str | None,
-        event: tuple[int, float] | None = None,
+        ident: tuple[int, float] | None = None,
     ) -> bool:
         """Add the step of one event; ``False`` when it was not added (task over, or a duplicate).
 
-        ``event`` identifies the LogRecord the step comes from (``id`` and
+        ``ident`` identifies the LogRecord the step comes from (``id`` and
         creation time): two handlers that see the same record add it once.
         """
-        with self.lock:
+        # The common case (bound, no error, room left) takes no lock: list.append is atomic,
+        # so at worst an event logged by another thread while the task ends joins the trace
+        # (it was logged as it ended), or threads racing for the last free places add a step
+        # or two past max_steps, which the trace counts as left out when it is built.  The
+        # rest (binding, errors, overflow) is serialised by the lock.
+        if error is None and self.bound and not self.finished:
+            events = self.events
+            if len(events) < self.limit:
+                if ident is not None:
+                    if ident == self.last_event:
+                        return False
+                    self.last_event = ident
+                events.append(event)
+                return True
+        # acquire/release rather than ``with``: half the cost.
+        lock = self.lock
+        lock.acquire()
+        try:
             if self.finished:
                 return False
-            if event is not None:
-                if event == self.last_event:
+            if ident is not None:
+                if ident == self.last_event:
                     return False
-                self.last_event = event
+                self.last_event = ident
             if not self.bound:
                 self._bind(
                     recorder.sink,
@@ -239,12 +281,13 @@ class _TaskState:
                     recorder.framework_version,
                     logger_name,
                 )
-            steps = self.steps
-            if error is None and len(steps) < self.limit and "llm_call" not in step:
-                step["step_number"] = len(steps) + 1  # the common case, inline
-                steps.append(step)
+            events = self.events
+            if error is None and len(events) < self.limit:
+                events.append(event)  # the common case, inline
             else:
-                self.add(step, error)
+                self.add(event, error)
+        finally:
+            lock.release()
         return True
 
     # --- finishing ---------------------------------------------------------------------------
@@ -285,7 +328,7 @@ class _TaskState:
         else:
             for detail in self.errors:
                 detail["recoverable"] = True
-        trace = self._trace(elapsed)
+        trace = TaskTrace(self, elapsed)
         sink = self._resolve_sink()
         try:
             _default.deliver(sink, trace)
@@ -308,57 +351,6 @@ class _TaskState:
             state = state.parent
         return None
 
-    def _trace(self, elapsed: float) -> dict[str, Any]:
-        trace = dict(self.fields)
-        name = trace.get("name")
-        if not isinstance(name, str) or not name:
-            name = trace["name"] = "unnamed task"
-        if trace.get("description") is None:
-            trace["description"] = name
-        start = iso_timestamp(self.start_wall)
-        if trace.get("current_datetime") is None:
-            trace["current_datetime"] = start
-        if trace.get("duration") is None:
-            trace["duration"] = round(elapsed, 6)
-        span = {"start_time": start, "end_time": iso_timestamp(self.start_wall + elapsed)}
-        trace["time_tracking"] = merge_environment(trace.get("time_tracking"), span)
-        steps = self.steps
-        limit = self._limit()
-        if self.omitted:
-            omitted = self.omitted
-            if len(steps) >= limit and steps:
-                steps.pop()  # make room for the marker: never more than max_steps steps
-                omitted += 1
-            steps.append(
-                {
-                    "step_number": len(steps) + 1,
-                    "action": "truncated",
-                    "description": f"{omitted} more steps left out (max_steps={limit})",
-                    "metadata": {"omitted_steps": omitted},
-                }
-            )
-        given_steps = trace.get("steps")
-        if isinstance(given_steps, list) and given_steps:
-            offset = len(given_steps)
-            for step in steps:
-                step["step_number"] += offset
-            trace["steps"] = [*given_steps, *steps]
-        elif steps:
-            trace["steps"] = steps
-        given_errors = trace.get("errors")
-        if isinstance(given_errors, list) and given_errors:
-            trace["errors"] = [*given_errors, *self.errors]
-        elif self.errors:
-            trace["errors"] = self.errors
-        if trace.get("llm_usage") is None and self.usage is not None:
-            trace["llm_usage"] = self.usage.as_dict()
-        options = self.options or _fallback_options()
-        trace["environment"] = merge_environment(
-            trace.get("environment"),
-            environment(self.framework, self.logger_name, options.tags, self.framework_version),
-        )
-        return trace
-
     def _report_to(
         self,
         parent: _TaskState,
@@ -372,7 +364,7 @@ class _TaskState:
             "action": "subtask",
             "description": truncate(name, MAX_DESCRIPTION_LENGTH),
             "duration_ms": round(elapsed * 1000),
-            "metadata": {"task": name, "outcome": outcome, "steps": len(self.steps)},
+            "metadata": {"task": name, "outcome": outcome, "steps": len(self.events)},
         }
         error: ErrorInfo | None = None
         if failure is not None:
@@ -402,6 +394,122 @@ class _TaskState:
                 _deferred.append((self, None, _monotonic()))
         except Exception:  # noqa: S110 - at interpreter exit module globals may be gone already
             pass
+
+
+class TaskTrace(PendingTrace):
+    """A finished task's trace, built from what the task captured by :meth:`materialize`.
+
+    Made when the task ends, on the thread that ends it: it takes the task's
+    fields as they are then, and its events, which no longer change.
+    """
+
+    __slots__ = (
+        "basis",
+        "elapsed",
+        "errors",
+        "events",
+        "fields",
+        "framework",
+        "framework_version",
+        "limit",
+        "logger_name",
+        "omitted",
+        "start_wall",
+        "steps",
+        "tags",
+        "usage",
+    )
+
+    def __init__(self, state: _TaskState, elapsed: float) -> None:
+        fields = dict(state.fields)
+        events = state.events
+        self.basis = fields
+        self.steps = len(events) + (1 if state.omitted else 0)
+        self.fields = fields
+        self.events = events
+        self.errors = state.errors
+        self.omitted = state.omitted
+        self.usage = state.usage
+        self.limit = state._limit()
+        self.elapsed = elapsed
+        self.start_wall = state.start_wall
+        self.framework = state.framework
+        self.framework_version = state.framework_version
+        self.logger_name = state.logger_name
+        self.tags = (state.options or _fallback_options()).tags
+
+    def materialize(self) -> dict[str, Any]:
+        """The trace as a dict of TaskData fields: steps, errors, LLM usage, time, environment."""
+        trace = dict(self.fields)
+        name = trace.get("name")
+        if not isinstance(name, str) or not name:
+            name = trace["name"] = "unnamed task"
+        if trace.get("description") is None:
+            trace["description"] = name
+        elapsed = self.elapsed
+        start = iso_timestamp(self.start_wall)
+        if trace.get("current_datetime") is None:
+            trace["current_datetime"] = start
+        if trace.get("duration") is None:
+            trace["duration"] = round(elapsed, 6)
+        span = {"start_time": start, "end_time": iso_timestamp(self.start_wall + elapsed)}
+        trace["time_tracking"] = merge_environment(trace.get("time_tracking"), span)
+        limit = self.limit
+        steps: list[dict[str, Any]] = []
+        usage: Usage | None = None
+        late = Usage()  # the LLM calls of steps past max_steps (threads racing for the last)
+        omitted = self.omitted
+        for event in self.events:
+            step = event if type(event) is dict else event_step(cast(RawEvent, event))
+            call = step.get("llm_call")
+            if len(steps) >= limit:
+                omitted += 1
+                if call is not None:
+                    late.add(call, step.get("metadata"), len(late.calls) < limit)
+                continue
+            step["step_number"] = len(steps) + 1
+            if call is not None:
+                if usage is None:
+                    usage = Usage()
+                usage.add(call, step.get("metadata"), len(usage.calls) < limit)
+            steps.append(step)
+        for later in (late, self.usage):
+            if later is not None and later.count:
+                if usage is None:
+                    usage = Usage()
+                usage.merge(later, limit)
+        if omitted:
+            if len(steps) >= limit and steps:
+                steps.pop()  # make room for the marker: never more than max_steps steps
+                omitted += 1
+            steps.append(
+                {
+                    "step_number": len(steps) + 1,
+                    "action": "truncated",
+                    "description": f"{omitted} more steps left out (max_steps={limit})",
+                    "metadata": {"omitted_steps": omitted},
+                }
+            )
+        given_steps = trace.get("steps")
+        if isinstance(given_steps, list) and given_steps:
+            offset = len(given_steps)
+            for step in steps:
+                step["step_number"] += offset
+            trace["steps"] = [*given_steps, *steps]
+        elif steps:
+            trace["steps"] = steps
+        given_errors = trace.get("errors")
+        if isinstance(given_errors, list) and given_errors:
+            trace["errors"] = [*given_errors, *self.errors]
+        elif self.errors:
+            trace["errors"] = list(self.errors)
+        if trace.get("llm_usage") is None and usage is not None:
+            trace["llm_usage"] = usage.as_dict()
+        trace["environment"] = merge_environment(
+            trace.get("environment"),
+            environment(self.framework, self.logger_name, self.tags, self.framework_version),
+        )
+        return trace
 
 
 #: Tasks whose end arrived where exporting could deadlock (a finalizer, a generator
@@ -445,7 +553,7 @@ class TaskHandle:
     def __repr__(self) -> str:
         state = self._state
         status = "finished" if state.finished else "running"
-        return f"<TaskHandle {state.fields.get('name')!r} {status}, {len(state.steps)} steps>"
+        return f"<TaskHandle {state.fields.get('name')!r} {status}, {len(state.events)} steps>"
 
     @property
     def name(self) -> str:

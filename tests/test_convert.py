@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from freezegun import freeze_time
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from infinium_logging import convert
 from infinium_logging.convert import (
     MAX_PREVIEW_LENGTH,
     TRUNCATION_MARK,
@@ -285,6 +288,113 @@ def test_lenient_does_not_mutate_the_callers_dict() -> None:
     snapshot = json.dumps(original)
     to_task(original, strict=False)
     assert json.dumps(original) == snapshot
+
+
+def _general(obj: Any) -> tuple[TaskData, list[Problem]]:
+    """The general lenient path alone (what the fast path must agree with)."""
+    problems: list[Problem] = []
+    return convert._to_task_lenient(obj, problems), problems
+
+
+class _Opaque:
+    def __repr__(self) -> str:
+        return "<opaque>"
+
+
+_STEP = {
+    "step_number": 1,
+    "action": "llm_inference",
+    "description": "asked",
+    "input_preview": "q" * 200,
+    "llm_call": {"model": "m", "prompt_tokens": "12", "temperature": 0.2},
+}
+
+
+@pytest.mark.parametrize(
+    "trace",
+    [
+        minimal(steps=[_STEP], llm_usage={"calls": [{"model": "m"}], "estimated_cost_usd": 0.1}),
+        minimal(steps=[{**_STEP, "metadata": {"ok": [1, "two", {"three": 3.0}]}}]),
+        minimal(steps=[{**_STEP, "metadata": {"nan": math.nan, "kept": 1}}]),
+        minimal(steps=[{**_STEP, "metadata": {"none": None, "t": (1, 2), "s": {3, 1}}}]),
+        minimal(steps=[{**_STEP, "metadata": {"when": dt.datetime(2026, 1, 1, tzinfo=dt.UTC)}}]),
+        minimal(steps=[{**_STEP, "metadata": {"obj": _Opaque(), 7: "int key"}}]),
+        minimal(steps=[{**_STEP, "metadata": {"k" * 300: "long key"}}]),
+        minimal(steps=[{**_STEP, "output_preview": "o" * 600}]),
+        minimal(steps=[{**_STEP, "llm_call": {"model": "m", "temperature": math.inf}}]),
+        minimal(name="lone \ud800 surrogate"),
+        minimal(name="   "),
+        minimal(description="d" * 10_001),
+        minimal(duration=-1),
+        minimal(duration="2.5"),
+        minimal(current_datetime="later"),
+        minimal(bogus=1),
+        minimal(sections={"customer": {"customer_name": "c"}}),
+        minimal(sales={"deal_value": math.nan}),
+        minimal(development={"performance_metrics": {"p99_ms": 12, "bad": math.inf}}),
+        minimal(development={"performance_metrics": {"p99_ms": 12}, "test_coverage": 0.8}),
+        minimal(general={"tags": ["a", None]}),
+        minimal(**{"key \ud8d0 with a lone surrogate": 1}),
+        minimal(steps=[{**_STEP, "metadata": {"key \ud8d0": 1}}]),
+        minimal(customer={"customer_name": "c", "\ud800": "x"}),
+        minimal(steps=[{**_STEP, "metadata": {"deep": [[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]}}]),
+    ],
+)
+def test_lenient_fast_path_agrees_with_the_general_path(trace: dict[str, Any]) -> None:
+    """Whichever path to_task takes, the trace, its wire body and the problems are the same."""
+    with freeze_time("2026-11-22T08:51:00Z"):  # a replaced timestamp is "now" on both paths
+        expected, expected_problems = _general(trace)
+        problems: list[Problem] = []
+        task, body = convert.lenient_task(trace, problems)
+    assert task == expected
+    assert problems == expected_problems
+    assert encode_task(task) == encode_task(expected)
+    if body is not None:
+        assert not expected_problems  # only a trace that needed no fixing skips the general path
+        assert body == encode_task(expected)
+
+
+# Generating nested values is slow on a busy machine: that is no failure of the property.
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.dictionaries(
+        st.text(max_size=5) | st.integers(),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+            lambda children: (
+                st.lists(children, max_size=3)
+                | st.tuples(children)
+                | st.dictionaries(st.text(max_size=5), children, max_size=3)
+            ),
+            max_leaves=12,
+        ),
+        max_size=4,
+    ),
+    st.text(min_size=0, max_size=8),
+)
+def test_lenient_fast_path_agrees_on_any_metadata(metadata: dict[Any, Any], name: str) -> None:
+    """Property: free-form metadata and odd names give the same trace on either path."""
+    trace = minimal(name=name or "n", steps=[{**_STEP, "metadata": metadata}])
+    expected, expected_problems = _general(trace)
+    problems: list[Problem] = []
+    task, _ = convert.lenient_task(trace, problems)
+    assert encode_task(task) == encode_task(expected)
+    assert problems == expected_problems
+
+
+def test_lenient_fast_path_is_taken_for_a_clean_trace() -> None:
+    """A trace that needs no fixing comes back with its body encoded on the way."""
+    trace = minimal(steps=[_STEP], development={"performance_metrics": {"p99_ms": 12}})
+    task, body = convert.lenient_task(trace)
+    assert body is not None
+    assert body == encode_task(task)
+    assert task.steps is not None
+    assert task.steps[0].llm_call == LlmCall("m", prompt_tokens=12, temperature=0.2)
+
+
+def test_the_inlined_lenient_checks_match_the_model() -> None:
+    """The checks inlined for steps and LLM usage are the ones the model calls for."""
+    assert convert._INLINED
 
 
 def test_decode_task_reads_wire_bodies_and_reports_bad_json() -> None:

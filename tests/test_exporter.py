@@ -19,6 +19,7 @@ from infinium_logging.errors import (
     ValidationError,
 )
 from infinium_logging.exporter import DROP_REASONS, Exporter, ExporterStats, _DropWarner, in_export
+from infinium_logging.mapping import PendingTrace
 from infinium_logging.model import MAX_BODY_BYTES, ApiResponse, ExecutionStep, TaskData
 from infinium_logging.settings import Settings
 from infinium_logging.testing import TEST_AGENT_ID, TEST_AGENT_SECRET
@@ -790,3 +791,112 @@ def test_the_throttle_holds_the_exporter_to_its_rate(collector: LocalCollector) 
     assert len(arrivals) == 15
     assert max(arrivals) - started >= 0.45
     assert sum(1 for t in arrivals if t - started < 0.2) <= 5 + 20 * 0.2 + 1
+
+
+# --- traces captured by handlers, pacing, memory --------------------------------------------------
+
+
+class _Captured(PendingTrace):
+    """A captured trace that notes where it is built."""
+
+    __slots__ = ("built_on", "name")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.built_on: list[str] = []
+
+    def materialize(self) -> dict[str, Any]:
+        self.built_on.append(threading.current_thread().name)
+        return {"name": self.name, "duration": "1.5", "current_datetime": "2026-01-01T00:00:00Z"}
+
+
+class _Unbuildable(PendingTrace):
+    """A captured trace whose building fails."""
+
+    __slots__ = ()
+
+    def materialize(self) -> dict[str, Any]:
+        raise RuntimeError("cannot be built")
+
+
+def test_captured_traces_are_built_on_a_sender_thread(collector: LocalCollector) -> None:
+    """submit() takes a PendingTrace as it is; a sender thread builds, reads and sends it, and
+    on_result sees the trace it became."""
+    results: list[Any] = []
+    captured = _Captured("built later")
+    with make_exporter(collector, on_result=lambda task, _: results.append(task)) as exporter:
+        assert exporter.submit(captured)
+        assert exporter.flush(5)
+        stats = exporter.stats()
+    assert captured.built_on and captured.built_on[0].startswith("infinium-exporter-")
+    (received,) = collector.traces()
+    assert (received.task.name, received.task.duration) == ("built later", 1.5)
+    assert stats.coerced == {}  # "1.5" is read as a number: no fix to count
+    assert isinstance(results[0], TaskData)
+    assert results[0].name == "built later"
+
+
+def test_a_captured_trace_that_cannot_be_built_is_invalid(collector: LocalCollector) -> None:
+    """A trace whose building fails costs that trace (counted invalid), nothing else."""
+    with make_exporter(collector) as exporter:
+        assert exporter.submit(_Unbuildable())
+        assert exporter.submit(trace("fine"))
+        assert exporter.flush(5)
+        stats = exporter.stats()
+    assert (stats.sent, stats.dropped["invalid"]) == (1, 1)
+    assert stats.last_error is not None and "cannot be built" in stats.last_error
+    assert balanced(stats)
+
+
+def test_with_a_spool_a_captured_trace_is_built_before_submit_returns(
+    collector: LocalCollector, tmp_path: Any
+) -> None:
+    """The write-ahead needs the trace itself: with a spool it is built on the caller's thread
+    and in the spool when submit returns."""
+    captured = _Captured("spooled")
+    collector.hang_next(1)
+    with make_exporter(collector, workers=1, timeout=30.0, spool_dir=str(tmp_path)) as exporter:
+        assert exporter.submit(captured)
+        assert captured.built_on == [threading.current_thread().name]
+        assert exporter.stats().spool_pending_records == 1
+        exporter.shutdown(0.2)
+
+
+def test_a_hanging_request_does_not_hold_the_other_senders_back(collector: LocalCollector) -> None:
+    """Pacing starts one trace at a time only while requests are quick: with one hanging, the
+    other sender soon delivers the rest."""
+    collector.hang_next(1)
+    with make_exporter(collector, workers=2, timeout=30.0) as exporter:
+        assert all(exporter.submit(trace(f"t{i}")) for i in range(6))
+        assert wait_until(lambda: exporter.stats().sent == 5, 5)
+        exporter.shutdown(0.2)
+
+
+def test_a_trace_waiting_to_be_retried_does_not_hold_the_others_back(
+    collector: LocalCollector,
+) -> None:
+    """A sender backing off before a retry lets another sender start on the next traces."""
+    collector.fail_next(1, 503)
+    with make_exporter(
+        collector, workers=2, retry_backoff_base=5.0, retry_backoff_max=5.0
+    ) as exporter:
+        assert all(exporter.submit(trace(f"t{i}")) for i in range(5))
+        assert wait_until(lambda: exporter.stats().sent == 4, 3)
+        assert exporter.stats().retries == 1
+        exporter.shutdown(0.2)
+
+
+def test_queued_traces_count_their_memory(collector: LocalCollector) -> None:
+    """While queued, a trace counts the memory it holds (about twice its JSON per step), not
+    its wire size; once encoded, its body's size."""
+    collector.hang_next(1)
+    steps = [{"step_number": i, "action": "a", "description": "d"} for i in range(1, 11)]
+    with make_exporter(collector, workers=1, timeout=30.0) as exporter:
+        assert exporter.submit(trace("stuck"))
+        assert wait_until(lambda: exporter.stats().in_flight == 1)
+        sending = exporter.stats().buffered_bytes
+        assert exporter.submit({"name": "queued", "steps": steps})
+        queued = exporter.stats().buffered_bytes - sending
+        exporter.shutdown(0.2)
+    assert sending < 200  # the encoded body of "stuck"
+    assert queued >= 10 * 2 * 1024  # ten steps at twice the 1 KB a step weighs until learnt

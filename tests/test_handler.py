@@ -469,3 +469,41 @@ def test_a_dict_logged_as_the_message(logger: logging.Logger) -> None:
     (step,) = sink.tasks[0].steps or ()
     assert step.description == "{'order': 17, 'status': 'shipped'}"
     assert step.metadata == {"order": 17, "status": "shipped"}
+
+
+def test_record_classes_with_their_own_get_message(logger: logging.Logger) -> None:
+    """A record factory whose records format their own way ({}-style here) is honoured."""
+
+    class BraceRecord(logging.LogRecord):
+        def getMessage(self) -> str:
+            return str(self.msg).format(*self.args)
+
+    sink = ListSink()
+    _attach(logger, InfiniumHandler(exporter=sink))
+    previous = logging.getLogRecordFactory()
+    logging.setLogRecordFactory(BraceRecord)
+    try:
+        logger.info("Classified {}", "ticket 7", extra={"infinium": True})  # noqa: PLE1205
+        with task("t", exporter=sink):
+            logger.info("asked {} {}", "for", "a label")  # noqa: PLE1205
+    finally:
+        logging.setLogRecordFactory(previous)
+    assert [t.name for t in sink.tasks] == ["Classified ticket 7", "t"]
+    assert [s.description for s in sink.tasks[1].steps or ()] == ["asked for a label"]
+
+
+def test_fields_set_on_the_tag_dict_after_logging_are_not_sent(
+    collector_env: LocalCollector, logger: logging.Logger
+) -> None:
+    """The trace is built later, on a sender thread, from a copy of the tag dict made when
+    logging: keys set or removed afterwards do not reach it."""
+    handler = _attach(logger, InfiniumHandler())
+    given: dict[str, Any] = {"name": "Classify", "input_summary": "ticket 7"}
+    logger.info("Classified ticket", extra={"infinium": given})
+    given["output_summary"] = "set after logging"
+    del given["input_summary"]
+    handler.flush()
+    assert collector_env.wait_for(1, timeout=10)
+    (received,) = collector_env.traces()
+    assert (received.task.name, received.task.input_summary) == ("Classify", "ticket 7")
+    assert received.task.output_summary is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import math
 import sys
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import msgspec
 import pytest
 from freezegun import freeze_time
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from infinium_logging import mapping
@@ -419,3 +420,100 @@ def test_merge_environment_accepts_structs() -> None:
     assert merged["framework"] == "logging"
     assert merged["custom_tags"] == {"logger": "mine", "team": "search"}
     assert msgspec.convert(merged, EnvironmentContext).region == "eu"
+
+
+# --- deferred traces ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value", [True, False, None, "", "Classify", {}, {"name": "n"}, 0, 1, [], [1], object()]
+)
+def test_is_tag_decides_as_tagged_payload_does(value: object) -> None:
+    """is_tag (what the logging thread checks) agrees with tagged_payload (what builds it)."""
+    expected = mapping.tagged_payload(value, "m", WHEN, None, None, ENV) is not None
+    assert mapping.is_tag(value) is expected
+
+
+def test_tagged_trace_is_built_later_from_what_was_captured() -> None:
+    """The captured trace formats the message when built, and copies the tag dict when made."""
+    given = {"description": "Route a ticket"}
+    pending = mapping.tagged_trace(given, "Classified %s", ("ticket 7",), WHEN, None, None, ENV)
+    given["name"] = "added after logging"
+    del given["description"]
+    assert pending.basis == {"description": "Route a ticket"}
+    task = to_task(pending.materialize(), strict=True)
+    assert (task.name, task.description) == ("Classified ticket 7", "Route a ticket")
+    assert task.current_datetime == "2026-02-03T04:05:06.250000Z"
+
+
+def test_tagged_trace_reads_structlog_timestamps_when_built() -> None:
+    """A TimeStamper value (ISO text or epoch number) becomes the trace's time when built."""
+    iso = mapping.tagged_trace(True, "m", None, "2026-02-03T04:05:06Z", None, None, ENV)
+    epoch = mapping.tagged_trace(True, "m", None, WHEN, None, None, ENV)
+    assert to_task(iso.materialize()).current_datetime == "2026-02-03T04:05:06.000000Z"
+    assert to_task(epoch.materialize()).current_datetime == "2026-02-03T04:05:06.250000Z"
+
+
+def test_tagged_trace_with_bad_arguments_is_named_by_its_format() -> None:
+    """%-arguments that do not fit the format leave the format string as the message."""
+    pending = mapping.tagged_trace(True, "needs %d", ("one",), WHEN, None, None, ENV)
+    assert to_task(pending.materialize()).name == "needs %d"
+
+
+def test_tagged_taskdata_is_copied_when_captured() -> None:
+    """Fields of a logged TaskData set after logging do not reach the trace."""
+    given = TaskData("Classify", "Route", "2026-01-01T00:00:00.000000Z", 1.0)
+    pending = mapping.tagged_trace(given, "m", None, WHEN, None, None, ENV)
+    given.name = "changed after logging"
+    built = pending.materialize()
+    assert isinstance(built, TaskData)
+    assert built.name == "Classify"
+
+
+def test_raw_events_become_the_same_steps() -> None:
+    """A captured record or structlog event gives the step build_step gives for its fields."""
+    record = logging.LogRecord("app", logging.WARNING, __file__, 1, "asked %s", ("twice",), None)
+    record.__dict__.update(
+        {"ticket": 7, "_private": 1, "infinium": False, "llm_call": {"model": "m"}}
+    )
+    record.message = "formatted by another handler"
+    from_record = mapping.event_step(
+        (mapping.FROM_RECORD, 30, record.__dict__.copy(), "infinium", None, None)
+    )
+    assert from_record == mapping.build_step(
+        "asked twice", 30, [("ticket", 7), ("llm_call", {"model": "m"})], None
+    )
+    event = {"event": "asked", "level": "info", "timestamp": "t", "user": "ada", "_x": 1}
+    from_event = mapping.event_step((mapping.FROM_EVENT, 20, event, "infinium", None, "asked"))
+    assert from_event == mapping.build_step("asked", 20, [("user", "ada")], None)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(
+        st.fixed_dictionaries(
+            {
+                "model": st.sampled_from(["a", "b", "c", ""]),
+                "provider": st.sampled_from(["p", "q", "r"]),
+                "prompt_tokens": st.integers(0, 1000),
+                "latency_ms": st.integers(0, 100),
+            }
+        ),
+        max_size=12,
+    ),
+    st.integers(0, 12),
+    st.integers(1, 6),
+)
+def test_usage_merge_equals_adding_one_by_one(
+    calls: list[dict[str, Any]], split: int, limit: int
+) -> None:
+    """Property: merging the later calls' usage gives what adding them one by one gives."""
+    whole, first, later = mapping.Usage(), mapping.Usage(), mapping.Usage()
+    for call in calls:
+        whole.add(call, {"llm_call.cost_usd": 0.5}, len(whole.calls) < limit)
+    for call in calls[:split]:
+        first.add(call, {"llm_call.cost_usd": 0.5}, len(first.calls) < limit)
+    for call in calls[split:]:
+        later.add(call, {"llm_call.cost_usd": 0.5}, len(later.calls) < limit)
+    first.merge(later, limit)
+    assert first.as_dict() == whole.as_dict()

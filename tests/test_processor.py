@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import importlib.metadata
 import logging
 import os
 import sys
 import threading
 import uuid
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -137,6 +139,40 @@ def test_timestamp_from_timestamper(sink: ListSink) -> None:
         epoch.info("epoch", infinium=True)
     assert sink.tasks[0].current_datetime == stamped["timestamp"]
     assert sink.tasks[1].current_datetime == "2026-02-03T04:05:06.500000Z"
+
+
+def test_time_without_timestamper_is_when_logged(sink: ListSink) -> None:
+    """Without TimeStamper, the trace's time is when the event was logged, not when it is built."""
+    log = chain(InfiniumProcessor(exporter=sink), to_kwargs)
+    with freeze_time("2026-02-03T04:05:06.5Z"):
+        log.info("no timestamp", infinium=True)
+    assert sink.tasks[0].current_datetime == "2026-02-03T04:05:06.500000Z"
+
+
+def test_an_exception_in_a_task_keeps_no_frames_alive(sink: ListSink) -> None:
+    """exc_info is rendered when the event is processed: no traceback is kept by the task."""
+    processor = InfiniumProcessor(exporter=sink)
+
+    class Payload:
+        pass
+
+    def fail() -> weakref.ref[Payload]:
+        payload = Payload()
+        reference = weakref.ref(payload)
+        try:
+            raise ValueError(f"failed with {payload!r}")
+        except ValueError as exc:
+            processor(None, "error", {"event": "failed", "exc_info": exc, "n": 1})
+        return reference
+
+    with task("t"):
+        reference = fail()
+        gc.collect()
+        assert reference() is None
+    (step,) = sink.tasks[0].steps or ()
+    assert (step.action, step.metadata) == ("error", {"n": 1})
+    assert step.error is not None
+    assert step.error.error_type == "ValueError"
 
 
 def test_tagged_events_reach_the_collector(

@@ -11,6 +11,9 @@ import sys
 import textwrap
 import zlib
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from infinium_logging.spool import MAGIC, Spool, read_segment
 
@@ -177,3 +180,22 @@ def test_fork_child_does_not_take_parents_records(tmp_path: Path) -> None:
     survivor = Spool(str(tmp_path), AGENT)
     assert sorted(payloads(survivor)) == [b"child", b"parent"]
     survivor.close()
+
+
+def test_a_short_write_is_finished(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A record whose one-call write stops short is finished with further writes: whole,
+    checksummed, and readable by the next spool."""
+    real = os.writev
+
+    def short(fd: int, buffers: Any) -> int:
+        return real(fd, [bytes(buffers[0])[:5]])  # only part of the header gets out
+
+    monkeypatch.setattr("infinium_logging.spool._writev", short)
+    first = Spool(str(tmp_path), AGENT)
+    first.append(b"a record written in pieces")
+    first.append(b"and the one after it")
+    first.close()
+    second = Spool(str(tmp_path), AGENT)
+    assert payloads(second) == [b"a record written in pieces", b"and the one after it"]
+    assert second.stats().corrupt == 0
+    second.close()

@@ -7,8 +7,10 @@ import contextvars
 import gc
 import logging
 import os
+import sys
 import threading
 import uuid
+import weakref
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -558,6 +560,72 @@ def test_max_steps_bounds_the_trace(log: logging.Logger, sink: ListSink) -> None
     assert (steps[4].step_number, steps[4].action) == (5, "truncated")
     assert steps[4].description == "8 more steps left out (max_steps=5)"
     assert steps[4].metadata == {"omitted_steps": 8}
+
+
+def test_llm_calls_past_max_steps_still_count(log: logging.Logger, sink: ListSink) -> None:
+    """Events left out past max_steps are not steps, but their LLM calls are in llm_usage."""
+    with task("busy", max_steps=2):
+        for i in range(5):
+            log.info("call %d", i, extra={"llm_call": {"model": f"m{i % 2}", "prompt_tokens": 10}})
+    trace = _only(sink)
+    assert [(s.step_number, s.action) for s in trace.steps or ()] == [
+        (1, "llm_inference"),
+        (2, "truncated"),
+    ]
+    usage = trace.llm_usage
+    assert usage is not None
+    assert (usage.api_calls_count, usage.prompt_tokens, usage.model) == (5, 50, "multiple")
+    assert [c.model for c in usage.calls or ()] == ["m0", "m1"]
+
+
+def test_steps_past_max_steps_from_racing_threads_are_left_out(sink: ListSink) -> None:
+    """Threads racing for the last places may record a step too many: the trace still keeps
+    max_steps steps, and counts the rest as left out."""
+    logger = logging.getLogger(f"tests.tasks.{uuid.uuid4().hex}")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    handler = InfiniumHandler(exporter=sink)
+    logger.addHandler(handler)
+    try:
+        with task("raced", max_steps=3) as t:
+            for i in range(3):
+                logger.info("event %d", i)
+            # What a thread that passed the room check just before the others filled it adds.
+            t._state.events.append(t._state.events[-1])
+            logger.info("one more")
+    finally:
+        logger.removeHandler(handler)
+    steps = _only(sink).steps or []
+    assert [(s.step_number, s.action) for s in steps] == [(1, "log"), (2, "log"), (3, "truncated")]
+    assert steps[2].metadata == {"omitted_steps": 3}
+
+
+def test_a_logged_exception_keeps_no_frames_alive(log: logging.Logger, sink: ListSink) -> None:
+    """The exception is rendered when logged: its traceback's frames are not kept by the task."""
+
+    class Payload:
+        pass
+
+    def fail() -> weakref.ref[Payload]:
+        payload = Payload()
+        reference = weakref.ref(payload)
+        try:
+            raise ValueError(f"failed with {payload!r}")
+        except ValueError:
+            # Straight to the handler: no other handler (pytest's capture) keeps the record.
+            record = log.makeRecord(
+                log.name, logging.ERROR, __file__, 1, "failed", (), sys.exc_info()
+            )
+            log.handlers[0].handle(record)
+        return reference
+
+    with task("t"):
+        reference = fail()
+        gc.collect()
+        assert reference() is None  # the frame (and its locals) is gone while the task runs
+    (error,) = _only(sink).errors or ()
+    assert error.stack_trace is not None
+    assert "in fail" in error.stack_trace
 
 
 def test_max_steps_from_settings(sink: ListSink) -> None:
