@@ -7,7 +7,6 @@ import importlib.metadata
 import logging
 import os
 import sys
-import threading
 import uuid
 import weakref
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ from typing import Any
 import pytest
 import structlog
 from freezegun import freeze_time
+from sinks import ListSink
 from structlog.contextvars import bind_contextvars, clear_contextvars, merge_contextvars
 from structlog.processors import (
     JSONRenderer,
@@ -30,26 +30,11 @@ from structlog.typing import Processor
 from infinium_logging import _default
 from infinium_logging._capture import capture_tasks
 from infinium_logging.collector import LocalCollector
-from infinium_logging.convert import to_task
 from infinium_logging.handler import InfiniumHandler
 from infinium_logging.model import TaskData
 from infinium_logging.processor import InfiniumProcessor
 from infinium_logging.tasks import task
 from infinium_logging.testing import TEST_AGENT_ID, TEST_AGENT_SECRET
-
-
-class ListSink:
-    """Keeps what it is given, validated strictly: the library's own output must be clean."""
-
-    def __init__(self) -> None:
-        self.tasks: list[TaskData] = []
-        self.lock = threading.Lock()
-
-    def submit(self, task: TaskData | dict[str, Any]) -> bool:
-        trace = task if isinstance(task, TaskData) else to_task(task, strict=True)
-        with self.lock:
-            self.tasks.append(trace)
-        return True
 
 
 @pytest.fixture(autouse=True)

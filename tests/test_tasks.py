@@ -17,29 +17,15 @@ from typing import Any
 
 import pytest
 from freezegun import freeze_time
+from sinks import ListSink
 
 from infinium_logging import _default
 from infinium_logging._capture import capture_tasks
 from infinium_logging.collector import LocalCollector
-from infinium_logging.convert import to_task
 from infinium_logging.handler import InfiniumHandler
 from infinium_logging.model import LlmCall, LlmUsage, TaskData
 from infinium_logging.tasks import TaskHandle, current_task, task
 from infinium_logging.testing import TEST_AGENT_ID, TEST_AGENT_SECRET
-
-
-class ListSink:
-    """Keeps what it is given, validated strictly: the library's own output must be clean."""
-
-    def __init__(self) -> None:
-        self.tasks: list[TaskData] = []
-        self.lock = threading.Lock()
-
-    def submit(self, task: TaskData | dict[str, Any]) -> bool:
-        trace = task if isinstance(task, TaskData) else to_task(task, strict=True)
-        with self.lock:
-            self.tasks.append(trace)
-        return True
 
 
 @pytest.fixture(autouse=True)
