@@ -56,7 +56,8 @@ _MAX_LENIENT_PASSES: Final = 200
 _STEP_FIELDS: Final = frozenset(ExecutionStep.__struct_fields__)
 _TASK_FIELDS: Final = frozenset(TaskData.__struct_fields__)
 _MSGSPEC_ERROR: Final = re.compile(r"^(?P<what>.*?)(?: - at `(?P<path>[^`]*)`)?$", re.DOTALL)
-_PATH_PART: Final = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
+#: One step of a msgspec error's path: ``.field``, ``[index]`` or ``[...]`` (a dict's key).
+_PATH_PART: Final = re.compile(r"\.([^.\[]+)|\[(\d+)\]|\[\.\.\.\]")
 _FLOAT_FIELDS: Final = {
     "duration",
     "temperature",
@@ -505,10 +506,12 @@ def _to_task_lenient(obj: Any, problems: list[Problem]) -> TaskData:
             task = msgspec.convert(shaped, TaskData, strict=False)
             break
         except msgspec.ValidationError as exc:
-            path, message = _explain(str(exc))
-            if not path or not _remove(shaped, path, str(exc)):
+            path, message, parts = _locate(str(exc))
+            if not _remove(shaped, parts):
                 raise
             problems.append(Problem(path, message, "dropped"))
+            if parts is not None and len(parts) == 1:
+                _fill_required(shaped, problems)  # a required field dropped gets its default
     else:
         raise ValueError("too many invalid fields")
     _apply_limits(task, strict=False, problems=problems)
@@ -601,26 +604,49 @@ def _explain(error: str) -> tuple[str, str]:
 
     The result here would be ``("a[0].b", "expected int, got str")``.
     """
-    match = _MSGSPEC_ERROR.match(error)
-    what = match.group("what") if match else error
-    raw_path = (match.group("path") if match else None) or "$"
-    path = raw_path[2:] if raw_path.startswith("$.") else raw_path[1:]
-    field = re.search(r"(?:unknown|required) field `([^`]*)`", what)
+    path, what, _ = _locate(error)
+    return path, what
+
+
+def _locate(error: str) -> tuple[str, str, list[str | int] | None]:
+    """``(path as text, message, path as keys and indexes)`` of a msgspec validation error.
+
+    The keys are read from the error as they are, not from the text path: a key
+    may hold ``.``, ``[`` or a backtick.  ``None`` instead of keys when the
+    error is inside a dict whose key msgspec does not name (``[...]``): the
+    caller then removes that dict as a whole.  ``None`` when there is nothing
+    below the top to remove.
+    """
+    what, at = error, "$"
+    marker = error.rfind(" - at `$")
+    if marker >= 0 and error.endswith("`"):
+        what, at = error[:marker], error[marker + len(" - at `") : -1]
+    keys: list[str | int] = []
+    for match in _PATH_PART.finditer(at[1:]):
+        if match.group(1) is not None:
+            keys.append(match.group(1))
+        elif match.group(2) is not None:
+            keys.append(int(match.group(2)))
+        else:  # a dict's key, unnamed: the dict itself is the deepest known place
+            break
+    unnamed = "[...]" in at
+    field = re.match(r"Object (?:contains unknown|missing required) field `(.*)`$", what, re.DOTALL)
+    text_path = at[2:] if at.startswith("$.") else at[1:]
     if field is not None:
-        path = f"{path}.{field.group(1)}" if path else field.group(1)
-        what = "unknown field" if "unknown" in what else "required field missing"
+        key = field.group(1)
+        if "unknown" in what:
+            what = "unknown field"
+            if not unnamed:
+                keys.append(key)
+        else:
+            what = "required field missing"  # the object lacking it goes, not the field
+        text_path = f"{text_path}.{key}" if text_path else key
     what = what.replace("`", "").replace(" | null", "")
-    return path, what[:1].lower() + what[1:]
+    return text_path, what[:1].lower() + what[1:], keys or None
 
 
-def _remove(shaped: dict[str, Any], path: str, error: str) -> bool:
-    """Delete the value at ``path`` (or, for a missing required field, its parent)."""
-    parts: list[str | int] = [
-        m.group(1) if m.group(1) is not None else int(m.group(2))
-        for m in _PATH_PART.finditer("." + path if not path.startswith("[") else path)
-    ]
-    if "missing required field" in error:
-        parts = parts[:-1]  # the object lacking a required field goes, not the field
+def _remove(shaped: dict[str, Any], parts: list[str | int] | None) -> bool:
+    """Delete the value at ``parts`` (keys and indexes from the top of the trace)."""
     if not parts:
         return False
     container: Any = shaped
@@ -629,9 +655,8 @@ def _remove(shaped: dict[str, Any], path: str, error: str) -> bool:
             container = container[part]
         except (KeyError, IndexError, TypeError):
             return False
-    last = parts[-1]
     try:
-        del container[last]
+        del container[parts[-1]]
     except (KeyError, IndexError, TypeError):
         return False
     return True

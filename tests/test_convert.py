@@ -556,3 +556,49 @@ def test_fit_task_last_resort_cuts_long_strings() -> None:
     fitted = fit_task(task)
     assert len(encode_task(fitted)) <= MAX_BODY_BYTES
     assert fitted.errors is not None and len(fitted.errors) == 1
+
+
+# --- lenient coercion keeps the trace whatever a key holds --------------------------------------
+
+
+_PLAIN_STEP: dict[str, Any] = {"step_number": 1, "action": "a", "description": "d"}
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"llm_usage": {"x.y": 1}},
+        {"llm_usage": {"a`b[0].c": 1}},
+        {"steps": [_PLAIN_STEP | {"tool_call": {"tool_name": "t", "http.status": 200}}]},
+        {"steps": [_PLAIN_STEP | {"llm_call": {"model": "m", "[0]": 1}}]},
+    ],
+)
+def test_lenient_drops_an_unknown_key_holding_path_characters(fields: dict[str, Any]) -> None:
+    problems: list[Problem] = []
+    task = to_task({"name": "kept", "description": "d", **fields}, strict=False, problems=problems)
+    assert task.name == "kept"
+    assert [p.action for p in problems] == ["dropped"]
+    assert problems[0].reason == "unknown field"
+    if "steps" in fields:
+        assert task.steps is not None and task.steps[0].action == "a"
+
+
+def test_lenient_drops_a_value_inside_a_dict_keyed_with_a_dot() -> None:
+    problems: list[Problem] = []
+    task = to_task(
+        {"name": "kept", "description": "d", "environment": {"custom_tags": {"a.b": 3}}},
+        strict=False,
+        problems=problems,
+    )
+    assert task.name == "kept"
+    assert [(p.path, p.action) for p in problems] == [("environment.custom_tags[...]", "dropped")]
+
+
+@pytest.mark.parametrize("duration", [10**400, -(10**400)])
+def test_lenient_replaces_a_duration_beyond_the_float_range(duration: int) -> None:
+    problems: list[Problem] = []
+    task = to_task(
+        {"name": "kept", "description": "d", "duration": duration}, strict=False, problems=problems
+    )
+    assert (task.name, task.duration) == ("kept", 0.0)
+    assert [(p.path, p.action) for p in problems] == [("duration", "dropped")]

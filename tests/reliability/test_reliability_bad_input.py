@@ -123,25 +123,15 @@ def _inside(value: Any, found: Callable[[Any], bool], depth: int = 0) -> bool:
     return False
 
 
-def _dotted(key: Any) -> bool:
-    return isinstance(key, str) and any(c in key for c in ".[`")
-
-
 def _too_long_for_decimal(value: Any) -> bool:
     return type(value) is int and value.bit_length() > 14_000  # beyond 4,300 digits
 
 
 def lost_by_lenient_coercion(fields: dict[str, Any]) -> bool:
     """The inputs whose whole trace lenient coercion and encoding still lose (counted as
-    ``invalid``): a ``duration`` beyond the float range; a key holding ``.``, ``[`` or a
-    backtick inside the dict of a TaskData field (``to_task(strict=False)`` cannot follow the
-    error path back to it); an int too long to write in decimal among a step's fields (it is
-    kept, and ``encode_task`` refuses it).  Drop this filter once those traces are kept."""
-    duration = fields.get("duration")
-    if isinstance(duration, int) and abs(duration) > 10**300:
-        return True
-    if any(_inside(v, _dotted) for k, v in fields.items() if k in TASK_FIELDS):
-        return True
+    ``invalid``): an int too long to write in decimal among a step's fields (it is kept, and
+    ``encode_task`` refuses it, as the official client's ``json.dumps`` would).  Drop this
+    filter once those traces are kept."""
     return _inside(fields, _too_long_for_decimal)
 
 
