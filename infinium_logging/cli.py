@@ -121,9 +121,7 @@ def _serve(args: argparse.Namespace) -> int:
     restore = _stop_on_signals()
     try:
         _print_banner(collector, args)
-        # Sleeping is interrupted by SIGINT/SIGTERM, whose handlers raise KeyboardInterrupt.
-        while True:
-            time.sleep(3600)
+        wait_for_signal()
     except KeyboardInterrupt:
         pass
     finally:
@@ -153,6 +151,20 @@ def _print_banner(collector: LocalCollector, args: argparse.Namespace) -> None:
         "Press Ctrl-C to stop.",
         flush=True,
     )
+
+
+def wait_for_signal() -> None:
+    """Sleep until SIGINT/SIGTERM, whose handlers raise KeyboardInterrupt.
+
+    In short slices: the kernel may hand a process's signal to any of its threads
+    (the collector's, the exporter's), and then only sets a flag that the main
+    thread reads when it next runs Python code; one long sleep would not end.
+    """
+    while True:
+        time.sleep(_SIGNAL_POLL)
+
+
+_SIGNAL_POLL: Final = 0.2
 
 
 def _stop_on_signals() -> Callable[[], None]:

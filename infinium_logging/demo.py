@@ -256,7 +256,8 @@ def _keep_running(collector: LocalCollector, agent_id: str, secret: str, out: Te
         print(f"INFINIUM_AGENT_ID={agent_id}", file=out)
         print(f"INFINIUM_AGENT_SECRET={secret}", file=out)
         print("\nPress Ctrl-C to stop.", file=out, flush=True)
-        while True:
-            time.sleep(3600)  # interrupted by the signal handlers, as in `serve`
+        from .cli import wait_for_signal  # noqa: PLC0415 - the command line imports this module
+
+        wait_for_signal()
     except KeyboardInterrupt:
         print("", file=out)
