@@ -224,6 +224,9 @@ class _Item:
         return self.settled
 
 
+#: Captured traces a caller leaves in the inbox before admitting them itself (see submit).
+_INBOX_BATCH: Final = 32
+
 #: A trace as submit queues it: (task, seq, estimated size).
 _Entry = tuple[Any, int, int]
 
@@ -387,6 +390,8 @@ class Exporter:
         self._finished = threading.Event()  # set when shutdown is over
         #: Waiting traces, oldest first: an _Item, or what submit queues as (task, seq, size).
         self._queue: collections.deque[_Item | _Entry] = collections.deque()
+        #: Captured traces submitted and not yet admitted to the queue (see submit).
+        self._inbox: collections.deque[PendingTrace] = collections.deque()
         self._in_flight: set[_Item] = set()
         self._threads: list[threading.Thread] = []
         self._transport: Transport | None = None
@@ -421,6 +426,8 @@ class Exporter:
         self._step_bytes = _INITIAL_STEP_BYTES
         #: Memory counted per step of a queued trace (see _estimate).
         self._step_estimate = int(_INITIAL_STEP_BYTES * _MEMORY_PER_WIRE_BYTE)
+        #: Memory counted for the rest of a captured trace (learnt like the steps' share).
+        self._fixed_estimate = _BASE_ESTIMATE
         self._alive = 0  # sender threads running
         self._final = False  # shutdown has counted what is left: nothing more is queued
         # Spool state: records held only there, adoption, and the backoff of the backlog.
@@ -488,6 +495,10 @@ class Exporter:
         processor capture) is built there too.  False means the trace was not
         accepted; it is then counted in ``stats().dropped`` as ``queue_full``,
         ``closed``, ``disabled`` or ``invalid`` (not a TaskData nor a dict).
+        Captured traces (handlers and processors do not look at the answer) are
+        admitted in small batches without a spool: one found over the bounds then
+        is counted as ``queue_full`` although submit said True; ``stats()`` and
+        ``flush()`` admit what waits first, so their counts are exact.
 
         With a spool, the trace is written to it before this returns (built
         and encoded here, on the caller's thread: tens of microseconds), and a
@@ -495,56 +506,37 @@ class Exporter:
         """
         try:
             if self._light:
-                # What handlers and processors submit, in its cheapest form: this runs on every
-                # trace logged.  The queue takes a bare (task, seq, size) entry: a sender makes
-                # it an _Item when it takes it (a Python object costs ~0.2 us to make here).
                 if isinstance(task, PendingTrace):
-                    fields: object = task.basis
-                    size = _BASE_ESTIMATE + task.steps * self._step_estimate
-                else:
-                    fields, size = task, _BASE_ESTIMATE
-                if type(fields) is dict:
-                    get = fields.get
-                    try:
-                        # A field of another type that has a length counts it: a guess anyway.
-                        size += (
-                            len(get("name") or "")
-                            + len(get("description") or "")
-                            + len(get("input_summary") or "")
-                            + len(get("output_summary") or "")
-                            + len(get("steps") or ()) * self._step_estimate
-                        )
-                    except TypeError:  # a field without a length: the careful way
-                        size = self._careful_estimate(task)
-                else:
-                    size = self._careful_estimate(task)
+                    # What a handler or processor captured (it does not look at the answer):
+                    # into the inbox, without a lock.  Traces there are admitted (counted,
+                    # estimated, queued or refused as ``queue_full``) in batches: by the
+                    # caller every _INBOX_BATCH traces, at once when a sender waits for work
+                    # or the exporter closes, else by the next sender looking for work.  A
+                    # lock and a queue entry per trace cost as much as capturing it.
+                    inbox = self._inbox
+                    inbox.append(task)
+                    if (
+                        len(inbox) >= _INBOX_BATCH
+                        or self._idle
+                        or self._closed
+                        or not self._started
+                    ):
+                        return self._admit()
+                    return True
                 lock = self._lock
-                # acquire/release rather than ``with``: half the cost.
                 lock.acquire()
                 try:
-                    self._submitted += 1
-                    if (
-                        size < 0
-                        or self._closed
-                        or len(self._queue) >= self._max_items
-                        or self._held_bytes + size > self._max_bytes
-                    ):
-                        reason = (
-                            "invalid" if size < 0 else "closed" if self._closed else "queue_full"
-                        )
-                        self._dropped[reason] += 1
-                        return False
-                    self._queue.append((task, self._seq, size))
-                    self._seq += 1
-                    self._held_bytes += size
-                    if self._idle:
+                    if self._inbox:
+                        self._admit_locked()  # earlier traces first
+                    accepted = self._admit_one(task)
+                    if accepted and self._idle:
                         self._work.notify()
                     started = self._started
                 finally:
                     lock.release()
                 if not started:
                     self._start_workers()
-                return True
+                return accepted
             ref: RecordRef | None = None
             body: bytes | None = None
             reason = ""
@@ -618,6 +610,8 @@ class Exporter:
         limit = self._settings.shutdown_timeout if timeout is None else max(0.0, timeout)
         deadline = time.monotonic() + limit
         with self._lock:
+            if self._inbox:
+                self._admit_locked()
             target = self._seq
             if _EXPORTING.get():
                 return self._settled_before(target)
@@ -672,6 +666,8 @@ class Exporter:
         # Read before taking our lock: the spool calls into the exporter with its own lock held.
         held = spool.stats() if spool is not None else None
         with self._lock:
+            if self._inbox:
+                self._admit_locked()
             return ExporterStats(
                 submitted=self._submitted,
                 sent=self._sent,
@@ -827,6 +823,75 @@ class Exporter:
         await asyncio.to_thread(self.shutdown)
 
     # --- submit side --------------------------------------------------------------------------
+
+    def _admit(self) -> bool:
+        """Admit what waits in the inbox and start the senders if they are not running yet;
+        whether the last trace was accepted."""
+        with self._lock:
+            accepted = self._admit_locked()
+            started = self._started
+        if not started:
+            self._start_workers()
+        return accepted
+
+    def _admit_locked(self) -> bool:
+        """Admit the inbox's traces in order (lock held), waking senders waiting for work;
+        whether the last one was accepted."""
+        inbox = self._inbox
+        added = 0
+        accepted = True
+        while inbox:
+            accepted = self._admit_one(inbox.popleft())
+            added += accepted
+        if added and self._idle:
+            self._work.notify(added)
+        return accepted
+
+    def _admit_one(self, task: object) -> bool:
+        """Count one submitted trace and queue it, or count why not (lock held)."""
+        self._submitted += 1
+        size = self._quick_estimate(task)
+        if (
+            size < 0
+            or self._closed
+            or len(self._queue) >= self._max_items
+            or self._held_bytes + size > self._max_bytes
+        ):
+            reason = "invalid" if size < 0 else "closed" if self._closed else "queue_full"
+            self._dropped[reason] += 1
+            return False
+        self._queue.append((task, self._seq, size))
+        self._seq += 1
+        self._held_bytes += size
+        return True
+
+    def _quick_estimate(self, task: object) -> int:
+        """:meth:`_estimate` in its cheapest form, for traces submitted without a spool: what
+        can grow without bound (steps, summaries) counted, the rest (name and description,
+        capped by lenient coercion, and small fields) taken to weigh what it did in the
+        traces built so far."""
+        if isinstance(task, PendingTrace):
+            fields: object = task.basis
+            steps = task.steps
+        else:
+            fields, steps = task, 0
+        if type(fields) is not dict:
+            return self._careful_estimate(task)
+        get = fields.get
+        listed = get("steps")
+        if listed:
+            try:
+                steps += len(listed)
+            except TypeError:  # not a list: lenient coercion drops it
+                pass
+        size: int = self._fixed_estimate + steps * self._step_estimate
+        text = get("input_summary")
+        if type(text) is str:
+            size += len(text)
+        text = get("output_summary")
+        if type(text) is str:
+            size += len(text)
+        return size
 
     def _estimate(self, task: object) -> int:
         """A cheap guess of the memory a queued trace holds (a few attribute reads), or -1 if
@@ -1103,15 +1168,20 @@ class Exporter:
                 self._settled_cond.notify_all()
 
     def _learn_step_size(self, task: TaskData, size: int) -> None:
+        """Learn from a trace just encoded (``size`` bytes) what a step weighs, and what the
+        part of a trace that submit does not count field by field weighs."""
+        summaries = len(task.input_summary or "") + len(task.output_summary or "")
+        rest = _BASE_ESTIMATE + len(task.name) + len(task.description)
         steps = task.steps
-        if not steps:
-            return
-        fixed = _BASE_ESTIMATE + len(task.name) + len(task.description)
-        fixed += len(task.input_summary or "") + len(task.output_summary or "")
-        per_step = min(max((size - fixed) / len(steps), 32.0), float(MAX_BODY_BYTES))
-        # A moving average: unlocked, since a lost update only makes one estimate a bit off.
-        self._step_bytes = step_bytes = 0.9 * self._step_bytes + 0.1 * per_step
-        self._step_estimate = int(step_bytes * _MEMORY_PER_WIRE_BYTE)
+        # Moving averages: unlocked, since a lost update only makes one estimate a bit off.
+        if steps:
+            per_step = (size - rest - summaries) / len(steps)
+            per_step = min(max(per_step, 32.0), float(MAX_BODY_BYTES))
+            self._step_bytes = step_bytes = 0.9 * self._step_bytes + 0.1 * per_step
+            self._step_estimate = int(step_bytes * _MEMORY_PER_WIRE_BYTE)
+        else:
+            rest = max(rest, size - summaries)
+        self._fixed_estimate = int(0.9 * self._fixed_estimate + 0.1 * min(rest, MAX_BODY_BYTES))
 
     def _start_workers(self) -> None:
         with self._start_lock:
@@ -1175,6 +1245,8 @@ class Exporter:
         while True:
             with self._lock:
                 while True:
+                    if self._inbox:
+                        self._admit_locked()
                     now = time.monotonic()
                     chore = self._spool_chore(now)
                     if chore:
@@ -1207,6 +1279,11 @@ class Exporter:
                         return None
                     self._idle += 1
                     try:
+                        # A caller that saw no sender idle left its trace in the inbox for
+                        # us: look once more now that we count as idle (callers check after
+                        # adding to it), so that no trace waits there with every sender asleep.
+                        if self._inbox:
+                            continue
                         self._work.wait(self._idle_wait(now))
                     finally:
                         self._idle -= 1
@@ -1585,6 +1662,8 @@ class Exporter:
             if self._shutdown_begun:
                 return False
             self._shutdown_begun = True
+            if self._inbox:
+                self._admit_locked()  # submitted before the door closed
             self._closed = True
             self._deadline = time.monotonic() + timeout
             self._work.notify_all()
@@ -1600,6 +1679,8 @@ class Exporter:
         spool = self._spool
         try:
             with self._lock:
+                if self._inbox:
+                    self._admit_locked()  # added while the door closed: counted as closed
                 self._waiters += 1
                 try:
                     while True:

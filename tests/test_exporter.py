@@ -900,3 +900,65 @@ def test_queued_traces_count_their_memory(collector: LocalCollector) -> None:
         exporter.shutdown(0.2)
     assert sending < 200  # the encoded body of "stuck"
     assert queued >= 10 * 2 * 1024  # ten steps at twice the 1 KB a step weighs until learnt
+
+
+# --- the inbox of captured traces ----------------------------------------------------------------
+
+
+def test_captured_traces_waiting_in_the_inbox_are_counted_and_flushed(
+    collector: LocalCollector,
+) -> None:
+    """Captured traces wait in the inbox while every sender is busy; stats() and flush() see
+    them at once, in order, and none is lost or counted twice."""
+    collector.hang_next(1)
+    with make_exporter(collector, workers=1, timeout=0.5, max_retries=1) as exporter:
+        assert exporter.submit(trace("first"))
+        assert wait_until(lambda: exporter.stats().in_flight == 1)
+        for number in range(5):  # fewer than a batch: the caller does not admit them
+            assert exporter.submit(_Captured(f"captured {number}"))
+        stats = exporter.stats()
+        assert (stats.submitted, stats.queued) == (6, 5)
+        assert balanced(stats)
+        assert exporter.flush(10)
+        stats = exporter.stats()
+    names = [received.task.name for received in collector.traces()]
+    assert [n for n in names if n.startswith("captured")] == [f"captured {i}" for i in range(5)]
+    assert stats.submitted == stats.sent + stats.dropped_total == 6
+
+
+def test_a_full_buffer_refuses_captured_traces_when_they_are_admitted(
+    collector: LocalCollector,
+) -> None:
+    """The bound holds for captured traces too: those beyond it are counted queue_full."""
+    collector.hang_next(1)
+    with make_exporter(collector, workers=1, timeout=5.0, max_queue_size=10) as exporter:
+        assert exporter.submit(trace("stuck"))
+        assert wait_until(lambda: exporter.stats().in_flight == 1)
+        for number in range(100):
+            exporter.submit(_Captured(f"captured {number}"))
+        stats = exporter.stats()
+        exporter.shutdown(0)
+    assert stats.submitted == 101
+    assert (stats.queued, stats.dropped["queue_full"]) == (10, 90)
+    assert balanced(stats)
+
+
+def test_an_idle_sender_takes_a_captured_trace_at_once(collector: LocalCollector) -> None:
+    """With a sender waiting for work, a captured trace is admitted and sent without waiting
+    for a batch to fill or for a flush."""
+    with make_exporter(collector, workers=1) as exporter:
+        assert exporter.submit(_Captured("warm-up"))
+        assert wait_until(lambda: collector.accepted_count == 1)
+        assert wait_until(lambda: exporter._idle == 1)
+        assert exporter.submit(_Captured("alone"))
+        assert wait_until(lambda: collector.accepted_count == 2, 5)
+
+
+def test_captured_traces_submitted_after_shutdown_are_counted_closed(
+    collector: LocalCollector,
+) -> None:
+    with make_exporter(collector) as exporter:
+        exporter.shutdown(1)
+        assert not exporter.submit(_Captured("late"))
+        stats = exporter.stats()
+    assert (stats.submitted, stats.dropped["closed"]) == (1, 1)
