@@ -156,13 +156,11 @@ class InfiniumHandler(logging.Handler):
         through one lock would buy nothing.
         """
         attributes = record.__dict__
-        value = attributes.get(self.tag_key)
-        if value is None or value is False:
-            if type(record.msg) is dict:
-                pass  # a structlog event passed on (or a dict logged): see _emit_bridged
-            elif (state := _current.get()) is None:
+        if self.tag_key not in attributes and type(record.msg) is not dict:
+            state = _current.get()
+            if state is None:
                 return False
-            elif not self.filters:
+            if not self.filters:
                 # An event inside a task, the usual case: straight to recording it.
                 try:
                     self._step(record, attributes, state)
@@ -171,56 +169,6 @@ class InfiniumHandler(logging.Handler):
                 except Exception:
                     self.handleError(record)
                 return True
-        elif type(value) is dict and not self.filters and type(record) is _LogRecord:
-            # A trace logged as a dict, the usual tagged record: _emit's work for it, inline
-            # (a Python call costs about as much as several of these lines).
-            try:
-                name = record.name
-                ignored = _ignored_names.get(name)
-                if ignored is None:
-                    ignored = _remember_ignored(name)
-                if ignored or in_export():
-                    return True
-                options = self._options or default_options()
-                msg = record.msg
-                if (options.disabled and _default._capture is None) or type(msg) is dict:
-                    self._emit(record)
-                    return True
-                global _last_tagged
-                sink = self._sink
-                capture = _default._capture
-                ident = (id(record), record.created, sink if capture is None else capture)
-                if _last_tagged == ident:
-                    return True  # a second handler with the same destination saw this record
-                if self._env_options is not options:
-                    self._env_options, self._env_cache = options, {}
-                env = self._env_cache.get(name)
-                if env is None:
-                    env = self._environment("logging", name, options)
-                exc_info = record.exc_info
-                payload = TaggedTrace(
-                    value.copy(),
-                    msg,
-                    record.args,
-                    record.created,
-                    None,
-                    error_from_exc_info(exc_info) if exc_info else None,
-                    env,
-                )
-                _last_tagged = ident
-                if capture is not None:
-                    capture.submit(payload)  # type: ignore[arg-type] # it builds the trace
-                elif sink is None:
-                    _default.deliver(None, payload)
-                elif self._sink_takes_pending:
-                    sink.submit(payload)  # type: ignore[arg-type] # takes_pending(): it builds it
-                else:
-                    sink.submit(payload.materialize())
-            except RecursionError:  # the stdlib's own rule: let the interpreter unwind
-                raise
-            except Exception:
-                self.handleError(record)
-            return True
         if self.filters:
             result: Any = self.filter(record)
             if not result:
