@@ -55,7 +55,6 @@ _MAX_LENIENT_PASSES: Final = 200
 
 _STEP_FIELDS: Final = frozenset(ExecutionStep.__struct_fields__)
 _TASK_FIELDS: Final = frozenset(TaskData.__struct_fields__)
-_MSGSPEC_ERROR: Final = re.compile(r"^(?P<what>.*?)(?: - at `(?P<path>[^`]*)`)?$", re.DOTALL)
 #: One step of a msgspec error's path: ``.field``, ``[index]`` or ``[...]`` (a dict's key).
 _PATH_PART: Final = re.compile(r"\.([^.\[]+)|\[(\d+)\]|\[\.\.\.\]")
 _FLOAT_FIELDS: Final = {

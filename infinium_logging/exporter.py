@@ -526,8 +526,7 @@ class Exporter:
                 lock = self._lock
                 lock.acquire()
                 try:
-                    if self._inbox:
-                        self._admit_locked()  # earlier traces first
+                    self._admit_locked()  # earlier traces first
                     accepted = self._admit_one(task)
                     if accepted and self._idle:
                         self._work.notify()
@@ -610,8 +609,7 @@ class Exporter:
         limit = self._settings.shutdown_timeout if timeout is None else max(0.0, timeout)
         deadline = time.monotonic() + limit
         with self._lock:
-            if self._inbox:
-                self._admit_locked()
+            self._admit_locked()
             target = self._seq
             if _EXPORTING.get():
                 return self._settled_before(target)
@@ -666,8 +664,7 @@ class Exporter:
         # Read before taking our lock: the spool calls into the exporter with its own lock held.
         held = spool.stats() if spool is not None else None
         with self._lock:
-            if self._inbox:
-                self._admit_locked()
+            self._admit_locked()
             return ExporterStats(
                 submitted=self._submitted,
                 sent=self._sent,
@@ -850,7 +847,7 @@ class Exporter:
     def _admit_one(self, task: object) -> bool:
         """Count one submitted trace and queue it, or count why not (lock held)."""
         self._submitted += 1
-        size = self._quick_estimate(task)
+        size = self._careful_estimate(task)
         if (
             size < 0
             or self._closed
@@ -865,34 +862,6 @@ class Exporter:
         self._held_bytes += size
         return True
 
-    def _quick_estimate(self, task: object) -> int:
-        """:meth:`_estimate` in its cheapest form, for traces submitted without a spool: what
-        can grow without bound (steps, summaries) counted, the rest (name and description,
-        capped by lenient coercion, and small fields) taken to weigh what it did in the
-        traces built so far."""
-        if isinstance(task, PendingTrace):
-            fields: object = task.basis
-            steps = task.steps
-        else:
-            fields, steps = task, 0
-        if type(fields) is not dict:
-            return self._careful_estimate(task)
-        get = fields.get
-        listed = get("steps")
-        if listed:
-            try:
-                steps += len(listed)
-            except TypeError:  # not a list: lenient coercion drops it
-                pass
-        size: int = self._fixed_estimate + steps * self._step_estimate
-        text = get("input_summary")
-        if type(text) is str:
-            size += len(text)
-        text = get("output_summary")
-        if type(text) is str:
-            size += len(text)
-        return size
-
     def _estimate(self, task: object) -> int:
         """A cheap guess of the memory a queued trace holds (a few attribute reads), or -1 if
         it is not a trace.
@@ -900,19 +869,20 @@ class Exporter:
         Encoding on the caller's thread would cost as much as the logging call
         itself, so the byte bound counts this estimate while the trace waits;
         a sender thread replaces it with the size of the encoded body once it
-        has one.  Text counts once (a character is a byte in memory as on the
-        wire, for the usual ASCII); each step counts what a step of the traces
-        encoded so far takes on the wire, times :data:`_MEMORY_PER_WIRE_BYTE`:
-        dicts, structs and small objects take about twice the room of their JSON.
+        has one.  Summaries count once (a character is a byte in memory as on
+        the wire, for the usual ASCII); each step counts what a step of the
+        traces encoded so far takes on the wire, times
+        :data:`_MEMORY_PER_WIRE_BYTE`: dicts, structs and small objects take
+        about twice the room of their JSON.
         """
         kind = type(task)
         if kind is dict:
             return self._fields_estimate(task)  # type: ignore[arg-type]
         if isinstance(task, PendingTrace):
             basis = task.basis
-            size = task.steps * self._step_estimate
             if type(basis) is dict:
-                return size + self._fields_estimate(basis)
+                return self._fields_estimate(basis, task.steps)
+            size = task.steps * self._step_estimate
             if isinstance(basis, TaskData):
                 return size + self._struct_estimate(basis)
             return size + _BASE_ESTIMATE
@@ -928,24 +898,21 @@ class Exporter:
         except Exception:  # a mapping whose get() fails, say: not a trace
             return -1
 
-    def _fields_estimate(self, task: Mapping[str, Any]) -> int:
-        size = _BASE_ESTIMATE
+    def _fields_estimate(self, task: Mapping[str, Any], steps: int = 0) -> int:
+        """A dict's estimate: what can grow without bound (steps, summaries) counted, the rest
+        (name and description, capped by lenient coercion, and small fields) taken to weigh
+        what it did in the traces built so far (see _learn_step_size)."""
         get = task.get
-        value = get("name")
-        if type(value) is str:
-            size += len(value)
-        value = get("description")
-        if type(value) is str:
-            size += len(value)
-        value = get("input_summary")
-        if type(value) is str:
-            size += len(value)
-        value = get("output_summary")
-        if type(value) is str:
-            size += len(value)
-        steps = get("steps")
-        if type(steps) is list or type(steps) is tuple:
-            size += len(steps) * self._step_estimate
+        listed = get("steps")
+        if type(listed) is list or type(listed) is tuple:
+            steps += len(listed)
+        size = self._fixed_estimate + steps * self._step_estimate
+        text = get("input_summary")
+        if type(text) is str:
+            size += len(text)
+        text = get("output_summary")
+        if type(text) is str:
+            size += len(text)
         return size
 
     def _struct_estimate(self, task: TaskData) -> int:
@@ -1245,8 +1212,7 @@ class Exporter:
         while True:
             with self._lock:
                 while True:
-                    if self._inbox:
-                        self._admit_locked()
+                    self._admit_locked()
                     now = time.monotonic()
                     chore = self._spool_chore(now)
                     if chore:
@@ -1268,8 +1234,7 @@ class Exporter:
                             finally:
                                 self._pacing -= 1
                             continue
-                        entry = self._queue.popleft()
-                        item = _as_item(entry)
+                        item = _as_item(self._queue.popleft())
                         self._in_flight.add(item)
                         item.starting = True
                         self._starting += 1
@@ -1662,8 +1627,7 @@ class Exporter:
             if self._shutdown_begun:
                 return False
             self._shutdown_begun = True
-            if self._inbox:
-                self._admit_locked()  # submitted before the door closed
+            self._admit_locked()  # submitted before the door closed
             self._closed = True
             self._deadline = time.monotonic() + timeout
             self._work.notify_all()
@@ -1679,8 +1643,7 @@ class Exporter:
         spool = self._spool
         try:
             with self._lock:
-                if self._inbox:
-                    self._admit_locked()  # added while the door closed: counted as closed
+                self._admit_locked()  # added while the door closed: counted as closed
                 self._waiters += 1
                 try:
                     while True:
