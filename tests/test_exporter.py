@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 import pytest
+from exporters import balanced, make_exporter, trace, wait_until
 
 from infinium_logging.collector import LocalCollector
 from infinium_logging.errors import (
@@ -21,51 +22,9 @@ from infinium_logging.errors import (
 from infinium_logging.exporter import DROP_REASONS, Exporter, ExporterStats, _DropWarner, in_export
 from infinium_logging.mapping import PendingTrace
 from infinium_logging.model import MAX_BODY_BYTES, ApiResponse, ExecutionStep, TaskData
-from infinium_logging.settings import Settings
 from infinium_logging.testing import TEST_AGENT_ID, TEST_AGENT_SECRET
 
 PROMPT_ID = "0d9c1b7a-3e2f-4a5b-8c6d-7e8f9a0b1c2d"
-
-
-def make_exporter(collector: LocalCollector, **overrides: Any) -> Exporter:
-    """An exporter aimed at ``collector`` with fast retries and no throttle unless overridden."""
-    values: dict[str, Any] = {
-        "agent_id": TEST_AGENT_ID,
-        "agent_secret": TEST_AGENT_SECRET,
-        "base_url": collector.base_url,
-        "enable_rate_limiting": False,
-        "retry_backoff_base": 0.01,
-        "retry_backoff_max": 0.05,
-        "timeout": 5.0,
-        "shutdown_timeout": 5.0,
-        "auth_backoff": 0.0,
-        "workers": 2,
-    }
-    values.update(overrides)
-    on_result = values.pop("on_result", None)
-    return Exporter(Settings(**values), on_result=on_result)
-
-
-def trace(name: str = "task", **fields: Any) -> TaskData:
-    """A minimal valid trace."""
-    return TaskData(
-        name, fields.pop("description", "described"), "2026-01-01T00:00:00Z", 1.0, **fields
-    )
-
-
-def balanced(stats: ExporterStats) -> bool:
-    """The accounting invariant: every submitted trace is in exactly one place."""
-    return stats.submitted == stats.sent + stats.dropped_total + stats.queued + stats.in_flight
-
-
-def wait_until(predicate: Any, timeout: float = 5.0) -> bool:
-    """Poll ``predicate`` until it is true or ``timeout`` passes."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.005)
-    return bool(predicate())
 
 
 def exporter_threads() -> list[threading.Thread]:

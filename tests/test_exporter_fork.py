@@ -10,13 +10,12 @@ import threading
 import time
 from typing import Any
 
+import exporters
 import pytest
+from exporters import trace
 
 from infinium_logging.collector import LocalCollector
 from infinium_logging.exporter import Exporter
-from infinium_logging.model import TaskData
-from infinium_logging.settings import Settings
-from infinium_logging.testing import TEST_AGENT_ID, TEST_AGENT_SECRET
 
 pytestmark = [
     pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork"),
@@ -27,22 +26,8 @@ pytestmark = [
 
 
 def make_exporter(collector: LocalCollector, **overrides: Any) -> Exporter:
-    values: dict[str, Any] = {
-        "agent_id": TEST_AGENT_ID,
-        "agent_secret": TEST_AGENT_SECRET,
-        "base_url": collector.base_url,
-        "enable_rate_limiting": False,
-        "retry_backoff_base": 0.01,
-        "retry_backoff_max": 0.05,
-        "shutdown_timeout": 10.0,
-        "workers": 2,
-    }
-    values.update(overrides)
-    return Exporter(Settings(**values))
-
-
-def trace(name: str) -> TaskData:
-    return TaskData(name, "described", "2026-01-01T00:00:00Z", 1.0)
+    """:func:`exporters.make_exporter` with time for a forked child's exit to finish sending."""
+    return exporters.make_exporter(collector, **{"shutdown_timeout": 10.0, **overrides})
 
 
 def exporter_thread_count() -> int:

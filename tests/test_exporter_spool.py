@@ -12,63 +12,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from exporters import balanced, make_exporter, settings_for, trace
+from exporters import wait_until as _wait_until
 
 from infinium_logging.cli import main
 from infinium_logging.collector import LocalCollector
-from infinium_logging.exporter import Exporter, ExporterStats, replay_spool
+from infinium_logging.exporter import Exporter, replay_spool
 from infinium_logging.model import ApiResponse, TaskData, encode_task
-from infinium_logging.settings import Settings
 from infinium_logging.spool import MAGIC, Spool, survey
 from infinium_logging.testing import TEST_AGENT_ID, TEST_AGENT_SECRET
 
 
-def settings_for(collector: LocalCollector, spool_dir: Path | None, **overrides: Any) -> Settings:
-    """Settings aimed at ``collector`` with fast retries, no throttle, and the given spool."""
-    values: dict[str, Any] = {
-        "agent_id": TEST_AGENT_ID,
-        "agent_secret": TEST_AGENT_SECRET,
-        "base_url": collector.base_url,
-        "enable_rate_limiting": False,
-        "retry_backoff_base": 0.01,
-        "retry_backoff_max": 0.05,
-        "timeout": 5.0,
-        "shutdown_timeout": 5.0,
-        "auth_backoff": 0.0,
-        "workers": 2,
-        "spool_dir": None if spool_dir is None else str(spool_dir),
-    }
-    values.update(overrides)
-    return Settings(**values)
-
-
-def make_exporter(collector: LocalCollector, spool_dir: Path | None, **overrides: Any) -> Exporter:
-    """An exporter aimed at ``collector`` with a spool in ``spool_dir``."""
-    on_result = overrides.pop("on_result", None)
-    return Exporter(settings_for(collector, spool_dir, **overrides), on_result=on_result)
-
-
-def trace(name: str, **fields: Any) -> TaskData:
-    """A minimal valid trace."""
-    return TaskData(
-        name, fields.pop("description", "described"), "2026-01-01T00:00:00Z", 1.0, **fields
-    )
-
-
-def balanced(stats: ExporterStats) -> bool:
-    """The accounting invariant with a spool: every trace is in exactly one place."""
-    return stats.submitted + stats.adopted == (
-        stats.sent + stats.dropped_total + stats.queued + stats.in_flight + stats.spooled
-    )
-
-
 def wait_until(predicate: Any, timeout: float = 10.0) -> bool:
-    """Poll ``predicate`` until it is true or ``timeout`` passes."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return bool(predicate())
+    """:func:`exporters.wait_until` with more time: spool work goes through the disk."""
+    return _wait_until(predicate, timeout)
 
 
 def drained(exporter: Exporter) -> bool:

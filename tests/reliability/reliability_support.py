@@ -7,64 +7,34 @@ import json
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from exporters import settings_for as _settings_for
+
 import infinium_logging
 from infinium_logging.collector import LocalCollector
-from infinium_logging.exporter import Exporter, ExporterStats
+from infinium_logging.exporter import Exporter
 from infinium_logging.settings import Settings
-from infinium_logging.testing import TEST_AGENT_ID, TEST_AGENT_SECRET
 
 REPO_ROOT = str(Path(infinium_logging.__file__).resolve().parent.parent)
 
-#: Small backoffs and short timeouts: the suite must stay within the CI budget.
-FAST: dict[str, Any] = {
-    "agent_id": TEST_AGENT_ID,
-    "agent_secret": TEST_AGENT_SECRET,
-    "enable_rate_limiting": False,
-    "retry_backoff_base": 0.01,
-    "retry_backoff_max": 0.05,
-    "timeout": 5.0,
-    "shutdown_timeout": 5.0,
-    "auth_backoff": 0.05,
-    "workers": 4,
-}
+#: The reliability suite's senders: more of them, and a short pause after refused credentials.
+RELIABLE: dict[str, Any] = {"auth_backoff": 0.05, "workers": 4}
 
 
 def settings_for(
     collector: LocalCollector, spool_dir: Path | None = None, **overrides: Any
 ) -> Settings:
-    """Settings aimed at ``collector``: fast retries, no throttle, the given spool (or none)."""
-    values = {**FAST, "base_url": collector.base_url}
-    values["spool_dir"] = None if spool_dir is None else str(spool_dir)
-    values.update(overrides)
-    return Settings(**values)
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
-    """Poll ``predicate`` until it is true or ``timeout`` seconds pass."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
+    """The suite's settings: the exporter tests' fast ones, with :data:`RELIABLE`."""
+    return _settings_for(collector, spool_dir, **{**RELIABLE, **overrides})
 
 
 def idle(exporter: Exporter) -> bool:
     """Nothing queued, in flight, or waiting in the spool for another attempt."""
     stats = exporter.stats()
     return stats.queued == stats.in_flight == stats.spooled == 0
-
-
-def accounted(stats: ExporterStats) -> bool:
-    """Every trace the exporter took (submitted or adopted) is in exactly one place."""
-    return stats.submitted + stats.adopted == (
-        stats.sent + stats.dropped_total + stats.queued + stats.in_flight + stats.spooled
-    )
 
 
 def accepted_names(collector: LocalCollector) -> list[str]:

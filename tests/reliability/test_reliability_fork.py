@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from reliability_support import accounted, check_collector, settings_for
+from exporters import balanced
+from reliability_support import check_collector, settings_for
 
 from infinium_logging.collector import LocalCollector
 from infinium_logging.exporter import Exporter
@@ -42,7 +43,7 @@ def child(exporter: Exporter, index: int, results: multiprocessing.queues.Simple
             "dropped": stats.dropped_total,
             "spooled": stats.spooled,
             "adopted": stats.adopted,
-            "balanced": accounted(stats),
+            "balanced": balanced(stats),
         }
     )
 
@@ -88,7 +89,7 @@ def test_a_parent_and_four_forked_children_deliver_500_traces_once(
     assert [(r["submitted"], r["sent"], r["dropped"], r["adopted"]) for r in reports] == [
         (EACH, EACH, 0, 0)
     ] * CHILDREN
-    assert accounted(stats)
+    assert balanced(stats)
     assert (stats.submitted, stats.sent, stats.dropped_total, stats.adopted) == (100, 100, 0, 0)
     expected = [f"parent-{i:03}" for i in range(100)]
     expected += [f"child{n}-{i:03}" for n in range(CHILDREN) for i in range(EACH)]

@@ -10,15 +10,8 @@ import threading
 from pathlib import Path
 
 import pytest
-from reliability_support import (
-    accounted,
-    check_collector,
-    child_env,
-    idle,
-    settings_for,
-    settings_literal,
-    wait_until,
-)
+from exporters import balanced, wait_until
+from reliability_support import check_collector, child_env, idle, settings_for, settings_literal
 
 from infinium_logging.collector import LocalCollector
 from infinium_logging.exporter import Exporter
@@ -95,7 +88,7 @@ def test_a_process_killed_mid_stream_loses_nothing_it_logged(
         stats = survivor.stats()
     finally:
         survivor.shutdown(5)
-    assert accounted(stats)
+    assert balanced(stats)
     assert (stats.submitted, stats.dropped_total, stats.spooled) == (0, 0, 0)
     assert stats.adopted == stats.sent == left.records
     counts = check_collector(collector, stats.sent)

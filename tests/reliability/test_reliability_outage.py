@@ -6,7 +6,8 @@ import time
 from pathlib import Path
 
 import pytest
-from reliability_support import accounted, check_collector, idle, settings_for, wait_until
+from exporters import balanced, wait_until
+from reliability_support import check_collector, idle, settings_for
 
 from infinium_logging.collector import LocalCollector
 from infinium_logging.exporter import Exporter
@@ -53,7 +54,7 @@ def test_an_outage_loses_nothing_with_a_spool_and_only_counted_traces_without(
         stats = exporter.stats()
     finally:
         exporter.shutdown(2)
-    assert accounted(during) and accounted(stats)
+    assert balanced(during) and balanced(stats)
     assert stats.submitted == TRACES
     assert during.sent == 10  # nothing got through while the collector was down
     if spooled:
