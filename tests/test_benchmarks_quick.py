@@ -109,3 +109,30 @@ def test_quick_mode_writes_every_figure_as_json(
             assert row["value"] is None and row["passed"] is None, row_id
             assert "infinium-o2 not installed" in row["note"], row_id
     assert rows["5"]["extra"]["body_bytes"] > 10_000
+
+
+def test_the_realistic_trace_is_the_one_the_figures_promise(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One trace for every figure: ~11.5 KB on the wire, 10 steps (5 with an LLM call, 3 with a
+    tool call, previews ~200 characters), LLM usage of 5 calls, an expected outcome, an
+    environment with 5 custom tags, two small sections."""
+    monkeypatch.syspath_prepend(str(ROOT))
+    from benchmarks.realistic_trace import our_task, trace_dict  # noqa: PLC0415
+    from infinium_logging.convert import to_task  # noqa: PLC0415
+    from infinium_logging.model import encode_task  # noqa: PLC0415
+
+    task = our_task()
+    body = encode_task(task)
+    assert 11_000 <= len(body) <= 12_000
+    assert encode_task(to_task(trace_dict())) == body  # the dict the handler figures log
+    steps = task.steps or []
+    assert len(steps) == 10
+    assert sum(step.llm_call is not None for step in steps) == 5
+    assert sum(step.tool_call is not None for step in steps) == 3
+    previews = [len(p) for s in steps for p in (s.input_preview, s.output_preview) if p]
+    assert previews and all(150 <= n <= 250 for n in previews)
+    assert task.llm_usage is not None and task.llm_usage.api_calls_count == 5
+    assert task.expected_outcome is not None
+    assert task.environment is not None and len(task.environment.custom_tags or {}) == 5
+    assert list(json.loads(body)["sections"]) == ["time_tracking", "general"]
