@@ -46,6 +46,11 @@ MAX_RECORD: Final = 64 * 1024 * 1024
 _MAX_RECORD: Final = MAX_RECORD
 _SEGMENT_SUFFIX: Final = ".log"
 _ACK_SUFFIX: Final = ".ack"
+#: A segment being created (see ``Spool._rotate``); it holds no record yet.
+_FRESH_SUFFIX: Final = ".new"
+#: A ``.new`` file older than this that nobody holds was left by a process that died
+#: while creating it: it is removed.
+_ABANDONED_AFTER: Final = 60.0
 _WOULD_BLOCK: Final = (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK)
 
 #: Told, with the spool's lock held, what happened to records nobody holds in memory:
@@ -368,6 +373,9 @@ class Spool:
         try:
             fcntl.flock(lock_fd, fcntl.LOCK_EX)
             for name in sorted(os.listdir(self.root)):
+                if name.endswith(_FRESH_SUFFIX):
+                    _remove_abandoned(os.path.join(self.root, name))
+                    continue
                 if not name.endswith(_SEGMENT_SUFFIX):
                     continue
                 path = os.path.join(self.root, name)
@@ -451,9 +459,23 @@ class Spool:
         self._counter += 1
         name = f"seg-{os.getpid()}-{time.time_ns()}-{self._counter}"
         path = os.path.join(self.root, name + _SEGMENT_SUFFIX)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+        # Created under a name adoption ignores and renamed once locked: a segment that
+        # appeared unlocked, even for a moment, could be taken for a dead process's empty
+        # one and deleted by another process's adoption pass, and this process would then
+        # write its records to a file nobody can find.
+        fresh = os.path.join(self.root, name + _FRESH_SUFFIX)
+        fd = os.open(fresh, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.rename(fresh, path)
+        except OSError:
+            os.close(fd)
+            try:
+                os.unlink(fresh)
+            except OSError:
+                pass
+            raise
+        try:
             ack_fd = os.open(
                 os.path.join(self.root, name + _ACK_SUFFIX),
                 os.O_WRONLY | os.O_APPEND | os.O_CREAT,
@@ -645,6 +667,23 @@ def _survey_agent(agent_id: str, path: str) -> PendingSummary:
     return PendingSummary(
         agent_id, records, size, segments, oldest, live_records, live_segments, corrupt
     )
+
+
+def _remove_abandoned(path: str) -> None:
+    """Delete a segment a dead process began to create (it never held a record)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return  # renamed into place or removed meanwhile
+    try:
+        if time.time() - os.fstat(fd).st_mtime < _ABANDONED_AFTER:
+            return  # its creator may be between creating and locking it
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.unlink(path)
+    except OSError:
+        pass  # held by a live process, or gone
+    finally:
+        os.close(fd)
 
 
 def _held_by_live_process(fd: int) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import stat
@@ -9,13 +10,14 @@ import struct
 import subprocess
 import sys
 import textwrap
+import time
 import zlib
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from infinium_logging.spool import MAGIC, Spool, read_segment
+from infinium_logging.spool import MAGIC, Spool, read_segment, survey
 
 AGENT = "4f1c2b9e-8d7a-4e61-9f3b-2a5c6d7e8f90"
 
@@ -199,3 +201,47 @@ def test_a_short_write_is_finished(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert payloads(second) == [b"a record written in pieces", b"and the one after it"]
     assert second.stats().corrupt == 0
     second.close()
+
+
+def test_a_segment_being_created_is_never_taken_for_an_orphan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process's adoption pass, run between a new segment's creation and its lock,
+    leaves it alone: the record written to it is on disk, where the next start finds it."""
+    writer = Spool(str(tmp_path), AGENT, adopt=False)
+    other = Spool(str(tmp_path), AGENT, adopt=False)
+    real = fcntl.flock
+    armed = [True]
+
+    def adoption_strikes_first(fd: int, operation: int) -> None:
+        if armed[0] and operation == fcntl.LOCK_EX | fcntl.LOCK_NB:
+            armed[0] = False
+            other.adopt()
+        real(fd, operation)
+
+    monkeypatch.setattr(fcntl, "flock", adoption_strikes_first)
+    writer.append(b"written while another process adopts")
+    monkeypatch.undo()
+    assert not armed[0]
+    assert other.stats().adopted == 0
+    writer.close()
+    other.close()
+    assert [s.records for s in survey(str(tmp_path))] == [1]
+    survivor = Spool(str(tmp_path), AGENT)
+    assert payloads(survivor) == [b"written while another process adopts"]
+    survivor.close()
+
+
+def test_a_segment_whose_creator_died_before_using_it_is_removed(tmp_path: Path) -> None:
+    """A half-created segment (no record, nobody holding it) is cleaned up once it is clearly
+    abandoned; a young one may still be on its way and is left alone."""
+    root = tmp_path / AGENT
+    root.mkdir(mode=0o700)
+    abandoned, young = root / "seg-1-1-1.new", root / "seg-2-2-1.new"
+    abandoned.touch()
+    young.touch()
+    os.utime(abandoned, (time.time() - 3600, time.time() - 3600))
+    spool = Spool(str(tmp_path), AGENT)
+    assert not abandoned.exists()
+    assert young.exists()
+    spool.close()
