@@ -390,8 +390,9 @@ class Exporter:
         self._finished = threading.Event()  # set when shutdown is over
         #: Waiting traces, oldest first: an _Item, or what submit queues as (task, seq, size).
         self._queue: collections.deque[_Item | _Entry] = collections.deque()
-        #: Captured traces submitted and not yet admitted to the queue (see submit).
-        self._inbox: collections.deque[PendingTrace] = collections.deque()
+        #: Traces submitted and not yet admitted to the queue (see submit): captured ones wait
+        #: here for a batch; others pass through under the lock.
+        self._inbox: collections.deque[object] = collections.deque()
         self._in_flight: set[_Item] = set()
         self._threads: list[threading.Thread] = []
         self._transport: Transport | None = None
@@ -526,10 +527,8 @@ class Exporter:
                 lock = self._lock
                 lock.acquire()
                 try:
-                    self._admit_locked()  # earlier traces first
-                    accepted = self._admit_one(task)
-                    if accepted and self._idle:
-                        self._work.notify()
+                    self._inbox.append(task)  # behind the traces waiting there
+                    accepted = self._admit_locked()
                     started = self._started
                 finally:
                     lock.release()
@@ -551,7 +550,7 @@ class Exporter:
                     task = trace
                     ref, body, size = self._write_ahead(trace)
             else:  # with a spool, once closed: refused below
-                size = self._careful_estimate(task)
+                size = self._estimate(task)
                 if size < 0:
                     reason = "invalid"
             park = False
@@ -832,39 +831,53 @@ class Exporter:
         return accepted
 
     def _admit_locked(self) -> bool:
-        """Admit the inbox's traces in order (lock held), waking senders waiting for work;
-        whether the last one was accepted."""
+        """Admit the inbox's traces in order (lock held): count each, and queue it or count
+        why not; wake senders waiting for work.  Whether the last one was accepted."""
         inbox = self._inbox
-        added = 0
+        if not inbox:
+            return True
+        # One loop with the state in locals, not a call per trace: this is most of what a
+        # captured trace costs once the handler has built it.
+        estimate = self._estimate
+        queue = self._queue
+        dropped = self._dropped
+        room = self._max_items - len(queue)
+        held = self._held_bytes
+        seq = self._seq
+        max_bytes = self._max_bytes
+        closed = self._closed
+        taken = 0
         accepted = True
         while inbox:
-            accepted = self._admit_one(inbox.popleft())
-            added += accepted
+            task = inbox.popleft()
+            taken += 1
+            size = estimate(task)
+            if size < 0:
+                dropped["invalid"] += 1
+                accepted = False
+            elif closed:
+                dropped["closed"] += 1
+                accepted = False
+            elif room <= 0 or held + size > max_bytes:
+                dropped["queue_full"] += 1
+                accepted = False
+            else:
+                queue.append((task, seq, size))
+                seq += 1
+                held += size
+                room -= 1
+                accepted = True
+        added = seq - self._seq
+        self._submitted += taken
+        self._held_bytes = held
+        self._seq = seq
         if added and self._idle:
             self._work.notify(added)
         return accepted
 
-    def _admit_one(self, task: object) -> bool:
-        """Count one submitted trace and queue it, or count why not (lock held)."""
-        self._submitted += 1
-        size = self._careful_estimate(task)
-        if (
-            size < 0
-            or self._closed
-            or len(self._queue) >= self._max_items
-            or self._held_bytes + size > self._max_bytes
-        ):
-            reason = "invalid" if size < 0 else "closed" if self._closed else "queue_full"
-            self._dropped[reason] += 1
-            return False
-        self._queue.append((task, self._seq, size))
-        self._seq += 1
-        self._held_bytes += size
-        return True
-
     def _estimate(self, task: object) -> int:
         """A cheap guess of the memory a queued trace holds (a few attribute reads), or -1 if
-        it is not a trace.
+        it is not a trace (never raises).
 
         Encoding on the caller's thread would cost as much as the logging call
         itself, so the byte bound counts this estimate while the trace waits;
@@ -876,41 +889,38 @@ class Exporter:
         about twice the room of their JSON.
         """
         kind = type(task)
-        if kind is dict:
-            return self._fields_estimate(task)  # type: ignore[arg-type]
-        if isinstance(task, PendingTrace):
-            basis = task.basis
-            if type(basis) is dict:
-                return self._fields_estimate(basis, task.steps)
-            size = task.steps * self._step_estimate
-            if isinstance(basis, TaskData):
-                return size + self._struct_estimate(basis)
-            return size + _BASE_ESTIMATE
-        if isinstance(task, TaskData):
-            return self._struct_estimate(task)
-        if isinstance(task, Mapping):
-            return self._fields_estimate(task)
-        return -1
-
-    def _careful_estimate(self, task: object) -> int:
+        # try costs nothing until something raises (3.11+): one call fewer than a wrapper.
         try:
-            return self._estimate(task)
+            if kind is dict:
+                return self._fields_estimate(task)  # type: ignore[arg-type]
+            if isinstance(task, PendingTrace):
+                basis = task.basis
+                if type(basis) is dict:
+                    return self._fields_estimate(basis, task.steps)
+                size = task.steps * self._step_estimate
+                if isinstance(basis, TaskData):
+                    return size + self._struct_estimate(basis)
+                return size + _BASE_ESTIMATE
+            if isinstance(task, TaskData):
+                return self._struct_estimate(task)
+            if isinstance(task, Mapping):
+                return self._fields_estimate(task)
         except Exception:  # a mapping whose get() fails, say: not a trace
             return -1
+        return -1
 
     def _fields_estimate(self, task: Mapping[str, Any], steps: int = 0) -> int:
         """A dict's estimate: what can grow without bound (steps, summaries) counted, the rest
         (name and description, capped by lenient coercion, and small fields) taken to weigh
         what it did in the traces built so far (see _learn_step_size)."""
-        get = task.get
-        listed = get("steps")
+        listed = task.get("steps")  # task.get each time: no bound method object to make
         if type(listed) is list or type(listed) is tuple:
             steps += len(listed)
         size = self._fixed_estimate + steps * self._step_estimate
-        text = get("input_summary")
+        text = task.get("input_summary")
         if type(text) is str:
             size += len(text)
-        text = get("output_summary")
+        text = task.get("output_summary")
         if type(text) is str:
             size += len(text)
         return size

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
@@ -921,3 +922,35 @@ def test_captured_traces_submitted_after_shutdown_are_counted_closed(
         assert not exporter.submit(_Captured("late"))
         stats = exporter.stats()
     assert (stats.submitted, stats.dropped["closed"]) == (1, 1)
+
+
+class _Unreadable(Mapping[str, Any]):
+    """A mapping that fails when it is read."""
+
+    def __getitem__(self, key: str) -> Any:
+        raise RuntimeError("unreadable")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+def test_a_mapping_that_cannot_be_read_is_refused_and_the_batch_goes_on(
+    collector: LocalCollector,
+) -> None:
+    """A trace whose size cannot even be guessed is refused as invalid where it stands in the
+    inbox; the captured traces before and after it are admitted and delivered in order."""
+    collector.hang_next(1)
+    with make_exporter(collector, workers=1, timeout=0.5, max_retries=1) as exporter:
+        assert exporter.submit(trace("first"))
+        assert wait_until(lambda: exporter.stats().in_flight == 1)
+        assert exporter.submit(_Captured("before"))
+        assert exporter.submit(_Unreadable()) is False  # type: ignore[arg-type]
+        assert exporter.submit(_Captured("after"))
+        assert exporter.flush(10)
+        stats = exporter.stats()
+    assert stats.dropped["invalid"] == 1
+    assert [t.task.name for t in collector.traces()][-2:] == ["before", "after"]
+    assert balanced(stats)
