@@ -888,41 +888,42 @@ class Exporter:
         :data:`_MEMORY_PER_WIRE_BYTE`: dicts, structs and small objects take
         about twice the room of their JSON.
         """
-        kind = type(task)
-        # try costs nothing until something raises (3.11+): one call fewer than a wrapper.
+        # For a dict of fields (submitted, or the basis of a captured trace): what can grow
+        # without bound (steps, summaries) is counted, the rest (name and description, capped
+        # by lenient coercion, and small fields) taken to weigh what it did in the traces
+        # built so far (see _learn_step_size).  One function, no helper: it runs for every
+        # trace, under the lock.  try costs nothing until something raises (3.11+).
+        fields: Any
+        steps = 0
         try:
-            if kind is dict:
-                return self._fields_estimate(task)  # type: ignore[arg-type]
-            if isinstance(task, PendingTrace):
-                basis = task.basis
-                if type(basis) is dict:
-                    return self._fields_estimate(basis, task.steps)
-                size = task.steps * self._step_estimate
-                if isinstance(basis, TaskData):
-                    return size + self._struct_estimate(basis)
-                return size + _BASE_ESTIMATE
-            if isinstance(task, TaskData):
+            if type(task) is dict:
+                fields = task
+            elif isinstance(task, PendingTrace):
+                fields = task.basis
+                steps = task.steps
+                if type(fields) is not dict:
+                    size = steps * self._step_estimate
+                    if isinstance(fields, TaskData):
+                        return size + self._struct_estimate(fields)
+                    return size + _BASE_ESTIMATE
+            elif isinstance(task, TaskData):
                 return self._struct_estimate(task)
-            if isinstance(task, Mapping):
-                return self._fields_estimate(task)
+            elif isinstance(task, Mapping):
+                fields = task
+            else:
+                return -1
+            listed = fields.get("steps")  # fields.get each time: no bound method to make
+            if type(listed) is list or type(listed) is tuple:
+                steps += len(listed)
+            size = self._fixed_estimate + steps * self._step_estimate
+            text = fields.get("input_summary")
+            if type(text) is str:
+                size += len(text)
+            text = fields.get("output_summary")
+            if type(text) is str:
+                size += len(text)
         except Exception:  # a mapping whose get() fails, say: not a trace
             return -1
-        return -1
-
-    def _fields_estimate(self, task: Mapping[str, Any], steps: int = 0) -> int:
-        """A dict's estimate: what can grow without bound (steps, summaries) counted, the rest
-        (name and description, capped by lenient coercion, and small fields) taken to weigh
-        what it did in the traces built so far (see _learn_step_size)."""
-        listed = task.get("steps")  # task.get each time: no bound method object to make
-        if type(listed) is list or type(listed) is tuple:
-            steps += len(listed)
-        size = self._fixed_estimate + steps * self._step_estimate
-        text = task.get("input_summary")
-        if type(text) is str:
-            size += len(text)
-        text = task.get("output_summary")
-        if type(text) is str:
-            size += len(text)
         return size
 
     def _struct_estimate(self, task: TaskData) -> int:
