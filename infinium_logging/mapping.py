@@ -623,7 +623,7 @@ def record_message(msg: object, args: object) -> str:
         return safe_str(msg)
 
 
-class TaggedTrace(msgspec.Struct, PendingTrace):
+class TaggedTrace(msgspec.Struct, PendingTrace, eq=False):
     """The trace of one tagged event, as :func:`tagged_payload` will build it.
 
     ``basis`` is the tag's value, which must be the caller's own (see
@@ -636,7 +636,8 @@ class TaggedTrace(msgspec.Struct, PendingTrace):
 
     # A Struct rather than a class with __slots__: one is made for every tagged event, on
     # the caller's thread, and msgspec's constructor costs a third of a Python __init__.
-    # Built positionally (value, message, args, timestamp, fields, error, env).
+    # Built positionally (value, message, args, timestamp, fields, error, env). eq=False:
+    # compared and hashed by identity, as a captured event should be.
     basis: object
     message: object
     args: object

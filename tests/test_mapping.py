@@ -517,3 +517,13 @@ def test_usage_merge_equals_adding_one_by_one(
         later.add(call, {"llm_call.cost_usd": 0.5}, len(later.calls) < limit)
     first.merge(later, limit)
     assert first.as_dict() == whole.as_dict()
+
+
+def test_captured_events_are_distinct_objects_however_alike() -> None:
+    """Two events captured with the same content are two traces: compared and hashed by
+    identity, so that a sink keeping them in a set or a dict keeps both."""
+    first = mapping.tagged_trace({"name": "same"}, "message", None, WHEN, None, None, ENV)
+    second = mapping.tagged_trace({"name": "same"}, "message", None, WHEN, None, None, ENV)
+    assert first != second
+    assert len({first, second}) == 2
+    assert first.materialize() == second.materialize()
