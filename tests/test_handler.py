@@ -12,7 +12,6 @@ import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -36,15 +35,7 @@ class RaisingSink:
         raise RuntimeError("sink is broken")
 
 
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """No INFINIUM_* variables from outside, and no default exporter left behind."""
-    for name in list(os.environ):
-        if name.startswith("INFINIUM_"):
-            monkeypatch.delenv(name)
-    _default._reset_default()
-    yield
-    _default._reset_default()
+pytestmark = pytest.mark.usefixtures("clean_environment")
 
 
 @pytest.fixture
@@ -60,15 +51,9 @@ def collector_env(
 
 
 @pytest.fixture
-def logger() -> Iterator[logging.Logger]:
-    """A fresh logger that does not propagate; handlers added to it are closed afterwards."""
-    log = logging.getLogger(f"tests.handler.{uuid.uuid4().hex}")
-    log.setLevel(logging.DEBUG)
-    log.propagate = False
-    yield log
-    for handler in list(log.handlers):
-        log.removeHandler(handler)
-        handler.close()
+def logger(stdlib_logger: logging.Logger) -> logging.Logger:
+    """The test's own logger (see conftest)."""
+    return stdlib_logger
 
 
 def _attach(log: logging.Logger, handler: logging.Handler) -> logging.Handler:

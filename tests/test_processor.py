@@ -5,9 +5,7 @@ from __future__ import annotations
 import gc
 import importlib.metadata
 import logging
-import os
 import sys
-import uuid
 import weakref
 from collections.abc import Iterator
 from typing import Any
@@ -38,16 +36,11 @@ from infinium_logging.testing import TEST_AGENT_ID, TEST_AGENT_SECRET
 
 
 @pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """No INFINIUM_* variables from outside, no default exporter, no bound context left."""
-    for name in list(os.environ):
-        if name.startswith("INFINIUM_"):
-            monkeypatch.delenv(name)
-    _default._reset_default()
+def clean_context(clean_environment: None) -> Iterator[None]:
+    """The clean environment of conftest, and no bound structlog context left."""
     clear_contextvars()
     yield
     clear_contextvars()
-    _default._reset_default()
 
 
 @pytest.fixture
@@ -333,18 +326,6 @@ def test_custom_tag_key(sink: ListSink) -> None:
 
 
 # --- structlog bridged into stdlib: one step and one trace per event ---------------------------------
-
-
-@pytest.fixture
-def stdlib_logger() -> Iterator[logging.Logger]:
-    """A stdlib logger of its own; its handlers are closed afterwards."""
-    log = logging.getLogger(f"tests.processor.{uuid.uuid4().hex}")
-    log.setLevel(logging.DEBUG)
-    log.propagate = False
-    yield log
-    for handler in list(log.handlers):
-        log.removeHandler(handler)
-        handler.close()
 
 
 def _bridged(stdlib_logger: logging.Logger, last: Processor, *, processor: bool) -> Any:

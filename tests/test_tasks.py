@@ -6,7 +6,6 @@ import asyncio
 import contextvars
 import gc
 import logging
-import os
 import sys
 import threading
 import uuid
@@ -19,7 +18,6 @@ import pytest
 from freezegun import freeze_time
 from sinks import ListSink
 
-from infinium_logging import _default
 from infinium_logging._capture import capture_tasks
 from infinium_logging.collector import LocalCollector
 from infinium_logging.handler import InfiniumHandler
@@ -27,16 +25,7 @@ from infinium_logging.model import LlmCall, LlmUsage, TaskData
 from infinium_logging.tasks import TaskHandle, current_task, task
 from infinium_logging.testing import TEST_AGENT_ID, TEST_AGENT_SECRET
 
-
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """No INFINIUM_* variables from outside, and no default exporter left behind."""
-    for name in list(os.environ):
-        if name.startswith("INFINIUM_"):
-            monkeypatch.delenv(name)
-    _default._reset_default()
-    yield
-    _default._reset_default()
+pytestmark = pytest.mark.usefixtures("clean_environment")
 
 
 @pytest.fixture
