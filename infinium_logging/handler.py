@@ -156,19 +156,12 @@ class InfiniumHandler(logging.Handler):
         through one lock would buy nothing.
         """
         attributes = record.__dict__
-        if self.tag_key not in attributes and type(record.msg) is not dict:
-            state = _current.get()
-            if state is None:
-                return False
-            if not self.filters:
-                # An event inside a task, the usual case: straight to recording it.
-                try:
-                    self._step(record, attributes, state)
-                except RecursionError:  # the stdlib's own rule: let the interpreter unwind
-                    raise
-                except Exception:
-                    self.handleError(record)
-                return True
+        if (
+            self.tag_key not in attributes
+            and type(record.msg) is not dict
+            and _current.get() is None
+        ):
+            return False
         if self.filters:
             result: Any = self.filter(record)
             if not result:
@@ -265,21 +258,18 @@ class InfiniumHandler(logging.Handler):
             return
         state = _current.get()
         if state is not None:
-            self._step(record, attributes, state)
+            self._step(record, attributes, state, options)
 
     def _step(
-        self, record: logging.LogRecord, attributes: dict[str, Any], state: _TaskState
+        self,
+        record: logging.LogRecord,
+        attributes: dict[str, Any],
+        state: _TaskState,
+        options: Options,
     ) -> None:
-        """Record an untagged record as a step of the task active where it was logged."""
+        """Record an untagged record as a step of the task active where it was logged (the
+        checks of :meth:`_emit` passed)."""
         name = record.name
-        ignored = _ignored_names.get(name)
-        if ignored is None:
-            ignored = _remember_ignored(name)
-        if ignored or in_export():
-            return
-        options = self._options or default_options()
-        if options.disabled and not _default.capturing():
-            return
         if state.finished:
             active = active_state()
             if active is None:
