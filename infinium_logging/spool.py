@@ -465,17 +465,11 @@ class Spool:
         # write its records to a file nobody can find.
         fresh = os.path.join(self.root, name + _FRESH_SUFFIX)
         fd = os.open(fresh, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+        current = fresh
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             os.rename(fresh, path)
-        except OSError:
-            os.close(fd)
-            try:
-                os.unlink(fresh)
-            except OSError:
-                pass
-            raise
-        try:
+            current = path
             ack_fd = os.open(
                 os.path.join(self.root, name + _ACK_SUFFIX),
                 os.O_WRONLY | os.O_APPEND | os.O_CREAT,
@@ -484,7 +478,7 @@ class Spool:
         except OSError:
             os.close(fd)
             try:
-                os.unlink(path)
+                os.unlink(current)
             except OSError:
                 pass
             raise
