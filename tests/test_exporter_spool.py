@@ -5,7 +5,10 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import pickle
 import stat
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -19,7 +22,7 @@ from infinium_logging.cli import main
 from infinium_logging.collector import LocalCollector
 from infinium_logging.exporter import Exporter, replay_spool
 from infinium_logging.model import ApiResponse, TaskData, encode_task
-from infinium_logging.spool import MAGIC, Spool, survey
+from infinium_logging.spool import MAGIC, Spool, read_segment, survey
 from infinium_logging.testing import TEST_AGENT_ID, TEST_AGENT_SECRET
 
 
@@ -241,6 +244,91 @@ def test_a_dict_kept_for_later_is_resent_exactly_as_memory_would_send_it(
         assert wait_until(lambda: second.stats().sent == 1)
     [received] = collector.traces()
     assert (received.task.name, received.task.input_summary) == ("loose", "café")
+
+
+_KILLED_AFTER_SUBMIT = """
+import os, pickle, sys
+from infinium_logging.exporter import Exporter
+exporter = Exporter()  # from INFINIUM_*
+if not exporter.submit(pickle.load(sys.stdin.buffer)):
+    os._exit(1)
+os._exit(0)  # as if killed: no shutdown, the record stays as it was written
+"""
+
+
+def _sent_after_a_crash(
+    collector: LocalCollector, tmp_path: Path, submitted: Any
+) -> tuple[int, bytes]:
+    """The kind of the record ``submitted`` left in the spool of a process that died at once,
+    and the body delivered when the next start read it back."""
+    collector.set_down()
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("INFINIUM_")}
+    environ |= {
+        "INFINIUM_AGENT_ID": TEST_AGENT_ID,
+        "INFINIUM_AGENT_SECRET": TEST_AGENT_SECRET,
+        "INFINIUM_BASE_URL": collector.base_url,
+        "INFINIUM_SPOOL_DIR": str(tmp_path),
+    }
+    child = subprocess.run(
+        [sys.executable, "-c", _KILLED_AFTER_SUBMIT],
+        input=pickle.dumps(submitted),
+        env=environ,
+        timeout=60,
+        check=False,
+    )
+    assert child.returncode == 0
+    [segment] = (tmp_path / TEST_AGENT_ID).glob("*.log")
+    [(_, kind, _)] = read_segment(segment.read_bytes())[0]
+    collector.set_up()
+    with make_exporter(collector, tmp_path) as second:
+        assert wait_until(lambda: second.stats().sent == 1)
+    [received] = collector.traces()
+    return kind, received.body
+
+
+def _sent_from_memory(collector: LocalCollector, submitted: Any) -> bytes:
+    """The body delivered for ``submitted`` by an exporter without a spool (after one other)."""
+    with Exporter(settings_for(collector)) as exporter:
+        assert exporter.submit(submitted)
+        assert exporter.flush(10)
+    [_, received] = collector.traces()
+    return received.body
+
+
+def test_a_dict_read_back_after_a_crash_is_sent_as_memory_would_send_it(
+    collector: LocalCollector, tmp_path: Path
+) -> None:
+    """Bytes, NaN and non-string keys in a submitted dict come back from the spool as they
+    were (in the record a crashed process left), so lenient coercion makes the same trace of
+    them as it does in memory."""
+    submitted = {
+        "name": "loose",
+        "description": "d",
+        "current_datetime": "2026-11-22T10:00:00Z",
+        "input_summary": b"caf\xc3\xa9",
+        "metadata": {1: "one", "ratio": float("nan"), "seen": ("a", "b")},
+    }
+    kind, body = _sent_after_a_crash(collector, tmp_path, submitted)
+    assert body == _sent_from_memory(collector, submitted)
+    assert b'"input_summary":"caf\xc3\xa9"' in body
+    assert kind == 2  # MessagePack
+
+
+def test_a_dict_messagepack_cannot_hold_is_kept_as_json(
+    collector: LocalCollector, tmp_path: Path
+) -> None:
+    """An int past 64 bits or a lone surrogate: the record is JSON of the dict's JSON-safe
+    copy, and the trace is still delivered after a crash."""
+    submitted = {
+        "name": "odd \ud800 name",
+        "description": "d",
+        "current_datetime": "2026-11-22T10:00:00Z",
+        "metadata": {"big": 2**70},
+    }
+    kind, body = _sent_after_a_crash(collector, tmp_path, submitted)
+    assert kind == 1  # JSON
+    assert body == _sent_from_memory(collector, submitted)
+    assert b'"name":"odd \xef\xbf\xbd name"' in body
 
 
 def test_an_exporter_without_pending_records_starts_no_thread(
