@@ -45,14 +45,15 @@ def silent_port() -> Iterator[int]:
     sock.close()
 
 
-def test_demo_runs_and_shows_what_was_received() -> None:
+def test_demo_runs_and_shows_what_was_received(tmp_path: Path) -> None:
     """The README's first command: exit 0, the table, and nothing on stderr."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("INFINIUM_")}
     done = subprocess.run(
         [sys.executable, "-m", "infinium_logging", "demo"],
         capture_output=True,
         text=True,
         timeout=60,
-        env={k: v for k, v in os.environ.items() if not k.startswith("INFINIUM_")},
+        env=environ | {"TMPDIR": str(tmp_path)},  # the demo keeps its database for the user
         check=False,
     )
     assert done.returncode == 0, done.stderr
@@ -64,13 +65,15 @@ def test_demo_runs_and_shows_what_was_received() -> None:
     assert "failed: RuntimeError" in out
     assert "Steps of 'Refund duplicate charge for ticket #4821'" in out
     assert "Exporter: 4 sent, 0 dropped." in out
+    assert f"{tmp_path}/infinium-demo-" in out
     assert "traces.sqlite3" in out
 
 
-def test_demo_keep_leaves_the_collector_up_until_sigterm() -> None:
+def test_demo_keep_leaves_the_collector_up_until_sigterm(tmp_path: Path) -> None:
     """--keep prints how to point an app at the collector and stops cleanly on SIGTERM."""
     child = subprocess.Popen(
         [sys.executable, "-m", "infinium_logging", "demo", "--keep"],
+        env=os.environ | {"TMPDIR": str(tmp_path)},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
