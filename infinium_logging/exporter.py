@@ -993,8 +993,8 @@ class Exporter:
                 body = _encode(task)
                 payload, kind, size = body, _KIND_BODY, len(body)
             else:
-                # Lenient coercion stays on the sender thread; the record keeps a JSON-safe
-                # copy, read back when the trace is taken up from the spool.
+                # Lenient coercion stays on the sender thread; the record keeps the dict as
+                # submitted, read back when the trace is taken up from the spool.
                 kind, payload = _dict_record(task)
                 size = len(payload)
         except Exception:
@@ -1795,7 +1795,7 @@ def _backlog_item(ref: RecordRef, kind: int, payload: bytes) -> _Item:
     """A trace taken up from the spool (its ``seq`` is set when it is queued)."""
     if kind == _KIND_BODY:
         return _Item(None, 0, len(payload), payload, ref)
-    task: Any = None  # an unknown kind or undecodable JSON: the sender counts it as invalid
+    task: Any = None  # an unknown kind or an undecodable dict: the sender counts it as invalid
     if kind in (_KIND_DICT, _KIND_DICT_JSON):
         try:
             task = _read_dict_record(kind, payload)
