@@ -26,7 +26,7 @@ import msgspec
 from ._logsetup import setup_logging
 from .convert import Problem, decode_task, fit_task, json_safe, lenient_task, to_task
 from .errors import BatchError, ConfigurationError, InfiniumError, ValidationError
-from .mapping import PendingTrace
+from .mapping import PendingTrace, TaggedTrace
 from .model import MAX_BODY_BYTES, ApiResponse, BatchResult, PromptContent, TaskData, encode_task
 from .retry import RetryPolicy, classify, retry_after_of
 from .settings import Settings
@@ -90,6 +90,8 @@ _LAST_REQUEST_WINDOW: Final = 0.05
 _KIND_BODY: Final = 0
 _KIND_DICT_JSON: Final = 1
 _KIND_DICT: Final = 2
+#: A tagged event as a handler or processor captured it, as MessagePack (built when read).
+_KIND_CAPTURED: Final = 3
 #: With a spool, a trace that fails for one of these reasons stays in the spool for a later
 #: attempt instead of being dropped.
 _KEEP_REASONS: Final = frozenset({"auth", "retries_exhausted", "max_elapsed", "shutdown"})
@@ -503,9 +505,10 @@ class Exporter:
         is counted as ``queue_full`` although submit said True; ``stats()`` and
         ``flush()`` admit what waits first, so their counts are exact.
 
-        With a spool, the trace is written to it before this returns (built
-        and encoded here, on the caller's thread: tens of microseconds), and a
-        full queue keeps it in the spool for later instead of refusing it.
+        With a spool, the trace is written to it before this returns (encoded
+        here, on the caller's thread: tens of microseconds; a captured trace as
+        it was captured, built later by a sender), and a full queue keeps it in
+        the spool for later instead of refusing it.
         """
         try:
             if self._light:
@@ -544,13 +547,16 @@ class Exporter:
                 reason = "disabled"
                 size = 0
             elif self._spool_dir is not None and not self._closed:
-                # The write-ahead needs the trace itself: a captured one is built now.
-                trace = _built(task) if isinstance(task, PendingTrace) else task
-                if trace is None or not isinstance(trace, (TaskData, Mapping)):
+                # The write-ahead needs what the trace is made of: what a handler or processor
+                # captured, as it is when the spool can keep it so (a sender builds it, as
+                # without a spool), else the trace, built now.
+                record = _captured_record(task) if isinstance(task, PendingTrace) else None
+                trace = _built(task) if record is None and isinstance(task, PendingTrace) else task
+                if trace is None or not isinstance(trace, (TaskData, Mapping, PendingTrace)):
                     reason, size = "invalid", 0
                 else:
                     task = trace
-                    ref, body, size = self._write_ahead(trace)
+                    ref, body, size = self._write_ahead(trace, record)
             else:  # with a spool, once closed: refused below
                 size = self._estimate(task)
                 if size < 0:
@@ -979,17 +985,20 @@ class Exporter:
             return self._spool
 
     def _write_ahead(
-        self, task: TaskData | Mapping[str, Any]
+        self, task: TaskData | Mapping[str, Any] | PendingTrace, captured: bytes | None = None
     ) -> tuple[RecordRef | None, bytes | None, int]:
         """Write a submitted trace to the spool: ``(record, encoded body or None, size)``.
 
-        The size is exact for a TaskData and the record's size for a dict (a
+        ``captured`` is the record of a captured trace (see :func:`_captured_record`).
+        The size is exact for a TaskData and the record's size otherwise (a
         better guess than :meth:`_estimate`).  Never raises: a trace that
         cannot be written goes on in memory only.
         """
         body: bytes | None = None
         try:
-            if isinstance(task, TaskData):
+            if captured is not None:
+                payload, kind, size = captured, _KIND_CAPTURED, len(captured)
+            elif isinstance(task, TaskData):
                 body = _encode(task)
                 payload, kind, size = body, _KIND_BODY, len(body)
             else:
@@ -1614,9 +1623,12 @@ class Exporter:
         try:
             if kind == _KIND_BODY:
                 body = payload
-            elif kind in (_KIND_DICT, _KIND_DICT_JSON):
+            elif kind in (_KIND_DICT, _KIND_DICT_JSON, _KIND_CAPTURED):
                 problems: list[Problem] = []
-                task = to_task(_read_dict_record(kind, payload), strict=False, problems=problems)
+                fields = _read_dict_record(kind, payload)
+                if isinstance(fields, PendingTrace):
+                    fields = fields.materialize()
+                task = to_task(fields, strict=False, problems=problems)
                 if any(p.path == "" and p.action == "replaced" for p in problems):
                     return "rejected", "a spool record could not be read as a trace"
                 body = _encode(task)
@@ -1783,11 +1795,33 @@ def _dict_record(task: Any) -> tuple[int, bytes]:
     return _KIND_DICT_JSON, msgspec.json.encode(json_safe(task, max_string=MAX_BODY_BYTES))
 
 
+def _captured_record(task: PendingTrace) -> bytes | None:
+    """The spool record of a captured trace, kept as captured (``_KIND_CAPTURED``), or None
+    when it has no such form or MessagePack cannot hold it: it is then built first.
+
+    Building the trace on the caller's thread only to encode it would cost as much as the
+    rest of the write; the sender thread builds it, as it does without a spool.
+    """
+    form = task.spool_form()
+    if form is None:
+        return None
+    try:
+        payload = _pack(form)
+    except Exception:  # an int past 64 bits, a lone surrogate: the built trace copes
+        return None
+    return payload if len(payload) <= MAX_BODY_BYTES else None
+
+
 def _read_dict_record(kind: int, payload: bytes) -> Any:
-    """The dict a ``_KIND_DICT`` or ``_KIND_DICT_JSON`` record holds (``msgspec.DecodeError``
-    when it is damaged)."""
+    """What a dict record (``_KIND_DICT``, ``_KIND_DICT_JSON``) or a captured one
+    (``_KIND_CAPTURED``: a PendingTrace) holds; ``msgspec.DecodeError`` when it is damaged."""
     if kind == _KIND_DICT:
         return msgspec.msgpack.decode(payload)
+    if kind == _KIND_CAPTURED:
+        try:
+            return TaggedTrace.from_spool_form(msgspec.msgpack.decode(payload))
+        except ValueError as exc:
+            raise msgspec.DecodeError(str(exc)) from None
     return msgspec.json.decode(payload)
 
 
@@ -1796,7 +1830,7 @@ def _backlog_item(ref: RecordRef, kind: int, payload: bytes) -> _Item:
     if kind == _KIND_BODY:
         return _Item(None, 0, len(payload), payload, ref)
     task: Any = None  # an unknown kind or an undecodable dict: the sender counts it as invalid
-    if kind in (_KIND_DICT, _KIND_DICT_JSON):
+    if kind in (_KIND_DICT, _KIND_DICT_JSON, _KIND_CAPTURED):
         try:
             task = _read_dict_record(kind, payload)
         except msgspec.DecodeError:

@@ -610,6 +610,11 @@ class PendingTrace:
         """The trace: a TaskData, or a dict of TaskData fields to be read leniently."""
         raise NotImplementedError
 
+    def spool_form(self) -> tuple[Any, ...] | None:
+        """What a spool record keeps of it to build it later, or ``None`` when it has no such
+        form (it is built before it is written)."""
+        return None
+
 
 def record_message(msg: object, args: object) -> str:
     """``LogRecord.getMessage()`` of a record's ``msg`` and ``args``; the bare ``msg`` as text
@@ -660,6 +665,37 @@ class TaggedTrace(msgspec.Struct, PendingTrace, eq=False):
         if payload is None:  # captured only when is_tag() said it is a tag
             raise ValueError("the event's tag value does not make a trace")
         return payload
+
+    def spool_form(self) -> tuple[Any, ...] | None:
+        """``(basis, message, timestamp, error detail, env)`` when the tag's value is a dict
+        (the usual case), read back by :meth:`from_spool_form`; the message is formatted now."""
+        if type(self.basis) is not dict:
+            return None
+        message = self.message
+        if self.args is not None:
+            message = record_message(message, self.args)
+        elif type(message) is not str:
+            message = safe_str(message)
+        error = None if self.error is None else self.error.detail
+        # No fields: only a tag of True has them, and its basis is not a dict.
+        return (self.basis, message, self.timestamp, error, self.env)
+
+    @classmethod
+    def from_spool_form(cls, form: object) -> TaggedTrace:
+        """The captured trace a :meth:`spool_form` read back describes (``ValueError`` when
+        it does not describe one)."""
+        if not isinstance(form, (list, tuple)) or len(form) != 5:
+            raise ValueError("not the record of a captured event")
+        basis, message, timestamp, error, env = form
+        if (
+            type(basis) is not dict
+            or type(message) is not str
+            or type(env) is not dict
+            or (error is not None and type(error) is not dict)
+        ):
+            raise ValueError("not the record of a captured event")
+        info = None if error is None else ErrorInfo(error, None)
+        return cls(basis, message, None, timestamp, None, info, env)
 
 
 def tagged_trace(  # noqa: PLR0917 - positional: keyword passing costs on this hot path

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from exporters import balanced, make_exporter, settings_for, trace
 from exporters import wait_until as _wait_until
@@ -246,37 +247,57 @@ def test_a_dict_kept_for_later_is_resent_exactly_as_memory_would_send_it(
     assert (received.task.name, received.task.input_summary) == ("loose", "café")
 
 
-_KILLED_AFTER_SUBMIT = """
-import os, pickle, sys
-from infinium_logging.exporter import Exporter
-exporter = Exporter()  # from INFINIUM_*
-if not exporter.submit(pickle.load(sys.stdin.buffer)):
-    os._exit(1)
-os._exit(0)  # as if killed: no shutdown, the record stays as it was written
+# Run by a child process, given INFINIUM_* and a pickled value on stdin: it submits the value
+# (a dict), or logs a tagged event with it through InfiniumHandler, then dies at once (os._exit:
+# no shutdown, no flush) unless told to exit normally (the default exporter then delivers).
+_CHILD = """
+import logging, os, pickle, sys
+from infinium_logging import InfiniumHandler, get_default_exporter
+how, value = pickle.load(sys.stdin.buffer)
+if how == "submit":
+    accepted = get_default_exporter().submit(value)
+else:
+    log = logging.getLogger("agent.refunds")
+    log.propagate = False
+    log.addHandler(InfiniumHandler())
+    try:
+        raise RuntimeError("card declined")
+    except RuntimeError:
+        log.exception("Refund %s", "ticket-7", extra={"infinium": value})
+    accepted = get_default_exporter().stats().submitted == 1
+if os.environ.get("INFINIUM_SPOOL_DIR"):
+    os._exit(0 if accepted else 1)
 """
 
 
-def _sent_after_a_crash(
-    collector: LocalCollector, tmp_path: Path, submitted: Any
-) -> tuple[int, bytes]:
-    """The kind of the record ``submitted`` left in the spool of a process that died at once,
-    and the body delivered when the next start read it back."""
-    collector.set_down()
+def _child(collector: LocalCollector, how: str, value: Any, spool_dir: Path | None) -> None:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("INFINIUM_")}
     environ |= {
         "INFINIUM_AGENT_ID": TEST_AGENT_ID,
         "INFINIUM_AGENT_SECRET": TEST_AGENT_SECRET,
         "INFINIUM_BASE_URL": collector.base_url,
-        "INFINIUM_SPOOL_DIR": str(tmp_path),
+        "INFINIUM_ENABLE_RATE_LIMITING": "false",
     }
+    if spool_dir is not None:
+        environ["INFINIUM_SPOOL_DIR"] = str(spool_dir)
     child = subprocess.run(
-        [sys.executable, "-c", _KILLED_AFTER_SUBMIT],
-        input=pickle.dumps(submitted),
+        [sys.executable, "-c", _CHILD],
+        input=pickle.dumps((how, value)),
         env=environ,
+        capture_output=True,
         timeout=60,
         check=False,
     )
-    assert child.returncode == 0
+    assert child.returncode == 0, child.stderr
+
+
+def _sent_after_a_crash(
+    collector: LocalCollector, tmp_path: Path, how: str, value: Any
+) -> tuple[int, bytes]:
+    """The kind of the record a process that died at once left in the spool (see _CHILD), and
+    the body delivered when the next start read it back."""
+    collector.set_down()
+    _child(collector, how, value, tmp_path)
     [segment] = (tmp_path / TEST_AGENT_ID).glob("*.log")
     [(_, kind, _)] = read_segment(segment.read_bytes())[0]
     collector.set_up()
@@ -286,11 +307,9 @@ def _sent_after_a_crash(
     return kind, received.body
 
 
-def _sent_from_memory(collector: LocalCollector, submitted: Any) -> bytes:
-    """The body delivered for ``submitted`` by an exporter without a spool (after one other)."""
-    with Exporter(settings_for(collector)) as exporter:
-        assert exporter.submit(submitted)
-        assert exporter.flush(10)
+def _sent_from_memory(collector: LocalCollector, how: str, value: Any) -> bytes:
+    """The body delivered for the same by a process without a spool (after one other)."""
+    _child(collector, how, value, None)
     [_, received] = collector.traces()
     return received.body
 
@@ -308,8 +327,8 @@ def test_a_dict_read_back_after_a_crash_is_sent_as_memory_would_send_it(
         "input_summary": b"caf\xc3\xa9",
         "metadata": {1: "one", "ratio": float("nan"), "seen": ("a", "b")},
     }
-    kind, body = _sent_after_a_crash(collector, tmp_path, submitted)
-    assert body == _sent_from_memory(collector, submitted)
+    kind, body = _sent_after_a_crash(collector, tmp_path, "submit", submitted)
+    assert body == _sent_from_memory(collector, "submit", submitted)
     assert b'"input_summary":"caf\xc3\xa9"' in body
     assert kind == 2  # MessagePack
 
@@ -325,10 +344,62 @@ def test_a_dict_messagepack_cannot_hold_is_kept_as_json(
         "current_datetime": "2026-11-22T10:00:00Z",
         "metadata": {"big": 2**70},
     }
-    kind, body = _sent_after_a_crash(collector, tmp_path, submitted)
+    kind, body = _sent_after_a_crash(collector, tmp_path, "submit", submitted)
     assert kind == 1  # JSON
-    assert body == _sent_from_memory(collector, submitted)
+    assert body == _sent_from_memory(collector, "submit", submitted)
     assert b'"name":"odd \xef\xbf\xbd name"' in body
+
+
+def test_a_logged_event_is_kept_as_captured_and_built_after_a_crash(
+    collector: LocalCollector, tmp_path: Path
+) -> None:
+    """A tagged record is written as the handler captured it (its tag's dict, the formatted
+    message, the exception, the environment) and built when read back: the trace is the one
+    memory would have sent."""
+    fields = {
+        "description": "Refund a duplicate charge",
+        "current_datetime": "2026-11-22T10:00:00Z",
+        "input_summary": b"caf\xc3\xa9",
+        "environment": {"custom_tags": {"team": "billing"}},
+    }
+    kind, body = _sent_after_a_crash(collector, tmp_path, "log", fields)
+    assert kind == 3  # the captured event
+    assert body == _sent_from_memory(collector, "log", fields)
+    [received] = [t.task for t in collector.traces()[:1]]
+    assert received.name == "Refund ticket-7"
+    assert received.input_summary == "café"
+    assert received.errors is not None
+    assert "card declined" in received.errors[0].message
+    assert received.environment is not None
+    assert received.environment.custom_tags == {"team": "billing", "logger": "agent.refunds"}
+
+
+def test_a_captured_event_messagepack_cannot_hold_is_built_before_it_is_written(
+    collector: LocalCollector, tmp_path: Path
+) -> None:
+    """An int past 64 bits in the tag's dict: the trace is built on the caller's thread and
+    written as a dict record instead, and still delivered after a crash."""
+    fields = {"current_datetime": "2026-11-22T10:00:00Z", "metadata": {"big": 2**70}}
+    kind, body = _sent_after_a_crash(collector, tmp_path, "log", fields)
+    assert kind == 1  # JSON of the built trace
+    assert body == _sent_from_memory(collector, "log", fields)
+
+
+def test_a_captured_record_that_does_not_describe_an_event_is_counted_invalid(
+    collector: LocalCollector, tmp_path: Path
+) -> None:
+    """Read back, a record of the captured kind that holds something else is dropped as
+    invalid (counted), and the records around it are delivered."""
+    spool = Spool(str(tmp_path), TEST_AGENT_ID)
+    spool.append(encode_task(trace("before")))
+    spool.append(msgspec.msgpack.encode(["not", "an", "event"]), 3)
+    spool.append(encode_task(trace("after")))
+    spool.close()
+    with make_exporter(collector, tmp_path) as exporter:
+        assert wait_until(lambda: exporter.stats().sent == 2)
+        assert wait_until(lambda: exporter.stats().dropped["invalid"] == 1)
+        assert balanced(exporter.stats())
+    assert names(collector) == ["after", "before"]
 
 
 def test_an_exporter_without_pending_records_starts_no_thread(

@@ -446,6 +446,60 @@ def test_tagged_trace_is_built_later_from_what_was_captured() -> None:
     assert task.current_datetime == "2026-02-03T04:05:06.250000Z"
 
 
+def test_a_captured_dict_tag_read_back_from_its_spool_form_builds_the_same_trace() -> None:
+    """The spool form formats the message at once and keeps the error's detail; read back
+    through MessagePack, it builds what the captured trace builds."""
+    try:
+        raise ValueError("bad ticket")
+    except ValueError as exc:
+        error = mapping.error_from_exc_info(exc)
+    pending = mapping.tagged_trace(
+        {"description": "Route", "input_summary": b"caf\xc3\xa9"},
+        "Classified %s",
+        ("ticket 7",),
+        WHEN,
+        None,
+        error,
+        ENV,
+    )
+    form = pending.spool_form()
+    assert form is not None
+    assert form[1] == "Classified ticket 7"
+    again = mapping.TaggedTrace.from_spool_form(
+        msgspec.msgpack.decode(msgspec.msgpack.encode(form))
+    )
+    assert again.materialize() == pending.materialize()
+    task = to_task(again.materialize(), strict=False)
+    assert task.input_summary == "café"
+    assert task.errors is not None
+    assert task.errors[0].message == "bad ticket"
+
+
+@pytest.mark.parametrize(
+    "value", [True, "a name", TaskData("Classify", "Route", "2026-01-01T00:00:00.000000Z", 1.0)]
+)
+def test_only_a_dict_tag_has_a_spool_form(value: object) -> None:
+    """Other tags are built before they are written (a tag of True reads the event's fields)."""
+    assert mapping.tagged_trace(value, "m", None, WHEN, None, None, ENV).spool_form() is None
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        None,
+        [],
+        [{}, "m", WHEN, None],
+        [[], "m", WHEN, None, {}],
+        [{}, 7, WHEN, None, {}],
+        [{}, "m", WHEN, "boom", {}],
+        [{}, "m", WHEN, None, []],
+    ],
+)
+def test_a_spool_form_that_is_not_one_is_refused(form: object) -> None:
+    with pytest.raises(ValueError, match="not the record of a captured event"):
+        mapping.TaggedTrace.from_spool_form(form)
+
+
 def test_tagged_trace_reads_structlog_timestamps_when_built() -> None:
     """A TimeStamper value (ISO text or epoch number) becomes the trace's time when built."""
     iso = mapping.tagged_trace(True, "m", None, "2026-02-03T04:05:06Z", None, None, ENV)
