@@ -21,7 +21,7 @@ from infinium_logging.errors import (
     ValidationError,
 )
 from infinium_logging.exporter import DROP_REASONS, Exporter, ExporterStats, _DropWarner, in_export
-from infinium_logging.mapping import PendingTrace
+from infinium_logging.mapping import PendingTrace, tagged_trace
 from infinium_logging.model import MAX_BODY_BYTES, ApiResponse, ExecutionStep, TaskData
 from infinium_logging.testing import TEST_AGENT_ID, TEST_AGENT_SECRET
 
@@ -860,6 +860,34 @@ def test_queued_traces_count_their_memory(collector: LocalCollector) -> None:
         exporter.shutdown(0.2)
     assert sending < 200  # the encoded body of "stuck"
     assert queued >= 10 * 2 * 1024  # ten steps at twice the 1 KB a step weighs until learnt
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"name": "plain"},
+        {"steps": [{"step_number": 1}] * 3, "input_summary": "in" * 50, "output_summary": "out"},
+        {"steps": ({"step_number": 1},) * 2, "input_summary": 7, "output_summary": None},
+        {"steps": "not a list", "output_summary": "x" * 300},
+    ],
+)
+def test_a_tagged_event_counts_the_memory_its_dict_would(
+    collector: LocalCollector, fields: dict[str, Any]
+) -> None:
+    """What a handler or processor captured is counted as the dict of fields it carries
+    (admission reads it in place, without a call per trace)."""
+    collector.hang_next(1)
+    with make_exporter(collector, workers=1, timeout=30.0) as exporter:
+        assert exporter.submit(trace("stuck"))
+        assert wait_until(lambda: exporter.stats().in_flight == 1)
+        before = exporter.stats().buffered_bytes
+        assert exporter.submit(fields)
+        as_dict = exporter.stats().buffered_bytes - before
+        captured = tagged_trace(fields, "m", None, 1.0, None, None, {})
+        assert exporter.submit(captured)
+        as_captured = exporter.stats().buffered_bytes - before - as_dict
+        exporter.shutdown(0.2)
+    assert as_captured == as_dict > 0
 
 
 # --- the inbox of captured traces ----------------------------------------------------------------
