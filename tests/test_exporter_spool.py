@@ -22,6 +22,7 @@ from exporters import wait_until as _wait_until
 from infinium_logging.cli import main
 from infinium_logging.collector import LocalCollector
 from infinium_logging.exporter import Exporter, replay_spool
+from infinium_logging.mapping import error_from_exc_info, tagged_trace
 from infinium_logging.model import ApiResponse, TaskData, encode_task
 from infinium_logging.spool import MAGIC, Spool, read_segment, survey
 from infinium_logging.testing import TEST_AGENT_ID, TEST_AGENT_SECRET
@@ -618,6 +619,38 @@ def test_replay_spool_sends_orphans_and_reports(collector: LocalCollector, tmp_p
     assert sorted(progress)[-1] == (12, 12)
     assert len(names(collector)) == 11
     assert survey(str(tmp_path)) == []
+
+
+def test_replay_spool_builds_captured_events_and_reads_dict_records(
+    collector: LocalCollector, tmp_path: Path
+) -> None:
+    """Every kind of record replays: a captured event is built (its message, error and
+    environment), a dict is read leniently, and a record of no known kind is rejected."""
+    captured = tagged_trace(
+        {"description": "Refund", "current_datetime": "2026-11-22T10:00:00Z"},
+        "Refund %s",
+        ("ticket-7",),
+        1.0,
+        None,
+        error_from_exc_info(RuntimeError("card declined")),
+        {"custom_tags": {"team": "billing"}},
+    )
+    spool = Spool(str(tmp_path), TEST_AGENT_ID)
+    spool.append(msgspec.msgpack.encode(captured.spool_form()), 3)
+    spool.append(msgspec.msgpack.encode({"name": "as a dict", "duration": "2.5"}), 2)
+    spool.append(msgspec.json.encode({"name": "as JSON", "duration": 1}), 1)
+    spool.append(b"?", 99)
+    spool.close()
+    report = replay_spool(settings_for(collector, tmp_path))
+    assert (report.found, report.sent, report.rejected) == (4, 3, 1)
+    received = {t.task.name: t.task for t in collector.traces()}
+    assert sorted(received) == ["Refund ticket-7", "as JSON", "as a dict"]
+    event = received["Refund ticket-7"]
+    assert event.errors is not None
+    assert "card declined" in event.errors[0].message
+    assert event.environment is not None
+    assert event.environment.custom_tags == {"team": "billing"}
+    assert received["as a dict"].duration == 2.5
 
 
 def test_replay_spool_stops_at_an_outage_and_keeps_the_rest(
