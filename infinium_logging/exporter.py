@@ -1822,10 +1822,10 @@ def _captured_record(task: PendingTrace) -> bytes | None:
     Building the trace on the caller's thread only to encode it would cost as much as the
     rest of the write; the sender thread builds it, as it does without a spool.
     """
-    form = task.spool_form()
-    if form is None:
-        return None
     try:
+        form = task.spool_form()
+        if form is None:
+            return None
         payload = _pack(form)
     except Exception:  # an int past 64 bits, a lone surrogate: the built trace copes
         return None
