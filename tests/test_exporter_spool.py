@@ -257,6 +257,22 @@ from infinium_logging import InfiniumHandler, get_default_exporter
 how, value = pickle.load(sys.stdin.buffer)
 if how == "submit":
     accepted = get_default_exporter().submit(value)
+elif how == "structlog":
+    import structlog
+    from infinium_logging import InfiniumProcessor
+    log = structlog.wrap_logger(
+        structlog.ReturnLogger(),
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso"),
+            InfiniumProcessor(),
+        ],
+    )
+    try:
+        raise RuntimeError("card declined")
+    except RuntimeError:
+        log.exception("Refund ticket-7", infinium=value)
+    accepted = get_default_exporter().stats().submitted == 1
 else:
     log = logging.getLogger("agent.refunds")
     log.propagate = False
@@ -373,6 +389,20 @@ def test_a_logged_event_is_kept_as_captured_and_built_after_a_crash(
     assert "card declined" in received.errors[0].message
     assert received.environment is not None
     assert received.environment.custom_tags == {"team": "billing", "logger": "agent.refunds"}
+
+
+def test_a_structlog_event_is_kept_as_captured_and_built_after_a_crash(
+    collector: LocalCollector, tmp_path: Path
+) -> None:
+    """The same for an event through InfiniumProcessor (its time is TimeStamper's text)."""
+    fields = {"description": "Refund a duplicate charge", "input_summary": b"caf\xc3\xa9"}
+    kind, _ = _sent_after_a_crash(collector, tmp_path, "structlog", fields)
+    assert kind == 3
+    [received] = [t.task for t in collector.traces()]
+    assert (received.name, received.input_summary) == ("Refund ticket-7", "café")
+    assert received.errors is not None
+    assert "card declined" in received.errors[0].message
+    assert received.current_datetime.startswith(time.strftime("%Y-", time.gmtime()))
 
 
 def test_a_captured_event_messagepack_cannot_hold_is_built_before_it_is_written(
