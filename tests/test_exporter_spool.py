@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import errno
 import logging
 import os
@@ -402,7 +403,8 @@ def test_a_structlog_event_is_kept_as_captured_and_built_after_a_crash(
     assert (received.name, received.input_summary) == ("Refund ticket-7", "café")
     assert received.errors is not None
     assert "card declined" in received.errors[0].message
-    assert received.current_datetime.startswith(time.strftime("%Y-", time.gmtime()))
+    logged = dt.datetime.fromisoformat(received.current_datetime.replace("Z", "+00:00"))
+    assert abs((dt.datetime.now(dt.timezone.utc) - logged).total_seconds()) < 60
 
 
 def test_a_captured_event_messagepack_cannot_hold_is_built_before_it_is_written(
