@@ -317,7 +317,9 @@ _STEP = {
         minimal(steps=[{**_STEP, "metadata": {"ok": [1, "two", {"three": 3.0}]}}]),
         minimal(steps=[{**_STEP, "metadata": {"nan": math.nan, "kept": 1}}]),
         minimal(steps=[{**_STEP, "metadata": {"none": None, "t": (1, 2), "s": {3, 1}}}]),
-        minimal(steps=[{**_STEP, "metadata": {"when": dt.datetime(2026, 1, 1, tzinfo=dt.UTC)}}]),
+        minimal(
+            steps=[{**_STEP, "metadata": {"when": dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)}}]
+        ),
         minimal(steps=[{**_STEP, "metadata": {"obj": _Opaque(), 7: "int key"}}]),
         minimal(steps=[{**_STEP, "metadata": {"k" * 300: "long key"}}]),
         minimal(steps=[{**_STEP, "output_preview": "o" * 600}]),
