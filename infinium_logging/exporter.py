@@ -92,6 +92,8 @@ _KIND_DICT_JSON: Final = 1
 _KIND_DICT: Final = 2
 #: A tagged event as a handler or processor captured it, as MessagePack (built when read).
 _KIND_CAPTURED: Final = 3
+#: Records that hold what a trace is made of rather than its wire body (see _read_record).
+_LOOSE_KINDS: Final = frozenset({_KIND_DICT_JSON, _KIND_DICT, _KIND_CAPTURED})
 #: With a spool, a trace that fails for one of these reasons stays in the spool for a later
 #: attempt instead of being dropped.
 _KEEP_REASONS: Final = frozenset({"auth", "retries_exhausted", "max_elapsed", "shutdown"})
@@ -550,12 +552,16 @@ class Exporter:
                 # The write-ahead needs what the trace is made of: what a handler or processor
                 # captured, as it is when the spool can keep it so (a sender builds it, as
                 # without a spool), else the trace, built now.
-                record = _captured_record(task) if isinstance(task, PendingTrace) else None
-                trace = _built(task) if record is None and isinstance(task, PendingTrace) else task
-                if trace is None or not isinstance(trace, (TaskData, Mapping, PendingTrace)):
+                record: bytes | None = None
+                trace: Any = task
+                if isinstance(task, PendingTrace):
+                    record = _captured_record(task)
+                    if record is None:
+                        trace = _built(task)
+                if record is None and not isinstance(trace, (TaskData, Mapping)):
                     reason, size = "invalid", 0
                 else:
-                    task = trace
+                    task = trace  # what the queue holds: built once, here or by a sender
                     ref, body, size = self._write_ahead(trace, record)
             else:  # with a spool, once closed: refused below
                 size = self._estimate(task)
@@ -1643,9 +1649,9 @@ class Exporter:
         try:
             if kind == _KIND_BODY:
                 body = payload
-            elif kind in (_KIND_DICT, _KIND_DICT_JSON, _KIND_CAPTURED):
+            elif kind in _LOOSE_KINDS:
                 problems: list[Problem] = []
-                fields = _read_dict_record(kind, payload)
+                fields = _read_record(kind, payload)
                 if isinstance(fields, PendingTrace):
                     fields = fields.materialize()
                 task = to_task(fields, strict=False, problems=problems)
@@ -1832,9 +1838,9 @@ def _captured_record(task: PendingTrace) -> bytes | None:
     return payload if len(payload) <= MAX_BODY_BYTES else None
 
 
-def _read_dict_record(kind: int, payload: bytes) -> Any:
-    """What a dict record (``_KIND_DICT``, ``_KIND_DICT_JSON``) or a captured one
-    (``_KIND_CAPTURED``: a PendingTrace) holds; ``msgspec.DecodeError`` when it is damaged."""
+def _read_record(kind: int, payload: bytes) -> Any:
+    """What a record of one of the ``_LOOSE_KINDS`` holds: a submitted dict, or (for
+    ``_KIND_CAPTURED``) a PendingTrace to build; ``msgspec.DecodeError`` when it is damaged."""
     if kind == _KIND_DICT:
         return msgspec.msgpack.decode(payload)
     if kind == _KIND_CAPTURED:
@@ -1850,9 +1856,9 @@ def _backlog_item(ref: RecordRef, kind: int, payload: bytes) -> _Item:
     if kind == _KIND_BODY:
         return _Item(None, 0, len(payload), payload, ref)
     task: Any = None  # an unknown kind or an undecodable dict: the sender counts it as invalid
-    if kind in (_KIND_DICT, _KIND_DICT_JSON, _KIND_CAPTURED):
+    if kind in _LOOSE_KINDS:
         try:
-            task = _read_dict_record(kind, payload)
+            task = _read_record(kind, payload)
         except msgspec.DecodeError:
             task = None
     return _Item(task, 0, len(payload), None, ref, True)
