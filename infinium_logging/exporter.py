@@ -1465,6 +1465,7 @@ class Exporter:
             )
 
     def _delivered(self, item: _Item, response: ApiResponse, size: int) -> None:
+        self._ack(item)
         with self._lock:
             if item.settled:  # given up at the shutdown deadline while the request was out
                 return
@@ -1480,8 +1481,6 @@ class Exporter:
                 self._backlog_at = 0.0
                 if self._idle and self._spooled:
                     self._work.notify()
-        if item.ref is not None and self._spool is not None:
-            _quietly(self._spool.ack, item.ref)
         if recovered and not self._closed:
             _log.info("Infinium accepted the agent credentials again; sending resumed")
         self._report(item, response)
@@ -1497,6 +1496,7 @@ class Exporter:
         spool = self._spool
         if ref is not None and spool is not None and reason in _KEEP_REASONS:
             return self._keep(item, ref, spool, reason, error)
+        self._ack(item)
         with self._lock:
             if item.settled:
                 return False
@@ -1504,10 +1504,17 @@ class Exporter:
             self._dropped[reason] += 1
             if error is not None:
                 self._last_error = error
-        if ref is not None and spool is not None:
-            _quietly(spool.ack, ref)
         self._report(item, _failure_response(reason, error))
         return True
+
+    def _ack(self, item: _Item) -> None:
+        """Settle a trace's spool record, before the trace counts as settled: whoever sees it
+        settled (``flush()``, ``stats()``) must find its record settled too.  (Not under the
+        lock: the spool calls its listener, which takes the lock, with its own lock held.)"""
+        ref = item.ref
+        spool = self._spool
+        if ref is not None and spool is not None and not item.settled:
+            _quietly(spool.ack, ref)
 
     def _keep(
         self, item: _Item, ref: RecordRef, spool: Spool, reason: str, error: str | None

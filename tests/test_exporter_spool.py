@@ -100,6 +100,36 @@ def test_delivered_traces_leave_the_spool(collector: LocalCollector, tmp_path: P
     assert stat.S_IMODE(root.stat().st_mode) == 0o700
 
 
+@pytest.mark.parametrize("rejected", [False, True])
+def test_a_trace_counts_as_settled_only_once_its_record_is(
+    collector: LocalCollector, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rejected: bool
+) -> None:
+    """Whoever sees a trace sent or dropped for good (stats(), flush()) finds its spool record
+    settled too: no moment shows it delivered yet pending in the spool."""
+    acking = threading.Event()
+    proceed = threading.Event()
+    original = Spool.ack
+
+    def held_ack(spool: Spool, ref: Any) -> None:
+        acking.set()
+        assert proceed.wait(10)
+        original(spool, ref)
+
+    monkeypatch.setattr(Spool, "ack", held_ack)
+    if rejected:
+        collector.fail_next(1, 422)
+    with make_exporter(collector, tmp_path, workers=1) as exporter:
+        assert exporter.submit(trace("one"))
+        assert acking.wait(10)
+        during = exporter.stats()
+        proceed.set()
+        assert exporter.flush(10)
+        after = exporter.stats()
+    assert (during.sent, during.dropped_total, during.in_flight) == (0, 0, 1)
+    assert (after.sent, after.dropped_total) == ((0, 1) if rejected else (1, 0))
+    assert after.spool_pending_records == 0
+
+
 def test_the_spool_directory_is_made_on_the_first_submit(
     collector: LocalCollector, tmp_path: Path
 ) -> None:
