@@ -32,6 +32,7 @@ from .tasks import (
     bridge,
     bridge_in_use,
     drain_deferred,
+    open_tasks,
 )
 
 __all__ = ["InfiniumHandler"]
@@ -159,7 +160,7 @@ class InfiniumHandler(logging.Handler):
         if (
             self.tag_key not in attributes
             and type(record.msg) is not dict
-            and _current.get() is None
+            and (not open_tasks or _current.get() is None)
         ):
             return False
         if self.filters:

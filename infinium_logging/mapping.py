@@ -628,7 +628,7 @@ def record_message(msg: object, args: object) -> str:
         return safe_str(msg)
 
 
-class TaggedTrace(msgspec.Struct, PendingTrace, eq=False):
+class TaggedTrace(msgspec.Struct, PendingTrace, eq=False, gc=False):
     """The trace of one tagged event, as :func:`tagged_payload` will build it.
 
     ``basis`` is the tag's value, which must be the caller's own (see
@@ -642,7 +642,11 @@ class TaggedTrace(msgspec.Struct, PendingTrace, eq=False):
     # A Struct rather than a class with __slots__: one is made for every tagged event, on
     # the caller's thread, and msgspec's constructor costs a third of a Python __init__.
     # Built positionally (value, message, args, timestamp, fields, error, env). eq=False:
-    # compared and hashed by identity, as a captured event should be.
+    # compared and hashed by identity, as a captured event should be.  gc=False: not
+    # tracked by the cyclic collector (one tracked object fewer per event, and a queue of
+    # them is not traversed by every full collection).  It cannot be part of a cycle:
+    # what it references was made before it, and nothing is ever given a reference to it
+    # but the sink it is submitted to.
     basis: object
     message: object
     args: object

@@ -30,7 +30,7 @@ from .mapping import (
     safe_str,
     tagged_trace,
 )
-from .tasks import Recorder, _current, active_state, bridge, bridge_in_use
+from .tasks import Recorder, _current, active_state, bridge, bridge_in_use, open_tasks
 
 __all__ = ["InfiniumProcessor"]
 
@@ -115,7 +115,7 @@ class InfiniumProcessor:
 
     def __call__(self, logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
         """Record the event if it is tagged or a task is active; return it without the tag key."""
-        if self.tag_key not in event_dict and _current_get() is None:
+        if self.tag_key not in event_dict and (not open_tasks or _current_get() is None):
             return event_dict
         value = event_dict.pop(self.tag_key, None)
         # One function, not a call per stage: this runs for every tagged event and every

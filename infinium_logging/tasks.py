@@ -71,6 +71,14 @@ _current: Final[contextvars.ContextVar[_TaskState | None]] = contextvars.Context
     "infinium_logging_task", default=None
 )
 
+#: The ids of the tasks of this process that have not finished.  While it is empty no
+#: context can have a running task, so an untagged event needs no look at ``_current``:
+#: the handler and processor test it first (a set's truth is cheaper than a context
+#: variable's ``get()``, and every untagged event pays for one of the two).  A set of ids,
+#: added and discarded in single calls, needs no lock; ids, not the states, so that an
+#: abandoned task can still be collected (see ``_TaskState.__del__``).
+open_tasks: Final[set[int]] = set()
+
 
 class _Bridge(threading.local):
     """Per-thread note from the structlog processor to the stdlib handler (see processor.py).
@@ -183,6 +191,7 @@ class _TaskState:
         self.last_event: tuple[int, float] | None = None
         self.start_wall = _now()
         self.start_mono = _monotonic()
+        open_tasks.add(id(self))
 
     # --- recording ---------------------------------------------------------------------------
 
@@ -306,6 +315,7 @@ class _TaskState:
             if self.finished:
                 return
             self.finished = True
+        open_tasks.discard(id(self))
         elapsed = max(0.0, end_mono - self.start_mono)
         failure: dict[str, Any] | None = None
         failure_key: tuple[int, str, str] | None = None

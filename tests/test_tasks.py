@@ -22,7 +22,7 @@ from infinium_logging._capture import capture_tasks
 from infinium_logging.collector import LocalCollector
 from infinium_logging.handler import InfiniumHandler
 from infinium_logging.model import LlmCall, LlmUsage, TaskData
-from infinium_logging.tasks import TaskHandle, current_task, task
+from infinium_logging.tasks import TaskHandle, current_task, open_tasks, task
 from infinium_logging.testing import TEST_AGENT_ID, TEST_AGENT_SECRET
 
 pytestmark = pytest.mark.usefixtures("clean_environment")
@@ -656,6 +656,44 @@ def test_abandoned_generator(log: logging.Logger, sink: ListSink) -> None:
     assert [s.description for s in generator.steps or ()] == ["first"]
     assert [e.error_type for e in generator.errors or ()] == ["GeneratorExit"]
     assert [s.description for s in after.steps or ()] == ["next"]
+
+
+def test_every_way_a_task_ends_takes_it_off_the_open_set(
+    log: logging.Logger, sink: ListSink
+) -> None:
+    """Untagged events skip the task lookup while no task is open: each way of ending one,
+    (normally, by an exception, nested, abandoned and collected) must say it is no longer open,
+    and an open one must be seen from a thread that has no task of its own."""
+    assert not open_tasks
+    with task("outer", exporter=sink):
+        with task("inner", exporter=sink):
+            assert len(open_tasks) == 2
+        assert len(open_tasks) == 1
+    assert not open_tasks
+
+    with pytest.raises(KeyError), task("fails", exporter=sink):
+        raise KeyError("x")
+    assert not open_tasks
+
+    contextvars.copy_context().run(lambda: task("forgotten", exporter=sink).__enter__())
+    assert len(open_tasks) == 1
+    gc.collect()
+    with task("safe point", exporter=sink):
+        pass
+    assert not open_tasks
+
+    with task("busy", exporter=sink) as busy:
+        thread = threading.Thread(target=log.info, args=("from a thread without a task",))
+        thread.start()
+        thread.join()
+        log.info("from the task's own thread")
+        inside = busy.wrap(log.info)
+        worker = threading.Thread(target=inside, args=("wrapped",))
+        worker.start()
+        worker.join()
+    assert not open_tasks
+    steps = [s.description for s in sink.tasks[-1].steps or ()]
+    assert steps == ["from the task's own thread", "wrapped"]
 
 
 def test_unexportable_task_never_breaks_the_block(monkeypatch: pytest.MonkeyPatch) -> None:
