@@ -122,16 +122,44 @@ def json_safe(value: Any, *, max_string: int | None = MAX_FREEFORM_STRING) -> An
     return _json_safe(value, max_string, 0, set())
 
 
+#: Every int below this in magnitude can be written as JSON: Python refuses to turn an int
+#: of more than ``sys.get_int_max_str_digits()`` digits into text (4,300 by default, 640 at
+#: the least), and one such int anywhere would make the whole trace impossible to encode.
+_SURE_INT: Final = 10**600
+
+
+def _int_text_fits(value: int) -> bool:
+    """Whether ``value`` (an int) can be written as decimal text under the interpreter's limit."""
+    if -_SURE_INT < value < _SURE_INT:
+        return True
+    try:
+        int.__repr__(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _huge_int(value: int) -> str:
+    """What stands for an int too long to be written as text."""
+    digits = int(value.bit_length() * math.log10(2)) + 1
+    return f"<int of about {digits} digits>"
+
+
 def _json_safe(value: Any, limit: int | None, depth: int, seen: set[int]) -> Any:
     kind = type(value)
-    if value is None or kind is bool or kind is int:
+    if value is None or kind is bool:
         return value
+    if kind is int:
+        return (
+            value if -_SURE_INT < value < _SURE_INT or _int_text_fits(value) else _huge_int(value)
+        )
     if kind is str:
         return _clean_str(value, limit)
     if kind is float:
         return value if math.isfinite(value) else None
     if isinstance(value, (bool, int)) and not isinstance(value, enum.Enum):
-        return int(value)
+        number = int(value)
+        return number if type(value) is bool or _int_text_fits(number) else _huge_int(number)
     if isinstance(value, float):
         return float(value) if math.isfinite(value) else None
     if isinstance(value, str) and not isinstance(value, enum.Enum):
@@ -306,8 +334,10 @@ _PLAIN_DEPTH: Final = _MAX_DEPTH
 def _plain(value: Any, depth: int) -> bool:
     """Whether ``value`` is already exactly what json_safe would make of it (JSON types only)."""
     kind = type(value)
-    if kind is str or kind is int or kind is bool:
+    if kind is str or kind is bool:
         return True
+    if kind is int:
+        return -_SURE_INT < value < _SURE_INT or _int_text_fits(value)
     if kind is float:
         return math.isfinite(value)
     if depth >= _PLAIN_DEPTH:

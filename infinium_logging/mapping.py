@@ -35,6 +35,7 @@ import msgspec
 
 from ._version import __version__
 from .convert import (
+    _SURE_INT,
     MAX_DESCRIPTION_LENGTH,
     MAX_FREEFORM_STRING,
     MAX_NAME_LENGTH,
@@ -247,8 +248,10 @@ def safe_value(value: Any) -> Any:
     kind = type(value)
     if kind is str:
         return value if len(value) <= MAX_FREEFORM_STRING else json_safe(value)
-    if kind is int or kind is bool or value is None:
+    if kind is bool or value is None:
         return value
+    if kind is int:
+        return value if -_SURE_INT < value < _SURE_INT else json_safe(value)
     if kind is float and math.isfinite(value):
         return value
     return json_safe(value)
@@ -809,7 +812,11 @@ def build_step(
             kind = type(value)
             # Scalars as they are (the common case, inline); anything else copied JSON-safe
             # now.  None (also from NaN) is left out: the wire carries no nulls.
-            if kind is int or kind is bool or (kind is str and len(value) <= MAX_FREEFORM_STRING):
+            if (
+                kind is bool
+                or (kind is str and len(value) <= MAX_FREEFORM_STRING)
+                or (kind is int and -_SURE_INT < value < _SURE_INT)
+            ):
                 metadata[key] = value
             else:
                 safe = safe_value(value)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,7 @@ from infinium_logging.convert import (
     decode_task,
     fit_task,
     json_safe,
+    lenient_task,
     to_task,
     truncate,
 )
@@ -442,6 +444,46 @@ def test_json_safe_handles_awkward_values() -> None:
     assert value["t"] == [1]
     assert len(value["big"]) == 8192
     json.dumps(value, allow_nan=False).encode("utf-8")
+
+
+@pytest.mark.parametrize("limit", [640, 4300])
+def test_an_int_too_long_to_write_becomes_a_marker(limit: int) -> None:
+    """Python will not write an int of more digits than its limit as text: one in a free-form
+    value would make the whole trace impossible to encode, so it becomes a marker; every int
+    the limit allows stays a number, as do subclasses of int that fit."""
+    was = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(limit)
+    try:
+        longest = 10 ** (limit - 1)
+        value = json_safe({"n": 10**5000, "neg": -(10**5000), "fits": longest, "flag": True})
+        assert value == {
+            "n": "<int of about 5001 digits>",
+            "neg": "<int of about 5001 digits>",
+            "fits": longest,
+            "flag": True,
+        }
+        assert json_safe([_Int(10**limit), _Int(7)]) == [f"<int of about {limit + 1} digits>", 7]
+        problems: list[Problem] = []
+        task, _ = lenient_task(_with_metadata({"x": 10**limit, "y": 1}), problems)
+        assert task.steps is not None
+        assert task.steps[0].metadata == {"x": f"<int of about {limit + 1} digits>", "y": 1}
+        assert b'"x":"<int of about' in encode_task(task)
+    finally:
+        sys.set_int_max_str_digits(was)
+
+
+class _Int(int):
+    pass
+
+
+def _with_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": "n",
+        "description": "d",
+        "current_datetime": "2026-01-01T00:00:00Z",
+        "duration": 1.0,
+        "steps": [{"step_number": 1, "action": "a", "description": "d", "metadata": metadata}],
+    }
 
 
 @settings(max_examples=200, deadline=None)

@@ -21,7 +21,7 @@ from sinks import ListSink
 from infinium_logging._capture import capture_tasks
 from infinium_logging.collector import LocalCollector
 from infinium_logging.handler import InfiniumHandler
-from infinium_logging.model import LlmCall, LlmUsage, TaskData
+from infinium_logging.model import LlmCall, LlmUsage, TaskData, encode_task
 from infinium_logging.tasks import TaskHandle, current_task, open_tasks, task
 from infinium_logging.testing import TEST_AGENT_ID, TEST_AGENT_SECRET
 
@@ -91,6 +91,18 @@ def test_untagged_events_outside_a_task_send_nothing(log: logging.Logger, sink: 
     """Without a tag or a task, the handler sends nothing."""
     log.info("just a log line", extra={"x": 1})
     assert sink.tasks == []
+
+
+def test_an_int_too_long_for_text_does_not_cost_the_trace(
+    log: logging.Logger, sink: ListSink
+) -> None:
+    """Python cannot write an int of over 4,300 digits as text: such a field stands as a marker
+    in the step's metadata instead of making the whole trace impossible to encode."""
+    with task("Count"):
+        log.info("counted", extra={"n": 10**5000, "small": 3})
+    body = encode_task(_only(sink))
+    assert b'"n":"<int of about 5001 digits>"' in body
+    assert b'"small":3' in body
 
 
 def test_llm_calls_are_aggregated(log: logging.Logger, sink: ListSink) -> None:
