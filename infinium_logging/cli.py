@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Callable
 from types import FrameType
-from typing import Final, TypeAlias
+from typing import Final, TextIO, TypeAlias
 
 import msgspec
 import urllib3
@@ -49,7 +49,36 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command line with ``argv`` (default: ``sys.argv[1:]``); returns the exit code."""
     args = _parser().parse_args(argv)
     run: Callable[[argparse.Namespace], int] = args.run
-    return run(args)
+    try:
+        return run(args)
+    except BrokenPipeError:
+        # The reader of the output went away (``| head -1``): stop, as the Python docs advise,
+        # pointing stdout at devnull so that flushing it at exit does not fail again.
+        _silence(sys.stdout)
+        return 1
+
+
+def _say(text: str, *, err: bool = False) -> None:
+    """Print ``text`` to stdout (stderr with ``err``) for a command that must go on without
+    a reader: ``serve`` keeps serving and ``send`` keeps sending when their output's reader
+    has gone away; only the stream is silenced."""
+    stream = sys.stderr if err else sys.stdout
+    try:
+        print(text, file=stream, flush=True)
+    except BrokenPipeError:
+        _silence(stream)
+
+
+def _silence(stream: TextIO) -> None:
+    """Point ``stream``'s file descriptor at devnull (its pipe has no reader any more)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, stream.fileno())
+        finally:
+            os.close(devnull)
+    except (OSError, ValueError):  # not a real file (replaced by a test harness, closed)
+        pass
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -129,7 +158,7 @@ def _serve(args: argparse.Namespace) -> int:
         restore()
         trace_log.removeHandler(handler)
         trace_log.setLevel(level)
-    print(f"Stopped; {collector.accepted_count} traces received.", file=sys.stderr, flush=True)
+    _say(f"Stopped; {collector.accepted_count} traces received.", err=True)
     return 0
 
 
@@ -141,15 +170,14 @@ def _print_banner(collector: LocalCollector, args: argparse.Namespace) -> None:
     where = "memory only" if args.db == MEMORY else os.path.abspath(args.db)
     is_open = args.agent_id is None and args.agent_secret is None
     mode = "any credentials" if is_open else "only the credentials below"
-    print(
+    _say(
         f"Infinium local collector listening on {collector.base_url}\n"
         f"Traces are stored in {where}; accepting {mode}.\n"
         "Point an application at it with:\n\n"
         f"INFINIUM_BASE_URL={collector.base_url}\n"
         f"INFINIUM_AGENT_ID={agent_id}\n"
         f"INFINIUM_AGENT_SECRET={secret}\n\n"
-        "Press Ctrl-C to stop.",
-        flush=True,
+        "Press Ctrl-C to stop."
     )
 
 
@@ -434,11 +462,11 @@ def _send(args: argparse.Namespace) -> int:
                 response = exporter.send(task)
             except InfiniumError as exc:
                 failed += 1
-                print(f"{_PROG} send: {items[index - 1][0]}: {exc.message}", file=sys.stderr)
+                _say(f"{_PROG} send: {items[index - 1][0]}: {exc.message}", err=True)
             else:
-                print(response.trace_id or "(no trace id in the answer)", flush=True)
+                _say(response.trace_id or "(no trace id in the answer)")
             if show_progress and (index % 10 == 0 or index == len(tasks)):
-                print(f"  {index}/{len(tasks)} sent", file=sys.stderr, flush=True)
+                _say(f"  {index}/{len(tasks)} sent", err=True)
     if failed:
         return _fail("send", f"{failed} of {len(tasks)} trace(s) failed", 1)
     return 0

@@ -182,6 +182,44 @@ def test_send_file_of_json_lines(
     assert sorted(r.trace_id for r in env.traces()) == sorted(ids)
 
 
+def test_send_keeps_sending_when_its_output_has_no_reader(
+    env: LocalCollector, tmp_path: Path
+) -> None:
+    """``send FILE | head -1``: the trace ids have no reader after the first, yet every trace
+    is sent, and nothing about a broken pipe reaches the user."""
+    path = tmp_path / "traces.jsonl"
+    path.write_text("\n".join(json.dumps(_trace(f"t{i}")) for i in range(5)) + "\n")
+    child = subprocess.Popen(
+        [sys.executable, "-m", "infinium_logging", "send", str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None and child.stderr is not None
+    child.stdout.close()  # the reader is gone before the first id is printed
+    err = child.stderr.read()
+    child.stderr.close()
+    assert child.wait(30) == 0, err
+    assert err == ""
+    assert sorted(t.task.name for t in env.traces()) == [f"t{i}" for i in range(5)]
+
+
+def test_a_command_whose_reader_goes_away_exits_1_quietly(env: LocalCollector) -> None:
+    """``check | head -1``: the command stops with exit code 1 and no traceback."""
+    child = subprocess.Popen(
+        [sys.executable, "-m", "infinium_logging", "check"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None and child.stderr is not None
+    child.stdout.close()
+    err = child.stderr.read()
+    child.stderr.close()
+    assert child.wait(30) == 1
+    assert err == ""
+
+
 def test_send_json_array_from_stdin(
     env: LocalCollector, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

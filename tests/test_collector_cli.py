@@ -6,6 +6,7 @@ import importlib.metadata
 import json
 import re
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -106,6 +107,38 @@ def test_serve_prints_env_lines_stores_traces_and_stops_on_sigterm(tmp_path: Pat
     assert code == 0
     assert f"trace {trace_id} 'from the cli test': 1 steps, 42 tokens, {len(body)} bytes" in err
     assert "Stopped; 1 traces received." in err
+
+
+def test_serve_keeps_serving_when_its_output_has_no_reader(tmp_path: Path) -> None:
+    """``serve | head -1``: the banner's reader is gone, the collector serves on, and SIGTERM
+    stops it with exit code 0 and no broken-pipe traceback."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "infinium_logging", "serve", "--port", str(port)]
+    command += ["--db", str(tmp_path / "traces.sqlite3")]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        process.stdout.close()  # before the banner is written
+        base_url = f"http://127.0.0.1:{port}/api/v1"
+        with urllib3.PoolManager(retries=urllib3.Retry(connect=100, backoff_factor=0.05)) as pool:
+            response = pool.request(
+                "POST",
+                f"{base_url}/agents/{AGENT}/trace",
+                body=trace_body("no reader"),
+                headers={"x-agent-id": AGENT, "x-agent-key": OPEN_SECRET},
+            )
+        assert response.status == 200
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, err
+    assert "Stopped; 1 traces received." in err
+    assert "Traceback" not in err and "Exception ignored" not in err
 
 
 def test_serve_with_credentials_accepts_only_them_and_stops_on_ctrl_c(tmp_path: Path) -> None:
