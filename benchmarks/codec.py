@@ -28,7 +28,7 @@ __all__ = ["figure_5"]
 def figure_5(plan: Plan) -> list[Row]:
     """Encoding the trace: ours vs the official client's; target >= 25x faster."""
     if not official_available():
-        ours = measure(
+        alone = measure(
             loop("encode(TASK)", {"encode": encode_task, "TASK": our_task()}),
             n=plan.encodes,
             rounds=plan.rounds,
@@ -39,7 +39,7 @@ def figure_5(plan: Plan) -> list[Row]:
             Row(
                 id="5",
                 figure="encode_task of the trace",
-                ours=Summary.of([v / 1000 for v in ours.samples]),
+                ours=Summary.of([v / 1000 for v in alone.samples]),
                 baseline=None,
                 unit="µs/trace",
                 value=None,

@@ -67,7 +67,11 @@ def main() -> None:
         collector.wait_for(len(labels), timeout=10)
         for received in collector.traces():
             trace = received.task
-            tickets = {(s.metadata or {}).get("ticket") for s in trace.steps or ()} - {None}
+            tickets = {
+                str(ticket)
+                for s in trace.steps or ()
+                if (ticket := (s.metadata or {}).get("ticket")) is not None
+            }
             tokens = trace.llm_usage.total_tokens if trace.llm_usage else 0
             steps = len(trace.steps or ())
             print(

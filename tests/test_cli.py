@@ -167,7 +167,10 @@ def test_check_reports_bad_configuration(
 
 
 def _trace(name: str) -> dict[str, object]:
-    return json.loads(encode_task(TaskData(name, "sent from a file", NOW, 1.0)))
+    fields: dict[str, object] = json.loads(
+        encode_task(TaskData(name, "sent from a file", NOW, 1.0))
+    )
+    return fields
 
 
 def test_send_file_of_json_lines(

@@ -815,7 +815,7 @@ def test_with_a_spool_a_captured_trace_is_built_before_submit_returns(
     and in the spool when submit returns."""
     captured = _Captured("spooled")
     collector.hang_next(1)
-    with make_exporter(collector, workers=1, timeout=30.0, spool_dir=str(tmp_path)) as exporter:
+    with make_exporter(collector, workers=1, timeout=30.0, spool_dir=tmp_path) as exporter:
         assert exporter.submit(captured)
         assert captured.built_on == [threading.current_thread().name]
         assert exporter.stats().spool_pending_records == 1
@@ -975,7 +975,7 @@ def test_a_mapping_that_cannot_be_read_is_refused_and_the_batch_goes_on(
         assert exporter.submit(trace("first"))
         assert wait_until(lambda: exporter.stats().in_flight == 1)
         assert exporter.submit(_Captured("before"))
-        assert exporter.submit(_Unreadable()) is False  # type: ignore[arg-type]
+        assert exporter.submit(_Unreadable()) is False
         assert exporter.submit(_Captured("after"))
         assert exporter.flush(10)
         stats = exporter.stats()

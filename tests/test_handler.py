@@ -275,7 +275,7 @@ def test_fields_come_from_extra_only(logger: logging.Logger) -> None:
         formatter.format(record)  # adds message and asctime, as another handler would
         handler.handle(record)
     (trace,) = sink.tasks
-    (step,) = trace.steps or ()
+    (step,) = trace.steps or []
     assert step.description == "hi there"
     assert step.metadata == {"ticket": 7, "category": "billing"}
 
@@ -437,7 +437,7 @@ def test_a_dict_logged_as_the_message(logger: logging.Logger) -> None:
     _attach(logger, InfiniumHandler(exporter=sink))
     with task("t", exporter=sink):
         logger.info({"order": 17, "status": "shipped"})
-    (step,) = sink.tasks[0].steps or ()
+    (step,) = sink.tasks[0].steps or []
     assert step.description == "{'order': 17, 'status': 'shipped'}"
     assert step.metadata == {"order": 17, "status": "shipped"}
 
@@ -447,7 +447,8 @@ def test_record_classes_with_their_own_get_message(logger: logging.Logger) -> No
 
     class BraceRecord(logging.LogRecord):
         def getMessage(self) -> str:
-            return str(self.msg).format(*self.args)
+            args = self.args if isinstance(self.args, tuple) else ()
+            return str(self.msg).format(*args)
 
     sink = ListSink()
     _attach(logger, InfiniumHandler(exporter=sink))

@@ -14,7 +14,7 @@ from freezegun import freeze_time
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from infinium_logging import mapping
+from infinium_logging import __version__, mapping
 from infinium_logging.convert import MAX_PREVIEW_LENGTH, TRUNCATION_MARK, to_task
 from infinium_logging.model import (
     EnvironmentContext,
@@ -226,7 +226,7 @@ def test_tagged_true_builds_the_trace_from_the_event() -> None:
     assert task.environment == EnvironmentContext(
         framework="logging",
         python_version=mapping._PYTHON_VERSION,
-        sdk_version=mapping.__version__,
+        sdk_version=__version__,
         runtime=mapping._RUNTIME,
         custom_tags={"team": "search", "logger": "app.agent"},
     )
@@ -251,7 +251,7 @@ def test_tagged_dict_overwrites_nothing_it_gives() -> None:
     assert task.support.priority == "high"
     assert task.environment is not None
     assert task.environment.framework == "langgraph"
-    assert task.environment.sdk_version == mapping.__version__
+    assert task.environment.sdk_version == __version__
     assert task.environment.custom_tags == {"team": "ops", "run": "7", "logger": "app.agent"}
     assert given_env == {"framework": "langgraph", "custom_tags": {"team": "ops", "run": "7"}}
 

@@ -147,7 +147,7 @@ def test_an_exception_in_a_task_keeps_no_frames_alive(sink: ListSink) -> None:
         reference = fail()
         gc.collect()
         assert reference() is None
-    (step,) = sink.tasks[0].steps or ()
+    (step,) = sink.tasks[0].steps or []
     assert (step.action, step.metadata) == ("error", {"n": 1})
     assert step.error is not None
     assert step.error.error_type == "ValueError"
@@ -174,7 +174,7 @@ def test_tagged_events_reach_the_collector(
     environment = traces["Classified ticket"].environment
     assert environment is not None
     assert environment.custom_tags == {"team": "search"}
-    (step,) = traces["Answer"].steps or ()
+    (step,) = traces["Answer"].steps or []
     assert (step.action, step.metadata) == ("tool_use", {"request_id": "r-9"})
 
 
@@ -263,7 +263,7 @@ def test_exception_with_formatters_anywhere(sink: ListSink, position: str) -> No
         except ValueError:
             log.exception("failed")
     trace = sink.tasks[0]
-    (error,) = trace.errors or ()
+    (error,) = trace.errors or []
     assert (error.error_type, error.message, error.recoverable) == ("ValueError", "bad input", True)
     assert error.stack_trace is not None
     assert "_fail" in error.stack_trace

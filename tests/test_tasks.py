@@ -137,7 +137,7 @@ def test_tool_calls(log: logging.Logger, sink: ListSink) -> None:
     with task("t"):
         log.info("searched", extra={"tool_call": {"tool_name": "search", "http_status": 200,
                  "query": "printer"}, "duration_ms": 31})  # fmt: skip
-    (step,) = _only(sink).steps or ()
+    (step,) = _only(sink).steps or []
     assert step.action == "tool_use"
     assert step.tool_call is not None
     assert (step.tool_call.tool_name, step.tool_call.http_status) == ("search", 200)
@@ -160,7 +160,7 @@ def test_non_serializable_fields_become_text(log: logging.Logger, sink: ListSink
     loop.append(loop)
     with task("t"):
         log.info("odd", extra={"o": Opaque(), "b": Broken(), "l": loop, "n": float("nan")})
-    (step,) = _only(sink).steps or ()
+    (step,) = _only(sink).steps or []
     assert step.metadata == {
         "o": "<Opaque>",
         "b": "<unrepresentable Broken>",
@@ -474,7 +474,11 @@ def test_wrap_keeps_the_callers_context_variables(log: logging.Logger, sink: Lis
     request_id.set("r-1")
     seen: list[str] = []
     with task("t") as t:
-        thread = threading.Thread(target=t.wrap(lambda: seen.append(request_id.get())))
+
+        def note() -> None:
+            seen.append(request_id.get())
+
+        thread = threading.Thread(target=t.wrap(note))
         thread.start()
         thread.join()
     assert seen == ["r-1"]
@@ -515,7 +519,7 @@ def test_failed_inner_task(sink: ListSink) -> None:
             pass
     inner, outer = sink.tasks
     assert [(e.error_type, e.recoverable) for e in inner.errors or ()] == [("LookupError", False)]
-    (step,) = outer.steps or ()
+    (step,) = outer.steps or []
     assert step.metadata is not None
     assert step.metadata["outcome"] == "error"
     assert step.error is not None
@@ -610,7 +614,7 @@ def test_a_logged_exception_keeps_no_frames_alive(log: logging.Logger, sink: Lis
         reference = fail()
         gc.collect()
         assert reference() is None  # the frame (and its locals) is gone while the task runs
-    (error,) = _only(sink).errors or ()
+    (error,) = _only(sink).errors or []
     assert error.stack_trace is not None
     assert "in fail" in error.stack_trace
 
@@ -644,7 +648,7 @@ def test_abandoned_task_is_exported_when_collected(sink: ListSink) -> None:
         pass
     names = [t.name for t in sink.tasks]
     assert names == ["forgotten", "next"]
-    (error,) = sink.tasks[0].errors or ()
+    (error,) = sink.tasks[0].errors or []
     assert (error.error_type, error.recoverable) == ("TaskAbandoned", False)
 
 
