@@ -6,11 +6,12 @@ import dataclasses
 import ipaddress
 import math
 import os
+import re
 import types
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any, Final, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from ._version import __version__
 from .errors import ConfigurationError
@@ -53,10 +54,24 @@ def parse_tags(text: str) -> dict[str, str]:
 
 
 def _describe(name: str, value: object) -> str:
-    """Show a bad value in an error message, unless it is a secret."""
+    """Show a bad value in an error message, unless it is a secret (or a URL's password)."""
     if name in _SECRET_FIELDS:
         return "a value that is not shown (it is secret)"
+    if name == "base_url" and isinstance(value, str):
+        return repr(_without_password(value))
     return repr(value)
+
+
+def _without_password(url: str) -> str:
+    """``url`` with the password of its ``user:password@`` part, if any, masked."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        host = parts.netloc.rpartition("@")[2]
+        return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+    except ValueError:  # not even a URL: nothing to mask that urlsplit could find
+        return url
 
 
 def _is_loopback(host: str) -> bool:
@@ -136,9 +151,27 @@ def _check_agent_id(value: Any) -> str | None:
     return None
 
 
-def _check_secret(value: Any) -> str | None:
+#: What an HTTP header value may hold here: printable ASCII.  http.client refuses a line
+#: break (and its error message quotes the whole value: the secret, for x-agent-key) and
+#: cannot send what Latin-1 cannot encode; a request that can never be made must be a
+#: configuration error now, not a network error at every retry.
+_HEADER_TEXT: Final = re.compile(r"[\x20-\x7e]*")
+
+
+def _check_header_text(value: Any) -> str | None:
     if not isinstance(value, str):
         return "expected a string"
+    if not _HEADER_TEXT.fullmatch(value):
+        return (
+            "expected printable ASCII characters only (a line break, control or non-ASCII "
+            "character cannot be sent in an HTTP header)"
+        )
+    return None
+
+
+def _check_secret(value: Any) -> str | None:
+    if (problem := _check_header_text(value)) is not None:
+        return problem
     if value and len(value) < 8:
         return "expected at least 8 characters"
     return None
@@ -152,6 +185,10 @@ def _check_url(value: Any) -> str | None:
         return "expected an http:// or https:// URL such as " + DEFAULT_BASE_URL
     if parts.query or parts.fragment:
         return "expected a URL without query or fragment"
+    if parts.username is not None or parts.password is not None:
+        # Never sent (the platform authenticates with x-agent-id / x-agent-key), and shown
+        # in every repr and check: a password there would only leak.
+        return "expected a URL without user:password@ (the agent secret is the credential)"
     return None
 
 
@@ -184,6 +221,10 @@ def _parse_bool_or_raise(text: str) -> bool:
     return parse_bool(text)
 
 
+#: Text settings whose surrounding whitespace is dropped, from the environment or not: a
+#: secret read from a file (``open(path).read()``) ends with a line break.
+_STRIPPED: Final = ("agent_id", "agent_secret", "base_url")
+
 _SPECS: Final[dict[str, _Spec]] = {
     "agent_id": _Spec(_parse_str, _check_agent_id),
     "agent_secret": _Spec(_parse_str, _check_secret),
@@ -193,7 +234,7 @@ _SPECS: Final[dict[str, _Spec]] = {
     "enable_rate_limiting": _Spec(_parse_bool_or_raise, _is_bool),
     "requests_per_second": _Spec(_parse_float, _positive),
     "burst_size": _Spec(_parse_int, _is_int(_at_least(1, 100_000))),
-    "user_agent": _Spec(_parse_str, _is_str),
+    "user_agent": _Spec(_parse_str, _check_header_text),
     "enable_logging": _Spec(_parse_bool_or_raise, _is_bool),
     "log_level": _Spec(_parse_str, _check_log_level),
     "verify_ssl": _Spec(_parse_bool_or_raise, _is_bool),
@@ -280,6 +321,10 @@ class Settings:
     spool_max_bytes: int = 256 * _MIB
 
     def __post_init__(self) -> None:
+        for name in _STRIPPED:
+            value = getattr(self, name)
+            if isinstance(value, str) and value != value.strip():
+                object.__setattr__(self, name, value.strip())
         for name, spec in _SPECS.items():
             value = getattr(self, name)
             if spec.check is not None and (problem := spec.check(value)) is not None:

@@ -9,7 +9,7 @@ import encodings.idna  # noqa: F401
 import http.client
 import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -189,6 +189,12 @@ class Transport:
             raise ValidationError("prompt_id must be a UUID", path="prompt_id")
         if not isinstance(prompt_key, str) or not prompt_key.strip():
             raise ValidationError("prompt_key is required", path="prompt_key")
+        prompt_key = prompt_key.strip()
+        if not prompt_key.isascii() or not prompt_key.isprintable():
+            raise ValidationError(
+                "prompt_key must be printable ASCII (it is sent in an HTTP header)",
+                path="prompt_key",
+            )
         text = _version_text(version)
         url = f"{self._settings.base_url}/prompts/{prompt_id.lower()}/v/{text}"
         headers = {
@@ -216,6 +222,7 @@ class Transport:
         if not url.startswith(self._origin + "/"):
             raise ValueError(f"{url!r} is not below {self._origin!r}")
         path = url[len(self._origin) :]
+        failure: BaseException | None = None
         for attempt in (1, 2):
             _REUSE.reused = False
             try:
@@ -235,19 +242,23 @@ class Transport:
             except ClosedPoolError as exc:
                 if attempt == 1:  # clear() closed the pool under us: take the new one
                     continue
-                raise self._network_error(exc, timeout) from None
+                failure = exc
             except ProtocolError as exc:
                 cause = exc.args[1] if len(exc.args) > 1 else exc.__context__
                 if attempt == 1 and _REUSE.reused and isinstance(cause, _CLOSED_BY_PEER):
                     # The server closed this kept-alive connection just as we reused it:
                     # the request never reached it, so repeat it at once on a new connection.
                     continue
-                raise self._network_error(exc, timeout) from None
+                failure = exc
             except Exception as exc:
                 # urllib3 raises HTTPError or OSError; anything else from that deep is still a
                 # failure to get an answer, which the retry policy can deal with.
-                raise self._network_error(exc, timeout) from None
-            return _to_response(response.status, response.data, response.headers, context)
+                failure = exc
+            else:
+                return _to_response(response.status, response.data, response.headers, context)
+            # Raised here, outside the except clauses, so that the error does not carry the
+            # original as its context: its text may quote a credential (see _network_error).
+            raise self._network_error(failure, timeout, headers)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def clear(self) -> None:
@@ -262,7 +273,9 @@ class Transport:
 
     close = clear
 
-    def _network_error(self, exc: BaseException, timeout: float | None) -> NetworkError:
+    def _network_error(
+        self, exc: BaseException, timeout: float | None, headers: Mapping[str, str]
+    ) -> NetworkError:
         limit = self._settings.timeout if timeout is None else timeout
         if isinstance(exc, NewConnectionError):
             # A subclass of ConnectTimeoutError for history's sake, but a refusal is no timeout.
@@ -278,7 +291,27 @@ class Transport:
             return InfiniumTimeoutError(
                 f"timed out after {limit:g} s", timeout_duration=limit, original_error=exc
             )
-        return NetworkError(f"network error: {_describe(exc)}", original_error=exc)
+        text = str(exc) or type(exc).__name__
+        shown = _redacted(text, [headers.get(name, "") for name in _SECRET_HEADERS])
+        if shown != text:
+            # The HTTP client quoted a credential (http.client does, refusing a header value):
+            # neither the message nor the original error may carry it any further.
+            return NetworkError(f"network error: {shown[:_MAX_MESSAGE]}")
+        return NetworkError(f"network error: {text[:_MAX_MESSAGE]}", original_error=exc)
+
+
+#: Request headers that carry a credential.
+_SECRET_HEADERS: Final = ("x-agent-key", "x-prompt-key")
+
+
+def _redacted(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every secret in it, as written or as Python would quote it, masked."""
+    for secret in secrets:
+        if not secret:
+            continue
+        for form in (secret, repr(secret)[1:-1], repr(secret.encode("utf-8", "replace"))[2:-1]):
+            text = text.replace(form, "***")
+    return text
 
 
 def _describe(exc: BaseException) -> str:

@@ -137,6 +137,57 @@ def test_short_secret_is_refused_without_showing_it() -> None:
     assert "xyz7" not in str(info2.value)
 
 
+def test_a_secret_read_from_a_file_loses_its_line_break() -> None:
+    """Surrounding whitespace is dropped from the credentials and URL, as from the environment:
+    ``agent_secret=open(path).read()`` keeps the file's final line break."""
+    settings = Settings(
+        agent_id=f" {AGENT}\n", agent_secret=SECRET + "\n", base_url=" http://127.0.0.1:9/api/v1\n"
+    )
+    assert (settings.agent_id, settings.agent_secret) == (AGENT, SECRET)
+    assert settings.base_url == "http://127.0.0.1:9/api/v1"
+    assert (
+        Settings.from_env({**ENV, "INFINIUM_AGENT_SECRET": f"  {SECRET}\r\n"}).agent_secret
+        == SECRET
+    )
+
+
+@pytest.mark.parametrize(
+    "secret", ["Kq7Z\nWx8Vsecret", "Kq7Z\r\nWx8Vsecret", "секретный12345", "Kq7Z\tWx8Vsecret"]
+)
+def test_a_secret_that_cannot_travel_in_a_header_is_refused_unseen(secret: str) -> None:
+    """A line break, control or non-ASCII character can never be sent in x-agent-key: a
+    configuration error now (not a network error at every retry, quoting the secret)."""
+    with pytest.raises(ConfigurationError) as info:
+        Settings(agent_id=AGENT, agent_secret=secret)
+    assert "printable ASCII" in str(info.value)
+    for part in secret.split():
+        assert part not in str(info.value)
+    with pytest.raises(ConfigurationError) as from_env:
+        Settings.from_env({**ENV, "INFINIUM_AGENT_SECRET": secret})
+    assert "INFINIUM_AGENT_SECRET" in str(from_env.value)
+    assert secret.split(maxsplit=1)[0] not in str(from_env.value)
+
+
+def test_a_user_agent_that_cannot_travel_in_a_header_is_refused() -> None:
+    """The User-Agent header has the same rule (its value is shown: it is no secret)."""
+    with pytest.raises(ConfigurationError, match=r"user_agent='bot\\nx'.*printable ASCII"):
+        Settings(agent_id=AGENT, agent_secret=SECRET, user_agent="bot\nx")
+
+
+def test_a_password_in_the_base_url_is_refused_and_never_shown() -> None:
+    """``user:password@`` is never sent (the agent secret is the credential) and would show in
+    every repr: refused, with the password masked in the error."""
+    url = "https://bob:PassInUrl99@infinium.example/api/v1"
+    with pytest.raises(ConfigurationError) as info:
+        Settings(agent_id=AGENT, agent_secret=SECRET, base_url=url)
+    assert "PassInUrl99" not in str(info.value)
+    assert "https://bob:***@infinium.example/api/v1" in str(info.value)
+    with pytest.raises(ConfigurationError) as from_env:
+        Settings.from_env({**ENV, "INFINIUM_BASE_URL": url})
+    assert "PassInUrl99" not in str(from_env.value)
+    assert "INFINIUM_BASE_URL" in str(from_env.value)
+
+
 def test_secret_never_in_repr_str_masked_or_pickle(caplog: pytest.LogCaptureFixture) -> None:
     """repr, str, masked() and log lines never carry the secret; pickling is refused."""
     s = Settings.from_env(ENV)

@@ -250,6 +250,31 @@ def test_connection_refused_is_a_network_error_not_a_timeout() -> None:
     assert "could not connect" in str(caught.value)
 
 
+def test_a_header_the_http_client_refuses_is_reported_without_its_value(
+    transport: Transport, infinium_collector: LocalCollector
+) -> None:
+    """http.client quotes a header value it refuses; when that value is a credential, neither
+    the error's message nor an original error kept with it may carry it."""
+    headers = {"x-agent-id": TEST_AGENT_ID, "x-agent-key": "first-part\nhidden-part"}
+    with pytest.raises(NetworkError) as caught:
+        transport.request("GET", f"{infinium_collector.base_url}/anything", headers=headers)
+    assert "hidden-part" not in str(caught.value) and "first-part" not in str(caught.value)
+    assert "***" in str(caught.value)
+    assert caught.value.original_error is None
+    assert caught.value.__cause__ is None and caught.value.__context__ is None
+
+
+def test_a_prompt_key_that_cannot_travel_in_a_header_is_refused_unseen(
+    transport: Transport, infinium_collector: LocalCollector
+) -> None:
+    """A prompt key with a line break is a ValidationError that does not show the key."""
+    before = infinium_collector.request_count
+    with pytest.raises(ValidationError) as caught:
+        transport.get_prompt(PROMPT_ID, "prompt-key\nrest")
+    assert "rest" not in str(caught.value) and "prompt-key" not in str(caught.value).split(":")[-1]
+    assert infinium_collector.request_count == before
+
+
 def test_a_hanging_server_times_out(
     transport: Transport, infinium_collector: LocalCollector
 ) -> None:
