@@ -299,6 +299,10 @@ _prepare_msgspec()
 _LIVE: Final[weakref.WeakSet[Exporter]] = weakref.WeakSet()
 _hooks = {"atexit": False, "multiprocessing": False}
 
+#: Called at exit before the exporters shut down, so that what they hand over is sent with
+#: the rest (tasks.py adds one that ends the tasks still open).
+before_exit: Final[list[Callable[[], None]]] = []
+
 
 # --- the exporter ---------------------------------------------------------------------------------
 
@@ -1693,6 +1697,20 @@ class Exporter:
         self._bucket.wake()
         return True
 
+    def _send_here(self) -> None:
+        """Send what waits from this thread, as a sender would, until the shutdown deadline.
+
+        For when no sender thread runs at shutdown: none could be started (Python 3.12+
+        refuses new threads once the interpreter is exiting, which is when a trace logged by
+        an atexit handler or a task ended at exit arrives), or none was ever needed.
+        """
+        while (item := self._take()) is not None:
+            try:
+                self._process(item)
+            except Exception as exc:  # as in _run: a bug costs one trace
+                if self._settle(item, "invalid", f"internal error: {exc!r}"):
+                    _log.exception("infinium_logging could not process a trace")
+
     def _finish_shutdown(self) -> bool:
         """Wait for the senders until the deadline, then count what is left as ``shutdown``
         (with a spool: leave it there for the next start)."""
@@ -1700,6 +1718,8 @@ class Exporter:
         token = _EXPORTING.set(True)
         spool = self._spool
         try:
+            if not self._alive and (self._queue or self._inbox):
+                self._send_here()
             with self._lock:
                 self._admit_locked()  # added while the door closed: counted as closed
                 self._waiters += 1
@@ -2003,8 +2023,17 @@ def replay_spool(
 
 
 def _shutdown_all_at_exit() -> None:
-    """Shut every running exporter down, each within its own ``shutdown_timeout``, in parallel."""
-    exporters = [e for e in list(_LIVE) if e._started and not e._shutdown_begun]
+    """Shut every exporter down, each within its own ``shutdown_timeout``, in parallel."""
+    for hook in list(before_exit):
+        try:
+            hook()
+        except Exception:  # exit goes on, whatever happens to one hook
+            _log.debug("exit hook failed", exc_info=True)
+    # Not only started ones: a trace submitted during interpreter shutdown (an atexit handler
+    # that logs) finds no sender thread, and none can be started any more (Python 3.12+).
+    exporters = [
+        e for e in list(_LIVE) if not e._shutdown_begun and (e._started or e._queue or e._inbox)
+    ]
     begun = [e for e in exporters if e._begin_shutdown(e.settings.shutdown_timeout)]
     for exporter in begun:
         try:
@@ -2036,3 +2065,8 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
+
+# Registered now, not when the first exporter starts: atexit runs handlers last registered
+# first, so an application's own handlers (registered after importing this) still log and
+# submit before the exporters shut down; and one registered during exit would never run.
+_ensure_exit_hooks()

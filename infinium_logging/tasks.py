@@ -40,6 +40,7 @@ import functools
 import inspect
 import threading
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Any, Final, ParamSpec, TypeVar, cast, overload
@@ -47,6 +48,7 @@ from typing import Any, Final, ParamSpec, TypeVar, cast, overload
 from . import _default
 from ._default import Options, TaskSink
 from .convert import MAX_DESCRIPTION_LENGTH, truncate
+from .exporter import before_exit
 from .mapping import (
     TASK_FIELDS,
     ErrorInfo,
@@ -71,13 +73,13 @@ _current: Final[contextvars.ContextVar[_TaskState | None]] = contextvars.Context
     "infinium_logging_task", default=None
 )
 
-#: The ids of the tasks of this process that have not finished.  While it is empty no
-#: context can have a running task, so an untagged event needs no look at ``_current``:
-#: the handler and processor test it first (a set's truth is cheaper than a context
-#: variable's ``get()``, and every untagged event pays for one of the two).  A set of ids,
-#: added and discarded in single calls, needs no lock; ids, not the states, so that an
-#: abandoned task can still be collected (see ``_TaskState.__del__``).
-open_tasks: Final[set[int]] = set()
+#: The tasks of this process that have not finished, by id.  While it is empty no context
+#: can have a running task, so an untagged event needs no look at ``_current``: the handler
+#: and processor test it first (a dict's truth is cheaper than a context variable's
+#: ``get()``, and every untagged event pays for one of the two).  Added to and removed from
+#: in single calls, so no lock; weak references, so that an abandoned task can still be
+#: collected (see ``_TaskState.__del__``) and one still open at exit can be ended then.
+open_tasks: Final[dict[int, weakref.ref[_TaskState]]] = {}
 
 
 class _Bridge(threading.local):
@@ -137,6 +139,7 @@ class _TaskState:
     """Everything one running task has collected; guarded by its own lock (threads may share it)."""
 
     __slots__ = (
+        "__weakref__",
         "bound",
         "error_keys",
         "errors",
@@ -191,7 +194,7 @@ class _TaskState:
         self.last_event: tuple[int, float] | None = None
         self.start_wall = _now()
         self.start_mono = _monotonic()
-        open_tasks.add(id(self))
+        open_tasks[id(self)] = weakref.ref(self)
 
     # --- recording ---------------------------------------------------------------------------
 
@@ -315,7 +318,7 @@ class _TaskState:
             if self.finished:
                 return
             self.finished = True
-        open_tasks.discard(id(self))
+        open_tasks.pop(id(self), None)
         elapsed = max(0.0, end_mono - self.start_mono)
         failure: dict[str, Any] | None = None
         failure_key: tuple[int, str, str] | None = None
@@ -540,6 +543,19 @@ def drain_deferred() -> None:
             state.finish(exc, abandoned=exc is None, end_mono=end)
         except Exception as error:
             _default.warn_once("task-finish", "infinium_logging: task failed to finish: %r", error)
+
+
+def _end_open_tasks_at_exit() -> None:
+    """End every task still open at exit (entered and never exited) as abandoned, innermost
+    first, so that its trace is among what the exporters send before the process ends."""
+    drain_deferred()
+    for ref in reversed(list(open_tasks.values())):
+        state = ref()
+        if state is not None and not state.finished:
+            state.finish(None, abandoned=True)
+
+
+before_exit.append(_end_open_tasks_at_exit)
 
 
 def _fallback_options() -> Options:

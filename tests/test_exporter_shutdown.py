@@ -6,13 +6,18 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
+import types
 from pathlib import Path
 
 import pytest
 
 import infinium_logging
+from infinium_logging import exporter as exporter_module
 from infinium_logging.collector import LocalCollector
+from infinium_logging.exporter import Exporter
+from infinium_logging.model import TaskData
 from infinium_logging.testing import TEST_AGENT_ID, TEST_AGENT_SECRET
 
 REPO_ROOT = str(Path(infinium_logging.__file__).resolve().parent.parent)
@@ -105,6 +110,93 @@ def test_traces_pending_at_exit_are_delivered(
     assert names == sorted(f"t{i}" for i in range(50))
 
 
+def test_a_trace_logged_by_an_atexit_handler_is_delivered(
+    tmp_path: Path, infinium_collector: LocalCollector
+) -> None:
+    """An atexit handler of the application's that logs a trace (its first) still delivers it:
+    the exit hook runs after the application's own, and sends from the exiting thread when no
+    sender thread can be started any more (Python 3.12+ refuses new threads at exit)."""
+    body = textwrap.dedent(
+        f"""
+        import logging, os
+        os.environ.update(INFINIUM_AGENT_ID={TEST_AGENT_ID!r},
+                          INFINIUM_AGENT_SECRET={TEST_AGENT_SECRET!r},
+                          INFINIUM_BASE_URL={infinium_collector.base_url!r})
+        from infinium_logging import InfiniumHandler
+        log = logging.getLogger("app")
+        log.setLevel(logging.INFO)
+        log.addHandler(InfiniumHandler())
+        atexit.register(lambda: log.info("said at exit", extra={{"infinium": True}}))
+        """
+    )
+    result, _took = run_child(tmp_path, body)
+    assert result.returncode == 0, result.stderr
+    assert infinium_collector.wait_for(1, timeout=5)
+    assert [t.task.name for t in infinium_collector.traces()] == ["said at exit"]
+
+
+def test_with_no_sender_thread_to_be_had_shutdown_sends_from_its_own_thread(
+    infinium_collector: LocalCollector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What happens at interpreter exit on Python 3.12+, here on any version: thread start
+    fails, the traces wait, and shutdown sends them itself within its deadline."""
+
+    class Refused(threading.Thread):
+        def start(self) -> None:
+            raise RuntimeError("can't create new thread at interpreter shutdown")
+
+    exporter = Exporter(
+        agent_id=TEST_AGENT_ID,
+        agent_secret=TEST_AGENT_SECRET,
+        base_url=infinium_collector.base_url,
+        enable_rate_limiting=False,
+    )
+    # Only the exporter's own threads are refused (the collector needs its own).
+    shim = types.SimpleNamespace(**{**vars(threading), "Thread": Refused})
+    with monkeypatch.context() as patch:
+        patch.setattr(exporter_module, "threading", shim)
+        for i in range(3):
+            assert exporter.submit(TaskData(f"t{i}", "d", "2026-01-01T00:00:00Z", 1.0))
+        assert exporter.stats().sent == 0
+        assert exporter.shutdown(10)
+    stats = exporter.stats()
+    assert (stats.sent, stats.queued, sum(stats.dropped.values())) == (3, 0, 0)
+    assert sorted(t.task.name for t in infinium_collector.traces()) == ["t0", "t1", "t2"]
+
+
+def test_a_task_never_exited_is_sent_at_exit_as_abandoned(
+    tmp_path: Path, infinium_collector: LocalCollector
+) -> None:
+    """``task(...).__enter__()`` with no exit: the process ends, and the trace is sent with what
+    it recorded and a TaskAbandoned error, inner task first, as a nested step of the outer."""
+    body = textwrap.dedent(
+        f"""
+        import logging, os
+        os.environ.update(INFINIUM_AGENT_ID={TEST_AGENT_ID!r},
+                          INFINIUM_AGENT_SECRET={TEST_AGENT_SECRET!r},
+                          INFINIUM_BASE_URL={infinium_collector.base_url!r})
+        from infinium_logging import InfiniumHandler, task
+        log = logging.getLogger("app")
+        log.setLevel(logging.INFO)
+        log.addHandler(InfiniumHandler())
+        task("forgotten").__enter__()
+        log.info("in it")
+        task("inner").__enter__()
+        log.info("deeper")
+        """
+    )
+    result, _took = run_child(tmp_path, body)
+    assert result.returncode == 0, result.stderr
+    assert infinium_collector.wait_for(2, timeout=5)
+    traces = {t.task.name: t.task for t in infinium_collector.traces()}
+    assert sorted(traces) == ["forgotten", "inner"]
+    outer = traces["forgotten"]
+    assert [s.description for s in outer.steps or []][:1] == ["in it"]
+    assert [s.action for s in outer.steps or []][1:] == ["subtask"]
+    assert {e.error_type for e in outer.errors or []} == {"TaskAbandoned"}
+    assert [s.description for s in traces["inner"].steps or []] == ["deeper"]
+
+
 def test_shutdown_from_logging_shutdown_is_safe(
     tmp_path: Path, infinium_collector: LocalCollector
 ) -> None:
@@ -148,7 +240,7 @@ def test_shutdown_from_logging_shutdown_is_safe(
 
 
 def test_exit_without_any_submit_starts_nothing(tmp_path: Path) -> None:
-    """An exporter that never got a trace starts no thread and registers nothing at exit."""
+    """An exporter that never got a trace starts no thread and costs nothing at exit."""
     body = exporter_line("http://127.0.0.1:9/api/v1")
     body += textwrap.dedent(
         """
