@@ -698,6 +698,14 @@ class Task:
 
     def __call__(self, fn: F) -> F:
         """Decorate a sync or async function: each call runs in a new task."""
+        if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+            # Its body runs a step at a time, in its consumer's context, after the call has
+            # returned: a task around the call would end empty before the first step.
+            raise TypeError(
+                f"task() cannot decorate the generator function {fn.__qualname__}: its body "
+                "runs after the call returns. Put the loop that consumes it in "
+                "`with task(...)`, or decorate the function that does."
+            )
         fields = dict(self._fields)
         if fields.get("name") is None:
             fields["name"] = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", "task")

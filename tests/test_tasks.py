@@ -380,6 +380,23 @@ def test_bare_decorator_names_the_task_after_the_function() -> None:
     ]
 
 
+def test_decorating_a_generator_function_is_a_type_error() -> None:
+    """A generator's body runs after the call returns, step by step in its consumer's context:
+    a task around the call would end empty.  Refused where it is written, saying what to do."""
+
+    def numbers() -> Iterator[int]:
+        yield 1
+
+    async def stream() -> Any:
+        yield 1
+
+    for fn in (numbers, stream):
+        with pytest.raises(TypeError, match=r"generator function .*with task\(\.\.\.\)"):
+            task("t")(fn)
+        with pytest.raises(TypeError, match="generator function"):
+            task(fn)
+
+
 def test_decorator_on_async_function(log: logging.Logger, sink: ListSink) -> None:
     """Async functions are decorated as coroutines; the exception is recorded and re-raised."""
 
