@@ -1,0 +1,71 @@
+"""The README's quick starts, run as printed (a user copies them verbatim)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from infinium_logging.collector import LocalCollector
+from infinium_logging.testing import TEST_AGENT_ID, TEST_AGENT_SECRET
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def _snippet(heading: str) -> str:
+    """The first Python block after ``heading`` in the README."""
+    text = README.read_text(encoding="utf-8")
+    start = text.index(heading)
+    match = re.compile(r"```python\n(.*?)```", re.S).search(text, start)
+    assert match is not None, f"no Python block after {heading!r}"
+    return match.group(1)
+
+
+def _run(code: str, collector: LocalCollector, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    script = tmp_path / "snippet.py"
+    script.write_text(code, encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INFINIUM_")}
+    env |= {
+        "INFINIUM_BASE_URL": collector.base_url,
+        "INFINIUM_AGENT_ID": TEST_AGENT_ID,
+        "INFINIUM_AGENT_SECRET": TEST_AGENT_SECRET,
+    }
+    return subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+
+
+def test_the_stdlib_quick_start_sends_both_traces(
+    infinium_collector: LocalCollector, tmp_path: Path
+) -> None:
+    """Section 1 as printed: one tagged trace, and one task with its two steps and tokens."""
+    done = _run(_snippet("### 1. Standard-library logging"), infinium_collector, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert infinium_collector.wait_for(2, timeout=10)
+    traces = {t.task.name: t.task for t in infinium_collector.traces()}
+    assert sorted(traces) == ["Answer ticket", "Classified ticket"]
+    assert traces["Classified ticket"].output_summary == "billing"
+    answer = traces["Answer ticket"]
+    assert [s.action for s in answer.steps or []] == ["tool_use", "llm_inference"]
+    assert answer.llm_usage is not None and answer.llm_usage.total_tokens == 812 + 164
+    assert answer.output_summary == "Refunded and replied"
+
+
+def test_the_structlog_quick_start_sends_its_trace(
+    infinium_collector: LocalCollector, tmp_path: Path
+) -> None:
+    """Section 2 as printed: the tagged event is a trace, and the renderer still prints it."""
+    done = _run(_snippet("### 2. structlog: one processor"), infinium_collector, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert infinium_collector.wait_for(1, timeout=10)
+    (trace,) = [t.task for t in infinium_collector.traces()]
+    assert (trace.name, trace.output_summary) == ("Classified ticket", "billing")
+    assert '"event": "Classified ticket"' in done.stdout
+    assert "infinium" not in done.stdout
