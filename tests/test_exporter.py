@@ -599,6 +599,27 @@ def test_disabled_exporter_drops_cheaply_and_sends_nothing(collector: LocalColle
     assert collector.request_count == 0
 
 
+def test_an_explicit_disabled_false_wins_over_the_environment(
+    collector: LocalCollector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A suite run with INFINIUM_DISABLED=true can still point one exporter at a collector."""
+    monkeypatch.setenv("INFINIUM_DISABLED", "true")
+    disabled = Exporter(
+        base_url=collector.base_url, agent_id=TEST_AGENT_ID, agent_secret=TEST_AGENT_SECRET
+    )
+    assert disabled.submit(trace()) is False
+    disabled.shutdown(1)
+    with Exporter(
+        base_url=collector.base_url,
+        agent_id=TEST_AGENT_ID,
+        agent_secret=TEST_AGENT_SECRET,
+        disabled=False,
+    ) as exporter:
+        assert exporter.submit(trace("sent anyway"))
+        assert exporter.flush(10)
+    assert [t.task.name for t in collector.traces()] == ["sent anyway"]
+
+
 def test_on_result_errors_are_caught_and_logged_once(
     collector: LocalCollector, caplog: pytest.LogCaptureFixture
 ) -> None:
