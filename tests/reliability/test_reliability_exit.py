@@ -44,16 +44,16 @@ def test_exit_with_a_hanging_server_keeps_its_deadline_and_its_accounts(
     script = textwrap.dedent(
         f"""
         import atexit, logging, time
-        from infinium_logging.exporter import Exporter
-        from infinium_logging.handler import InfiniumHandler
-        from infinium_logging.settings import Settings
         {textwrap.indent(STATS_PRINTER, "        ").strip()}
         ended = []
-        exporter = Exporter({settings_literal(settings)})
-        # Registered before the exporter's own exit hook (made at the first submit), so they
+        # Registered before the library's own exit hook (made when it is imported), so they
         # run after it: STATS, then EXIT_TOOK.
         atexit.register(lambda: print("EXIT_TOOK", time.monotonic() - ended[0], flush=True))
         atexit.register(lambda: print_stats("STATS", exporter))
+        from infinium_logging.exporter import Exporter
+        from infinium_logging.handler import InfiniumHandler
+        from infinium_logging.settings import Settings
+        exporter = Exporter({settings_literal(settings)})
         log = logging.getLogger("agent")
         log.setLevel(logging.INFO)
         log.addHandler(InfiniumHandler(exporter=exporter))
