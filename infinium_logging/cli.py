@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
 import os
 import signal
@@ -11,9 +12,10 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import FrameType
-from typing import Final, TextIO, TypeAlias
+from typing import Final, NoReturn, TextIO, TypeAlias, cast
+from urllib.parse import urlsplit
 
 import msgspec
 import urllib3
@@ -32,7 +34,7 @@ from .errors import (
     ValidationError,
 )
 from .exporter import Exporter
-from .settings import Settings
+from .settings import DEFAULT_BASE_URL, ENV_PREFIX, Settings, setting_names
 from .transport import Transport
 
 __all__ = ["main"]
@@ -254,10 +256,54 @@ def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo  # noqa: PLC0415 - structlog is imported only when the demo runs
 
     restore = _stop_on_signals()
+    out = _ReaderGuard(sys.stdout)
     try:
-        return run_demo(keep=args.keep)
+        code = run_demo(keep=args.keep, out=cast(TextIO, out))
+        out.flush()
+        return code
+    except _ReaderGone:
+        return 1
     finally:
         restore()
+
+
+class _ReaderGone(BaseException):
+    """The reader of the demo's output went away.
+
+    A BaseException: the demo also writes through a ``logging.StreamHandler``,
+    whose ``emit`` reports any Exception (BrokenPipeError included) on stderr
+    as a "--- Logging error ---" block and carries on; this one ends the demo.
+    """
+
+
+class _ReaderGuard:
+    """The demo's output stream: once its pipe has no reader, the stream is silenced and the
+    write that found out raises :class:`_ReaderGone`; later writes are dropped."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._gone = False
+
+    def write(self, text: str) -> int:
+        if self._gone:
+            return len(text)
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._reader_gone()
+
+    def flush(self) -> None:
+        if self._gone:
+            return
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._reader_gone()
+
+    def _reader_gone(self) -> NoReturn:
+        self._gone = True
+        _silence(self._stream)
+        raise _ReaderGone from None
 
 
 # --- check ------------------------------------------------------------------------------------
@@ -312,12 +358,18 @@ def _add_check(commands: _Commands) -> None:
         description=(
             "Read the configuration exactly as the handler does (INFINIUM_* variables, then "
             "these flags), print it with the secret masked, and verify the credentials against "
-            "the endpoint without creating a trace (it asks for the interpreted result of a "
-            "random trace id: 404 means the credentials were accepted, 401 that they were not)."
+            "the endpoint without creating a trace: it asks for the interpreted result of a "
+            "random trace id, which the Infinium API answers with 401 when the credentials are "
+            "refused and 404 when they are accepted. A 404 counts only if the same request "
+            "without the secret is refused: a server that answers alike with or without the "
+            "secret is not the API (a base URL without its /api/v1 root, say). INFINIUM_* "
+            "variables that are not settings (a misspelt name) are named in a warning, without "
+            "their values."
         ),
         epilog=(
-            "exit status: 0 credentials accepted, 2 configuration error, 3 credentials refused, "
-            "4 endpoint unreachable (DNS, refused), 5 TLS error, 6 timeout, 7 server error"
+            "exit status: 0 credentials accepted, 2 configuration error (also: the base URL is "
+            "not the Infinium API), 3 credentials refused, 4 endpoint unreachable (DNS, "
+            "refused), 5 TLS error, 6 timeout, 7 server error"
         ),
     )
     _add_settings_flags(parser)
@@ -325,6 +377,9 @@ def _add_check(commands: _Commands) -> None:
 
 
 def _check(args: argparse.Namespace) -> int:
+    # Before the settings are read: a misspelt name may be why they fail (a missing secret).
+    for warning in _unknown_variables(os.environ):
+        print(f"{_PROG} check: warning: {warning}", file=sys.stderr)
     try:
         settings = _settings_from(args)
     except ConfigurationError as exc:
@@ -338,9 +393,7 @@ def _check(args: argparse.Namespace) -> int:
     print(f"\nChecking the credentials against {settings.base_url} ...", flush=True)
     transport = Transport(settings.replace(workers=1))
     try:
-        transport.get_interpreted_result(str(uuid.uuid4()))
-    except NotFoundError:
-        pass  # the platform knew the agent and looked for the trace: credentials accepted
+        not_the_api = _probe_credentials(transport, settings)
     except AuthenticationError as exc:
         return _fail(
             "check",
@@ -356,8 +409,8 @@ def _check(args: argparse.Namespace) -> int:
             CHECK_EXIT["timeout"],
         )
     except NetworkError as exc:
-        kind, hint = _network_hint(exc)
-        return _fail("check", f"{exc.message}: {hint}", CHECK_EXIT[kind])
+        kind, problem = _network_problem(exc, settings.base_url)
+        return _fail("check", problem, CHECK_EXIT[kind])
     except InfiniumError as exc:
         return _fail(
             "check",
@@ -366,20 +419,121 @@ def _check(args: argparse.Namespace) -> int:
         )
     finally:
         transport.close()
+    if not_the_api is not None:
+        return _fail(
+            "check",
+            f"{settings.base_url} is not the Infinium API: {not_the_api}. Check "
+            f"INFINIUM_BASE_URL: the API root ends in /api/v1 (the default is {DEFAULT_BASE_URL})",
+            CHECK_EXIT["config"],
+        )
     print("OK: the credentials were accepted.")
     return CHECK_EXIT["ok"]
 
 
-def _network_hint(exc: NetworkError) -> tuple[str, str]:
+def _probe_credentials(transport: Transport, settings: Settings) -> str | None:
+    """Ask for the interpreted result of a random trace id, which creates nothing.
+
+    Returns None when the credentials were accepted, else what shows that the
+    base URL is not the Infinium API.  The API checks the credentials before
+    it looks for the trace: a refusal (AuthenticationError, raised) says the
+    credentials are wrong.  Any other server can also answer 404 to a path it
+    does not know, so a 404 (or a success, for a trace that cannot exist)
+    counts only once the same request without the secret is refused, as the
+    API refuses it; a server that answers it as before ignores the
+    credentials.  Raises the transport's errors.
+    """
+    trace_id = str(uuid.uuid4())
+    try:
+        answer = transport.get_interpreted_result(trace_id)
+    except NotFoundError as exc:
+        with_secret = _status_text(exc)
+    else:
+        with_secret = f"HTTP {answer.status_code}"
+    url = f"{settings.base_url}/agents/{settings.agent_id}/interpreted-result/{trace_id}"
+    headers = {"x-agent-id": settings.agent_id, "User-Agent": settings.user_agent}
+    try:
+        answer = transport.request("GET", url, headers=headers)
+    except (AuthenticationError, ValidationError):
+        return None  # refused without the secret: the answer with it was the API's
+    except NotFoundError as exc:
+        without_secret = _status_text(exc)
+    else:
+        without_secret = f"HTTP {answer.status_code}"
+    if with_secret == without_secret:
+        answered = f"it answered {with_secret} whether the secret was sent or not"
+    else:
+        answered = f"it answered {with_secret} with the secret and {without_secret} without"
+    return f"{answered} (the API refuses a request without it)"
+
+
+def _status_text(exc: NotFoundError) -> str:
+    """``HTTP 404``, with the server's message when it answered in JSON (not a web page)."""
+    said = exc.details.get("server_message")
+    if not isinstance(exc.details.get("response_data"), dict) or not isinstance(said, str):
+        return "HTTP 404"
+    return f"HTTP 404 ({said[:97] + '...' if len(said) > 100 else said})"
+
+
+def _network_problem(exc: NetworkError, base_url: str) -> tuple[str, str]:
+    """The key in CHECK_EXIT and a plain account of a request that got no answer: where it
+    went and what the operating system (or TLS) said, without the HTTP client's internals."""
+    parts = urlsplit(base_url)
+    host = parts.hostname or "?"
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     cause = exc.original_error
+    os_error = _os_error(cause)
+    said = (os_error.strerror or str(os_error)) if os_error is not None else None
     if isinstance(cause, urllib3.exceptions.SSLError):
         return "tls", (
-            "the TLS handshake failed; check the certificate of the host in INFINIUM_BASE_URL "
-            "(INFINIUM_VERIFY_SSL=false only for local testing)"
+            f"the TLS handshake with {where} failed ({os_error or cause}); check the "
+            "certificate of the host in INFINIUM_BASE_URL (INFINIUM_VERIFY_SSL=false only for "
+            "local testing)"
         )
     if isinstance(cause, urllib3.exceptions.NameResolutionError):
-        return "unreachable", "the host name does not resolve; check INFINIUM_BASE_URL"
-    return "unreachable", "nothing answered there; check INFINIUM_BASE_URL and that it is up"
+        because = f" ({said})" if said else ""
+        return "unreachable", (
+            f"the host name {host} does not resolve{because}; check INFINIUM_BASE_URL"
+        )
+    if isinstance(cause, urllib3.exceptions.NewConnectionError):
+        because = f": {said}" if said else ""
+        return "unreachable", (
+            f"could not connect to {where}{because}; nothing answered there: check "
+            "INFINIUM_BASE_URL and that it is up"
+        )
+    because = f": {said}" if said else f" ({exc.message})"
+    return "unreachable", (
+        f"the connection to {where} failed{because}; check INFINIUM_BASE_URL and that it is up"
+    )
+
+
+def _os_error(error: BaseException | None) -> OSError | None:
+    """The first OSError (a refusal, a reset, a DNS or TLS error) behind ``error``."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError):
+            return error
+        nested = [arg for arg in error.args if isinstance(arg, BaseException)]
+        error = error.__cause__ or error.__context__ or (nested[-1] if nested else None)
+    return None
+
+
+def _unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """A warning for each ``INFINIUM_*`` variable that is not a setting (names, never values),
+    with the setting's variable it most resembles when the resemblance is obvious."""
+    names = [name.upper() for name in setting_names()]
+    known = {ENV_PREFIX + name for name in names}
+    warnings = []
+    for variable in sorted(environ):
+        if not variable.upper().startswith(ENV_PREFIX) or variable in known:
+            continue
+        close = difflib.get_close_matches(
+            variable[len(ENV_PREFIX) :].upper(), names, n=1, cutoff=0.75
+        )
+        hint = f" (did you mean {ENV_PREFIX}{close[0]}?)" if close else ""
+        warnings.append(f"{variable} is not a setting of {_PROG} and is ignored{hint}")
+    return warnings
 
 
 # --- send -------------------------------------------------------------------------------------
@@ -415,6 +569,8 @@ def _read_traces(name: str) -> list[tuple[str, object]]:
         whole = msgspec.json.decode(raw)
     except msgspec.DecodeError:
         whole = None
+    except RecursionError:
+        raise ValueError(f"{label}: invalid JSON: {_TOO_DEEP}") from None
     else:
         if isinstance(whole, list):
             return [(f"{label}[{i}]", item) for i, item in enumerate(whole)]
@@ -427,7 +583,13 @@ def _read_traces(name: str) -> list[tuple[str, object]]:
             found.append((f"{label}:{number}", msgspec.json.decode(line)))
         except msgspec.DecodeError as exc:
             raise ValueError(f"{label}:{number}: invalid JSON: {exc}") from None
+        except RecursionError:
+            raise ValueError(f"{label}:{number}: invalid JSON: {_TOO_DEEP}") from None
     return found
+
+
+#: Why JSON that the decoder gives up on (a RecursionError, not a DecodeError) is refused.
+_TOO_DEEP: Final = "nested too deeply (arrays and objects nest up to about 1,000 levels)"
 
 
 def _send(args: argparse.Namespace) -> int:
@@ -477,8 +639,23 @@ def _send(args: argparse.Namespace) -> int:
 
 def _add_spool_dir_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--spool-dir", metavar="DIR", help="the spool directory (INFINIUM_SPOOL_DIR)"
+        "--spool-dir",
+        metavar="DIR",
+        help="the spool directory (INFINIUM_SPOOL_DIR); it must exist",
     )
+
+
+def _spool_dir_problem(directory: str) -> str | None:
+    """Why ``directory`` cannot be the spool to read, or None.  One that does not exist is a
+    mistyped path: the spool commands never create it (an exporter creates its own)."""
+    where = os.path.abspath(os.path.expanduser(directory))
+    if not os.path.exists(where):
+        return (
+            f"the spool directory {where} does not exist; check --spool-dir or INFINIUM_SPOOL_DIR"
+        )
+    if not os.path.isdir(where):
+        return f"the spool directory {where} is not a directory"
+    return None
 
 
 def _add_spool(commands: _Commands) -> None:
@@ -492,7 +669,10 @@ def _add_spool(commands: _Commands) -> None:
             "by a process that ended: the agent's next start, or 'replay', sends them). "
             "Nothing is taken over or changed."
         ),
-        epilog="exit status: 0 shown (also when nothing is pending), 2 no spool directory given",
+        epilog=(
+            "exit status: 0 shown (also when nothing is pending), 2 no spool directory given, "
+            "or it does not exist or cannot be read"
+        ),
     )
     _add_spool_dir_flag(parser)
     parser.set_defaults(run=_spool)
@@ -504,8 +684,13 @@ def _spool(args: argparse.Namespace) -> int:
     directory = args.spool_dir or os.environ.get("INFINIUM_SPOOL_DIR", "").strip()
     if not directory:
         return _fail("spool", "no spool directory: pass --spool-dir or set INFINIUM_SPOOL_DIR", 2)
+    if (problem := _spool_dir_problem(directory)) is not None:
+        return _fail("spool", problem, 2)
     where = os.path.abspath(os.path.expanduser(directory))
-    found = survey(where)
+    try:
+        found = survey(where)
+    except OSError as exc:
+        return _fail("spool", f"cannot read the spool directory {where}: {exc.strerror}", 2)
     if not found:
         print(f"Nothing pending in {where}.")
         return 0
@@ -560,7 +745,8 @@ def _add_replay(commands: _Commands) -> None:
         ),
         epilog=(
             "exit status: 0 all sent (or nothing to send), 1 some not sent (failed, or "
-            "rejected by the platform), 2 configuration error or unusable spool directory"
+            "rejected by the platform), 2 configuration error or unusable spool directory "
+            "(one that does not exist included: nothing is created)"
         ),
     )
     _add_spool_dir_flag(parser)
@@ -577,6 +763,8 @@ def _replay(args: argparse.Namespace) -> int:
         return _fail("replay", exc.message, 2)
     if settings.spool_dir is None:
         return _fail("replay", "no spool directory: pass --spool-dir or set INFINIUM_SPOOL_DIR", 2)
+    if (problem := _spool_dir_problem(settings.spool_dir)) is not None:
+        return _fail("replay", problem, 2)
     if settings.disabled:
         return _fail("replay", "INFINIUM_DISABLED is on: nothing would be sent", 2)
 

@@ -9,7 +9,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -43,6 +45,45 @@ def silent_port() -> Iterator[int]:
     sock.listen(8)
     yield sock.getsockname()[1]
     sock.close()
+
+
+class _SameAnswer(BaseHTTPRequestHandler):
+    """Answers every request with the server's ``status`` and a small HTML page."""
+
+    server: _WebServer
+
+    def do_GET(self) -> None:
+        body = b"<html><body><h1>Not here</h1></body></html>"
+        self.send_response(self.server.status)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+class _WebServer(ThreadingHTTPServer):
+    """A web server that is not the Infinium API: one answer for every path."""
+
+    daemon_threads = True
+
+    def __init__(self, status: int) -> None:
+        self.status = status
+        super().__init__(("127.0.0.1", 0), _SameAnswer)
+
+
+@pytest.fixture(params=[404, 200], ids=["404-everywhere", "200-everywhere"])
+def web_server(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The URL of a local web server answering every path with the same status and page."""
+    server = _WebServer(request.param)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/api/v1"
+    server.shutdown()
+    server.server_close()
+    thread.join(5)
 
 
 def test_demo_runs_and_shows_what_was_received(tmp_path: Path) -> None:
@@ -135,6 +176,87 @@ def test_check_reports_nothing_listening(
         == CHECK_EXIT["unreachable"]
     )
     assert "check INFINIUM_BASE_URL" in capsys.readouterr().err
+
+
+def test_check_says_plainly_what_could_not_be_reached(
+    env: LocalCollector, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Connection refused: the message names host:port and the OS error, and no class of the
+    HTTP client."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    assert (
+        main(["check", "--base-url", f"http://127.0.0.1:{port}/api/v1"])
+        == CHECK_EXIT["unreachable"]
+    )
+    err = capsys.readouterr().err
+    assert f"could not connect to 127.0.0.1:{port}: Connection refused" in err
+    assert "Connection(" not in err
+    assert "_Tracked" not in err
+
+
+@pytest.mark.parametrize("path", ["", "/api/v2", "/api/v1/agents"])
+def test_check_refuses_a_collector_url_without_the_api_root(
+    env: LocalCollector, path: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A base URL that misses the API root (every trace sent there would be 'no such
+    endpoint'): a configuration error naming the URL and the expected root, never 'OK'."""
+    url = env.url + path
+    assert main(["check", "--base-url", url]) == CHECK_EXIT["config"]
+    captured = capsys.readouterr()
+    assert "OK" not in captured.out
+    assert f"{url} is not the Infinium API" in captured.err
+    assert "HTTP 404" in captured.err
+    assert "/api/v1" in captured.err
+    assert TEST_AGENT_SECRET not in captured.out + captured.err
+    assert env.accepted_count == 0
+
+
+def test_check_refuses_a_web_server_that_is_not_the_api(
+    env: LocalCollector, web_server: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A web server that answers every path alike (404 pages, or a site that serves its page
+    for any path) is not the API: exit 2, whatever credentials are given."""
+    assert main(["check", "--base-url", web_server]) == CHECK_EXIT["config"]
+    captured = capsys.readouterr()
+    assert "OK" not in captured.out
+    assert f"{web_server} is not the Infinium API" in captured.err
+    assert "INFINIUM_BASE_URL" in captured.err
+
+
+def test_check_warns_of_unknown_infinium_variables(
+    env: LocalCollector, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A misspelt INFINIUM_* variable is named, with the setting it resembles, but its value is
+    never shown and the exit status is unchanged."""
+    monkeypatch.setenv("INFINIUM_TIMEOUTT", "value-of-the-typo-1")
+    monkeypatch.setenv("INFINIUM_FROBNICATE", "value-of-the-typo-2")
+    assert main(["check"]) == CHECK_EXIT["ok"]
+    captured = capsys.readouterr()
+    assert "OK: the credentials were accepted." in captured.out
+    warnings = [line for line in captured.err.splitlines() if "warning" in line]
+    assert len(warnings) == 2
+    assert "INFINIUM_FROBNICATE" in warnings[0]
+    assert "did you mean" not in warnings[0]
+    assert "INFINIUM_TIMEOUTT" in warnings[1]
+    assert "did you mean INFINIUM_TIMEOUT?" in warnings[1]
+    assert "value-of-the-typo" not in captured.out + captured.err
+
+
+def test_check_warns_of_a_misspelt_variable_also_when_the_settings_fail(
+    env: LocalCollector, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The typo is what makes the secret missing: the warning comes with the exit status 2."""
+    monkeypatch.delenv("INFINIUM_AGENT_SECRET")
+    monkeypatch.setenv("INFINIUM_AGENT_SECERT", TEST_AGENT_SECRET)
+    assert main(["check"]) == CHECK_EXIT["config"]
+    captured = capsys.readouterr()
+    assert "INFINIUM_AGENT_SECERT" in captured.err
+    assert "did you mean INFINIUM_AGENT_SECRET?" in captured.err
+    assert "Missing agent_secret" in captured.err
+    assert TEST_AGENT_SECRET not in captured.out + captured.err
 
 
 def test_check_reports_a_timeout(
@@ -258,6 +380,24 @@ def test_send_reports_bad_json_with_its_line(
     assert f"{path}:2: invalid JSON" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("where", ["whole file", "second line"])
+def test_send_refuses_json_nested_too_deeply(
+    env: LocalCollector, tmp_path: Path, where: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """JSON nested deeper than the decoder goes is invalid input (exit 2), not a crash."""
+    deep = "[" * 100_000 + "]" * 100_000
+    path = tmp_path / "deep.json"
+    if where == "whole file":
+        path.write_text(deep)
+        expected = f"{path}: invalid JSON: nested too deeply"
+    else:
+        path.write_text(json.dumps(_trace("good")) + "\n" + deep + "\n")
+        expected = f"{path}:2: invalid JSON: nested too deeply"
+    assert main(["send", str(path)]) == 2
+    assert expected in capsys.readouterr().err
+    assert env.request_count == 0
+
+
 def test_send_counts_failures(
     env: LocalCollector, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -280,3 +420,55 @@ def test_every_command_has_complete_help(command: str, capsys: pytest.CaptureFix
     out = capsys.readouterr().out
     assert f"usage: infinium-logging {command}" in out
     assert len(out) > 300
+
+
+@pytest.mark.parametrize("command", ["spool", "replay"])
+def test_spool_commands_refuse_a_directory_that_does_not_exist(
+    env: LocalCollector, tmp_path: Path, command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A mistyped spool directory: exit 2 naming it, and nothing is created."""
+    missing = tmp_path / "no-such-spool"
+    assert main([command, "--spool-dir", str(missing)]) == 2
+    captured = capsys.readouterr()
+    assert f"the spool directory {missing} does not exist" in captured.err
+    assert "Nothing" not in captured.out
+    assert not missing.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", ["spool", "replay"])
+def test_spool_commands_refuse_a_file_as_directory(
+    env: LocalCollector,
+    tmp_path: Path,
+    command: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """INFINIUM_SPOOL_DIR naming a file: exit 2 naming it."""
+    path = tmp_path / "a-file"
+    path.write_text("not a spool")
+    monkeypatch.setenv("INFINIUM_SPOOL_DIR", str(path))
+    assert main([command]) == 2
+    assert f"the spool directory {path} is not a directory" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == [path]
+
+
+def test_demo_whose_reader_goes_away_exits_1_quietly(tmp_path: Path) -> None:
+    """``demo | head -2``: the demo's log lines (written by a logging handler) find no reader;
+    the demo stops with exit status 1 and nothing on stderr (no '--- Logging error ---')."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("INFINIUM_")}
+    child = subprocess.Popen(
+        [sys.executable, "-m", "infinium_logging", "demo"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environ | {"TMPDIR": str(tmp_path)},
+    )
+    assert child.stdout is not None and child.stderr is not None
+    first = [child.stdout.readline() for _ in range(2)]
+    child.stdout.close()
+    err = child.stderr.read()
+    child.stderr.close()
+    assert child.wait(60) == 1, err
+    assert first[0].startswith("Local collector on http://127.0.0.1:")
+    assert err == ""
