@@ -7,6 +7,7 @@ from __future__ import annotations
 # the middle of that import would leave its import lock held forever in the child.
 import encodings.idna  # noqa: F401
 import http.client
+import re
 import threading
 import uuid
 from collections.abc import Iterable, Mapping
@@ -279,7 +280,10 @@ class Transport:
         limit = self._settings.timeout if timeout is None else timeout
         if isinstance(exc, NewConnectionError):
             # A subclass of ConnectTimeoutError for history's sake, but a refusal is no timeout.
-            return NetworkError(f"could not connect: {_describe(exc)}", original_error=exc)
+            # urllib3 starts its text with the connection object's repr: name the host instead.
+            said = _CONNECTION_REPR.sub("", _describe(exc), count=1)
+            where = self._origin.partition("://")[2]
+            return NetworkError(f"could not connect to {where}: {said}", original_error=exc)
         if isinstance(exc, (ConnectTimeoutError, ReadTimeoutError, Urllib3TimeoutError)):
             phase = (
                 "connecting" if isinstance(exc, ConnectTimeoutError) else "waiting for the answer"
@@ -299,6 +303,10 @@ class Transport:
             return NetworkError(f"network error: {shown[:_MAX_MESSAGE]}")
         return NetworkError(f"network error: {text[:_MAX_MESSAGE]}", original_error=exc)
 
+
+#: The connection's repr that urllib3 puts before what went wrong ("HTTPConnection(host=...,
+#: port=...): Failed to establish a new connection: ..."), in some versions inside <...>.
+_CONNECTION_REPR: Final = re.compile(r"^<?\w*Connection\(host=[^)]*\)(?: at 0x[0-9a-f]+)?>?: ")
 
 #: Request headers that carry a credential.
 _SECRET_HEADERS: Final = ("x-agent-key", "x-prompt-key")
