@@ -1582,6 +1582,9 @@ class Exporter:
         if callback is None:
             return
         token = _EXPORTING.set(True)
+        # Called where a failure of ours is being handled: the callback's own exception would
+        # be shown as raised while handling it, as if the library had failed first.
+        handled = sys.exc_info()[1]
         try:
             task = item.task
             if isinstance(task, PendingTrace):  # settled before a sender built it
@@ -1589,12 +1592,39 @@ class Exporter:
             elif task is None and item.body is not None:  # a spooled wire body
                 task = decode_task(item.body, strict=False)
             callback(task, response)
-        except Exception:
+        except Exception as exc:
             if not self._callback_error_logged:
                 self._callback_error_logged = True
-                _log.warning("the on_result callback raised (logged once)", exc_info=True)
+                if handled is not None:
+                    _unchain(exc, handled)
+                _log.warning("the on_result callback raised (logged once)", exc_info=exc)
         finally:
             _EXPORTING.reset(token)
+
+    def _report_lost(self, items: list[_Item], until: float) -> None:
+        """Report the traces lost at shutdown to ``on_result`` until ``until`` at the latest.
+
+        On a thread of their own, waited for until then: a callback that takes its time
+        must not hold the shutdown (or the interpreter's exit) past its deadline.  Here, on
+        this thread, when no thread can be started (at exit, Python 3.12+).
+        """
+        if self._on_result is None or not items:
+            return
+
+        def report() -> None:
+            for item in items:
+                if time.monotonic() > until:
+                    break
+                reason = "shutdown" if item.ref is None else "spool_full"
+                self._report(item, _failure_response(reason, None))
+
+        thread = threading.Thread(target=report, name="infinium-exporter-report", daemon=True)
+        try:
+            thread.start()
+        except RuntimeError:  # "can't create new thread at interpreter shutdown"
+            report()
+            return
+        thread.join(max(0.0, until - time.monotonic()))
 
     def _warn_drops(self) -> None:
         if self._closed or not self._warner.due():
@@ -1765,11 +1795,7 @@ class Exporter:
                 spooled = self._spooled
             self._finished.set()
             self._bucket.wake()
-            for item in lost + gone:
-                if time.monotonic() > deadline + _REPORT_GRACE:
-                    break
-                reason = "shutdown" if item.ref is None else "spool_full"
-                self._report(item, _failure_response(reason, None))
+            self._report_lost(lost + gone, deadline + _REPORT_GRACE)
             if not stuck:
                 # Idle senders exit at once; a sender stuck in a request is a daemon thread
                 # and is left behind (its late answer is ignored: the trace is settled).
@@ -2020,6 +2046,19 @@ def replay_spool(
 
 
 # --- process-wide hooks: exit and fork ---------------------------------------------------------
+
+
+def _unchain(error: BaseException, handled: BaseException) -> None:
+    """Hide ``handled`` from the chain ``error`` is shown with (it was raised while ``handled``
+    was being handled, by no fault of its own); its other links stay."""
+    link: BaseException | None = error
+    seen: set[int] = set()
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        if link.__context__ is handled:
+            link.__suppress_context__ = True
+            return
+        link = link.__cause__ if link.__cause__ is not None else link.__context__
 
 
 def _shutdown_all_at_exit() -> None:

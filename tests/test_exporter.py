@@ -637,6 +637,54 @@ def test_on_result_errors_are_caught_and_logged_once(
     assert len([r for r in caplog.records if "on_result" in r.getMessage()]) == 1
 
 
+def test_a_failing_callback_is_not_shown_as_raised_by_the_library(
+    collector: LocalCollector, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A callback that raises on a failed trace: its traceback is its own, not chained to the
+    exception the exporter was handling when it called it (a 404 here)."""
+    caplog.set_level(logging.WARNING, logger="infinium_logging.exporter")
+
+    def broken(_task: Any, response: ApiResponse) -> None:
+        raise RuntimeError(f"callback bug: {(response.data or {}).get('reason')}")
+
+    with make_exporter(collector, on_result=broken, max_retries=0) as exporter:
+        collector.fail_next(1, 404)
+        assert exporter.submit(trace("refused"))
+        assert exporter.flush(5)
+    (record,) = [r for r in caplog.records if "on_result" in r.getMessage()]
+    text = logging.Formatter().formatException(record.exc_info)  # type: ignore[arg-type]
+    assert "RuntimeError: callback bug: rejected" in text
+    assert "During handling" not in text and "NotFoundError" not in text
+
+
+def test_a_slow_callback_does_not_hold_the_shutdown_past_its_deadline(
+    collector: LocalCollector,
+) -> None:
+    """Traces lost at the deadline are reported to on_result for a short grace at most: a
+    callback that takes its time does not hold shutdown() (or the exit) past its deadline."""
+    release = threading.Event()
+    calls: list[str] = []
+
+    def slow(task: Any, _response: ApiResponse) -> None:
+        calls.append(task.name)
+        release.wait(30)
+
+    collector.hang_next(100)
+    exporter = make_exporter(collector, on_result=slow, workers=1, timeout=30.0)
+    try:
+        for i in range(3):
+            assert exporter.submit(trace(f"t{i}"))
+        assert wait_until(lambda: exporter.stats().in_flight == 1)
+        started = time.monotonic()
+        assert exporter.shutdown(0.5) is False
+        took = time.monotonic() - started
+    finally:
+        release.set()
+    assert took < 0.5 + 0.25 + 0.5
+    assert calls  # the report began; the callback was not waited for
+    assert exporter.stats().dropped["shutdown"] == 3
+
+
 def test_in_export_marks_exporter_threads_and_sync_sends(collector: LocalCollector) -> None:
     """in_export() is true on sender threads and during send(), false elsewhere."""
     marks: list[tuple[str, bool]] = []
