@@ -1836,11 +1836,14 @@ def _built(task: PendingTrace) -> TaskData | dict[str, Any] | None:
 
 def _encode(task: TaskData) -> bytes:
     """The wire body of a trace, shrunk to the platform's limit when needed."""
-    body = encode_task(task)
-    if len(body) > MAX_BODY_BYTES:
-        body = encode_task(fit_task(task))
+    try:
+        body = encode_task(task)
         if len(body) > MAX_BODY_BYTES:
-            raise ValidationError(f"the trace is {len(body)} bytes even after shrinking")
+            body = encode_task(fit_task(task))
+    except ValueError as exc:  # nested too deeply, an int too long for text
+        raise ValidationError(str(exc)) from None
+    if len(body) > MAX_BODY_BYTES:
+        raise ValidationError(f"the trace is {len(body)} bytes even after shrinking")
     return body
 
 

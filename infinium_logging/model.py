@@ -594,22 +594,27 @@ def encode_task(task: TaskData) -> bytes:
     duration = task.duration
     if type(duration) is not _ExpFloat:
         duration = _mark_float(float(duration))
-    return _ENCODER.encode(
-        _WireTask(
-            task.name,
-            task.description,
-            task.current_datetime,
-            duration,
-            task.input_summary,
-            task.output_summary,
-            task.expected_outcome,
-            task.steps or None,
-            task.errors or None,
-            _section(task.llm_usage),
-            sections,
-            _section(task.environment),
-        )
+    wire = _WireTask(
+        task.name,
+        task.description,
+        task.current_datetime,
+        duration,
+        task.input_summary,
+        task.output_summary,
+        task.expected_outcome,
+        task.steps or None,
+        task.errors or None,
+        _section(task.llm_usage),
+        sections,
+        _section(task.environment),
     )
+    try:
+        return _ENCODER.encode(wire)
+    except RecursionError:  # a free-form value nested about a thousand levels deep
+        raise ValueError(
+            "the trace is nested too deeply to encode (a free-form value such as metadata "
+            "nests containers about a thousand levels deep)"
+        ) from None
 
 
 _EMPTY_SECTIONS: Final = _WireSections()

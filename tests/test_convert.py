@@ -472,6 +472,23 @@ def test_an_int_too_long_to_write_becomes_a_marker(limit: int) -> None:
         sys.set_int_max_str_digits(was)
 
 
+def test_nesting_too_deep_to_encode_is_a_clear_error_not_a_recursion_error() -> None:
+    """About a thousand nested containers: encode_task raises ValueError, decode_task a
+    ValidationError, each saying why (a RecursionError says nothing to a caller)."""
+    deep: dict[str, Any] = {}
+    inner = deep
+    for _ in range(5000):
+        inner["a"] = {}
+        inner = inner["a"]
+    task = to_task(_with_metadata({"deep": deep}))
+    with pytest.raises(ValueError, match="nested too deeply"):
+        encode_task(task)
+    with pytest.raises(ValidationError, match="nested too deeply"):
+        decode_task(b"[" * 100_000)
+    lenient = to_task(_with_metadata({"deep": deep}), strict=False)
+    assert b"<too deep>" in encode_task(lenient)
+
+
 class _Int(int):
     pass
 

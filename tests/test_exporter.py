@@ -620,6 +620,22 @@ def test_an_explicit_disabled_false_wins_over_the_environment(
     assert [t.task.name for t in collector.traces()] == ["sent anyway"]
 
 
+def test_send_refuses_a_trace_nested_too_deeply_to_encode(collector: LocalCollector) -> None:
+    """send() validates: a trace msgspec cannot encode (containers nested about a thousand
+    levels deep) is a ValidationError, not a RecursionError, and nothing is sent."""
+    deep: dict[str, Any] = {}
+    inner = deep
+    for _ in range(5000):
+        inner["a"] = {}
+        inner = inner["a"]
+    step = {"step_number": 1, "action": "a", "description": "d", "metadata": {"deep": deep}}
+    fields: dict[str, Any] = {"name": "deep", "description": "d", "duration": 1.0}
+    fields |= {"current_datetime": "2026-01-01T00:00:00Z", "steps": [step]}
+    with make_exporter(collector) as exporter, pytest.raises(ValidationError, match="too deeply"):
+        exporter.send(fields)
+    assert collector.request_count == 0
+
+
 def test_on_result_errors_are_caught_and_logged_once(
     collector: LocalCollector, caplog: pytest.LogCaptureFixture
 ) -> None:
