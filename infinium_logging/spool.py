@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import logging
+import math
 import os
 import struct
 import threading
@@ -54,6 +55,8 @@ _FRESH_SUFFIX: Final = ".new"
 #: while creating it: it is removed.
 _ABANDONED_AFTER: Final = 60.0
 _WOULD_BLOCK: Final = (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK)
+#: Evictions are logged at most this often (seconds), as the exporter's drops are.
+_EVICT_WARN_INTERVAL: Final = 60.0
 
 #: Told, with the spool's lock held, what happened to records nobody holds in memory:
 #: ``("adopted", n)`` records taken over from a dead process, ``("evicted", n)`` waiting records
@@ -210,6 +213,8 @@ class Spool:
         self._pending_records = 0
         self._waiting = 0
         self._evicted = 0
+        self._evicted_unreported = 0
+        self._evict_warned_at = -math.inf
         self._corrupt = 0
         self._adopted = 0
         self._counter = 0
@@ -499,9 +504,7 @@ class Spool:
                 continue
             lost = len(segment.waiting)
             self._evicted += len(segment.live)
-            _log.warning(
-                "spool over %d bytes: evicted %d oldest trace(s)", self.max_bytes, len(segment.live)
-            )
+            self._warn_evicted(len(segment.live))
             self._remove(segment)
             if lost:
                 self._notify("evicted", lost)
@@ -510,6 +513,22 @@ class Spool:
             backlog = self._backlog
             while backlog and backlog[0].segment not in self._segments:
                 backlog.popleft()
+
+    def _warn_evicted(self, count: int) -> None:
+        """Log evictions: the first at once, then at most once per ``_EVICT_WARN_INTERVAL``
+        with the count since (a long outage at the bound evicts a segment at every rotation)."""
+        self._evicted_unreported += count
+        now = time.monotonic()
+        if now - self._evict_warned_at < _EVICT_WARN_INTERVAL:
+            return
+        _log.warning(
+            "spool over %d bytes: evicted %d oldest trace(s)%s",
+            self.max_bytes,
+            self._evicted_unreported,
+            "" if self._evict_warned_at == -math.inf else " since the last report",
+        )
+        self._evict_warned_at = now
+        self._evicted_unreported = 0
 
     def _forget(self, segment: _Segment, offset: int) -> None:
         size = segment.live.pop(offset, 0)

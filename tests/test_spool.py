@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import signal
 import stat
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from freezegun import freeze_time
 
 from infinium_logging.spool import MAGIC, Spool, read_segment, survey
 
@@ -133,6 +135,32 @@ def test_bound_evicts_oldest_and_counts(tmp_path: Path) -> None:
     assert left[-1].startswith(b"0039")  # newest kept
     assert len(left) == stats.pending_records
     again.close()
+
+
+def test_evictions_are_logged_at_most_once_a_minute(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A long outage at the bound evicts a segment at every rotation: the first eviction is
+    logged at once, the next ones a minute later, together, with their count."""
+    caplog.set_level(logging.WARNING, logger="infinium_logging.spool")
+    with freeze_time("2026-11-22 10:00:00") as clock:
+        spool = Spool(str(tmp_path), AGENT, max_bytes=64 * 1024, segment_bytes=16 * 1024)
+        for i in range(80):
+            spool.append(b"%04d" % i + b"x" * 4000)
+        first = [r.getMessage() for r in caplog.records]
+        assert len(first) == 1
+        assert first[0].startswith("spool over 65536 bytes: evicted ")
+        clock.tick(61)
+        spool.append(b"x" * 20_000)
+        spool.append(b"y" * 20_000)
+        messages = [r.getMessage() for r in caplog.records]
+        evicted = spool.stats().evicted
+        spool.close()
+    assert len(messages) == 2
+    assert messages[1].endswith("since the last report")
+    counts = [int(m.split("evicted ")[1].split()[0]) for m in messages]
+    assert sum(counts) <= evicted  # the rest is reported at the next one
+    assert counts[1] > 0
 
 
 def test_permissions_are_private(tmp_path: Path) -> None:
