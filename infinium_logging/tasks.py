@@ -61,6 +61,7 @@ from .mapping import (
     iso_timestamp,
     merge_environment,
 )
+from .model import SECTION_NAMES
 
 __all__ = ["Recorder", "Task", "TaskHandle", "TaskTrace", "current_task", "task"]
 
@@ -598,7 +599,7 @@ class TaskHandle:
         for any keyword argument); values are coerced leniently when the trace
         is sent.  Values set here win over what the library would fill in.
         """
-        _check_fields(fields)
+        fields = _checked_fields(fields)
         state = self._state
         with state.lock:
             state.fields.update(fields)
@@ -624,13 +625,30 @@ class TaskHandle:
         return run
 
 
-def _check_fields(fields: Mapping[str, Any]) -> None:
+def _checked_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    """``fields`` (TaskData field names) with ``sections`` (the wire's grouping of the domain
+    sections, which to_task also takes) lifted to top level, so that a later ``update`` of one
+    section leaves the others alone; a name that is neither is a ``TypeError``."""
+    sections = fields.pop("sections", None)
     unknown = sorted(set(fields) - TASK_FIELDS)
     if unknown:
         raise TypeError(
             f"unknown TaskData field(s) {', '.join(unknown)}; "
-            f"known fields: {', '.join(sorted(TASK_FIELDS))}"
+            f"known fields: {', '.join(sorted(TASK_FIELDS | {'sections'}))}"
         )
+    if sections is None:
+        return fields
+    if not isinstance(sections, Mapping):
+        raise TypeError(
+            f"sections must be a mapping of section names, got {type(sections).__name__}"
+        )
+    for name, value in sections.items():
+        if name not in SECTION_NAMES:
+            raise TypeError(f"unknown section {name!r}; known: {', '.join(SECTION_NAMES)}")
+        if name in fields:
+            raise TypeError(f"{name} given both as an argument and under sections")
+        fields[name] = value
+    return fields
 
 
 class Task:
@@ -769,7 +787,7 @@ def task(
     """
     if callable(name):
         return Task({}, exporter, max_steps)(name)
-    _check_fields(fields)
+    fields = _checked_fields(fields)
     if max_steps is not None and (isinstance(max_steps, bool) or max_steps < 1):
         raise ValueError(f"max_steps must be a positive whole number, got {max_steps!r}")
     fields = {"name": name, **fields} if name is not None else fields

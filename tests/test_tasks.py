@@ -380,6 +380,22 @@ def test_bare_decorator_names_the_task_after_the_function() -> None:
     ]
 
 
+def test_sections_are_taken_as_to_task_takes_them(sink: ListSink) -> None:
+    """``sections={...}`` (the wire's grouping) works in task() and update(), one section at a
+    time: updating one leaves the others; a bad one is a TypeError where it is written."""
+    with task("S", exporter=sink, sections={"support": {"call_id": "T2"}}) as t:
+        t.update(sections={"customer": {"customer_name": "ACME"}})
+    trace = _only(sink)
+    assert trace.support is not None and trace.support.call_id == "T2"
+    assert trace.customer is not None and trace.customer.customer_name == "ACME"
+    with pytest.raises(TypeError, match="unknown section 'nope'"):
+        task("x", sections={"nope": {}})
+    with pytest.raises(TypeError, match="must be a mapping"):
+        task("x", sections=["support"])
+    with pytest.raises(TypeError, match="support given both"):
+        task("x", sections={"support": {}}, support={"call_id": "1"})
+
+
 def test_decorating_a_generator_function_is_a_type_error() -> None:
     """A generator's body runs after the call returns, step by step in its consumer's context:
     a task around the call would end empty.  Refused where it is written, saying what to do."""
