@@ -811,6 +811,7 @@ def _mark(task: TaskData, cut: list[str]) -> None:
 
 
 def _shrink_previews(task: TaskData, excess: int, cut: list[str]) -> None:
+    metadata_cut = False
     for step in task.steps or ():
         for name in ("input_preview", "output_preview"):
             value = getattr(step, name)
@@ -823,9 +824,12 @@ def _shrink_previews(task: TaskData, excess: int, cut: list[str]) -> None:
                     setattr(step.tool_call, name, truncate(value, _SHORT_PREVIEW))
         if step.metadata is not None and len(msgspec.json.encode(step.metadata)) > 1024:
             step.metadata = {"truncated": "metadata over 1 KiB left out"}
+            metadata_cut = True
         if step.error is not None and step.error.stack_trace and len(step.error.stack_trace) > 2000:
             step.error.stack_trace = truncate(step.error.stack_trace, 2000)
     cut.append("step previews")
+    if metadata_cut:
+        cut.append("step metadata over 1 KiB")
 
 
 def _shrink_middle_steps(task: TaskData, excess: int, cut: list[str]) -> None:

@@ -573,6 +573,22 @@ def test_fit_task_shrinks_previews_first() -> None:
     )  # original untouched
 
 
+def test_fit_task_says_when_it_left_step_metadata_out() -> None:
+    """Step metadata over 1 KiB is replaced by a marker, and truncated_fields says so."""
+    task = _big_task(120, 500)  # each step's metadata is a 5 KB blob
+    small = _big_task(120, 500)
+    for step in small.steps or []:
+        step.metadata = {"k": "v"}
+    fitted = fit_task(task, max_bytes=len(encode_task(task)) - 100_000)
+    assert fitted.steps is not None
+    assert fitted.steps[0].metadata == {"truncated": "metadata over 1 KiB left out"}
+    assert fitted.environment is not None and fitted.environment.custom_tags is not None
+    assert "step metadata over 1 KiB" in fitted.environment.custom_tags["truncated_fields"]
+    plain = fit_task(small, max_bytes=len(encode_task(small)) - 100_000)
+    assert plain.environment is not None and plain.environment.custom_tags is not None
+    assert "metadata" not in plain.environment.custom_tags["truncated_fields"]
+
+
 def test_fit_task_drops_middle_steps_keeping_first_and_last() -> None:
     """Middle steps go next, with a marker step saying how many were left out."""
     task = _big_task(300, 500)
