@@ -135,6 +135,35 @@ def test_a_trace_logged_by_an_atexit_handler_is_delivered(
     assert [t.task.name for t in infinium_collector.traces()] == ["said at exit"]
 
 
+def test_the_readmes_sigterm_recipe_delivers_what_is_queued(
+    tmp_path: Path, infinium_collector: LocalCollector
+) -> None:
+    """SIGTERM made an ordinary exit, as the README shows: the exit hook runs and what was
+    queued is delivered (Python's default action would end the process at once)."""
+    body = textwrap.dedent(
+        f"""
+        import logging, os, signal
+        os.environ.update(INFINIUM_AGENT_ID={TEST_AGENT_ID!r},
+                          INFINIUM_AGENT_SECRET={TEST_AGENT_SECRET!r},
+                          INFINIUM_BASE_URL={infinium_collector.base_url!r})
+        from infinium_logging import InfiniumHandler
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+        log = logging.getLogger("app")
+        log.setLevel(logging.INFO)
+        log.addHandler(InfiniumHandler())
+        for i in range(20):
+            log.info("event %d", i, extra={{"infinium": True}})
+        _ended.append(time.monotonic())
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(10)  # the signal ends the process before this does
+        """
+    )
+    result, _took = run_child(tmp_path, body)
+    assert result.returncode == 128 + 15, result.stderr
+    assert infinium_collector.wait_for(20, timeout=5)
+    assert len(infinium_collector.traces()) == 20
+
+
 def test_with_no_sender_thread_to_be_had_shutdown_sends_from_its_own_thread(
     infinium_collector: LocalCollector, monkeypatch: pytest.MonkeyPatch
 ) -> None:
