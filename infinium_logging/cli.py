@@ -589,7 +589,7 @@ def _read_traces(name: str) -> list[tuple[str, object]]:
 
 
 #: Why JSON that the decoder gives up on (a RecursionError, not a DecodeError) is refused.
-_TOO_DEEP: Final = "nested too deeply (arrays and objects nest up to about 1,000 levels)"
+_TOO_DEEP: Final = "nested too deeply (deeper than the interpreter's recursion limit)"
 
 
 def _send(args: argparse.Namespace) -> int:

@@ -288,7 +288,9 @@ def decode_task(body: bytes | str, *, strict: bool = True) -> TaskData:
     except msgspec.DecodeError as exc:
         raise ValidationError(f"invalid JSON: {exc}") from None
     except RecursionError:
-        raise ValidationError("invalid JSON: nested too deeply (about a thousand levels)") from None
+        raise ValidationError(
+            "invalid JSON: nested too deeply (deeper than the interpreter's recursion limit)"
+        ) from None
     if not isinstance(obj, dict):
         raise ValidationError(f"expected a JSON object, got {_json_type(obj)}", path="")
     return to_task(obj, strict=strict)

@@ -610,10 +610,10 @@ def encode_task(task: TaskData) -> bytes:
     )
     try:
         return _ENCODER.encode(wire)
-    except RecursionError:  # a free-form value nested about a thousand levels deep
+    except RecursionError:  # a free-form value nested past the interpreter's recursion limit
         raise ValueError(
             "the trace is nested too deeply to encode (a free-form value such as metadata "
-            "nests containers about a thousand levels deep)"
+            "nests containers deeper than the interpreter's recursion limit)"
         ) from None
 
 
