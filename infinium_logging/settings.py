@@ -326,6 +326,19 @@ class Settings:
             if isinstance(value, str) and value != value.strip():
                 object.__setattr__(self, name, value.strip())
         for name, spec in _SPECS.items():
+            # Text where a number, boolean or tags are expected (dictConfig from JSON or a
+            # template, INI files) is read as the environment variable's text would be.
+            value = getattr(self, name)
+            if type(value) is str and spec.parse is not _parse_str:
+                try:
+                    parsed = spec.parse(value)
+                except ValueError as exc:
+                    raise ConfigurationError(
+                        f"Invalid setting {name}={_describe(name, value)}: {_reason(exc, name)}",
+                        variable=name,
+                    ) from None
+                object.__setattr__(self, name, parsed)
+        for name, spec in _SPECS.items():
             value = getattr(self, name)
             if spec.check is not None and (problem := spec.check(value)) is not None:
                 raise ConfigurationError(

@@ -137,6 +137,27 @@ def test_short_secret_is_refused_without_showing_it() -> None:
     assert "xyz7" not in str(info2.value)
 
 
+def test_text_arguments_are_read_as_the_environment_reads_them() -> None:
+    """dictConfig from JSON or a template passes text: numbers, booleans and tags given as text
+    are read as their environment variables would be; a bad one names the setting."""
+    settings = Settings(
+        agent_id=AGENT,
+        agent_secret=SECRET,
+        timeout="10",
+        disabled="yes",
+        tags="team=search, env=prod",
+        workers="2",
+        max_queue_bytes="1_000_000",
+    )
+    assert (settings.timeout, settings.disabled, settings.workers) == (10.0, True, 2)
+    assert dict(settings.tags) == {"team": "search", "env": "prod"}
+    assert settings.max_queue_bytes == 1_000_000
+    with pytest.raises(ConfigurationError, match=r"^Invalid setting timeout='soon': expected a"):
+        Settings(agent_id=AGENT, agent_secret=SECRET, timeout="soon")
+    with pytest.raises(ConfigurationError, match=r"workers=2\.0: expected a whole number"):
+        Settings(agent_id=AGENT, agent_secret=SECRET, workers=2.0)
+
+
 def test_a_secret_read_from_a_file_loses_its_line_break() -> None:
     """Surrounding whitespace is dropped from the credentials and URL, as from the environment:
     ``agent_secret=open(path).read()`` keeps the file's final line break."""
