@@ -151,24 +151,24 @@ class InfiniumHandler(logging.Handler):
     def handle(self, record: logging.LogRecord) -> bool:
         """Filter and emit ``record`` unless it is untagged and no task is active.
 
-        That check comes first and is all an ordinary record costs.  No handler
-        lock is taken: emitting only captures what the record says and hands it
-        to a thread-safe exporter or task, so serialising every logging thread
-        through one lock would buy nothing.
+        That check is all an ordinary record costs (after the handler's own
+        filters, when it has any: as for any handler they see every record, and
+        one may tag it).  No handler lock is taken: emitting only captures what
+        the record says and hands it to a thread-safe exporter or task, so
+        serialising every logging thread through one lock would buy nothing.
         """
-        attributes = record.__dict__
-        if (
-            self.tag_key not in attributes
-            and type(record.msg) is not dict
-            and (not open_tasks or _current.get() is None)
-        ):
-            return False
         if self.filters:
             result: Any = self.filter(record)
             if not result:
                 return False
             if isinstance(result, logging.LogRecord):  # 3.12+: a filter may replace the record
                 record = result
+        if (
+            self.tag_key not in record.__dict__
+            and type(record.msg) is not dict
+            and (not open_tasks or _current.get() is None)
+        ):
+            return False
         try:
             self._emit(record)
         except RecursionError:  # the stdlib's own rule: let the interpreter unwind

@@ -385,6 +385,26 @@ def test_filters_apply_to_captured_records(logger: logging.Logger) -> None:
     assert [t.name for t in sink.tasks] == ["public stuff"]
 
 
+def test_a_handler_filter_sees_every_record_and_may_tag_it(logger: logging.Logger) -> None:
+    """As for any handler, its filters see every record, untagged ones included: a filter that
+    tags (here: every WARNING and above is a trace) works on the handler, not only the logger."""
+    sink = ListSink()
+    handler = _attach(logger, InfiniumHandler(exporter=sink))
+    seen: list[str] = []
+
+    def tag_warnings(record: logging.LogRecord) -> bool:
+        seen.append(record.getMessage())
+        if record.levelno >= logging.WARNING:
+            record.infinium = True
+        return True
+
+    handler.addFilter(tag_warnings)
+    logger.info("routine")
+    logger.warning("disk almost full")
+    assert seen == ["routine", "disk almost full"]
+    assert [t.name for t in sink.tasks] == ["disk almost full"]
+
+
 def test_constructor_checks() -> None:
     """Bad options fail at construction with a clear message."""
     with pytest.raises(ValueError, match="tag_key"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+from typing import Any
 
 import pytest
 
@@ -140,22 +141,23 @@ def test_short_secret_is_refused_without_showing_it() -> None:
 def test_text_arguments_are_read_as_the_environment_reads_them() -> None:
     """dictConfig from JSON or a template passes text: numbers, booleans and tags given as text
     are read as their environment variables would be; a bad one names the setting."""
-    settings = Settings(
-        agent_id=AGENT,
-        agent_secret=SECRET,
-        timeout="10",
-        disabled="yes",
-        tags="team=search, env=prod",
-        workers="2",
-        max_queue_bytes="1_000_000",
-    )
+    text: dict[str, Any] = {
+        "timeout": "10",
+        "disabled": "yes",
+        "tags": "team=search, env=prod",
+        "workers": "2",
+        "max_queue_bytes": "1_000_000",
+    }
+    settings = Settings(agent_id=AGENT, agent_secret=SECRET, **text)
     assert (settings.timeout, settings.disabled, settings.workers) == (10.0, True, 2)
     assert dict(settings.tags) == {"team": "search", "env": "prod"}
     assert settings.max_queue_bytes == 1_000_000
+    soon: dict[str, Any] = {"timeout": "soon"}
     with pytest.raises(ConfigurationError, match=r"^Invalid setting timeout='soon': expected a"):
-        Settings(agent_id=AGENT, agent_secret=SECRET, timeout="soon")
+        Settings(agent_id=AGENT, agent_secret=SECRET, **soon)
+    fraction: dict[str, Any] = {"workers": 2.0}
     with pytest.raises(ConfigurationError, match=r"workers=2\.0: expected a whole number"):
-        Settings(agent_id=AGENT, agent_secret=SECRET, workers=2.0)
+        Settings(agent_id=AGENT, agent_secret=SECRET, **fraction)
 
 
 def test_a_secret_read_from_a_file_loses_its_line_break() -> None:
