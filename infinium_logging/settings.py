@@ -391,6 +391,20 @@ class Settings:
         # Pickling would write the secret into whatever the pickle lands in.
         raise TypeError("Settings hold a secret and cannot be pickled")
 
+    # Immutable: a copy is the same settings (copy goes through __reduce__ otherwise).
+    def __copy__(self) -> Settings:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Settings:
+        return self
+
+    def __hash__(self) -> int:
+        # The generated hash would hash ``tags``, a read-only mapping, which has none.
+        values = [getattr(self, field.name) for field in dataclasses.fields(self)]
+        return hash(
+            tuple(tuple(sorted(v.items())) if isinstance(v, Mapping) else v for v in values)
+        )
+
     @property
     def trace_url(self) -> str:
         """The URL a trace is POSTed to."""

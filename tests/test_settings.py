@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import pickle
 from typing import Any
@@ -158,6 +159,16 @@ def test_text_arguments_are_read_as_the_environment_reads_them() -> None:
     fraction: dict[str, Any] = {"workers": 2.0}
     with pytest.raises(ConfigurationError, match=r"workers=2\.0: expected a whole number"):
         Settings(agent_id=AGENT, agent_secret=SECRET, **fraction)
+
+
+def test_settings_copy_as_themselves_and_hash() -> None:
+    """Immutable: copies are the same settings (not refused as pickling is), and equal settings
+    hash alike, tags included, so they can key a dict."""
+    settings = Settings(agent_id=AGENT, agent_secret=SECRET, tags={"team": "search"})
+    assert copy.copy(settings) is settings and copy.deepcopy(settings) is settings
+    twin = Settings(agent_id=AGENT, agent_secret=SECRET, tags={"team": "search"})
+    assert {settings: "x"}[twin] == "x"
+    assert hash(settings) != hash(settings.replace(tags={"team": "other"}))
 
 
 def test_a_secret_read_from_a_file_loses_its_line_break() -> None:
