@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import time
+import weakref
 from typing import Any, Final
 
 from . import _default
@@ -36,6 +38,14 @@ from .tasks import (
 )
 
 __all__ = ["InfiniumHandler"]
+
+#: Exporters a handler's flush gave up on: ``(traces submitted then, until when)``.  Another
+#: handler's flush of the same exporter soon after, with nothing submitted since, would wait
+#: for the same stuck traces again: ``logging.shutdown()`` flushes every handler in turn, and
+#: handlers on the default exporter all share it.
+_gave_up: Final[weakref.WeakKeyDictionary[Exporter, tuple[int, float]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 _LogRecord: Final = logging.LogRecord
 
@@ -378,16 +388,31 @@ class InfiniumHandler(logging.Handler):
             return safe_str(record.msg)
 
     def flush(self) -> None:
-        """Wait, at most ``shutdown_timeout`` seconds, until the exporter has sent what it holds."""
+        """Wait, at most ``shutdown_timeout`` seconds, until the exporter has sent what it holds.
+
+        Not again, though, right after a flush of the same exporter gave up with nothing
+        submitted since: ``logging.shutdown()`` flushes every handler in turn, and handlers
+        on one exporter would each wait for the same stuck traces.
+        """
         try:
             drain_deferred()
             sink: object = self._sink
             if sink is None:
                 sink = _default.peek_default_exporter()
+            if isinstance(sink, Exporter):
+                options = self._options or default_options()
+                mark = sink.stats().submitted
+                gave_up = _gave_up.get(sink)
+                if gave_up is not None and gave_up[0] == mark and time.monotonic() < gave_up[1]:
+                    return
+                if sink.flush(timeout=options.flush_timeout):
+                    _gave_up.pop(sink, None)
+                else:
+                    _gave_up[sink] = (mark, time.monotonic() + options.flush_timeout)
+                return
             flush = getattr(sink, "flush", None)
             if callable(flush):
-                options = self._options or default_options()
-                flush(timeout=options.flush_timeout)
+                flush(timeout=(self._options or default_options()).flush_timeout)
         except Exception:  # flush runs at interpreter exit too: never raise there
             _default.warn_once("handler-flush", "infinium_logging: flushing the exporter failed")
 

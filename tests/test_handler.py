@@ -11,7 +11,9 @@ import os
 import subprocess
 import sys
 import threading
+import time
 import uuid
+import weakref
 from typing import Any
 
 import pytest
@@ -403,6 +405,40 @@ def test_a_handler_filter_sees_every_record_and_may_tag_it(logger: logging.Logge
     logger.warning("disk almost full")
     assert seen == ["routine", "disk almost full"]
     assert [t.name for t in sink.tasks] == ["disk almost full"]
+
+
+def test_logging_shutdown_waits_once_for_handlers_sharing_an_exporter(
+    infinium_collector: LocalCollector,
+) -> None:
+    """logging.shutdown() flushes every handler in turn: three handlers on one exporter whose
+    traces are stuck wait for them once, not three times."""
+    infinium_collector.hang_next(100)
+    exporter = Exporter(
+        base_url=infinium_collector.base_url,
+        agent_id=TEST_AGENT_ID,
+        agent_secret=TEST_AGENT_SECRET,
+        timeout=30.0,
+        shutdown_timeout=1.0,
+        enable_rate_limiting=False,
+    )
+    handlers = [InfiniumHandler(exporter=exporter) for _ in range(3)]
+    loggers = [logging.getLogger(f"tests.handler.shutdown.{i}") for i in range(3)]
+    try:
+        for logger, handler in zip(loggers, handlers, strict=True):
+            logger.addHandler(handler)
+            logger.warning("stuck", extra={"infinium": True})
+        started = time.monotonic()
+        logging.shutdown([weakref.ref(h) for h in handlers])
+        took = time.monotonic() - started
+        assert 1.0 <= took < 2.0
+        exporter.submit(TaskData("new", "d", "2026-01-01T00:00:00Z", 1.0))
+        started = time.monotonic()
+        handlers[0].flush()  # something new was submitted: this one waits again
+        assert time.monotonic() - started >= 1.0
+    finally:
+        for logger, handler in zip(loggers, handlers, strict=True):
+            logger.removeHandler(handler)
+        exporter.shutdown(0)
 
 
 def test_constructor_checks() -> None:
