@@ -41,7 +41,7 @@ import inspect
 import threading
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Mapping
 from types import TracebackType
 from typing import Any, Final, ParamSpec, TypeVar, cast, overload
 
@@ -668,9 +668,7 @@ class Task:
         self._active: list[tuple[_TaskState, contextvars.Token[_TaskState | None]]] = []
 
     def __enter__(self) -> TaskHandle:
-        if _deferred:
-            drain_deferred()
-        state = _TaskState(dict(self._fields), self._exporter, self._max_steps, _current.get())
+        state = self._start()
         token = _current.set(state)
         self._active.append((state, token))
         return TaskHandle(state)
@@ -691,17 +689,13 @@ class Task:
             # elsewhere): make sure this context no longer points at the task.
             if _current.get() is state:
                 _current.set(state.parent)
-        if isinstance(exc, GeneratorExit):
-            # A generator being closed, most likely by the garbage collector:
-            # not a safe place to export from (see _TaskState.__del__).
-            _deferred.append((state, exc, _monotonic()))
-            return
-        try:
-            state.finish(exc)
-        except Exception as error:  # the block's own outcome must never change
-            _default.warn_once("task-finish", "infinium_logging: task failed to finish: %r", error)
+        _end(state, exc)
+
+    def _start(self) -> _TaskState:
+        """A new running task of this one's fields, child of the context's current task."""
         if _deferred:
             drain_deferred()
+        return _TaskState(dict(self._fields), self._exporter, self._max_steps, _current.get())
 
     async def __aenter__(self) -> TaskHandle:
         return self.__enter__()
@@ -715,19 +709,16 @@ class Task:
         self.__exit__(exc_type, exc, tb)
 
     def __call__(self, fn: F) -> F:
-        """Decorate a sync or async function: each call runs in a new task."""
-        if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
-            # Its body runs a step at a time, in its consumer's context, after the call has
-            # returned: a task around the call would end empty before the first step.
-            raise TypeError(
-                f"task() cannot decorate the generator function {fn.__qualname__}: its body "
-                "runs after the call returns. Put the loop that consumes it in "
-                "`with task(...)`, or decorate the function that does."
-            )
+        """Decorate a function, coroutine function or (async) generator function: each call
+        runs in a new task (a generator's: from its first step to its end)."""
         fields = dict(self._fields)
         if fields.get("name") is None:
             fields["name"] = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", "task")
         exporter, max_steps = self._exporter, self._max_steps
+        if inspect.isgeneratorfunction(fn):
+            return cast(F, _generator_wrapper(fn, Task(fields, exporter, max_steps)))
+        if inspect.isasyncgenfunction(fn):
+            return cast(F, _async_generator_wrapper(fn, Task(fields, exporter, max_steps)))
         if inspect.iscoroutinefunction(fn):
             coroutine_fn = cast(Callable[..., Awaitable[Any]], fn)
 
@@ -744,6 +735,97 @@ class Task:
                 return fn(*args, **kwargs)
 
         return cast(F, wrapper)
+
+
+def _end(state: _TaskState, exc: BaseException | None) -> None:
+    """End a running task with the exception that ended its block or generator, if any."""
+    if isinstance(exc, GeneratorExit):
+        # A generator being closed, most likely by the garbage collector:
+        # not a safe place to export from (see _TaskState.__del__).
+        _deferred.append((state, exc, _monotonic()))
+        return
+    try:
+        state.finish(exc)
+    except Exception as error:  # the block's own outcome must never change
+        _default.warn_once("task-finish", "infinium_logging: task failed to finish: %r", error)
+    if _deferred:
+        drain_deferred()
+
+
+# A generator's body runs a step at a time, in its consumer's context, after the call has
+# returned: a task around the call would end empty at once.  Its task is active only while a
+# step runs (between steps the consumer logs as its own), from the first step to the end.
+
+
+def _generator_wrapper(fn: Callable[..., Generator[Any, Any, Any]], task: Task) -> Any:
+    @functools.wraps(fn)
+    def generator_wrapper(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
+        state = task._start()
+        sent: Any = None
+        thrown: BaseException | None = None
+        try:
+            steps = fn(*args, **kwargs)
+            while True:
+                into, thrown = thrown, None
+                token = _current.set(state)
+                try:
+                    value = steps.send(sent) if into is None else steps.throw(into)
+                finally:
+                    _current.reset(token)
+                try:
+                    sent = yield value
+                except GeneratorExit:
+                    token = _current.set(state)
+                    try:
+                        steps.close()
+                    finally:
+                        _current.reset(token)
+                    raise
+                except BaseException as exc:  # thrown in by the consumer: on to the generator
+                    sent, thrown = None, exc
+        except StopIteration as stop:
+            _end(state, None)
+            return stop.value
+        except BaseException as exc:
+            _end(state, exc)
+            raise
+
+    return generator_wrapper
+
+
+def _async_generator_wrapper(fn: Callable[..., AsyncGenerator[Any, Any]], task: Task) -> Any:
+    @functools.wraps(fn)
+    async def async_generator_wrapper(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
+        state = task._start()
+        sent: Any = None
+        thrown: BaseException | None = None
+        try:
+            steps = fn(*args, **kwargs)
+            while True:
+                into, thrown = thrown, None
+                token = _current.set(state)
+                try:
+                    value = await (steps.asend(sent) if into is None else steps.athrow(into))
+                finally:
+                    _current.reset(token)
+                try:
+                    sent = yield value
+                except GeneratorExit:
+                    token = _current.set(state)
+                    try:
+                        await steps.aclose()
+                    finally:
+                        _current.reset(token)
+                    raise
+                except BaseException as exc:  # thrown in by the consumer: on to the generator
+                    sent, thrown = None, exc
+        except StopAsyncIteration:
+            _end(state, None)
+        except BaseException as exc:
+            _end(state, exc)
+            raise
+
+    return async_generator_wrapper
 
 
 @overload

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import gc
+import inspect
 import logging
 import sys
 import threading
 import uuid
 import weakref
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -396,21 +397,113 @@ def test_sections_are_taken_as_to_task_takes_them(sink: ListSink) -> None:
         task("x", sections={"support": {}}, support={"call_id": "1"})
 
 
-def test_decorating_a_generator_function_is_a_type_error() -> None:
-    """A generator's body runs after the call returns, step by step in its consumer's context:
-    a task around the call would end empty.  Refused where it is written, saying what to do."""
+def test_decorated_generator_is_a_task_from_its_first_step_to_its_end(
+    log: logging.Logger, sink: ListSink
+) -> None:
+    """A generator's body runs a step at a time after the call returns: its task is active
+    while a step runs (its events are steps), not between steps (the consumer's events are
+    the consumer's: here, steps of the consumer's own task), and ends with the generator."""
 
-    def numbers() -> Iterator[int]:
-        yield 1
+    @task("Stream answer")
+    def stream(question: str) -> Generator[str, str | None, str]:
+        log.info("asked %s", question)
+        reply = yield "chunk 1"
+        log.info("got %s", reply)
+        yield "chunk 2"
+        log.info("done")
+        return "finished"
 
-    async def stream() -> Any:
-        yield 1
+    assert inspect.isgeneratorfunction(stream)
+    with task("Consumer", exporter=sink):
+        chunks = stream("why")
+        first = next(chunks)
+        log.info("consumer saw %s", first)
+        second = chunks.send("ack")
+        with pytest.raises(StopIteration) as end:
+            next(chunks)
+    assert (first, second, end.value.value) == ("chunk 1", "chunk 2", "finished")
+    inner, outer = sink.tasks
+    assert inner.name == "Stream answer"
+    assert [s.description for s in inner.steps or []] == ["asked why", "got ack", "done"]
+    assert [s.description for s in outer.steps or []][:1] == ["consumer saw chunk 1"]
+    assert [s.action for s in outer.steps or []][1:] == ["subtask"]
 
-    for fn in (numbers, stream):
-        with pytest.raises(TypeError, match=r"generator function .*with task\(\.\.\.\)"):
-            task("t")(fn)
-        with pytest.raises(TypeError, match="generator function"):
-            task(fn)
+
+def test_decorated_generator_records_its_failure_and_takes_what_is_thrown_in(
+    log: logging.Logger, sink: ListSink
+) -> None:
+    """An exception thrown in reaches the generator (which may handle it); one escaping it is
+    the task's non-recoverable error, re-raised to the consumer untouched."""
+
+    @task("Retrying stream", exporter=sink)
+    def stream() -> Generator[int, None, None]:
+        try:
+            yield 1
+        except KeyError:
+            log.warning("caller gave up on 1")
+            yield 2
+        raise ValueError("out of data")
+
+    gen = stream()
+    assert next(gen) == 1
+    assert gen.throw(KeyError("x")) == 2
+    with pytest.raises(ValueError, match="out of data"):
+        next(gen)
+    trace = _only(sink)
+    assert [s.description for s in trace.steps or []] == ["caller gave up on 1"]
+    assert [(e.error_type, e.recoverable) for e in trace.errors or []] == [("ValueError", False)]
+
+
+def test_a_decorated_generator_left_early_is_sent_when_closed(
+    log: logging.Logger, sink: ListSink
+) -> None:
+    """A consumer that stops early closes the generator: its trace is sent (at the next safe
+    point, since a close may come from the garbage collector) with the steps it had."""
+
+    @task("Endless", exporter=sink)
+    def endless() -> Iterator[int]:
+        number = 0
+        while True:
+            log.info("made %d", number)
+            yield number
+            number += 1
+
+    for number in endless():
+        if number == 2:
+            break
+    gc.collect()
+    with task("next", exporter=sink):
+        pass
+    endless_trace = sink.tasks[0]
+    assert [s.description for s in endless_trace.steps or []] == ["made 0", "made 1", "made 2"]
+    assert [e.error_type for e in endless_trace.errors or []] == ["GeneratorExit"]
+
+
+def test_decorated_async_generator_is_a_task_of_its_own_steps(
+    log: logging.Logger, sink: ListSink
+) -> None:
+    """The same for an async generator: its events are its steps, the consumer's are not."""
+
+    @task("Async stream", exporter=sink)
+    async def stream() -> AsyncIterator[str]:
+        log.info("first")
+        yield "a"
+        await asyncio.sleep(0)
+        log.info("second")
+        yield "b"
+
+    async def consume() -> list[str]:
+        got = []
+        async for item in stream():
+            log.info("consumer got %s", item)  # no task of its own: not a step anywhere
+            got.append(item)
+        return got
+
+    assert inspect.isasyncgenfunction(stream)
+    assert asyncio.run(consume()) == ["a", "b"]
+    trace = _only(sink)
+    assert [s.description for s in trace.steps or []] == ["first", "second"]
+    assert not trace.errors
 
 
 def test_decorator_on_async_function(log: logging.Logger, sink: ListSink) -> None:
