@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import difflib
 import logging
 import os
 import signal
@@ -12,7 +11,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from types import FrameType
 from typing import Final, NoReturn, TextIO, TypeAlias, cast
 from urllib.parse import urlsplit
@@ -34,7 +33,7 @@ from .errors import (
     ValidationError,
 )
 from .exporter import Exporter
-from .settings import DEFAULT_BASE_URL, ENV_PREFIX, Settings, setting_names
+from .settings import DEFAULT_BASE_URL, Settings, unknown_variables
 from .transport import Transport
 
 __all__ = ["main"]
@@ -378,7 +377,7 @@ def _add_check(commands: _Commands) -> None:
 
 def _check(args: argparse.Namespace) -> int:
     # Before the settings are read: a misspelt name may be why they fail (a missing secret).
-    for warning in _unknown_variables(os.environ):
+    for warning in unknown_variables(os.environ):
         print(f"{_PROG} check: warning: {warning}", file=sys.stderr)
     try:
         settings = _settings_from(args)
@@ -517,23 +516,6 @@ def _os_error(error: BaseException | None) -> OSError | None:
         nested = [arg for arg in error.args if isinstance(arg, BaseException)]
         error = error.__cause__ or error.__context__ or (nested[-1] if nested else None)
     return None
-
-
-def _unknown_variables(environ: Mapping[str, str]) -> list[str]:
-    """A warning for each ``INFINIUM_*`` variable that is not a setting (names, never values),
-    with the setting's variable it most resembles when the resemblance is obvious."""
-    names = [name.upper() for name in setting_names()]
-    known = {ENV_PREFIX + name for name in names}
-    warnings = []
-    for variable in sorted(environ):
-        if not variable.upper().startswith(ENV_PREFIX) or variable in known:
-            continue
-        close = difflib.get_close_matches(
-            variable[len(ENV_PREFIX) :].upper(), names, n=1, cutoff=0.75
-        )
-        hint = f" (did you mean {ENV_PREFIX}{close[0]}?)" if close else ""
-        warnings.append(f"{variable} is not a setting of {_PROG} and is ignored{hint}")
-    return warnings
 
 
 # --- send -------------------------------------------------------------------------------------

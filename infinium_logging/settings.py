@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import ipaddress
+import logging
 import math
 import os
 import re
@@ -15,6 +17,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from ._version import __version__
 from .errors import ConfigurationError
+
+_log = logging.getLogger("infinium_logging.settings")
 
 __all__ = ["DEFAULT_BASE_URL", "ENV_PREFIX", "Settings", "parse_bool", "parse_tags"]
 
@@ -438,6 +442,7 @@ class Settings:
         """
         env = os.environ if environ is None else environ
         _check_names(overrides)
+        _warn_unknown_variables(env)
         values: dict[str, Any] = {}
         for name, spec in _SPECS.items():
             explicit = overrides.get(name)
@@ -495,3 +500,33 @@ def _check_names(names: Mapping[str, Any]) -> None:
 def setting_names() -> tuple[str, ...]:
     """Names of every setting, in table order."""
     return tuple(_SPECS)
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """A warning for each ``INFINIUM_*`` variable that is not a setting (a misspelt name is
+    silently ignored otherwise): its name, never its value, and the setting's variable it most
+    resembles when the resemblance is obvious."""
+    names = [name.upper() for name in _SPECS]
+    known = {ENV_PREFIX + name for name in names}
+    warnings = []
+    for variable in sorted(environ):
+        if not variable.upper().startswith(ENV_PREFIX) or variable in known:
+            continue
+        close = difflib.get_close_matches(
+            variable[len(ENV_PREFIX) :].upper(), names, n=1, cutoff=0.75
+        )
+        hint = f" (did you mean {ENV_PREFIX}{close[0]}?)" if close else ""
+        warnings.append(f"{variable} is not a setting of infinium-logging and is ignored{hint}")
+    return warnings
+
+
+#: Variables already warned about by from_env (once per process: settings are read often).
+_warned_variables: set[str] = set()
+
+
+def _warn_unknown_variables(environ: Mapping[str, str]) -> None:
+    for warning in unknown_variables(environ):
+        variable = warning.split(" ", 1)[0]
+        if variable not in _warned_variables:
+            _warned_variables.add(variable)
+            _log.warning("%s", warning)

@@ -161,6 +161,21 @@ def test_text_arguments_are_read_as_the_environment_reads_them() -> None:
         Settings(agent_id=AGENT, agent_secret=SECRET, **fraction)
 
 
+def test_a_misspelt_variable_is_named_once_in_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    """An INFINIUM_* variable that is no setting would be silently ignored: reading the
+    environment warns once per process, naming it and the likely setting, never its value."""
+    caplog.set_level(logging.WARNING, logger="infinium_logging.settings")
+    env = {**ENV, "INFINIUM_WORKRES": "secret-looking-value"}
+    Settings.from_env(env)
+    Settings.from_env(env)
+    messages = [r.getMessage() for r in caplog.records if r.name == "infinium_logging.settings"]
+    assert messages == [
+        "INFINIUM_WORKRES is not a setting of infinium-logging and is ignored "
+        "(did you mean INFINIUM_WORKERS?)"
+    ]
+    assert "secret-looking-value" not in caplog.text
+
+
 def test_settings_copy_as_themselves_and_hash() -> None:
     """Immutable: copies are the same settings (not refused as pickling is), and equal settings
     hash alike, tags included, so they can key a dict."""
