@@ -697,6 +697,11 @@ class Task:
             drain_deferred()
         return _TaskState(dict(self._fields), self._exporter, self._max_steps, _current.get())
 
+    def __repr__(self) -> str:
+        name = self._fields.get("name")
+        where = "" if self._exporter is None else f" -> {type(self._exporter).__name__}"
+        return f"<Task {name!r}, {len(self._active)} running{where}>"
+
     async def __aenter__(self) -> TaskHandle:
         return self.__enter__()
 

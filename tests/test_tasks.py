@@ -337,6 +337,16 @@ def test_task_exporter_wins_over_the_handlers(log: logging.Logger, sink: ListSin
     assert [s.description for s in _only(own).steps or ()] == ["step"]
 
 
+def test_reprs_say_what_a_task_is(sink: ListSink) -> None:
+    """A Task and its handle say their name and state (for debugging and logs)."""
+    block = task("Classify", exporter=sink)
+    assert repr(block) == "<Task 'Classify', 0 running -> ListSink>"
+    with block as handle:
+        assert repr(block) == "<Task 'Classify', 1 running -> ListSink>"
+        assert repr(handle) == "<TaskHandle 'Classify' running, 0 steps>"
+    assert repr(handle) == "<TaskHandle 'Classify' finished, 0 steps>"
+
+
 def test_current_task() -> None:
     """current_task() is the running task's handle, None outside."""
     assert current_task() is None
