@@ -368,7 +368,7 @@ def _add_check(commands: _Commands) -> None:
         epilog=(
             "exit status: 0 credentials accepted, 2 configuration error (also: the base URL is "
             "not the Infinium API), 3 credentials refused, 4 endpoint unreachable (DNS, "
-            "refused), 5 TLS error, 6 timeout, 7 server error"
+            "refused, reset), 5 TLS error, 6 timeout, 7 server error"
         ),
     )
     _add_settings_flags(parser)
