@@ -330,23 +330,21 @@ class Settings:
             if isinstance(value, str) and value != value.strip():
                 object.__setattr__(self, name, value.strip())
         for name, spec in _SPECS.items():
-            # Text where a number, boolean or tags are expected (dictConfig from JSON or a
-            # template, INI files) is read as the environment variable's text would be.
-            value = getattr(self, name)
+            given = value = getattr(self, name)
+            # Text where a number, boolean or tags are expected (an environment variable,
+            # dictConfig from JSON or a template, an INI file) is parsed here, for all of them.
             if type(value) is str and spec.parse is not _parse_str:
                 try:
-                    parsed = spec.parse(value)
+                    value = spec.parse(value)
                 except ValueError as exc:
                     raise ConfigurationError(
-                        f"Invalid setting {name}={_describe(name, value)}: {_reason(exc, name)}",
+                        f"Invalid setting {name}={_describe(name, given)}: {_reason(exc, name)}",
                         variable=name,
                     ) from None
-                object.__setattr__(self, name, parsed)
-        for name, spec in _SPECS.items():
-            value = getattr(self, name)
+                object.__setattr__(self, name, value)
             if spec.check is not None and (problem := spec.check(value)) is not None:
                 raise ConfigurationError(
-                    f"Invalid setting {name}={_describe(name, value)}: {problem}", variable=name
+                    f"Invalid setting {name}={_describe(name, given)}: {problem}", variable=name
                 )
         object.__setattr__(self, "tags", types.MappingProxyType(dict(self.tags)))
         object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
@@ -444,34 +442,21 @@ class Settings:
         _check_names(overrides)
         _warn_unknown_variables(env)
         values: dict[str, Any] = {}
-        for name, spec in _SPECS.items():
+        for name in _SPECS:
             explicit = overrides.get(name)
             if explicit is not None:
                 values[name] = explicit
                 continue
-            variable = ENV_PREFIX + name.upper()
-            text = env.get(variable)
-            if text is None or not text.strip():
-                continue
-            try:
-                value = spec.parse(text)
-            except ValueError as exc:
-                raise ConfigurationError(
-                    f"Invalid {variable}={_describe(name, text)}: {_reason(exc, name)}",
-                    variable=variable,
-                ) from None
-            if spec.check is not None and (problem := spec.check(value)) is not None:
-                raise ConfigurationError(
-                    f"Invalid {variable}={_describe(name, text)}: {problem}", variable=variable
-                )
-            values[name] = value
+            text = env.get(ENV_PREFIX + name.upper())
+            if text is not None and text.strip():
+                values[name] = text.strip()  # parsed and checked by __post_init__
         try:
             return cls(**values)
         except ConfigurationError as exc:
             # Say which variable to fix when the bad value came from the environment.
             name = exc.variable or ""
             variable = ENV_PREFIX + name.upper()
-            if name in values and name not in overrides and variable in env:
+            if name in values and overrides.get(name) is None and variable in env:
                 raise ConfigurationError(
                     exc.message.replace(f"setting {name}=", f"{variable}=", 1), variable=variable
                 ) from None
