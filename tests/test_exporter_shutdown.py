@@ -56,6 +56,21 @@ def run_child(
     return result, float(took[-1].split()[1])
 
 
+def logging_child(base_url: str, body: str) -> str:
+    """A child's code: ``log`` (logger "app", at INFO) with an InfiniumHandler on the default
+    exporter, configured from the environment to send to ``base_url``; then ``body``."""
+    setup = f"""
+import logging, os
+os.environ.update(INFINIUM_AGENT_ID={TEST_AGENT_ID!r}, INFINIUM_AGENT_SECRET={TEST_AGENT_SECRET!r},
+                  INFINIUM_BASE_URL={base_url!r})
+from infinium_logging import InfiniumHandler
+log = logging.getLogger("app")
+log.setLevel(logging.INFO)
+log.addHandler(InfiniumHandler())
+"""
+    return setup + textwrap.dedent(body)
+
+
 def exporter_line(base_url: str, **settings: object) -> str:
     values = {
         "agent_id": TEST_AGENT_ID,
@@ -116,18 +131,11 @@ def test_a_trace_logged_by_an_atexit_handler_is_delivered(
     """An atexit handler of the application's that logs a trace (its first) still delivers it:
     the exit hook runs after the application's own, and sends from the exiting thread when no
     sender thread can be started any more (Python 3.12+ refuses new threads at exit)."""
-    body = textwrap.dedent(
-        f"""
-        import logging, os
-        os.environ.update(INFINIUM_AGENT_ID={TEST_AGENT_ID!r},
-                          INFINIUM_AGENT_SECRET={TEST_AGENT_SECRET!r},
-                          INFINIUM_BASE_URL={infinium_collector.base_url!r})
-        from infinium_logging import InfiniumHandler
-        log = logging.getLogger("app")
-        log.setLevel(logging.INFO)
-        log.addHandler(InfiniumHandler())
-        atexit.register(lambda: log.info("said at exit", extra={{"infinium": True}}))
+    body = logging_child(
+        infinium_collector.base_url,
         """
+        atexit.register(lambda: log.info("said at exit", extra={"infinium": True}))
+        """,
     )
     result, _took = run_child(tmp_path, body)
     assert result.returncode == 0, result.stderr
@@ -140,23 +148,17 @@ def test_the_readmes_sigterm_recipe_delivers_what_is_queued(
 ) -> None:
     """SIGTERM made an ordinary exit, as the README shows: the exit hook runs and what was
     queued is delivered (Python's default action would end the process at once)."""
-    body = textwrap.dedent(
-        f"""
-        import logging, os, signal
-        os.environ.update(INFINIUM_AGENT_ID={TEST_AGENT_ID!r},
-                          INFINIUM_AGENT_SECRET={TEST_AGENT_SECRET!r},
-                          INFINIUM_BASE_URL={infinium_collector.base_url!r})
-        from infinium_logging import InfiniumHandler
+    body = logging_child(
+        infinium_collector.base_url,
+        """
+        import signal
         signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-        log = logging.getLogger("app")
-        log.setLevel(logging.INFO)
-        log.addHandler(InfiniumHandler())
         for i in range(20):
-            log.info("event %d", i, extra={{"infinium": True}})
+            log.info("event %d", i, extra={"infinium": True})
         _ended.append(time.monotonic())
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(10)  # the signal ends the process before this does
-        """
+        """,
     )
     result, _took = run_child(tmp_path, body)
     assert result.returncode == 128 + 15, result.stderr
@@ -198,21 +200,15 @@ def test_a_task_never_exited_is_sent_at_exit_as_abandoned(
 ) -> None:
     """``task(...).__enter__()`` with no exit: the process ends, and the trace is sent with what
     it recorded and a TaskAbandoned error, inner task first, as a nested step of the outer."""
-    body = textwrap.dedent(
-        f"""
-        import logging, os
-        os.environ.update(INFINIUM_AGENT_ID={TEST_AGENT_ID!r},
-                          INFINIUM_AGENT_SECRET={TEST_AGENT_SECRET!r},
-                          INFINIUM_BASE_URL={infinium_collector.base_url!r})
-        from infinium_logging import InfiniumHandler, task
-        log = logging.getLogger("app")
-        log.setLevel(logging.INFO)
-        log.addHandler(InfiniumHandler())
+    body = logging_child(
+        infinium_collector.base_url,
+        """
+        from infinium_logging import task
         task("forgotten").__enter__()
         log.info("in it")
         task("inner").__enter__()
         log.info("deeper")
-        """
+        """,
     )
     result, _took = run_child(tmp_path, body)
     assert result.returncode == 0, result.stderr
