@@ -32,7 +32,7 @@ from .retry import RetryPolicy, classify, retry_after_of
 from .settings import Settings
 from .spool import RecordRef, Spool, survey
 from .throttle import TokenBucket
-from .transport import Transport
+from .transport import Transport, redacted
 
 __all__ = [
     "DROP_REASONS",
@@ -373,7 +373,6 @@ class Exporter:
         self._on_result = on_result
         self._policy = RetryPolicy.from_settings(settings)
         self._secret = settings.agent_secret
-        self._scrub = re.compile(re.escape(self._secret)) if self._secret else None
         if settings.enable_logging:
             setup_logging(settings.log_level)
         # The spool outlives a fork (the child writes segments of its own), so it is not
@@ -1643,7 +1642,7 @@ class Exporter:
         return self._clean(f"{type(error).__name__}: {error.message}")
 
     def _clean(self, text: str) -> str:
-        return self._scrub.sub("***", text) if self._scrub is not None else text
+        return redacted(text, (self._secret,))
 
     def _settled_before(self, target: int) -> bool:
         # Called with the lock held. Traces leave the queue in order, so the oldest unsettled

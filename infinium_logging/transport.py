@@ -42,7 +42,7 @@ from .model import ApiResponse
 from .retry import parse_retry_after
 from .settings import Settings
 
-__all__ = ["Transport"]
+__all__ = ["Transport", "redacted"]
 
 _DECODER: Final = msgspec.json.Decoder()
 #: Built once: passing ``False`` per request makes urllib3 build (and log) a Retry each time.
@@ -296,7 +296,7 @@ class Transport:
                 f"timed out after {limit:g} s", timeout_duration=limit, original_error=exc
             )
         text = str(exc) or type(exc).__name__
-        shown = _redacted(text, [headers.get(name, "") for name in _SECRET_HEADERS])
+        shown = redacted(text, [headers.get(name, "") for name in _SECRET_HEADERS])
         if shown != text:
             # The HTTP client quoted a credential (http.client does, refusing a header value):
             # neither the message nor the original error may carry it any further.
@@ -312,8 +312,9 @@ _CONNECTION_REPR: Final = re.compile(r"^<?\w*Connection\(host=[^)]*\)(?: at 0x[0
 _SECRET_HEADERS: Final = ("x-agent-key", "x-prompt-key")
 
 
-def _redacted(text: str, secrets: Iterable[str]) -> str:
-    """``text`` with every secret in it, as written or as Python would quote it, masked."""
+def redacted(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every secret in it, as written or as Python would quote it, masked (the
+    one rule for any text that may carry a credential: errors here, the exporter's messages)."""
     for secret in secrets:
         if not secret:
             continue
