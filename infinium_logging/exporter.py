@@ -410,6 +410,8 @@ class Exporter:
         self._shutdown_begun = False
         self._deadline: float | None = None
         self._idle = 0
+        #: A sender was woken for admitted traces and has not run yet (see submit).
+        self._waking = False
         #: Threads waiting in shutdown for whatever settles; flushes wait for a target instead.
         self._waiters = 0
         self._flush_targets: list[int] = []
@@ -523,12 +525,16 @@ class Exporter:
                     # estimated, queued or refused as ``queue_full``) in batches: by the
                     # caller every _INBOX_BATCH traces, at once when a sender waits for work
                     # or the exporter closes, else by the next sender looking for work.  A
-                    # lock and a queue entry per trace cost as much as capturing it.
+                    # lock and a queue entry per trace cost as much as capturing it.  Once
+                    # a sender has been woken, the traces that follow wait for it in the
+                    # inbox: it needs the GIL to run, which a thread logging in a loop
+                    # holds for up to sys.getswitchinterval(), and admitting and waking
+                    # again for each of them would cost more than capturing it.
                     inbox = self._inbox
                     inbox.append(task)
                     if (
                         len(inbox) >= _INBOX_BATCH
-                        or self._idle
+                        or (self._idle and not self._waking)
                         or self._closed
                         or not self._started
                     ):
@@ -908,6 +914,7 @@ class Exporter:
         self._seq = seq
         if added and self._idle:
             self._work.notify(added)
+            self._waking = True
         return accepted
 
     def _estimate(self, task: object) -> int:
@@ -1284,6 +1291,7 @@ class Exporter:
                                 self._work.wait(_OVERLAP_AFTER - since)
                             finally:
                                 self._pacing -= 1
+                                self._waking = False  # whoever was woken is running
                             continue
                         item = _as_item(self._queue.popleft())
                         self._in_flight.add(item)
@@ -1303,6 +1311,7 @@ class Exporter:
                         self._work.wait(self._idle_wait(now))
                     finally:
                         self._idle -= 1
+                        self._waking = False
             self._do_chore(chore)
 
     def _process(self, item: _Item) -> None:

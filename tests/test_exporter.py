@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -1025,6 +1026,32 @@ def test_an_idle_sender_takes_a_captured_trace_at_once(collector: LocalCollector
         assert wait_until(lambda: exporter._idle == 1)
         assert exporter.submit(_Captured("alone"))
         assert wait_until(lambda: collector.accepted_count == 2, 5)
+
+
+def test_a_burst_after_a_quiet_spell_wakes_a_sender_once(collector: LocalCollector) -> None:
+    """The first trace of a burst wakes an idle sender; the rest wait for it in the inbox
+    instead of each taking the lock and waking again while it has not run yet (it needs the
+    GIL, which the logging thread holds).  All are delivered without a flush, and a sender
+    that went back to sleep is woken by the next trace at once."""
+    with make_exporter(collector, workers=2) as exporter:
+        assert exporter.submit(_Captured("warm-up"))
+        assert wait_until(lambda: collector.accepted_count == 1)
+        assert wait_until(lambda: exporter._idle == 2)
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(30.0)  # the woken sender cannot run during the burst
+        try:
+            for number in range(20):
+                assert exporter.submit(_Captured(f"burst {number}"))
+            waiting = len(exporter._inbox)
+        finally:
+            sys.setswitchinterval(interval)
+        assert waiting == 19
+        assert wait_until(lambda: collector.accepted_count == 21, 5)
+        assert wait_until(lambda: exporter._idle == 2)
+        assert exporter.submit(_Captured("alone"))
+        assert wait_until(lambda: collector.accepted_count == 22, 5)
+        stats = exporter.stats()
+    assert (stats.submitted, stats.sent) == (22, 22)
 
 
 def test_captured_traces_submitted_after_shutdown_are_counted_closed(
