@@ -61,7 +61,9 @@ class InfiniumProcessor:
 
     Recommended position: after ``merge_contextvars``, ``add_log_level``,
     ``TimeStamper`` and ``set_exc_info``; before ``format_exc_info`` /
-    ``dict_tracebacks`` and the renderer (it also works after them).
+    ``dict_tracebacks`` and the renderer (it also works after the exception
+    formatters; after the renderer it passes the output on, records nothing and
+    warns).
 
     What an event costs the thread that logs is capturing it (a shallow copy
     of the tag's dict or of the event dict, the rendered exception); the
@@ -115,9 +117,19 @@ class InfiniumProcessor:
 
     def __call__(self, logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
         """Record the event if it is tagged or a task is active; return it without the tag key."""
-        if self.tag_key not in event_dict and (not open_tasks or _current_get() is None):
+        try:  # costs nothing until something raises (3.11+)
+            if self.tag_key not in event_dict and (not open_tasks or _current_get() is None):
+                return event_dict
+            value = event_dict.pop(self.tag_key, None)
+        except Exception:
+            # Not an event dict: placed after the renderer (a str, bytes or (args, kwargs)).
+            _default.warn_once(
+                "processor-placement",
+                "infinium_logging: InfiniumProcessor was handed a %s instead of an event dict, "
+                "so it records nothing: put it before the renderer in the processor chain",
+                type(event_dict).__name__,
+            )
             return event_dict
-        value = event_dict.pop(self.tag_key, None)
         # One function, not a call per stage: this runs for every tagged event and every
         # event in a task, and a Python call costs about as much as several of these lines.
         try:

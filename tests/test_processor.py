@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import importlib.metadata
+import json
 import logging
 import sys
 import weakref
@@ -300,6 +301,39 @@ def test_never_raises(caplog: pytest.LogCaptureFixture) -> None:
     event = returned(log.info("still logged", infinium=True, a=1))
     assert event == {"event": "still logged", "a": 1}
     assert "could not record" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "renderer",
+    [
+        JSONRenderer(),
+        JSONRenderer(serializer=lambda event, **kw: json.dumps(event, **kw).encode()),
+        to_kwargs,
+    ],
+    ids=["str", "bytes", "args-kwargs"],
+)
+def test_after_the_renderer_it_passes_the_output_on_and_says_where_it_belongs(
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    sink: ListSink,
+    renderer: Processor,
+) -> None:
+    """Placed after a renderer, it is handed text, bytes or (args, kwargs), even ones that
+    contain its tag key: it passes them on untouched, inside a task too, and warns once (on
+    the library's logger) that it belongs before the renderer."""
+    monkeypatch.setattr(_default, "_warned", {})
+    log, alone = chain(renderer, InfiniumProcessor(exporter=sink)), chain(renderer)
+    plain = log.info("quiet")
+    tagged = log.info("tagged infinium event", infinium=True)
+    with task("Renderer first", exporter=sink):
+        in_task = log.info("in a task")
+    assert plain == alone.info("quiet")
+    assert tagged == alone.info("tagged infinium event", infinium=True)
+    assert in_task == alone.info("in a task")
+    warnings = [r for r in caplog.records if "before the renderer" in r.getMessage()]
+    assert len(warnings) == 1
+    assert warnings[0].name.startswith("infinium_logging")
+    assert len(sink.tasks) == 1 and not sink.tasks[0].steps  # the task, without the event
 
 
 def test_disabled_only_removes_the_tag(monkeypatch: pytest.MonkeyPatch, sink: ListSink) -> None:
