@@ -679,9 +679,19 @@ class Task:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if not self._active:
+        active = self._active
+        if not active:
             return
-        state, token = self._active.pop()
+        # One Task object may be entered by several threads or asyncio tasks at once (a
+        # module-level ``task(...)`` used with ``with``): each exit ends the run its own
+        # context entered, found as the context's current task.
+        current = _current.get()
+        for index in range(len(active) - 1, -1, -1):
+            if active[index][0] is current:
+                state, token = active.pop(index)
+                break
+        else:  # exited out of order, or in another context than it was entered in
+            state, token = active.pop()
         try:
             _current.reset(token)
         except ValueError:

@@ -568,6 +568,49 @@ def test_asyncio_concurrency_keeps_steps_apart(log: logging.Logger, sink: ListSi
         ]
 
 
+def test_one_task_object_entered_concurrently_runs_apart(
+    log: logging.Logger, sink: ListSink
+) -> None:
+    """A module-level ``task(...)`` entered by overlapping asyncio tasks and threads: each
+    exit ends its own run (the first to finish does not end another's), with its own steps,
+    fields and duration."""
+    handle = task("handle", exporter=sink)
+
+    async def request(n: int, delay: float) -> None:
+        async with handle as t:
+            log.info("start %d", n)
+            await asyncio.sleep(delay)
+            log.info("end %d", n)
+            t.update(output_summary=f"request {n}")
+
+    async def main() -> None:
+        await asyncio.gather(request(1, 0.0), request(2, 0.02))
+
+    asyncio.run(main())
+    entered = threading.Barrier(2)
+
+    def in_thread(n: int) -> None:
+        with handle as t:
+            entered.wait()  # both runs open at once
+            log.info("thread %d", n)
+            t.update(output_summary=f"thread {n}")
+
+    threads = [threading.Thread(target=in_thread, args=(n,)) for n in (3, 4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    by_summary = {trace.output_summary: trace for trace in sink.tasks}
+    assert sorted(by_summary, key=str) == ["request 1", "request 2", "thread 3", "thread 4"]
+    for n in (1, 2):
+        steps = by_summary[f"request {n}"].steps or ()
+        assert [s.description for s in steps] == [f"start {n}", f"end {n}"]
+    for n in (3, 4):
+        assert [s.description for s in by_summary[f"thread {n}"].steps or ()] == [f"thread {n}"]
+    assert by_summary["request 2"].duration >= 0.02 > by_summary["request 1"].duration
+    assert "0 running" in repr(handle)
+
+
 def test_asyncio_children_inherit_the_task(log: logging.Logger, sink: ListSink) -> None:
     """asyncio tasks started inside a task log into it."""
 
