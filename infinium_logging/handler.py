@@ -70,10 +70,24 @@ def _remember_ignored(name: str) -> bool:
 
 #: The last tagged record sent, and where to: two handlers sharing one destination
 #: (say one on the root logger and one on a child) send a record once.  A record is
-#: known by its ``id`` and creation time: an id alone could be reused by a later
-#: record, a reference would keep the record alive.  One global, not per thread: a
-#: race between threads can only miss a duplicate (two records never share both).
-_last_tagged: tuple[int, float, object] = (0, 0.0, None)
+#: known by a weak reference (see :func:`_identity`).  One global, not per thread: a
+#: race between threads can only miss a duplicate.
+_last_tagged: tuple[object, object] = (None, None)
+
+
+def _identity(record: logging.LogRecord) -> object:
+    """What tells ``record`` from every other record, without keeping it alive.
+
+    A weak reference equals another only while both point at the same live
+    record.  Not ``id()`` with the creation time: a freed record's id is reused
+    by the next one at once, and records made within one tick of a coarse clock
+    (or under freezegun) share their time, so different records looked alike
+    and were dropped as duplicates.
+    """
+    try:
+        return weakref.ref(record)
+    except TypeError:  # a record factory's class without weak references: a fresh object
+        return object()  # never equal to anything: duplicates go unnoticed, nothing is lost
 
 
 class InfiniumHandler(logging.Handler):
@@ -229,7 +243,10 @@ class InfiniumHandler(logging.Handler):
             global _last_tagged
             sink = self._sink
             capture = _default._capture
-            ident = (id(record), record.created, sink if capture is None else capture)
+            try:
+                ident = (weakref.ref(record), sink if capture is None else capture)
+            except TypeError:
+                ident = (_identity(record), sink if capture is None else capture)
             if _last_tagged == ident or (type(value) is not dict and not is_tag(value)):
                 return  # a second handler with the same destination saw this record
             if self._env_options is not options:
@@ -316,7 +333,7 @@ class InfiniumHandler(logging.Handler):
             error,
             recorder,
             name,
-            (id(record), record.created),
+            _identity(record),
         )
 
     def _emit_bridged(
@@ -345,7 +362,7 @@ class InfiniumHandler(logging.Handler):
             global _last_tagged
             sink = self._sink
             capture = _default._capture
-            ident = (id(record), record.created, sink if capture is None else capture)
+            ident = (_identity(record), sink if capture is None else capture)
             if _last_tagged == ident or not is_tag(value):
                 return
             payload = tagged_trace(
@@ -377,7 +394,7 @@ class InfiniumHandler(logging.Handler):
             error,
             recorder,
             record.name,
-            (id(record), record.created),
+            _identity(record),
         )
 
     @staticmethod

@@ -192,7 +192,7 @@ class _TaskState:
         self.framework: str | None = None
         self.framework_version: str | None = None
         self.logger_name: str | None = None
-        self.last_event: tuple[int, float] | None = None
+        self.last_event: object = None
         self.start_wall = _now()
         self.start_mono = _monotonic()
         open_tasks[id(self)] = weakref.ref(self)
@@ -255,12 +255,12 @@ class _TaskState:
         error: ErrorInfo | None,
         recorder: Recorder,
         logger_name: str | None,
-        ident: tuple[int, float] | None = None,
+        ident: object = None,
     ) -> bool:
         """Add the step of one event; ``False`` when it was not added (task over, or a duplicate).
 
-        ``ident`` identifies the LogRecord the step comes from (``id`` and
-        creation time): two handlers that see the same record add it once.
+        ``ident`` identifies the LogRecord the step comes from (equal only for
+        the same record): two handlers that see the same record add it once.
         """
         # The common case (bound, no error, room left) takes no lock: list.append is atomic,
         # so at worst an event logged by another thread while the task ends joins the trace

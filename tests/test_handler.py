@@ -17,6 +17,7 @@ import weakref
 from typing import Any
 
 import pytest
+from freezegun import freeze_time
 from sinks import ListSink
 
 from infinium_logging import _default
@@ -375,6 +376,35 @@ def test_two_handlers_one_destination_send_once() -> None:
         child.removeHandler(handlers[1])
     assert [t.name for t in sink.tasks] == ["tagged", "t"]
     assert [s.description for s in sink.tasks[1].steps or ()] == ["a step"]
+
+
+@pytest.mark.parametrize("handlers", [1, 2])
+def test_records_made_within_one_clock_tick_are_all_kept(handlers: int) -> None:
+    """Records logged one after another share their time on a coarse clock (and under
+    freezegun), and a freed record's memory goes to the next one: each is still a trace or a
+    step of its own, and one record seen by two handlers still counts once."""
+    sink = ListSink()
+    parent = logging.getLogger(f"tests.handler.{uuid.uuid4().hex}")
+    child = parent.getChild("child")
+    parent.propagate = False
+    parent.setLevel(logging.INFO)
+    attached = [(parent, InfiniumHandler(exporter=sink))]
+    if handlers == 2:
+        attached.append((child, InfiniumHandler(exporter=sink)))
+    for logger, handler in attached:
+        logger.addHandler(handler)
+    try:
+        with freeze_time("2026-01-01 12:00:00"):
+            with task("frozen", exporter=sink):
+                for number in range(5):
+                    child.info("step %d", number)
+            for number in range(5):
+                child.info("tagged %d", number, extra={"infinium": True})
+    finally:
+        for logger, handler in attached:
+            logger.removeHandler(handler)
+    assert [t.name for t in sink.tasks] == ["frozen"] + [f"tagged {n}" for n in range(5)]
+    assert [s.description for s in sink.tasks[0].steps or ()] == [f"step {n}" for n in range(5)]
 
 
 def test_filters_apply_to_captured_records(logger: logging.Logger) -> None:
