@@ -34,6 +34,7 @@ from .tasks import (
     bridge,
     bridge_in_use,
     drain_deferred,
+    marked,
     open_tasks,
 )
 
@@ -243,6 +244,7 @@ class InfiniumHandler(logging.Handler):
             global _last_tagged
             sink = self._sink
             capture = _default._capture
+            ident: tuple[object, object]
             try:
                 ident = (weakref.ref(record), sink if capture is None else capture)
             except TypeError:
@@ -307,11 +309,8 @@ class InfiniumHandler(logging.Handler):
             mark = bridge.mark
             if mark is not None:
                 bridge.mark = None
-                msg = record.msg
-                if mark[0] == name and (
-                    msg is mark[1] or (type(msg) is str and mark[2] != "" and mark[2] in msg)
-                ):
-                    return  # the structlog processor already made this event a step
+                if marked(mark, name, record.levelno, record.msg):
+                    return  # the structlog processor already recorded this event
         recorder = self._recorder
         if recorder.options is not options:
             recorder = self._recorder = Recorder(self._sink, options, "logging")
@@ -381,8 +380,8 @@ class InfiniumHandler(logging.Handler):
         mark = bridge.mark
         if mark is not None:
             bridge.mark = None
-            if mark[1] is event:
-                return  # the structlog processor already made this event a step
+            if marked(mark, record.name, record.levelno, event):
+                return  # the structlog processor already recorded this event
         recorder = self._bridged_recorder
         if recorder.options is not options:
             recorder = self._bridged_recorder = Recorder(self._sink, options, "structlog")

@@ -11,6 +11,7 @@ import logging
 import time
 from typing import Any, Final
 
+from structlog import BoundLoggerBase
 from structlog.typing import EventDict, WrappedLogger
 
 from . import _default
@@ -43,7 +44,19 @@ def _structlog_version() -> str | None:
 
 
 _STRUCTLOG_VERSION: Final = _structlog_version()
+# structlog's call into the wrapped logger: a record made inside it is the event a processor
+# saw (tasks.marked).  Read defensively: a structlog that renamed it gets duplicates, not errors.
+_proxy_code = getattr(getattr(BoundLoggerBase, "_proxy_to_logger", None), "__code__", None)
+bridge_in_use.calls = frozenset() if _proxy_code is None else frozenset({_proxy_code})
 _current_get: Final = _current.get
+
+
+def _mark(logger: logging.Logger, levelno: int, event_dict: EventDict) -> None:
+    """The event goes on to this stdlib logger's handlers: tell an InfiniumHandler among
+    them that it is already recorded (see tasks.marked)."""
+    if logger.isEnabledFor(levelno):
+        bridge_in_use.in_use = True
+        bridge.mark = (logger.name, levelno, event_dict)
 
 
 class InfiniumProcessor:
@@ -133,6 +146,8 @@ class InfiniumProcessor:
         # One function, not a call per stage: this runs for every tagged event and every
         # event in a task, and a Python call costs about as much as several of these lines.
         try:
+            if bridge_in_use.in_use:
+                bridge.mark = None  # one left by an event that never reached the handler
             if in_export():
                 return event_dict
             options = self._options or default_options()
@@ -194,6 +209,10 @@ class InfiniumProcessor:
                     sink.submit(payload)  # type: ignore[arg-type] # takes_pending()
                 else:
                     sink.submit(payload.materialize())
+                if isinstance(logger, logging.Logger):
+                    # Inside a task, the stdlib side would take the event (its tag gone)
+                    # for a step of that task: tell an InfiniumHandler there it is a trace.
+                    _mark(logger, levelno, event_dict)
                 return event_dict
             recorder = self._recorder
             if recorder.options is not options:
@@ -209,11 +228,8 @@ class InfiniumProcessor:
                 recorder,
                 logger_name,
             )
-            if added and isinstance(logger, logging.Logger) and logger.isEnabledFor(levelno):
-                # The event goes on to this stdlib logger's handlers: tell an
-                # InfiniumHandler among them that it is already a step.
-                bridge_in_use.in_use = True
-                bridge.mark = (logger.name, event_dict, message)
+            if added and isinstance(logger, logging.Logger):
+                _mark(logger, levelno, event_dict)
         except Exception as exc:  # logging must never break the application
             _default.warn_once(
                 "processor", "infinium_logging: InfiniumProcessor could not record: %r", exc

@@ -38,11 +38,12 @@ import collections
 import contextvars
 import functools
 import inspect
+import sys
 import threading
 import time
 import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Mapping
-from types import TracebackType
+from types import CodeType, FrameType, TracebackType
 from typing import Any, Final, ParamSpec, TypeVar, cast, overload
 
 from . import _default
@@ -86,13 +87,14 @@ open_tasks: Final[dict[int, weakref.ref[_TaskState]]] = {}
 class _Bridge(threading.local):
     """Per-thread note from the structlog processor to the stdlib handler (see processor.py).
 
-    When the processor has turned an event into a step and the event is about
-    to be passed on to a stdlib logger, it leaves ``(logger name, event dict,
-    event text)`` here; the handler drops the record that carries that same
-    event, so bridged setups get one step per event, not two.
+    When the processor has turned an event into a step or a trace and the
+    event is about to be passed on to a stdlib logger, it leaves
+    ``(logger name, level number, event dict)`` here; the handler drops the
+    record that carries that event (see :func:`marked`), so bridged setups get
+    one step or one trace per event, not two.
     """
 
-    mark: tuple[str, object, str] | None = None
+    mark: tuple[str, int, object] | None = None
 
 
 class _BridgeInUse:
@@ -100,10 +102,43 @@ class _BridgeInUse:
     reading the thread-local (a plain attribute is read in half the time)."""
 
     in_use: bool = False
+    #: The code of structlog's call into the wrapped logger (``_proxy_to_logger``), set by
+    #: processor.py: this module does not import structlog.
+    calls: frozenset[CodeType] = frozenset()
 
 
 bridge: Final = _Bridge()
 bridge_in_use: Final = _BridgeInUse()
+#: How far up from the handler structlog's call into the logger is looked for (it is about
+#: ten frames up: the stdlib's handler and logger calls in between).
+_BRIDGE_DEPTH: Final = 40
+
+
+def marked(mark: tuple[str, int, object], name: str, levelno: int, msg: object) -> bool:
+    """Whether a record from logger ``name`` is the event ``mark`` names (the handler
+    has taken the mark off first: it is good for one record).
+
+    The record that structlog makes of the event carries it as its message
+    (``wrap_for_formatter``), or rendered (a renderer, ``render_to_log_kwargs``),
+    which is then recognised as made during a structlog call into the logger:
+    not by its text (a renderer escapes and reorders it), and not merely as the
+    next record from that logger (the event may never reach the handler: a
+    later processor's ``DropEvent``, a handler level or filter, and a direct
+    stdlib call that followed would be taken for it).
+    """
+    if mark[0] != name or mark[1] != levelno:
+        return False
+    if msg is mark[2]:
+        return True
+    calls = bridge_in_use.calls
+    frame: FrameType | None = sys._getframe(2)
+    for _ in range(_BRIDGE_DEPTH):
+        if frame is None:
+            return False
+        if frame.f_code in calls:
+            return True
+        frame = frame.f_back
+    return False
 
 
 class Recorder:

@@ -403,6 +403,66 @@ def test_bridge_without_duplicates(stdlib_logger: logging.Logger, last: Processo
     assert steps[0].metadata == {"n": 1}
 
 
+@pytest.mark.parametrize(
+    "last",
+    [ProcessorFormatter.wrap_for_formatter, render_to_log_kwargs, JSONRenderer()],
+    ids=["wrap_for_formatter", "render_to_log_kwargs", "JSONRenderer"],
+)
+def test_bridge_inside_a_task_one_record_per_event_whatever_its_text(
+    stdlib_logger: logging.Logger, last: Processor
+) -> None:
+    """Inside a task, each event gives one step however the renderer writes its text
+    (escaped non-ASCII, quotes, line breaks), and a tagged event one trace and no step."""
+    SINK_FOR_BRIDGE.tasks.clear()
+    stdlib_logger.addHandler(InfiniumHandler(exporter=SINK_FOR_BRIDGE))
+    log = _bridged(stdlib_logger, last, processor=True)
+    texts = ["Résumé parsed", 'said "hi"', "two\nlines", "back\\slash"]
+    with task("Outer"):
+        for text in texts:
+            log.info(text)
+        log.info("Classified", infinium={"output_summary": "billing"})
+    names = [t.name for t in SINK_FOR_BRIDGE.tasks]
+    assert names == ["Classified", "Outer"]
+    assert [s.description for s in SINK_FOR_BRIDGE.tasks[1].steps or ()] == texts
+
+
+@pytest.mark.parametrize("lost_by", ["DropEvent", "handler level", "handler filter"])
+def test_bridge_an_event_that_never_reaches_the_handler_costs_no_other_record(
+    stdlib_logger: logging.Logger, lost_by: str
+) -> None:
+    """The processor records an event that the stdlib side then never hands to the handler
+    (a later processor drops it, the handler's level or filter refuses it): a record logged
+    straight to the same stdlib logger afterwards, at the same level and containing the same
+    text, is still a step."""
+    SINK_FOR_BRIDGE.tasks.clear()
+    handler = InfiniumHandler(exporter=SINK_FOR_BRIDGE)
+    stdlib_logger.addHandler(handler)
+    processors: list[Processor] = [add_log_level, InfiniumProcessor(exporter=SINK_FOR_BRIDGE)]
+
+    def drop(_: Any, __: str, event_dict: Any) -> Any:
+        raise structlog.DropEvent
+
+    if lost_by == "DropEvent":
+        processors.append(drop)
+    elif lost_by == "handler level":
+        handler.setLevel(logging.WARNING)
+    else:
+        handler.addFilter(lambda record: record.msg != "a")
+    processors.append(render_to_log_kwargs)
+    log = structlog.wrap_logger(
+        stdlib_logger,
+        processors=processors,
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+    level = logging.WARNING if lost_by == "handler level" else logging.INFO
+    with task("T"):
+        log.info("a")
+        stdlib_logger.log(level, "a disk almost full")
+    steps = SINK_FOR_BRIDGE.tasks[0].steps or ()
+    assert [s.description for s in steps] == ["a", "a disk almost full"]
+
+
 def test_bridge_with_the_handler_alone(stdlib_logger: logging.Logger) -> None:
     """Without the processor, the handler reads bridged event dicts itself."""
     SINK_FOR_BRIDGE.tasks.clear()
