@@ -341,10 +341,15 @@ class InfiniumHandler(logging.Handler):
         """A dict message, its keys being the event's fields.
 
         A structlog event passed on by ``ProcessorFormatter.wrap_for_formatter``,
-        or a dict logged as the message.
+        or a dict logged as the message.  The record's own fields (``extra=``,
+        its tag included) count too, the dict's keys winning.
         """
         tag_key = self.tag_key
+        attributes = record.__dict__
+        extras = record_fields(attributes, tag_key)
         value = event.get(tag_key)
+        if value is None or value is False:
+            value = attributes.get(tag_key)
         tagged = value is not None and value is not False
         state = None if tagged else active_state()
         if not tagged and state is None:
@@ -369,7 +374,9 @@ class InfiniumHandler(logging.Handler):
                 message,
                 None,
                 record.created,
-                event_fields(event, tag_key),
+                [*extras, *event_fields(event, tag_key)]
+                if extras
+                else event_fields(event, tag_key),
                 error,
                 self._environment("structlog", record.name, options),
             )
@@ -386,6 +393,8 @@ class InfiniumHandler(logging.Handler):
         if recorder.options is not options:
             recorder = self._bridged_recorder = Recorder(self._sink, options, "structlog")
         source = event.copy()
+        for key, item in extras:
+            source.setdefault(key, item)
         if "exc_info" in source:
             source["exc_info"] = None  # rendered above: the traceback is not kept
         state.record(

@@ -528,6 +528,24 @@ def test_a_dict_logged_as_the_message(logger: logging.Logger) -> None:
     assert step.metadata == {"order": 17, "status": "shipped"}
 
 
+def test_a_dict_message_with_its_own_extra_fields(logger: logging.Logger) -> None:
+    """A dict message's record may carry ``extra=`` too: its tag makes a trace, and its fields
+    join the dict's (which win over them)."""
+    sink = ListSink()
+    _attach(logger, InfiniumHandler(exporter=sink))
+    logger.info({"k": 1}, extra={"infinium": {"output_summary": "done"}})
+    logger.info({"k": 2, "n": 2}, extra={"infinium": True, "n": 1, "m": 3})
+    with task("t", exporter=sink):
+        logger.info({"a": 1}, extra={"tool_call": {"tool_name": "search"}})
+    tagged, fields, in_task = sink.tasks
+    assert (tagged.name, tagged.output_summary) == ("{'k': 1}", "done")
+    assert fields.name == "{'k': 2, 'n': 2}"
+    (step,) = in_task.steps or []
+    assert step.action == "tool_use"
+    assert step.tool_call is not None and step.tool_call.tool_name == "search"
+    assert step.metadata == {"a": 1}
+
+
 def test_record_classes_with_their_own_get_message(logger: logging.Logger) -> None:
     """A record factory whose records format their own way ({}-style here) is honoured."""
 
