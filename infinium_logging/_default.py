@@ -274,3 +274,23 @@ def warn_once(key: str, message: str, *args: object) -> None:
         return
     _warned[key] = now
     logging.getLogger(f"{LOGGER_NAME}.tasks").warning(message, *args)
+
+
+#: Our own loggers and urllib3's: their records and events must never become traces or steps
+#: (recursion, and the library's warnings filed as the application's steps).
+_IGNORED: Final = ("infinium_logging", "urllib3")
+
+#: Logger name -> ignored?  Logger names are few; the bound only guards against abuse.
+ignored_names: dict[str, bool] = {}
+
+
+def ignored_logger(name: str) -> bool:
+    """Whether records of logger ``name`` are never traces (remembered in ``ignored_names``)."""
+    ignored = any(
+        name.startswith(prefix) and (len(name) == len(prefix) or name[len(prefix)] == ".")
+        for prefix in _IGNORED
+    )
+    if len(ignored_names) >= 4096:
+        ignored_names.clear()
+    ignored_names[name] = ignored
+    return ignored

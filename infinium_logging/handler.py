@@ -8,7 +8,16 @@ import weakref
 from typing import Any, Final
 
 from . import _default
-from ._default import NULL_SINK, Options, TaskSink, default_options, options_for, options_of
+from ._default import (
+    NULL_SINK,
+    Options,
+    TaskSink,
+    default_options,
+    ignored_logger,
+    ignored_names,
+    options_for,
+    options_of,
+)
 from .exporter import Exporter
 from .exporter import exporting as in_export
 from .mapping import (
@@ -49,24 +58,6 @@ _gave_up: Final[weakref.WeakKeyDictionary[Exporter, tuple[int, float]]] = (
 )
 
 _LogRecord: Final = logging.LogRecord
-
-#: Our own logger and urllib3's: their records must never become traces (recursion).
-_IGNORED: Final = ("infinium_logging", "urllib3")
-
-
-#: Logger name -> ignored?  Logger names are few; the bound only guards against abuse.
-_ignored_names: dict[str, bool] = {}
-
-
-def _remember_ignored(name: str) -> bool:
-    ignored = any(
-        name.startswith(prefix) and (len(name) == len(prefix) or name[len(prefix)] == ".")
-        for prefix in _IGNORED
-    )
-    if len(_ignored_names) >= 4096:
-        _ignored_names.clear()
-    _ignored_names[name] = ignored
-    return ignored
 
 
 #: The last tagged record sent, and where to: two handlers sharing one destination
@@ -226,9 +217,9 @@ class InfiniumHandler(logging.Handler):
 
     def _emit(self, record: logging.LogRecord) -> None:
         name = record.name
-        ignored = _ignored_names.get(name)
+        ignored = ignored_names.get(name)
         if ignored is None:
-            ignored = _remember_ignored(name)
+            ignored = ignored_logger(name)
         if ignored or in_export():
             return
         options = self._options or default_options()

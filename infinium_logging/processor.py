@@ -15,7 +15,14 @@ from structlog import BoundLoggerBase
 from structlog.typing import EventDict, WrappedLogger
 
 from . import _default
-from ._default import Options, TaskSink, default_options, options_for
+from ._default import (
+    Options,
+    TaskSink,
+    default_options,
+    ignored_logger,
+    ignored_names,
+    options_for,
+)
 from .exporter import exporting as in_export
 from .mapping import (
     FROM_EVENT,
@@ -175,6 +182,16 @@ class InfiniumProcessor:
             if type(logger_name) is not str:
                 last = self._last_logger
                 logger_name = last[1] if last[0] is logger else self._logger_name(logger)
+                if logger_name is None:  # a stdlib record through ProcessorFormatter?
+                    record = event_dict.get("_record")
+                    if isinstance(record, logging.LogRecord):
+                        logger_name = record.name
+            if logger_name is not None:
+                ignored = ignored_names.get(logger_name)
+                if ignored is None:
+                    ignored = ignored_logger(logger_name)
+                if ignored:  # the library's own warnings, urllib3's: never traces or steps
+                    return event_dict
             error: ErrorInfo | None = None
             exc_info = event_dict.get("exc_info")
             if exc_info:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import importlib.metadata
+import io
 import json
 import logging
 import sys
@@ -486,3 +487,38 @@ def test_bridge_with_the_handler_alone(stdlib_logger: logging.Logger) -> None:
         ("error", {"request_id": "r-1"}),
     ]
     assert [e.error_type for e in answer.errors or ()] == ["ValueError"]
+
+
+def test_the_librarys_own_records_never_become_steps_through_a_formatter(
+    stdlib_logger: logging.Logger,
+) -> None:
+    """With the processor in a ``ProcessorFormatter`` (stdlib records formatted by structlog),
+    the library's own warnings and urllib3's records are not steps of the application's task,
+    as they are not through the handler; the application's own records are."""
+    sink = ListSink()
+    stream = logging.StreamHandler(io.StringIO())
+    stream.setFormatter(
+        ProcessorFormatter(
+            processors=[
+                InfiniumProcessor(exporter=sink),
+                ProcessorFormatter.remove_processors_meta,
+                JSONRenderer(),
+            ]
+        )
+    )
+    loggers = [
+        stdlib_logger,
+        logging.getLogger("infinium_logging.tasks"),
+        logging.getLogger("urllib3"),
+    ]
+    for logger in loggers:
+        logger.addHandler(stream)
+    try:
+        with task("T", exporter=sink):
+            stdlib_logger.warning("the application's")
+            loggers[1].warning("infinium_logging: the library's own")
+            loggers[2].warning("urllib3's")
+    finally:
+        for logger in loggers:
+            logger.removeHandler(stream)
+    assert [s.description for s in sink.tasks[0].steps or ()] == ["the application's"]
