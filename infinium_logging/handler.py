@@ -231,7 +231,11 @@ class InfiniumHandler(logging.Handler):
             return
         attributes = record.__dict__
         value = attributes.get(self.tag_key)
-        if value is not None and value is not False:
+        if (
+            value is not None
+            and value is not False
+            and (type(value) is dict or is_tag(value))  # else (0, "") an untagged record
+        ):
             global _last_tagged
             sink = self._sink
             capture = _default._capture
@@ -240,7 +244,7 @@ class InfiniumHandler(logging.Handler):
                 ident = (weakref.ref(record), sink if capture is None else capture)
             except TypeError:
                 ident = (_identity(record), sink if capture is None else capture)
-            if _last_tagged == ident or (type(value) is not dict and not is_tag(value)):
+            if _last_tagged == ident:
                 return  # a second handler with the same destination saw this record
             if self._env_options is not options:
                 self._env_options, self._env_cache = options, {}
@@ -341,7 +345,7 @@ class InfiniumHandler(logging.Handler):
         value = event.get(tag_key)
         if value is None or value is False:
             value = attributes.get(tag_key)
-        tagged = value is not None and value is not False
+        tagged = value is not None and value is not False and is_tag(value)
         state = None if tagged else active_state()
         if not tagged and state is None:
             return
@@ -358,7 +362,7 @@ class InfiniumHandler(logging.Handler):
             sink = self._sink
             capture = _default._capture
             ident = (_identity(record), sink if capture is None else capture)
-            if _last_tagged == ident or not is_tag(value):
+            if _last_tagged == ident:
                 return
             payload = tagged_trace(
                 value,

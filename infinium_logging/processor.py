@@ -166,7 +166,11 @@ class InfiniumProcessor:
                 levelno = level_number(level, 20)
             if levelno < self.min_level:
                 return event_dict
-            if value is not None and value is not False:
+            if (
+                value is not None
+                and value is not False
+                and (type(value) is dict or is_tag(value))  # else (0, "") an untagged event
+            ):
                 state = None
             else:
                 state = _current_get()
@@ -201,8 +205,6 @@ class InfiniumProcessor:
             elif method_name == "exception":
                 error = error_from_exc_info(True)
             if state is None:
-                if type(value) is not dict and not is_tag(value):
-                    return event_dict
                 env = self._env_cache.get(logger_name) if self._env_options is options else None
                 if env is None:
                     env = self._environment(logger_name, options)

@@ -528,6 +528,22 @@ def test_a_dict_logged_as_the_message(logger: logging.Logger) -> None:
     assert step.metadata == {"order": 17, "status": "shipped"}
 
 
+@pytest.mark.parametrize("value", [0, "", False, None, [], 0.0])
+def test_a_value_that_is_no_tag_leaves_an_ordinary_record(
+    logger: logging.Logger, value: object
+) -> None:
+    """A false tag value (``0``, ``""``, ...) makes no trace: the record stays an ordinary
+    one, a step inside a task, as a plain record or a dict message."""
+    sink = ListSink()
+    _attach(logger, InfiniumHandler(exporter=sink))
+    logger.info("outside", extra={"infinium": value})
+    with task("T", exporter=sink):
+        logger.info("inside", extra={"infinium": value})
+        logger.info({"event": "as a dict", "infinium": value})
+    assert [t.name for t in sink.tasks] == ["T"]
+    assert [s.description for s in sink.tasks[0].steps or ()] == ["inside", "as a dict"]
+
+
 def test_a_dict_message_with_its_own_extra_fields(logger: logging.Logger) -> None:
     """A dict message's record may carry ``extra=`` too: its tag makes a trace, and its fields
     join the dict's (which win over them)."""

@@ -522,3 +522,16 @@ def test_the_librarys_own_records_never_become_steps_through_a_formatter(
         for logger in loggers:
             logger.removeHandler(stream)
     assert [s.description for s in sink.tasks[0].steps or ()] == ["the application's"]
+
+
+@pytest.mark.parametrize("value", [0, "", False, None, [], 0.0])
+def test_a_value_that_is_no_tag_leaves_an_ordinary_event(sink: ListSink, value: object) -> None:
+    """A false tag value (``0``, ``""``, ...) makes no trace: the event stays an ordinary one,
+    a step inside a task, and the key is still removed."""
+    log = chain(InfiniumProcessor(exporter=sink), to_kwargs)
+    outside = returned(log.info("outside", infinium=value))
+    with task("T", exporter=sink):
+        inside = returned(log.info("inside", infinium=value))
+    assert outside == {"event": "outside"} and inside == {"event": "inside"}
+    assert [t.name for t in sink.tasks] == ["T"]
+    assert [s.description for s in sink.tasks[0].steps or ()] == ["inside"]
