@@ -42,7 +42,14 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Generator,
+    Mapping,
+)
 from types import CodeType, FrameType, TracebackType
 from typing import Any, Final, ParamSpec, TypeVar, cast, overload
 
@@ -761,6 +768,8 @@ class Task:
     def __call__(self, fn: F) -> F:
         """Decorate a function, coroutine function or (async) generator function: each call
         runs in a new task (a generator's: from its first step to its end)."""
+        if isinstance(fn, (classmethod, staticmethod)):  # @task above @classmethod
+            return cast(F, type(fn)(self(fn.__func__)))
         fields = dict(self._fields)
         if fields.get("name") is None:
             fields["name"] = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", "task")
@@ -779,12 +788,42 @@ class Task:
 
             return cast(F, async_wrapper)
 
+        runs = Task(fields, exporter, max_steps)
+
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            with Task(fields, exporter, max_steps):
-                return fn(*args, **kwargs)
+            state = runs._start()
+            token = _current.set(state)
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:
+                _current.reset(token)
+                _end(state, exc)
+                raise
+            _current.reset(token)
+            if inspect.iscoroutine(result):
+                # An async callable that inspect does not recognise as one (an object whose
+                # __call__ is async, a plain decorator around an async def): its work runs
+                # when the coroutine is awaited, so that is when the task is active and ends.
+                return _awaited(state, result)
+            _end(state, None)
+            return result
 
         return cast(F, wrapper)
+
+
+async def _awaited(state: _TaskState, coroutine: Coroutine[Any, Any, Any]) -> Any:
+    """Await ``coroutine`` as the running task ``state``, then end it."""
+    token = _current.set(state)
+    try:
+        value = await coroutine
+    except BaseException as exc:
+        _current.reset(token)
+        _end(state, exc)
+        raise
+    _current.reset(token)
+    _end(state, None)
+    return value
 
 
 def _end(state: _TaskState, exc: BaseException | None) -> None:
@@ -917,11 +956,20 @@ def task(
     summed from the steps' LLM calls unless set; an exception escaping the
     block is recorded as a non-recoverable error and re-raised untouched.
     """
-    if callable(name):
+    if exporter is not None and not callable(getattr(exporter, "submit", None)):
+        raise TypeError(f"exporter must have a submit(task) method, got {type(exporter).__name__}")
+    if max_steps is not None:
+        if isinstance(max_steps, bool) or not isinstance(max_steps, int):
+            raise TypeError(
+                f"max_steps must be a whole number, got {type(max_steps).__name__} {max_steps!r}"
+            )
+        if max_steps < 1:
+            raise ValueError(f"max_steps must be at least 1, got {max_steps!r}")
+    if callable(name) or isinstance(name, (classmethod, staticmethod)):
         return Task({}, exporter, max_steps)(name)
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"a task's name must be a string, got {type(name).__name__} {name!r}")
     fields = _checked_fields(fields)
-    if max_steps is not None and (isinstance(max_steps, bool) or max_steps < 1):
-        raise ValueError(f"max_steps must be a positive whole number, got {max_steps!r}")
     fields = {"name": name, **fields} if name is not None else fields
     return Task(fields, exporter, max_steps)
 

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import gc
 import inspect
 import logging
+import re
 import sys
 import threading
 import uuid
 import weakref
-from collections.abc import AsyncIterator, Generator, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -389,6 +391,97 @@ def test_bare_decorator_names_the_task_after_the_function() -> None:
     assert [t.name for t in tasks] == [
         "test_bare_decorator_names_the_task_after_the_function.<locals>.summarise"
     ]
+
+
+def test_decorator_above_classmethod_and_staticmethod(log: logging.Logger, sink: ListSink) -> None:
+    """``@task`` above ``@classmethod`` / ``@staticmethod`` decorates the function and keeps
+    the descriptor: the arguments are the method's, the task is named after it."""
+
+    class Agent:
+        @task
+        @classmethod
+        def build(cls, n: int) -> tuple[type, int]:
+            log.info("building %d", n)
+            return cls, n
+
+        @task("Add")
+        @staticmethod
+        def add(a: int, b: int) -> int:
+            log.info("adding")
+            return a + b
+
+    assert Agent.build(1) == (Agent, 1)
+    assert Agent().add(2, 3) == 5
+    assert [t.name for t in sink.tasks] == [Agent.build.__qualname__, "Add"]
+    assert [[s.description for s in t.steps or ()] for t in sink.tasks] == [
+        ["building 1"],
+        ["adding"],
+    ]
+
+
+def test_decorated_async_callables_that_inspect_does_not_see(
+    log: logging.Logger, sink: ListSink
+) -> None:
+    """An object whose ``__call__`` is async, or a plain decorator around an ``async def``:
+    the task runs while the coroutine is awaited and ends with it (its outcome included)."""
+
+    class Tool:
+        async def __call__(self, n: int) -> int:
+            await asyncio.sleep(0)
+            log.info("tool %d", n)
+            return n
+
+    def plain(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def call(*args: Any) -> Any:
+            return fn(*args)
+
+        return call
+
+    @task("Wrapped")
+    @plain
+    async def wrapped(fail: bool) -> None:
+        await asyncio.sleep(0)
+        log.info("wrapped")
+        if fail:
+            raise ValueError("no")
+
+    tool = task("Tool")(Tool())
+
+    async def main() -> None:
+        assert await tool(7) == 7
+        await wrapped(False)
+        with pytest.raises(ValueError):
+            await wrapped(True)
+
+    asyncio.run(main())
+    assert [(t.name, [s.description for s in t.steps or ()]) for t in sink.tasks] == [
+        ("Tool", ["tool 7"]),
+        ("Wrapped", ["wrapped"]),
+        ("Wrapped", ["wrapped"]),
+    ]
+    assert sink.tasks[2].errors and sink.tasks[2].errors[0].error_type == "ValueError"
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error", "says"),
+    [
+        ({"name": 123}, TypeError, "name must be a string, got int 123"),
+        ({"name": b"x"}, TypeError, "name must be a string, got bytes"),
+        ({"exporter": "nope"}, TypeError, "exporter must have a submit(task) method, got str"),
+        ({"max_steps": 1.5}, TypeError, "max_steps must be a whole number, got float 1.5"),
+        ({"max_steps": float("nan")}, TypeError, "max_steps must be a whole number"),
+        ({"max_steps": "5"}, TypeError, "max_steps must be a whole number, got str '5'"),
+        ({"max_steps": True}, TypeError, "max_steps must be a whole number"),
+        ({"max_steps": 0}, ValueError, "max_steps must be at least 1, got 0"),
+    ],
+)
+def test_bad_task_arguments_are_refused_where_they_are_given(
+    arguments: dict[str, Any], error: type[Exception], says: str
+) -> None:
+    name = arguments.pop("name", "T")
+    with pytest.raises(error, match=re.escape(says)):
+        task(name, **arguments)
 
 
 def test_sections_are_taken_as_to_task_takes_them(sink: ListSink) -> None:
