@@ -21,7 +21,7 @@ class CapturingSink:
     Traces are built at once, on the thread that submits them (the exporter
     would build them on its sender thread), and dicts are read leniently,
     exactly as the exporter's sender reads them, so what you see is what
-    would be sent.
+    would be sent (before ``fit_task`` shrinks one over the 1 MiB body limit).
     """
 
     def __init__(self) -> None:
