@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import weakref
 from typing import Any, Final
@@ -65,6 +66,12 @@ _LogRecord: Final = logging.LogRecord
 #: known by a weak reference (see :func:`_identity`).  One global, not per thread: a
 #: race between threads can only miss a duplicate.
 _last_tagged: tuple[object, object] = (None, None)
+
+#: InfiniumHandlers made and not closed.  With one, no record can reach a second: the
+#: weak reference (~0.1 us a record) is not needed.  (One handler attached to two loggers
+#: of one line handles a record twice, as every handler does: stdlib's rule.)
+_handlers_open = 0
+_count_lock: Final = threading.Lock()
 
 
 def _identity(record: logging.LogRecord) -> object:
@@ -146,6 +153,9 @@ class InfiniumHandler(logging.Handler):
             self._options = None
             default_options()  # fail here, where it is configured, if the environment is bad
         self._closed = False
+        global _handlers_open
+        with _count_lock:
+            _handlers_open += 1
         #: Whether the sink builds deferred traces itself (else they are built before submit).
         self._sink_takes_pending = _default.takes_pending(self._sink)
         self._env_options: Options | None = None
@@ -239,13 +249,14 @@ class InfiniumHandler(logging.Handler):
             global _last_tagged
             sink = self._sink
             capture = _default._capture
-            ident: tuple[object, object]
-            try:
-                ident = (weakref.ref(record), sink if capture is None else capture)
-            except TypeError:
-                ident = (_identity(record), sink if capture is None else capture)
-            if _last_tagged == ident:
-                return  # a second handler with the same destination saw this record
+            ident: tuple[object, object] | None = None
+            if _handlers_open > 1:
+                try:
+                    ident = (weakref.ref(record), sink if capture is None else capture)
+                except TypeError:
+                    ident = (_identity(record), sink if capture is None else capture)
+                if _last_tagged == ident:
+                    return  # a second handler with the same destination saw this record
             if self._env_options is not options:
                 self._env_options, self._env_cache = options, {}
             env = self._env_cache.get(name)
@@ -271,7 +282,8 @@ class InfiniumHandler(logging.Handler):
                     env,
                 )
             )
-            _last_tagged = ident
+            if ident is not None:
+                _last_tagged = ident
             if capture is not None:
                 capture.submit(payload)  # type: ignore[arg-type] # it builds the trace itself
             elif sink is None:
@@ -327,7 +339,7 @@ class InfiniumHandler(logging.Handler):
             error,
             recorder,
             name,
-            _identity(record),
+            _identity(record) if _handlers_open > 1 else None,
         )
 
     def _emit_bridged(
@@ -397,7 +409,7 @@ class InfiniumHandler(logging.Handler):
             error,
             recorder,
             record.name,
-            _identity(record),
+            _identity(record) if _handlers_open > 1 else None,
         )
 
     @staticmethod
@@ -441,6 +453,9 @@ class InfiniumHandler(logging.Handler):
         try:
             if not self._closed:
                 self._closed = True
+                global _handlers_open
+                with _count_lock:
+                    _handlers_open -= 1
                 owned, self._owned = self._owned, None
                 if owned is not None:
                     owned.shutdown()

@@ -120,7 +120,8 @@ class InfiniumProcessor:
         self._recorder = Recorder(exporter, Options(), "structlog", _STRUCTLOG_VERSION)
         self._env_options: Options | None = None
         self._env_cache: dict[str | None, dict[str, Any]] = {}
-        self._last_logger: tuple[object, str | None] = (object(), None)
+        #: The last wrapped logger seen, its name, and whether it is a stdlib logger.
+        self._last_logger: tuple[object, str | None, bool] = (object(), None, False)
         self._options: Options | None
         if exporter is not None:
             if not callable(getattr(exporter, "submit", None)):
@@ -182,11 +183,13 @@ class InfiniumProcessor:
                         return event_dict
             event = event_dict.get("event", "")
             message = event if type(event) is str else safe_str(event)
+            last = self._last_logger
+            if last[0] is not logger:
+                last = self._remember_logger(logger)
             logger_name = event_dict.get("logger")
             if type(logger_name) is not str:
-                last = self._last_logger
-                logger_name = last[1] if last[0] is logger else self._logger_name(logger)
-                if logger_name is None:  # a stdlib record through ProcessorFormatter?
+                logger_name = last[1]
+                if logger is None:  # a stdlib record through ProcessorFormatter?
                     record = event_dict.get("_record")
                     if isinstance(record, logging.LogRecord):
                         logger_name = record.name
@@ -228,7 +231,7 @@ class InfiniumProcessor:
                     sink.submit(payload)  # type: ignore[arg-type] # takes_pending()
                 else:
                     sink.submit(payload.materialize())
-                if isinstance(logger, logging.Logger):
+                if last[2]:
                     # Inside a task, the stdlib side would take the event (its tag gone)
                     # for a step of that task: tell an InfiniumHandler there it is a trace.
                     _mark(logger, levelno, event_dict)
@@ -247,7 +250,7 @@ class InfiniumProcessor:
                 recorder,
                 logger_name,
             )
-            if added and isinstance(logger, logging.Logger):
+            if added and last[2]:
                 _mark(logger, levelno, event_dict)
         except Exception as exc:  # logging must never break the application
             _default.warn_once(
@@ -255,14 +258,15 @@ class InfiniumProcessor:
             )
         return event_dict
 
-    def _logger_name(self, logger: WrappedLogger) -> str | None:
-        """The name of the wrapped logger, if it has one (remembered for the last logger seen:
-        asking a logger without one costs an exception inside ``getattr``)."""
+    def _remember_logger(self, logger: WrappedLogger) -> tuple[object, str | None, bool]:
+        """The wrapped logger's name, if it has one, and whether it is a stdlib logger,
+        remembered for the last logger seen (asking a logger without a name costs an
+        exception inside ``getattr``)."""
         name = getattr(logger, "name", None)
         if not isinstance(name, str):
             name = None
-        self._last_logger = (logger, name)
-        return name
+        last = self._last_logger = (logger, name, isinstance(logger, logging.Logger))
+        return last
 
     def _environment(self, logger_name: str | None, options: Options) -> dict[str, Any]:
         """The environment of this processor's traces from ``logger_name``, cached per logger."""
