@@ -112,7 +112,10 @@ def test_load_never_waits_on_the_network_stays_bounded_and_accounts_for_every_ev
         assert sum(final["dropped"].values()) == 0
         assert final["spool_write_errors"] == 0
         [left] = survey(str(spool_dir))
-        assert left.records == final["spooled"] > 90_000
+        # A request that succeeds while shutdown closes the spool is counted as sent, and its
+        # record stays for the next start (at-least-once: a duplicate): one per sender at most.
+        assert 0 <= left.records - final["spooled"] <= settings.workers
+        assert final["spooled"] > 90_000
     else:
         assert final["spooled"] == 0
         assert final["dropped"]["queue_full"] > 90_000
