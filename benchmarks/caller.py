@@ -150,6 +150,9 @@ class _Held:
         self._exporter: Exporter | None = None
         self._directory: str | None = None
         self._count = 0
+        #: Handlers sending to the current exporter, closed with it: one left open would
+        #: make the next figure's handler one of two, which costs it a duplicate check.
+        self.handlers: list[tuple[logging.Logger, logging.Handler]] = []
 
     def take(self, n: int) -> tuple[Exporter, bool]:
         """An exporter with room for ``n`` more traces, and whether it is a new one."""
@@ -167,6 +170,10 @@ class _Held:
 
     def close(self) -> None:
         """Shut the current exporter down (dropping what it holds) and remove its spool."""
+        for logger, handler in self.handlers:
+            logger.removeHandler(handler)
+            handler.close()
+        self.handlers.clear()
         exporter, self._exporter = self._exporter, None
         if exporter is not None:
             exporter.shutdown(0)
@@ -189,7 +196,9 @@ def _handler_side(
             for handler in list(logger.handlers):
                 logger.removeHandler(handler)
                 handler.close()
-            logger.addHandler(InfiniumHandler(exporter=exporter))
+            handler = InfiniumHandler(exporter=exporter)
+            logger.addHandler(handler)
+            held.handlers.append((logger, handler))
             # Warm-up: starts the sender threads (one trace leaves, the others wait).
             run(max(1, 50 // per))
         if in_task:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
 import enum
@@ -22,6 +23,7 @@ from .model import (
     LlmCall,
     LlmUsage,
     TaskData,
+    _builtin_float,
     _Model,
     encode_task,
     utc_now_iso,
@@ -57,6 +59,8 @@ _STEP_FIELDS: Final = frozenset(ExecutionStep.__struct_fields__)
 _TASK_FIELDS: Final = frozenset(TaskData.__struct_fields__)
 #: One step of a msgspec error's path: ``.field``, ``[index]`` or ``[...]`` (a dict's key).
 _PATH_PART: Final = re.compile(r"\.([^.\[]+)|\[(\d+)\]|\[\.\.\.\]")
+#: Fields holding free-form values, sent as given: JSON of any shape.
+_FREE_FORM: Final = frozenset({"metadata", "custom_tags", "performance_metrics"})
 _FLOAT_FIELDS: Final = {
     "duration",
     "temperature",
@@ -104,22 +108,93 @@ def _clean_str(text: str, limit: int | None) -> str:
 
 def _safe_repr(value: object) -> str:
     try:
-        return repr(value)
+        text = repr(value)
     except Exception:  # a broken __repr__ must not break logging
         return f"<unrepresentable {type(value).__name__}>"
+    return text if type(text) is str else str.__str__(text)
+
+
+class _Unreadable(str):
+    """The text (a repr) standing for a value that raised while it was read.
+
+    It stays this type inside the copies made for traces, so that lenient
+    reading can report each one, with its path, as a value it replaced; the
+    copies :func:`json_safe` returns hold plain ``str`` instead.
+    """
+
+    reason: str
+
+
+#: Put in the set of containers being copied (the ``seen`` of _json_safe) once an unreadable
+#: value was met: never the id() of an object, which is an address.  A plain set with a flag
+#: in it, rather than a subclass with an attribute, keeps its methods as fast as a set's.
+_UNREADABLE: Final = -1
+
+
+def _unreadable(value: object, error: Exception, limit: int | None, seen: set[int]) -> _Unreadable:
+    seen.add(_UNREADABLE)
+    marker = _Unreadable(_clean_str(_safe_repr(value), limit))
+    # Only type names: the exception's own text could raise again.
+    marker.reason = (
+        f"could not be read ({type(error).__name__} from {type(value).__name__}), sent as its repr"
+    )
+    return marker
 
 
 def json_safe(value: Any, *, max_string: int | None = MAX_FREEFORM_STRING) -> Any:
     """Return a copy of ``value`` made only of JSON types, never raising.
 
     Dicts get string keys; tuples and sets become lists; Structs and
-    dataclasses become dicts; NaN and infinities become ``None`` (and ``None``
-    values are dropped from dicts and lists, since the wire carries no nulls);
-    strings are cleaned of lone surrogates and cut to ``max_string``; anything
-    else becomes its ``repr`` (a failing ``repr`` is tolerated).  Cycles and very
-    deep nesting are cut with a marker.
+    dataclasses become dicts; NaN and infinities become ``None``, ``None``
+    values are dropped from dicts and lists (the wire carries no nulls), and a
+    dict or list left empty by dropping them is dropped too (``None`` when it
+    is ``value`` itself; one given empty stays); strings are cleaned of lone
+    surrogates and cut to ``max_string``; anything else becomes its ``repr``,
+    and so does a value that raises while it is read (``items()``,
+    ``__iter__``, ``__float__``...): a failing ``repr`` gives
+    ``<unrepresentable TYPE>``.  Cycles and very deep nesting are cut with a
+    marker.
     """
+    seen: set[int] = set()
+    copy = _json_safe(value, max_string, 0, seen)
+    return _plain_text(copy) if _UNREADABLE in seen else copy
+
+
+def _marked_copy(value: Any, max_string: int | None = MAX_FREEFORM_STRING) -> Any:
+    """:func:`json_safe`, but unreadable values stay marked, for lenient reading to report."""
     return _json_safe(value, max_string, 0, set())
+
+
+def _plain_text(copy: Any) -> Any:
+    """``copy`` (made by _json_safe) with its unreadable values as plain ``str``."""
+    if type(copy) is _Unreadable:
+        return str.__str__(copy)
+    if type(copy) is dict:
+        for key, item in copy.items():
+            if type(item) is _Unreadable or type(item) is dict or type(item) is list:
+                copy[key] = _plain_text(item)
+    elif type(copy) is list:
+        for index, item in enumerate(copy):
+            if type(item) is _Unreadable or type(item) is dict or type(item) is list:
+                copy[index] = _plain_text(item)
+    return copy
+
+
+def _report_unreadable(copy: Any, path: str, problems: list[Problem]) -> None:
+    """Turn the unreadable values in ``copy`` into plain text, reporting each as replaced."""
+    if type(copy) is dict:
+        pairs: Any = copy.items()
+    elif type(copy) is list:
+        pairs = enumerate(copy)
+    else:
+        return
+    for key, item in list(pairs):
+        where = f"{path}[{key}]" if type(key) is int else f"{path}.{key}" if path else key
+        if type(item) is _Unreadable:
+            copy[key] = str.__str__(item)
+            problems.append(Problem(where, item.reason, "replaced"))
+        else:
+            _report_unreadable(item, where, problems)
 
 
 #: Every int below this in magnitude can be written as JSON: Python refuses to turn an int
@@ -157,71 +232,81 @@ def _json_safe(value: Any, limit: int | None, depth: int, seen: set[int]) -> Any
         return _clean_str(value, limit)
     if kind is float:
         return value if math.isfinite(value) else None
-    if isinstance(value, (bool, int)) and not isinstance(value, enum.Enum):
-        number = int(value)
-        return number if type(value) is bool or _int_text_fits(number) else _huge_int(number)
-    if isinstance(value, float):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, str) and not isinstance(value, enum.Enum):
-        return _clean_str(str.__str__(value), limit)
-    if depth >= _MAX_DEPTH:
-        return "<too deep>"
-    if isinstance(value, (dict, list, tuple, set, frozenset, Mapping)):
-        marker = id(value)
-        if marker in seen:
-            return "<recursive>"
-        seen.add(marker)
-        try:
-            if isinstance(value, Mapping):
-                out: dict[str, Any] = {}
-                for key, item in list(value.items()):
-                    safe = _json_safe(item, limit, depth + 1, seen)
-                    if safe is not None:
-                        name = key if type(key) is str else _key_text(key)
-                        out[_clean_str(name, 256)] = safe
-                return out
-            items = list(value)
-            if isinstance(value, (set, frozenset)):
-                try:
-                    items.sort()
-                except TypeError:
-                    pass  # unorderable members keep their iteration order
-            converted = (_json_safe(item, limit, depth + 1, seen) for item in items)
-            return [item for item in converted if item is not None]
-        finally:
-            seen.discard(marker)
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return _clean_str(bytes(value).decode("utf-8", "replace"), limit)
-    if isinstance(value, msgspec.Struct) or (
-        dataclasses.is_dataclass(value) and not isinstance(value, type)
-    ):
-        try:
-            fields = _object_fields(value)
-        except Exception:
-            return _clean_str(_safe_repr(value), limit)
-        return _json_safe(fields, limit, depth, seen)
-    if isinstance(value, enum.Enum):
-        return _json_safe(value.value, limit, depth + 1, seen)
-    if isinstance(value, (_dt.datetime, _dt.date, _dt.time)):
-        return value.isoformat()
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    if isinstance(value, BaseException):
-        return _clean_str(f"{type(value).__name__}: {_safe_str(value)}", limit)
+    # From here on the value's own methods run (__index__, __float__, items, __iter__,
+    # __lt__, isoformat...), and any of them may raise: that costs this value alone.
+    try:
+        if isinstance(value, (bool, int)) and not isinstance(value, enum.Enum):
+            number = int(value)
+            return number if type(value) is bool or _int_text_fits(number) else _huge_int(number)
+        if isinstance(value, float):
+            real = float(value)
+            return real if math.isfinite(real) else None
+        if isinstance(value, str) and not isinstance(value, enum.Enum):
+            if kind is _Unreadable:  # made by an earlier copy: keep it marked
+                seen.add(_UNREADABLE)
+                return value
+            return _clean_str(str.__str__(value), limit)
+        if depth >= _MAX_DEPTH:
+            return "<too deep>"
+        if isinstance(value, (dict, list, tuple, set, frozenset, Mapping)):
+            marker = id(value)
+            if marker in seen:
+                return "<recursive>"
+            seen.add(marker)
+            try:
+                if isinstance(value, Mapping):
+                    pairs = list(value.items())
+                    out: dict[str, Any] = {}
+                    for key, item in pairs:
+                        safe = _json_safe(item, limit, depth + 1, seen)
+                        if safe is not None:
+                            name = key if type(key) is str else _key_text(key)
+                            out[_clean_str(name, 256)] = safe
+                    # Emptied by dropping nulls: left out as a whole, as a null would be.
+                    return out if out or not pairs else None
+                items = list(value)
+                if isinstance(value, (set, frozenset)):
+                    # Unorderable members (or a __lt__ that raises) keep their iteration order.
+                    with contextlib.suppress(Exception):
+                        items.sort()
+                converted = (_json_safe(item, limit, depth + 1, seen) for item in items)
+                kept = [item for item in converted if item is not None]
+                return kept if kept or not items else None
+            finally:
+                seen.discard(marker)
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            return _clean_str(bytes(value).decode("utf-8", "replace"), limit)
+        if isinstance(value, msgspec.Struct) or (
+            dataclasses.is_dataclass(value) and not isinstance(value, type)
+        ):
+            return _json_safe(_object_fields(value), limit, depth, seen)
+        if isinstance(value, enum.Enum):
+            return _json_safe(value.value, limit, depth + 1, seen)
+        if isinstance(value, (_dt.datetime, _dt.date, _dt.time)):
+            return _clean_str(value.isoformat(), limit)
+        if isinstance(value, uuid.UUID):
+            return str(value)
+        if isinstance(value, BaseException):
+            return _clean_str(f"{type(value).__name__}: {_safe_str(value)}", limit)
+    except Exception as error:
+        return _unreadable(value, error, limit, seen)
     return _clean_str(_safe_repr(value), limit)
 
 
 def _safe_str(value: object) -> str:
     try:
-        return str(value)
+        text = str(value)
     except Exception:
         return _safe_repr(value)
+    return text if type(text) is str else str.__str__(text)
 
 
 def _key_text(key: object) -> str:
     if isinstance(key, enum.Enum):
         key = key.value
-    return key if isinstance(key, str) else _safe_str(key)
+    if type(key) is str:
+        return key
+    return str.__str__(key) if isinstance(key, str) else _safe_str(key)
 
 
 def _object_fields(value: Any) -> dict[str, Any]:
@@ -303,7 +388,10 @@ def _json_type(obj: object) -> str:
 
 def _to_task_strict(obj: Any) -> TaskData:
     if isinstance(obj, TaskData):
-        source: Any = msgspec.to_builtins(obj)
+        try:
+            source: Any = msgspec.to_builtins(obj, enc_hook=_builtin_float)
+        except TypeError as exc:  # an object msgspec cannot write, somewhere in the struct
+            raise ValidationError(str(exc), path="") from None
     elif isinstance(obj, Mapping):
         source = obj
     elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
@@ -526,13 +614,18 @@ def _to_task_lenient(obj: Any, problems: list[Problem]) -> TaskData:
     if isinstance(obj, (TaskData, Mapping)) or (
         dataclasses.is_dataclass(obj) and not isinstance(obj, type)
     ):
-        source = json_safe(obj, max_string=None)
+        seen: set[int] = set()
+        source = _json_safe(obj, None, 0, seen)
     else:
         problems.append(Problem("", f"expected a dict, got {type(obj).__name__}", "replaced"))
-        source = {}
+        source, seen = {}, set()
+    if type(source) is _Unreadable:
+        problems.append(Problem("", source.reason, "replaced"))
     if not isinstance(source, dict):
         source = {}
     shaped = _shape(source, strict=False, problems=problems)
+    if _UNREADABLE in seen:
+        _report_unreadable(shaped, "", problems)
     _fill_required(shaped, problems)
     for _ in range(_MAX_LENIENT_PASSES):
         try:
@@ -750,7 +843,11 @@ def _apply_limits(task: TaskData, *, strict: bool, problems: list[Problem]) -> N
 
 
 def _check_floats(obj: _Model, path: str, strict: bool, problems: list[Problem]) -> None:
-    """NaN and infinity would be written as ``null``: refuse them (strict) or drop them."""
+    """NaN and infinity would be written as ``null``: refuse them (strict) or drop them.
+
+    Strict mode also refuses them, and ``None``, inside free-form values:
+    lenient reading has already dropped them there (json_safe).
+    """
     for name in obj.__struct_fields__:
         value = getattr(obj, name)
         where = f"{path}.{name}" if path else name
@@ -761,12 +858,49 @@ def _check_floats(obj: _Model, path: str, strict: bool, problems: list[Problem])
                 )
             problems.append(Problem(where, "not a finite number", "dropped"))
             setattr(obj, name, None)
+        elif strict and name in _FREE_FORM and isinstance(value, (dict, list)):
+            _refuse_nulls(value, where)
         elif isinstance(value, _Model):
             _check_floats(value, where, strict, problems)
         elif isinstance(value, list):
             for index, item in enumerate(value):
                 if isinstance(item, _Model):
                     _check_floats(item, f"{where}[{index}]", strict, problems)
+
+
+def _refuse_nulls(value: dict[str, Any] | list[Any], path: str) -> None:
+    """Raise for the first ``None``, NaN or infinity inside a free-form value: each would be
+    written as ``null``.  A loop, not recursion, and paths made only for the error: such
+    values may nest past the recursion limit (encoding then says so)."""
+    # Each entry: (the container, its place as (parent's place, key or index) or None).
+    pending: list[tuple[Any, Any]] = [(value, None)]
+    visited: set[int] = set()
+    while pending:
+        container, place = pending.pop()
+        if id(container) in visited:  # shared, or a cycle (which encoding refuses)
+            continue
+        visited.add(id(container))
+        pairs = container.items() if isinstance(container, dict) else enumerate(container)
+        for key, item in pairs:
+            if item is None or (isinstance(item, float) and not math.isfinite(item)):
+                at = _place_text(path, (place, key))
+                if item is None:
+                    message = f"{at}: null is not sent (the body carries no nulls): leave it out"
+                else:
+                    message = f"{at}: expected a finite number, got {item!r}"
+                raise ValidationError(message, path=at)
+            if isinstance(item, (dict, list, tuple)):
+                pending.append((item, (place, key)))
+
+
+def _place_text(path: str, place: Any) -> str:
+    keys: list[Any] = []
+    while place is not None:
+        place, key = place
+        keys.append(key)
+    for key in reversed(keys):
+        path = f"{path}[{key}]" if type(key) is int else f"{path}.{key}"
+    return path
 
 
 # --- fit_task ----------------------------------------------------------------------------------
@@ -789,7 +923,7 @@ def fit_task(task: TaskData, max_bytes: int = MAX_BODY_BYTES) -> TaskData:
     size = len(encode_task(task))
     if size <= max_bytes:
         return task
-    work = msgspec.convert(msgspec.to_builtins(task), TaskData)
+    work = msgspec.convert(msgspec.to_builtins(task, enc_hook=_builtin_float), TaskData)
     cut: list[str] = []
     _mark(work, cut)  # the mark itself takes room: account for it from the start
     for shrink in (_shrink_previews, _shrink_middle_steps, _shrink_summaries):

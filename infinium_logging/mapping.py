@@ -40,10 +40,11 @@ from .convert import (
     MAX_FREEFORM_STRING,
     MAX_NAME_LENGTH,
     MAX_PREVIEW_LENGTH,
+    _marked_copy,
     json_safe,
     truncate,
 )
-from .model import EnvironmentContext, ErrorDetail, LlmCall, TaskData, ToolCall, format_timestamp
+from .model import LlmCall, TaskData, ToolCall, _builtin_float, format_timestamp
 
 __all__ = [
     "LEVELS",
@@ -230,20 +231,26 @@ def event_time(value: object) -> float:
 
 def safe_str(value: object) -> str:
     """``str(value)``, or its ``repr`` when ``__str__`` fails, or a placeholder when both fail."""
+    if type(value) is str:
+        return value
     try:
-        return value if type(value) is str else str(value)
+        text = str(value)
     except Exception:
         try:
-            return repr(value)
+            text = repr(value)
         except Exception:
             return f"<unprintable {type(value).__name__}>"
+    # A str subclass could run its own code again later (len, slicing, encoding).
+    return text if type(text) is str else str.__str__(text)
 
 
 def safe_value(value: Any) -> Any:
     """A JSON-safe copy of one field value, free for the common scalar cases.
 
     Strings are cut to :data:`~infinium_logging.convert.MAX_FREEFORM_STRING`
-    characters now, so a huge string is not held until the task ends.
+    characters now, so a huge string is not held until the task ends.  A
+    value that raises while it is read becomes its repr, marked so that
+    lenient reading reports it as replaced.
     """
     kind = type(value)
     if kind is str:
@@ -254,15 +261,16 @@ def safe_value(value: Any) -> Any:
         return value if -_SURE_INT < value < _SURE_INT else json_safe(value)
     if kind is float and math.isfinite(value):
         return value
-    return json_safe(value)
+    return _marked_copy(value)
 
 
 def preview(value: object) -> str:
     """A step's ``input_preview`` / ``output_preview``: text, cut to the platform's limit."""
     if type(value) is not str:
         if isinstance(value, (Mapping, list, tuple, msgspec.Struct)):
+            safe = json_safe(value)
             try:
-                value = msgspec.json.encode(json_safe(value)).decode()
+                value = safe_str(value) if safe is None else msgspec.json.encode(safe).decode()
             except Exception:
                 value = safe_str(value)
         else:
@@ -276,30 +284,31 @@ def _as_int(value: object) -> int | None:
         return value
     if isinstance(value, bool) or value is None:
         return None
-    if isinstance(value, float):
-        return round(value) if math.isfinite(value) else None
-    if isinstance(value, str):
-        try:
+    # Subclasses run their own __round__, __int__ or strip: one that raises is no number.
+    try:
+        if isinstance(value, float):
+            return round(value) if math.isfinite(value) else None
+        if isinstance(value, str):
             number = float(value.strip())
-        except ValueError:
-            return None
-        return round(number) if math.isfinite(number) else None
-    if isinstance(value, int):
-        return int(value)
+            return round(number) if math.isfinite(number) else None
+        if isinstance(value, int):
+            return int(value)
+    except Exception:
+        return None
     return None
 
 
 def _as_float(value: object) -> float | None:
     if isinstance(value, bool) or value is None:
         return None
-    if isinstance(value, (int, float)):
-        number = float(value)
-    elif isinstance(value, str):
-        try:
+    try:
+        if isinstance(value, (int, float)):
+            number = float(value)
+        elif isinstance(value, str):
             number = float(value.strip())
-        except ValueError:
+        else:
             return None
-    else:
+    except Exception:  # not a number, or a subclass whose __float__ or strip raises
         return None
     return number if math.isfinite(number) else None
 
@@ -450,7 +459,10 @@ def _as_dict(value: object) -> dict[str, Any] | None:
     if type(value) is dict:
         return value.copy()
     if isinstance(value, Mapping):
-        return dict(value)
+        try:
+            return dict(value)
+        except Exception:  # a mapping that cannot be read: as if it were not one
+            return None
     if isinstance(value, msgspec.Struct):
         return {name: getattr(value, name) for name in value.__struct_fields__}
     return None
@@ -516,7 +528,7 @@ def tagged_payload(  # noqa: PLR0917 - positional: keyword passing costs on this
     if kind is dict:
         trace: dict[str, Any] = value.copy()  # type: ignore[attr-defined]
     elif isinstance(value, TaskData):
-        return _tagged_struct(value, error, env)
+        trace = _struct_trace(value)
     elif isinstance(value, Mapping):
         trace = dict(value)
     elif kind is str:
@@ -550,22 +562,28 @@ def tagged_payload(  # noqa: PLR0917 - positional: keyword passing costs on this
     trace["environment"] = env if given_env is None else merge_environment(given_env, env)
     if error is not None:
         given = get("errors")
-        trace["errors"] = [*given, error.detail] if isinstance(given, list) else [error.detail]
+        if isinstance(given, list):
+            try:
+                trace["errors"] = [*given, error.detail]
+            except Exception:  # a list whose iteration raises: it alone is lost (reported)
+                trace["errors"] = [_marked_copy(given), error.detail]
+        else:
+            trace["errors"] = [error.detail]
     return trace
 
 
-def _tagged_struct(value: TaskData, error: ErrorInfo | None, env: Mapping[str, Any]) -> TaskData:
-    """A tagged TaskData: a copy with the environment filled in and the event's error added."""
-    environment_value = merge_environment(value.environment, env)
-    if isinstance(environment_value, dict):
-        try:
-            environment_value = msgspec.convert(environment_value, EnvironmentContext, strict=False)
-        except msgspec.ValidationError:  # the given one has wrong types: leave it as given
-            environment_value = value.environment
-    changes: dict[str, Any] = {"environment": environment_value}
-    if error is not None:
-        changes["errors"] = [*(value.errors or ()), ErrorDetail(**error.detail)]
-    return msgspec.structs.replace(value, **changes)
+def _struct_trace(value: TaskData) -> dict[str, Any]:
+    """A tagged TaskData as a dict of its fields, for lenient reading like a tag dict.
+
+    A TaskData is built without checks: its name may be too long, its duration
+    NaN, its nested values of any type.  Plain builtins let lenient reading
+    check all of it (in C when nothing needs fixing).
+    """
+    try:
+        fields = msgspec.to_builtins(value, enc_hook=_builtin_float)
+    except Exception:  # something msgspec cannot write (an object in metadata): copy it slowly
+        fields = _marked_copy(value, None)
+    return fields if type(fields) is dict else {}
 
 
 def is_tag(value: object) -> bool:
@@ -742,26 +760,31 @@ def _split_call(
     if isinstance(value, Mapping):
         source: Mapping[Any, Any] = value
     else:
-        converted = json_safe(value)
+        converted = _marked_copy(value)
+        if converted is None:
+            return None, None
         if not isinstance(converted, dict):
             return None, {prefix: converted}
         source = converted
     call: dict[str, Any] = {}
     extra: dict[str, Any] | None = None
-    for key, item in source.items():
-        if key in known:
-            if key in _CALL_INTS and type(item) is not int:
-                number = _as_int(item)
-                call[key] = safe_value(item) if number is None else number
-            elif key == "temperature" and type(item) is not float:
-                real = _as_float(item)
-                call[key] = safe_value(item) if real is None else real
+    try:
+        for key, item in source.items():
+            if key in known:
+                if key in _CALL_INTS and type(item) is not int:
+                    number = _as_int(item)
+                    call[key] = safe_value(item) if number is None else number
+                elif key == "temperature" and type(item) is not float:
+                    real = _as_float(item)
+                    call[key] = safe_value(item) if real is None else real
+                else:
+                    call[key] = safe_value(item)
             else:
-                call[key] = safe_value(item)
-        else:
-            if extra is None:
-                extra = {}
-            extra[f"{prefix}.{safe_str(key)}"] = safe_value(item)
+                if extra is None:
+                    extra = {}
+                extra[f"{prefix}.{safe_str(key)}"] = safe_value(item)
+    except Exception:  # a mapping whose items() or keys raise: it goes to metadata as text
+        return None, {prefix: _marked_copy(value)}
     return call, extra
 
 
@@ -822,8 +845,10 @@ def build_step(
                 safe = safe_value(value)
                 if safe is not None:
                     metadata[key] = safe
-    if action is not None and action != "":
-        step["action"] = safe_str(action)[:100]
+    # As text before any test: comparing the caller's object could run (and raise in) its code.
+    action_text = "" if action is None else safe_str(action)[:100]
+    if action_text:
+        step["action"] = action_text
     elif step.get("llm_call") is not None:
         step["action"] = "llm_inference"
     elif step.get("tool_call") is not None:

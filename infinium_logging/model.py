@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import math
 from typing import Any, ClassVar, Final
 
 import msgspec
@@ -70,16 +71,46 @@ class _ExpFloat(float):
         return float.__repr__(self)
 
 
+class _NonFinite(float):
+    """NaN or an infinity in a float field, marked when the trace is built.
+
+    JSON has neither, and msgspec would write ``null``, which the platform
+    refuses: :func:`encode_task` raises instead.  Lenient reading replaces
+    them; strict reading refuses them.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return float.__repr__(self)
+
+
+class _NotFinite(ValueError):
+    """Raised by the encoder at a ``_NonFinite``; :func:`encode_task` says where."""
+
+
 def _enc_hook(obj: Any) -> Any:
     if type(obj) is _ExpFloat:
         return msgspec.Raw(float.__repr__(obj).encode())
+    if type(obj) is _NonFinite:
+        raise _NotFinite
     raise NotImplementedError(f"cannot encode {type(obj).__name__}")
 
 
+def _builtin_float(obj: Any) -> Any:
+    """``enc_hook`` for ``msgspec.to_builtins``: the marked floats are plain floats there."""
+    if isinstance(obj, float):
+        return float(obj)
+    raise NotImplementedError(f"cannot convert {type(obj).__name__}")
+
+
 def _mark_float(value: float) -> float:
-    """Return ``value`` as an ``_ExpFloat`` when ``repr`` uses an exponent."""
-    if type(value) is float and "e" in float.__repr__(value):
-        return _ExpFloat(value)
+    """``value`` as an ``_ExpFloat`` when ``repr`` uses an exponent, a ``_NonFinite`` when it
+    is NaN or an infinity (the only reprs with an ``n``: ``nan``, ``inf``)."""
+    if type(value) is float:
+        text = float.__repr__(value)
+        if "e" in text or "n" in text:
+            return _ExpFloat(value) if math.isfinite(value) else _NonFinite(value)
     return value
 
 
@@ -101,8 +132,12 @@ class _Model(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=True):
     def __post_init__(self) -> None:
         for name in self._floats:
             value = getattr(self, name)
-            if type(value) is float and "e" in float.__repr__(value):
-                setattr(self, name, _ExpFloat(value))
+            if type(value) is float:
+                text = float.__repr__(value)
+                if "e" in text or "n" in text:  # exponent form, or nan / inf
+                    setattr(
+                        self, name, _ExpFloat(value) if math.isfinite(value) else _NonFinite(value)
+                    )
         for name in self._lists:
             value = getattr(self, name)
             if isinstance(value, (list, tuple)) and (not value or None in value):
@@ -550,6 +585,12 @@ def encode_task(task: TaskData) -> bytes:
     ``sections``, no ``null`` anywhere, compact UTF-8.  Empties were dropped
     when the trace was built, so this is one msgspec call over a wire-shaped
     struct that shares the trace's nested objects.
+
+    Raises ``ValueError`` for what JSON cannot carry: a NaN or infinity in a
+    float field (naming it, e.g. ``duration: expected a finite number, got
+    nan``), or a free-form value nested past the recursion limit.  Free-form
+    values (``metadata``, ``custom_tags``, ``performance_metrics``) are written
+    as they are: :func:`~infinium_logging.to_task` checks them.
     """
     tt = task.time_tracking
     cu = task.customer
@@ -592,7 +633,7 @@ def encode_task(task: TaskData) -> bytes:
         if sections == _EMPTY_SECTIONS:
             sections = None
     duration = task.duration
-    if type(duration) is not _ExpFloat:
+    if type(duration) is not _ExpFloat and type(duration) is not _NonFinite:
         duration = _mark_float(float(duration))
     wire = _WireTask(
         task.name,
@@ -615,6 +656,33 @@ def encode_task(task: TaskData) -> bytes:
             "the trace is nested too deeply to encode (a free-form value such as metadata "
             "nests containers deeper than the interpreter's recursion limit)"
         ) from None
+    except _NotFinite:
+        where, value = _non_finite(task, "") or ("duration", duration)
+        raise ValueError(
+            f"{where}: expected a finite number, got {value!r} (JSON has no NaN or infinity, "
+            "and the platform takes no null)"
+        ) from None
+
+
+def _non_finite(obj: _Model, path: str) -> tuple[str, float] | None:
+    """Where the first NaN or infinity of a float field is, and what it is."""
+    for name in obj.__struct_fields__:
+        value = getattr(obj, name)
+        where = f"{path}.{name}" if path else name
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                return where, value
+        elif isinstance(value, _Model):
+            found = _non_finite(value, where)
+            if found is not None:
+                return found
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                if isinstance(item, _Model):
+                    found = _non_finite(item, f"{where}[{index}]")
+                    if found is not None:
+                        return found
+    return None
 
 
 _EMPTY_SECTIONS: Final = _WireSections()

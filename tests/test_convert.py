@@ -679,3 +679,153 @@ def test_lenient_replaces_a_duration_beyond_the_float_range(duration: int) -> No
     )
     assert (task.name, task.duration) == ("kept", 0.0)
     assert [(p.path, p.action) for p in problems] == [("duration", "dropped")]
+
+
+# --- values that raise while read, nulls and non-finite floats in free-form values --------------
+
+
+class _ItemsRaise(dict[str, Any]):
+    def items(self) -> Any:
+        raise RuntimeError("items")
+
+
+class _IterRaises(list[Any]):
+    def __iter__(self) -> Any:
+        raise RuntimeError("iter")
+
+
+class _UnorderableRaises:
+    def __lt__(self, other: object) -> bool:
+        raise RuntimeError("lt")
+
+    def __repr__(self) -> str:
+        return "u"
+
+
+def test_json_safe_never_raises_for_values_that_raise_when_read() -> None:
+    """items(), __iter__, __lt__ (sorting a set) raising: that value becomes its repr (or a
+    placeholder when the repr raises too), as plain text; the rest is copied."""
+
+    class BadBoth(list[Any]):
+        def __iter__(self) -> Any:
+            raise RuntimeError("iter")
+
+        def __repr__(self) -> str:
+            raise RuntimeError("repr")
+
+    value = json_safe(
+        {
+            "m": _ItemsRaise(a=1),
+            "l": [_IterRaises([1]), 2],
+            "s": {_UnorderableRaises(), _UnorderableRaises()},
+            "both": BadBoth(),
+        }
+    )
+    assert value == {
+        "m": "{'a': 1}",
+        "l": ["[1]", 2],
+        "s": ["u", "u"],
+        "both": "<unrepresentable BadBoth>",
+    }
+    assert all(type(text) is str for text in (value["m"], value["l"][0], value["both"]))
+    assert json_safe(_ItemsRaise(a=1)) == "{'a': 1}"
+
+
+def test_lenient_reading_reports_each_unreadable_value_at_its_path() -> None:
+    """to_task(strict=False) keeps the trace: an unreadable value is replaced by its repr and
+    reported there; one where an object belongs is then dropped, reported too."""
+    problems: list[Problem] = []
+    task = to_task(
+        minimal(
+            name="x" * 600,
+            customer=_ItemsRaise(customer_name="c"),
+            steps=[{**_STEP, "metadata": {"m": _ItemsRaise(a=1), "ok": 1}}],
+        ),
+        strict=False,
+        problems=problems,
+    )
+    assert task.steps is not None
+    assert task.steps[0].metadata == {"m": "{'a': 1}", "ok": 1}
+    assert task.customer is None
+    found = [(p.path, p.action) for p in problems]
+    assert ("steps[0].metadata.m", "replaced") in found
+    assert ("customer", "replaced") in found
+    assert ("customer", "dropped") in found
+    assert not any(p.path == "" for p in problems)
+
+
+def test_a_trace_that_cannot_be_read_at_all_is_reported_at_the_top() -> None:
+    """The whole dict raising when read is what the exporter counts as invalid: path ""."""
+    problems: list[Problem] = []
+    to_task(_ItemsRaise(name="n"), strict=False, problems=problems)
+    assert [(p.path, p.action) for p in problems] == [("", "replaced")]
+
+
+_LOG_STEP = {"step_number": 1, "action": "log", "description": "d"}
+
+
+@pytest.mark.parametrize(
+    ("trace", "message"),
+    [
+        (
+            minimal(steps=[{**_LOG_STEP, "metadata": {"x": math.nan}}]),
+            "steps[0].metadata.x: expected a finite number, got nan",
+        ),
+        (
+            minimal(steps=[{**_LOG_STEP, "metadata": {"x": None}}]),
+            "steps[0].metadata.x: null is not sent (the body carries no nulls): leave it out",
+        ),
+        (
+            minimal(steps=[{**_LOG_STEP, "metadata": {"a": [1, {"b": (2, -math.inf)}]}}]),
+            "steps[0].metadata.a[1].b[1]: expected a finite number, got -inf",
+        ),
+        (
+            minimal(development={"performance_metrics": {"p99": None}}),
+            "development.performance_metrics.p99: null is not sent (the body carries no nulls): "
+            "leave it out",
+        ),
+        (
+            minimal(sections={"development": {"performance_metrics": {"p99": math.inf}}}),
+            "development.performance_metrics.p99: expected a finite number, got inf",
+        ),
+    ],
+)
+def test_strict_refuses_null_and_non_finite_floats_in_free_form_values(
+    trace: dict[str, Any], message: str
+) -> None:
+    """Either would be written as null: strict reading names where, as for any other field."""
+    with pytest.raises(ValidationError) as info:
+        to_task(trace)
+    assert str(info.value) == message
+    assert info.value.path == message.split(":", maxsplit=1)[0]
+
+
+def test_lenient_leaves_out_what_ends_up_empty_after_dropping_nulls() -> None:
+    """NaN and None are dropped from free-form values, and so is a dict or list they leave
+    empty (metadata included); a dict given empty is sent as given, as the official client
+    sends it."""
+    cases: list[tuple[dict[str, Any], dict[str, Any] | None]] = [
+        ({"x": None}, None),
+        ({"m": {"x": None}, "k": 1}, {"k": 1}),
+        ({"l": [None, math.nan], "e": {}}, {"e": {}}),
+    ]
+    for metadata, expected in cases:
+        task = to_task(minimal(steps=[{**_STEP, "metadata": metadata}]), strict=False)
+        assert task.steps is not None
+        assert task.steps[0].metadata == expected
+        assert b"null" not in encode_task(task)
+        assert b'"metadata":{}' not in encode_task(task)
+
+
+def test_a_taskdata_with_exponent_form_floats_can_be_checked_and_shrunk() -> None:
+    """to_task and fit_task copy a TaskData through builtins: floats the model marked for their
+    exponent form (2.5e-05) are floats there, not an unsupported type."""
+    task = TaskData("n", "d", NOW, 5e-05, input_summary="x" * (MAX_BODY_BYTES + 10))
+    assert to_task(task, strict=False).duration == 5e-05
+    fitted = fit_task(task)
+    assert len(encode_task(fitted)) <= MAX_BODY_BYTES
+    assert encode_task(fitted).startswith(
+        b'{"name":"n","description":"d","current_datetime":"' + NOW.encode() + b'","duration":5e-05'
+    )
+    small = TaskData("n", "d", NOW, 5e-05)
+    assert to_task(small) == small

@@ -10,20 +10,27 @@ from typing import Any
 
 import msgspec
 import pytest
+from exporters import make_exporter
 from freezegun import freeze_time
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from infinium_logging import __version__, mapping
-from infinium_logging.convert import MAX_PREVIEW_LENGTH, TRUNCATION_MARK, to_task
+from infinium_logging._capture import CapturingSink
+from infinium_logging.collector import LocalCollector
+from infinium_logging.convert import MAX_PREVIEW_LENGTH, TRUNCATION_MARK, Problem, to_task
+from infinium_logging.handler import InfiniumHandler
 from infinium_logging.model import (
     EnvironmentContext,
+    ExecutionStep,
     LlmCall,
+    LlmUsage,
     TaskData,
     ToolCall,
     encode_task,
     format_timestamp,
 )
+from infinium_logging.tasks import task
 
 ENV: dict[str, Any] = mapping.environment("logging", "app.agent", (("team", "search"),))
 
@@ -519,8 +526,7 @@ def test_tagged_taskdata_is_copied_when_captured() -> None:
     given = TaskData("Classify", "Route", "2026-01-01T00:00:00.000000Z", 1.0)
     pending = mapping.tagged_trace(given, "m", None, WHEN, None, None, ENV)
     given.name = "changed after logging"
-    built = pending.materialize()
-    assert isinstance(built, TaskData)
+    built = to_task(pending.materialize(), strict=False)
     assert built.name == "Classify"
 
 
@@ -581,3 +587,200 @@ def test_captured_events_are_distinct_objects_however_alike() -> None:
     assert first != second
     assert len({first, second}) == 2
     assert first.materialize() == second.materialize()
+
+
+# --- values that raise while they are read --------------------------------------------------------
+
+
+class _ItemsRaise(dict[str, Any]):
+    def items(self) -> Any:
+        raise RuntimeError("items")
+
+
+class _IterRaises(list[Any]):
+    def __iter__(self) -> Any:
+        raise RuntimeError("iter")
+
+
+class _IndexRaises(int):
+    def __int__(self) -> int:
+        raise RuntimeError("int")
+
+    def __index__(self) -> int:
+        raise RuntimeError("index")
+
+
+class _FloatRaises(float):
+    def __float__(self) -> float:
+        raise RuntimeError("float")
+
+
+class _IsoformatRaises(dt.datetime):
+    def isoformat(self, sep: str = "T", timespec: str = "auto") -> str:
+        raise RuntimeError("isoformat")
+
+
+WHEN_TEXT = "2026-01-01T00:00:00.000000Z"
+
+_UNREADABLE: list[tuple[object, str]] = [
+    (_ItemsRaise(a=1), "{'a': 1}"),
+    (_IterRaises([1, 2]), "[1, 2]"),
+    (_IndexRaises(7), "7"),
+    (_FloatRaises(2.5), "2.5"),
+    (_IsoformatRaises(2026, 1, 2), "_IsoformatRaises(2026, 1, 2, 0, 0)"),
+]
+
+
+@pytest.mark.parametrize(("value", "text"), _UNREADABLE, ids=lambda v: type(v).__name__)
+def test_a_field_that_raises_when_read_costs_only_itself(value: object, text: str) -> None:
+    """A logged value whose own methods raise becomes its repr in the step's metadata, reported
+    as replaced at its path; the rest of the step and of the trace is kept."""
+    step = {"step_number": 1, **mapping.build_step("asked", 20, [("ok", 1), ("v", value)], None)}
+    problems: list[Problem] = []
+    trace = to_task(
+        {
+            "name": "n",
+            "description": "d",
+            "current_datetime": WHEN_TEXT,
+            "duration": 1.0,
+            "steps": [step],
+        },
+        strict=False,
+        problems=problems,
+    )
+    assert trace.steps is not None
+    assert trace.steps[0].metadata == {"ok": 1, "v": text}
+    assert [(p.path, p.action) for p in problems] == [("steps[0].metadata.v", "replaced")]
+    assert type(value).__name__ in problems[0].reason
+
+
+def test_a_call_that_raises_when_read_goes_to_metadata_as_text() -> None:
+    """An llm_call mapping whose items() raises is no LLM call: it is kept as text in metadata,
+    and the step is still a step."""
+    step = mapping.build_step("asked", 20, [("llm_call", _ItemsRaise(model="m"))], None)
+    assert step["action"] == "log"
+    assert str(step["metadata"]["llm_call"]) == "{'model': 'm'}"
+
+
+def test_an_action_that_raises_when_compared_is_read_as_text() -> None:
+    """The action is made text before it is tested, so its own __eq__ never runs."""
+
+    class Action:
+        def __eq__(self, other: object) -> bool:
+            raise RuntimeError("eq")
+
+        __hash__ = object.__hash__
+
+        def __str__(self) -> str:
+            return "decide"
+
+    assert mapping.build_step("m", 20, [("action", Action())], None)["action"] == "decide"
+
+
+def test_a_tag_whose_errors_cannot_be_iterated_keeps_the_events_error() -> None:
+    """A tag's errors list that raises when iterated is reported and left out; the logged
+    exception is still recorded."""
+    try:
+        _raise()
+    except ValueError:
+        error = mapping.error_from_exc_info(True)
+    payload = mapping.tagged_payload(
+        {"name": "n", "errors": _IterRaises([{"error_type": "E", "message": "m"}])},
+        "m",
+        WHEN,
+        None,
+        error,
+        ENV,
+    )
+    problems: list[Problem] = []
+    trace = to_task(payload, strict=False, problems=problems)
+    assert trace.errors is not None
+    assert [e.error_type for e in trace.errors] == ["ValueError"]
+    assert ("errors[0]", "replaced") in [(p.path, p.action) for p in problems]
+
+
+def test_unreadable_values_and_bad_taskdata_tags_reach_the_collector(
+    infinium_collector: LocalCollector, stdlib_logger: logging.Logger
+) -> None:
+    """Through the real exporter: events holding values that raise when read, and TaskData tags
+    that break the platform's limits, are each delivered as a valid trace; what was fixed is
+    counted in ``coerced``, nothing is dropped as invalid."""
+    exporter = make_exporter(infinium_collector)
+    handler = InfiniumHandler(exporter=exporter)
+    stdlib_logger.addHandler(handler)
+    try:
+        with task("in a task"):
+            stdlib_logger.info("a", extra={"v": _ItemsRaise(a=1), "ok": 1})
+            stdlib_logger.info("b", extra={"w": _IterRaises([1])})
+        stdlib_logger.info("c", extra={"infinium": {"name": "customer", "customer": _ItemsRaise()}})
+        stdlib_logger.info(
+            "d",
+            extra={
+                "infinium": {
+                    "name": "tag metadata",
+                    "steps": [
+                        {
+                            "step_number": 1,
+                            "action": "a",
+                            "description": "d",
+                            "metadata": {"m": _ItemsRaise(a=1)},
+                        }
+                    ],
+                }
+            },
+        )
+        stdlib_logger.info("e", extra={"infinium": TaskData("nan", "d", WHEN_TEXT, math.nan)})
+        stdlib_logger.info("f", extra={"infinium": TaskData("x" * 2000, "d", WHEN_TEXT, 1.0)})
+        assert exporter.flush(10)
+        stats = exporter.stats()
+    finally:
+        stdlib_logger.removeHandler(handler)
+        exporter.shutdown(5)
+    received = {t.task.name[:20]: t.task for t in infinium_collector.traces()}
+    assert sorted(received) == sorted(["in a task", "customer", "tag metadata", "nan", "x" * 20])
+    steps = received["in a task"].steps or []
+    assert [s.metadata for s in steps] == [{"v": "{'a': 1}", "ok": 1}, {"w": "[1]"}]
+    tagged_steps = received["tag metadata"].steps or []
+    assert tagged_steps[0].metadata == {"m": "{'a': 1}"}
+    assert received["nan"].duration == 0.0
+    assert len(received["x" * 20].name) == 500
+    assert stats.dropped.get("invalid", 0) == 0
+    assert stats.coerced.get("replaced", 0) >= 3
+    assert stats.coerced.get("truncated", 0) >= 1
+
+
+def test_a_tagged_taskdata_is_read_leniently() -> None:
+    """A TaskData tag is fixed like a tag dict: what capture_tasks() (like the exporter) gets
+    has its over-long name cut, its NaN duration and infinite temperature replaced, each fix
+    reported; exponent-form floats are kept exactly, and the caller's object is unchanged."""
+    given = TaskData(
+        "n" * 2000,
+        "d",
+        WHEN_TEXT,
+        math.nan,
+        steps=[
+            ExecutionStep(1, "llm_inference", "asked", llm_call=LlmCall("m", temperature=math.inf))
+        ],
+        llm_usage=LlmUsage(estimated_cost_usd=2.5e-05),
+    )
+    pending = mapping.tagged_trace(given, "m", None, WHEN, None, None, ENV)
+    sink = CapturingSink()
+    sink.submit(pending)
+    (trace,) = sink.tasks
+    assert len(trace.name) == 500
+    assert trace.duration == 0.0
+    assert trace.steps is not None and trace.steps[0].llm_call == LlmCall("m")
+    assert b'"estimated_cost_usd":2.5e-05' in encode_task(trace)
+    problems: list[Problem] = []
+    to_task(pending.materialize(), strict=False, problems=problems)
+    assert ("name", "truncated") in [(p.path, p.action) for p in problems]
+    assert given.name == "n" * 2000
+
+
+def test_a_field_emptied_by_dropping_nulls_is_left_out() -> None:
+    """``extra={"m": {"x": None}}`` leaves no ``"m":{}`` behind; a dict given empty is kept."""
+    step = mapping.build_step(
+        "m", 20, [("gone", {"x": None, "y": [None, math.nan]}), ("kept", {}), ("n", None)], None
+    )
+    assert step["metadata"] == {"kept": {}}
+    assert "metadata" not in mapping.build_step("m", 20, [("gone", {"x": None})], None)

@@ -427,3 +427,19 @@ def _official_body(task: TaskData) -> bytes:
     if task.environment is not None and (env := _official_dict(task.environment)):
         out["environment"] = env
     return json.dumps(out, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+
+
+def test_a_non_finite_float_is_a_value_error_naming_the_field_not_a_null() -> None:
+    """JSON has no NaN or infinity and the platform takes no null: encode_task refuses a
+    hand-built trace holding one, and says which field."""
+    with pytest.raises(ValueError, match=r"^duration: expected a finite number, got nan"):
+        encode_task(TaskData("t", "d", "2026-11-22T08:51:00.000000Z", float("nan")))
+    stepped = base(steps=[ExecutionStep(1, "llm_inference", "s")])
+    assert stepped.steps is not None
+    stepped.steps[0].llm_call = LlmCall("m", temperature=float("inf"))
+    with pytest.raises(ValueError, match=r"^steps\[0\]\.llm_call\.temperature: .* got inf"):
+        encode_task(stepped)
+    later = base()
+    later.duration = float("-inf")  # set after it was built: still caught
+    with pytest.raises(ValueError, match=r"^duration: expected a finite number, got -inf"):
+        encode_task(later)
