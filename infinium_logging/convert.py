@@ -916,7 +916,7 @@ def fit_task(task: TaskData, max_bytes: int = MAX_BODY_BYTES) -> TaskData:
     many were left out), then the tails of ``output_summary`` and
     ``input_summary``, then any remaining long strings.  ``name``,
     ``description``, ``current_datetime``, ``duration``, ``expected_outcome``
-    and ``errors`` are never dropped.  A shrunk trace is marked with
+    and ``errors`` are never dropped (the errors' long strings are cut last).  A shrunk trace is marked with
     ``environment.custom_tags["truncated"] = "true"`` and
     ``custom_tags["truncated_fields"]`` saying what was cut.
     """
@@ -1025,8 +1025,12 @@ def _shrink_strings(task: TaskData, max_bytes: int, cut: list[str]) -> None:
                 value = getattr(task, name)
                 setattr(task, name, _cut_strings(value, limit))
         for error in task.errors or ():
+            # Errors are kept, every one of them, but not their every character: many long
+            # messages could otherwise keep the trace over the limit, and lose all of it.
             if error.stack_trace and len(error.stack_trace) > limit * 4:
                 error.stack_trace = truncate(error.stack_trace, limit * 4)
+            if len(error.message) > limit * 4:
+                error.message = truncate(error.message, limit * 4)
         _mark(task, cut)
         if len(encode_task(task)) <= max_bytes:
             return

@@ -635,6 +635,20 @@ def test_fit_task_last_resort_cuts_long_strings() -> None:
     assert fitted.errors is not None and len(fitted.errors) == 1
 
 
+def test_fit_task_keeps_every_error_but_cuts_long_messages_when_it_must() -> None:
+    """Many errors with long messages: every error stays, their messages are cut, and the
+    trace fits (it was lost whole as too large)."""
+    errors = [
+        ErrorDetail(f"E{n}", f"{n} " + "m" * 10_000, stack_trace="s" * 5_000) for n in range(120)
+    ]
+    fitted = fit_task(TaskData("n", "d", NOW, 1.0, errors=errors))
+    assert len(encode_task(fitted)) <= MAX_BODY_BYTES
+    assert fitted.errors is not None
+    assert [e.error_type for e in fitted.errors] == [f"E{n}" for n in range(120)]
+    assert all(e.message.startswith(f"{n} m") for n, e in enumerate(fitted.errors))
+    assert len(fitted.errors[0].message) < 10_000
+
+
 # --- lenient coercion keeps the trace whatever a key holds --------------------------------------
 
 
