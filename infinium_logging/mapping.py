@@ -24,6 +24,7 @@ import functools
 import logging
 import math
 import platform
+import re
 import sys
 import time
 import traceback
@@ -371,6 +372,50 @@ def error_from_exc_info(exc_info: object) -> ErrorInfo | None:
     return ErrorInfo(detail, (id(exc), error_type, message))
 
 
+#: An exception's line in a rendered traceback: its type (dotted name), then ": message".
+_EXCEPTION_LINE: Final = re.compile(r"([A-Za-z_][\w.]*)(?:: (.*))?")
+_TRACEBACK_HEADERS: Final = (
+    "Traceback (most recent call last)",
+    "Exception Group Traceback (most recent call last)",
+)
+#: The frame lines of an exception group's traceback start with "|" (after the indent).
+_GROUP_LINE: Final = re.compile(r"\s*\| ?")
+
+
+def _rendered_exception(text: str) -> tuple[str, str]:
+    """The type and message of the exception ``text`` renders (``traceback`` style).
+
+    The last exception of a chain is the one after the last ``Traceback``
+    header: the first line after its frames (they are indented), and every
+    line after it is its message (a message over several lines, notes).  An
+    exception group's own line is the first ``| Type: ...`` after its header.
+    Without a header (an exception that was never raised), the first line.
+    """
+    lines = text.strip().splitlines()
+    start = 0
+    for index in range(len(lines) - 1, -1, -1):
+        line = lines[index].lstrip(" +|")
+        if line.startswith(_TRACEBACK_HEADERS):
+            start = index + 1
+            if line.startswith("Exception Group"):
+                for candidate in lines[start:]:
+                    group = _GROUP_LINE.match(candidate)
+                    inner = candidate[group.end() :] if group else candidate
+                    found = _EXCEPTION_LINE.fullmatch(inner)
+                    if found and not inner.startswith("File "):
+                        return found.group(1), found.group(2) or ""
+            break
+    if start:
+        while start < len(lines) and lines[start][:1] in (" ", "\t"):
+            start += 1  # the frames
+    rest = lines[start:] or lines[-1:]
+    found = _EXCEPTION_LINE.fullmatch(rest[0])
+    if found is None:
+        return "Exception", "\n".join(rest)
+    message = "\n".join([found.group(2) or "", *rest[1:]]).strip("\n")
+    return found.group(1), message
+
+
 def error_from_rendered(value: object) -> ErrorInfo | None:
     """An :class:`ErrorInfo` from what structlog's ``format_exc_info`` / ``dict_tracebacks`` left.
 
@@ -378,10 +423,7 @@ def error_from_rendered(value: object) -> ErrorInfo | None:
     ``exc_info`` is gone and only its rendering (``event_dict["exception"]``) is left.
     """
     if isinstance(value, str) and value.strip():
-        last = value.strip().splitlines()[-1]
-        error_type, sep, message = last.partition(": ")
-        if not sep or " " in error_type:
-            error_type, message = "Exception", last
+        error_type, message = _rendered_exception(value)
         detail = {
             "error_type": error_type,
             "message": truncate(message or error_type, MAX_ERROR_MESSAGE),

@@ -6,6 +6,7 @@ import datetime as dt
 import logging
 import math
 import sys
+import traceback
 from typing import Any
 
 import msgspec
@@ -187,6 +188,57 @@ def test_error_from_rendered_formatted_traceback() -> None:
     assert info is not None
     assert (info.detail["error_type"], info.detail["message"]) == ("ValueError", "bad input")
     assert info.detail["stack_trace"] == text
+
+
+def _raised(exc: BaseException) -> BaseException:
+    try:
+        raise exc
+    except BaseException as caught:
+        return caught
+
+
+def _chained() -> BaseException:
+    try:
+        try:
+            raise KeyError("k")
+        except KeyError as inner:
+            raise RuntimeError("wrapped\nsecond line") from inner
+    except RuntimeError as outer:
+        return outer
+
+
+_RENDERED = [
+    ("no message", _raised(ValueError()), ("ValueError", "ValueError")),
+    ("chained, two lines", _chained(), ("RuntimeError", "wrapped\nsecond line")),
+    ("never raised", ValueError("never raised"), ("ValueError", "never raised")),
+]
+if sys.version_info >= (3, 11):  # notes and exception groups
+    _noted = ValueError("with a note")
+    _noted.add_note("the note")
+    _RENDERED += [
+        ("note", _raised(_noted), ("ValueError", "with a note\nthe note")),
+        (
+            "group",
+            _raised(ExceptionGroup("both", [ValueError("a"), TypeError("b")])),  # noqa: F821
+            ("ExceptionGroup", "both (2 sub-exceptions)"),
+        ),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("exc", "expected"),
+    [case[1:] for case in _RENDERED],
+    ids=[case[0] for case in _RENDERED],
+)
+def test_error_from_rendered_reads_every_shape_of_traceback(
+    exc: BaseException, expected: tuple[str, str]
+) -> None:
+    """The exception's own line is found after the last traceback's frames, whatever follows
+    it or comes before: a message without text, chained exceptions, lines of a message or a
+    note, an exception group, an exception never raised (no traceback)."""
+    info = mapping.error_from_rendered("".join(traceback.format_exception(exc)))
+    assert info is not None
+    assert (info.detail["error_type"], info.detail["message"]) == expected
 
 
 def test_error_from_rendered_dict_tracebacks() -> None:
