@@ -651,7 +651,8 @@ class TaskHandle:
 
         Each call runs in a copy of the context ``wrap`` was called in, with
         this task active, so events logged by ``fn`` become this task's steps.
-        Events logged after the task has ended are ignored.
+        Events logged after the task has ended go to the nearest enclosing task
+        still running, if any (as for any event logged in an ended task's context).
         """
         state = self._state
         context = contextvars.copy_context()
