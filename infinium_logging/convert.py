@@ -916,7 +916,8 @@ def fit_task(task: TaskData, max_bytes: int = MAX_BODY_BYTES) -> TaskData:
     many were left out), then the tails of ``output_summary`` and
     ``input_summary``, then any remaining long strings.  ``name``,
     ``description``, ``current_datetime``, ``duration``, ``expected_outcome``
-    and ``errors`` are never dropped (the errors' long strings are cut last).  A shrunk trace is marked with
+    and ``errors`` are never dropped (the errors' long strings are cut last).
+    A shrunk trace is marked with
     ``environment.custom_tags["truncated"] = "true"`` and
     ``custom_tags["truncated_fields"]`` saying what was cut.
     """
