@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from freezegun import freeze_time
+from hostile import ItemsRaise, IterRaises, UnorderableRaises
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -698,24 +699,6 @@ def test_lenient_replaces_a_duration_beyond_the_float_range(duration: int) -> No
 # --- values that raise while read, nulls and non-finite floats in free-form values --------------
 
 
-class _ItemsRaise(dict[str, Any]):
-    def items(self) -> Any:
-        raise RuntimeError("items")
-
-
-class _IterRaises(list[Any]):
-    def __iter__(self) -> Any:
-        raise RuntimeError("iter")
-
-
-class _UnorderableRaises:
-    def __lt__(self, other: object) -> bool:
-        raise RuntimeError("lt")
-
-    def __repr__(self) -> str:
-        return "u"
-
-
 def test_json_safe_never_raises_for_values_that_raise_when_read() -> None:
     """items(), __iter__, __lt__ (sorting a set) raising: that value becomes its repr (or a
     placeholder when the repr raises too), as plain text; the rest is copied."""
@@ -729,9 +712,9 @@ def test_json_safe_never_raises_for_values_that_raise_when_read() -> None:
 
     value = json_safe(
         {
-            "m": _ItemsRaise(a=1),
-            "l": [_IterRaises([1]), 2],
-            "s": {_UnorderableRaises(), _UnorderableRaises()},
+            "m": ItemsRaise(a=1),
+            "l": [IterRaises([1]), 2],
+            "s": {UnorderableRaises(), UnorderableRaises()},
             "both": BadBoth(),
         }
     )
@@ -742,7 +725,7 @@ def test_json_safe_never_raises_for_values_that_raise_when_read() -> None:
         "both": "<unrepresentable BadBoth>",
     }
     assert all(type(text) is str for text in (value["m"], value["l"][0], value["both"]))
-    assert json_safe(_ItemsRaise(a=1)) == "{'a': 1}"
+    assert json_safe(ItemsRaise(a=1)) == "{'a': 1}"
 
 
 def test_lenient_reading_reports_each_unreadable_value_at_its_path() -> None:
@@ -752,8 +735,8 @@ def test_lenient_reading_reports_each_unreadable_value_at_its_path() -> None:
     task = to_task(
         minimal(
             name="x" * 600,
-            customer=_ItemsRaise(customer_name="c"),
-            steps=[{**_STEP, "metadata": {"m": _ItemsRaise(a=1), "ok": 1}}],
+            customer=ItemsRaise(customer_name="c"),
+            steps=[{**_STEP, "metadata": {"m": ItemsRaise(a=1), "ok": 1}}],
         ),
         strict=False,
         problems=problems,
@@ -771,7 +754,7 @@ def test_lenient_reading_reports_each_unreadable_value_at_its_path() -> None:
 def test_a_trace_that_cannot_be_read_at_all_is_reported_at_the_top() -> None:
     """The whole dict raising when read is what the exporter counts as invalid: path ""."""
     problems: list[Problem] = []
-    to_task(_ItemsRaise(name="n"), strict=False, problems=problems)
+    to_task(ItemsRaise(name="n"), strict=False, problems=problems)
     assert [(p.path, p.action) for p in problems] == [("", "replaced")]
 
 

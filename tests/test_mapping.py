@@ -13,6 +13,7 @@ import msgspec
 import pytest
 from exporters import make_exporter
 from freezegun import freeze_time
+from hostile import FloatRaises, IndexRaises, IsoformatRaises, ItemsRaise, IterRaises
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -644,42 +645,14 @@ def test_captured_events_are_distinct_objects_however_alike() -> None:
 # --- values that raise while they are read --------------------------------------------------------
 
 
-class _ItemsRaise(dict[str, Any]):
-    def items(self) -> Any:
-        raise RuntimeError("items")
-
-
-class _IterRaises(list[Any]):
-    def __iter__(self) -> Any:
-        raise RuntimeError("iter")
-
-
-class _IndexRaises(int):
-    def __int__(self) -> int:
-        raise RuntimeError("int")
-
-    def __index__(self) -> int:
-        raise RuntimeError("index")
-
-
-class _FloatRaises(float):
-    def __float__(self) -> float:
-        raise RuntimeError("float")
-
-
-class _IsoformatRaises(dt.datetime):
-    def isoformat(self, sep: str = "T", timespec: str = "auto") -> str:
-        raise RuntimeError("isoformat")
-
-
 WHEN_TEXT = "2026-01-01T00:00:00.000000Z"
 
 _UNREADABLE: list[tuple[object, str]] = [
-    (_ItemsRaise(a=1), "{'a': 1}"),
-    (_IterRaises([1, 2]), "[1, 2]"),
-    (_IndexRaises(7), "7"),
-    (_FloatRaises(2.5), "2.5"),
-    (_IsoformatRaises(2026, 1, 2), "_IsoformatRaises(2026, 1, 2, 0, 0)"),
+    (ItemsRaise(a=1), "{'a': 1}"),
+    (IterRaises([1, 2]), "[1, 2]"),
+    (IndexRaises(7), "7"),
+    (FloatRaises(2.5), "2.5"),
+    (IsoformatRaises(2026, 1, 2), "IsoformatRaises(2026, 1, 2, 0, 0)"),
 ]
 
 
@@ -709,7 +682,7 @@ def test_a_field_that_raises_when_read_costs_only_itself(value: object, text: st
 def test_a_call_that_raises_when_read_goes_to_metadata_as_text() -> None:
     """An llm_call mapping whose items() raises is no LLM call: it is kept as text in metadata,
     and the step is still a step."""
-    step = mapping.build_step("asked", 20, [("llm_call", _ItemsRaise(model="m"))], None)
+    step = mapping.build_step("asked", 20, [("llm_call", ItemsRaise(model="m"))], None)
     assert step["action"] == "log"
     assert str(step["metadata"]["llm_call"]) == "{'model': 'm'}"
 
@@ -737,7 +710,7 @@ def test_a_tag_whose_errors_cannot_be_iterated_keeps_the_events_error() -> None:
     except ValueError:
         error = mapping.error_from_exc_info(True)
     payload = mapping.tagged_payload(
-        {"name": "n", "errors": _IterRaises([{"error_type": "E", "message": "m"}])},
+        {"name": "n", "errors": IterRaises([{"error_type": "E", "message": "m"}])},
         "m",
         WHEN,
         None,
@@ -762,9 +735,9 @@ def test_unreadable_values_and_bad_taskdata_tags_reach_the_collector(
     stdlib_logger.addHandler(handler)
     try:
         with task("in a task"):
-            stdlib_logger.info("a", extra={"v": _ItemsRaise(a=1), "ok": 1})
-            stdlib_logger.info("b", extra={"w": _IterRaises([1])})
-        stdlib_logger.info("c", extra={"infinium": {"name": "customer", "customer": _ItemsRaise()}})
+            stdlib_logger.info("a", extra={"v": ItemsRaise(a=1), "ok": 1})
+            stdlib_logger.info("b", extra={"w": IterRaises([1])})
+        stdlib_logger.info("c", extra={"infinium": {"name": "customer", "customer": ItemsRaise()}})
         stdlib_logger.info(
             "d",
             extra={
@@ -775,7 +748,7 @@ def test_unreadable_values_and_bad_taskdata_tags_reach_the_collector(
                             "step_number": 1,
                             "action": "a",
                             "description": "d",
-                            "metadata": {"m": _ItemsRaise(a=1)},
+                            "metadata": {"m": ItemsRaise(a=1)},
                         }
                     ],
                 }
