@@ -353,7 +353,6 @@ class InfiniumHandler(logging.Handler):
         """
         tag_key = self.tag_key
         attributes = record.__dict__
-        extras = record_fields(attributes, tag_key)
         value = event.get(tag_key)
         if value is None or value is False:
             value = attributes.get(tag_key)
@@ -361,6 +360,7 @@ class InfiniumHandler(logging.Handler):
         state = None if tagged else active_state()
         if not tagged and state is None:
             return
+        extras = record_fields(attributes, tag_key)
         # A dict logged as the message by hand (not by structlog) has no "event": use all of it.
         message = safe_str(event["event"]) if "event" in event else self._message(record)
         error: ErrorInfo | None = None
