@@ -673,6 +673,11 @@ def _checked_fields(fields: dict[str, Any]) -> dict[str, Any]:
     sections, which to_task also takes) lifted to top level, so that a later ``update`` of one
     section leaves the others alone; a name that is neither is a ``TypeError``."""
     sections = fields.pop("sections", None)
+    name = fields.get("name")
+    if name is not None and not isinstance(name, str):
+        # The name also names the parent's subtask step: coerced leniently when sent, a
+        # number would read "123" there and "unnamed task" in its own trace.
+        raise TypeError(f"a task's name must be a string, got {type(name).__name__} {name!r}")
     unknown = sorted(set(fields) - TASK_FIELDS)
     if unknown:
         raise TypeError(
@@ -735,6 +740,12 @@ class Task:
                 break
         else:  # exited out of order, or in another context than it was entered in
             state, token = active.pop()
+        if current is not state and _inside(current, state):
+            # Exited before a task entered inside it (``ExitStack`` misuse, hand-called
+            # ``__exit__``): that one stays current until it exits; its events must not
+            # go to the outer task, whose trace is on its way.
+            _end(state, exc)
+            return
         try:
             _current.reset(token)
         except ValueError:
@@ -825,6 +836,15 @@ async def _awaited(state: _TaskState, coroutine: Coroutine[Any, Any, Any]) -> An
     _current.reset(token)
     _end(state, None)
     return value
+
+
+def _inside(state: _TaskState | None, ancestor: _TaskState) -> bool:
+    """Whether ``state`` runs (directly or not) inside ``ancestor``."""
+    while state is not None:
+        state = state.parent
+        if state is ancestor:
+            return True
+    return False
 
 
 def _end(state: _TaskState, exc: BaseException | None) -> None:

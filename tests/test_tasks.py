@@ -303,6 +303,20 @@ def test_unknown_fields_are_a_type_error() -> None:
         t.update(colour="red")
 
 
+def test_a_name_that_is_not_text_is_refused_by_update_too(sink: ListSink) -> None:
+    """``update(name=...)`` checks the name as ``task()`` does: the parent's subtask step and
+    the task's own trace would otherwise disagree on it."""
+    with task("outer", exporter=sink), task("inner", exporter=sink) as t:
+        with pytest.raises(TypeError, match="name must be a string, got int 123"):
+            t.update(name=123)
+        t.update(name="renamed")
+    inner, outer = sink.tasks
+    assert inner.name == "renamed"
+    assert [s.description for s in outer.steps or ()] == ["renamed"]
+    with pytest.raises(TypeError, match="name must be a string, got int"):
+        task(name=5)
+
+
 def test_exported_exactly_once(log: logging.Logger, sink: ListSink) -> None:
     """A task is handed over once; events after its end are ignored."""
     manager = task("t")
@@ -702,6 +716,25 @@ def test_one_task_object_entered_concurrently_runs_apart(
         assert [s.description for s in by_summary[f"thread {n}"].steps or ()] == [f"thread {n}"]
     assert by_summary["request 2"].duration >= 0.02 > by_summary["request 1"].duration
     assert "0 running" in repr(handle)
+
+
+def test_exited_before_a_task_entered_inside_it(log: logging.Logger, sink: ListSink) -> None:
+    """The outer task exited first (hand-called ``__exit__``): the inner one stays current
+    and keeps its events until it exits; then no task is current."""
+    outer, inner = task("outer", exporter=sink), task("inner", exporter=sink)
+    outer.__enter__()
+    inner.__enter__()
+    log.info("both open")
+    outer.__exit__(None, None, None)
+    log.info("outer ended")
+    assert current_task() is not None and current_task().name == "inner"  # type: ignore[union-attr]
+    inner.__exit__(None, None, None)
+    log.info("after both")
+    assert current_task() is None
+    traces = {trace.name: trace for trace in sink.tasks}
+    assert traces["outer"].steps is None
+    assert [s.description for s in traces["inner"].steps or ()] == ["both open", "outer ended"]
+    assert len(sink.tasks) == 2
 
 
 def test_asyncio_children_inherit_the_task(log: logging.Logger, sink: ListSink) -> None:
