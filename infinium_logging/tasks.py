@@ -903,12 +903,20 @@ def _generator_wrapper(fn: Callable[..., Generator[Any, Any, Any]], task: Task) 
     return generator_wrapper
 
 
+def _cancelled_error() -> type[BaseException] | tuple[()]:
+    """asyncio's ``CancelledError``, if asyncio is in use (not imported for it)."""
+    asyncio = sys.modules.get("asyncio")
+    error = getattr(asyncio, "CancelledError", None)
+    return error if isinstance(error, type) and issubclass(error, BaseException) else ()
+
+
 def _async_generator_wrapper(fn: Callable[..., AsyncGenerator[Any, Any]], task: Task) -> Any:
     @functools.wraps(fn)
     async def async_generator_wrapper(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
         state = task._start()
         sent: Any = None
         thrown: BaseException | None = None
+        closing: BaseException | None = None
         try:
             steps = fn(*args, **kwargs)
             while True:
@@ -929,10 +937,14 @@ def _async_generator_wrapper(fn: Callable[..., AsyncGenerator[Any, Any]], task: 
                     raise
                 except BaseException as exc:  # thrown in by the consumer: on to the generator
                     sent, thrown = None, exc
+                    if isinstance(exc, _cancelled_error()):
+                        # Between steps nothing awaits the generator: this is asyncio closing
+                        # it at loop shutdown (its aclose() task cancelled before it ran).
+                        closing = exc
         except StopAsyncIteration:
             _end(state, None)
         except BaseException as exc:
-            _end(state, exc)
+            _end(state, GeneratorExit() if exc is closing else exc)
             raise
 
     return async_generator_wrapper

@@ -623,6 +623,54 @@ def test_decorated_async_generator_is_a_task_of_its_own_steps(
     assert not trace.errors
 
 
+def test_an_async_generator_left_early_reads_as_closed_when_asyncio_closes_it(
+    log: logging.Logger, sink: ListSink
+) -> None:
+    """Left suspended by a ``break``, the generator is closed by asyncio at loop shutdown,
+    which throws ``CancelledError`` in between steps: the trace says closed early
+    (``GeneratorExit``), as for ``aclose()``, and the body still sees what asyncio sent.  A
+    cancellation during a step stays a ``CancelledError``."""
+    seen: list[str] = []
+
+    @task("Left", exporter=sink)
+    async def left() -> AsyncIterator[int]:
+        try:
+            log.info("made 0")
+            yield 0
+            yield 1
+        except BaseException as exc:
+            seen.append(type(exc).__name__)
+            raise
+
+    async def consume() -> None:
+        async for _ in left():
+            break
+
+    asyncio.run(consume())
+    gc.collect()
+    with task("next", exporter=sink):
+        pass
+    assert seen == ["CancelledError"]
+    left_trace = sink.tasks[0]
+    assert [s.description for s in left_trace.steps or []] == ["made 0"]
+    assert [e.error_type for e in left_trace.errors or []] == ["GeneratorExit"]
+
+    @task("Cancelled in a step", exporter=sink)
+    async def slow() -> AsyncIterator[int]:
+        await asyncio.sleep(10)
+        yield 0
+
+    async def cancel_it() -> None:
+        consumer = asyncio.ensure_future(slow().__anext__())
+        await asyncio.sleep(0)
+        consumer.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await consumer
+
+    asyncio.run(cancel_it())
+    assert [e.error_type for e in sink.tasks[-1].errors or []] == ["CancelledError"]
+
+
 def test_decorator_on_async_function(log: logging.Logger, sink: ListSink) -> None:
     """Async functions are decorated as coroutines; the exception is recorded and re-raised."""
 
