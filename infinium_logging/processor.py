@@ -56,6 +56,7 @@ _STRUCTLOG_VERSION: Final = _structlog_version()
 _proxy_code = getattr(getattr(BoundLoggerBase, "_proxy_to_logger", None), "__code__", None)
 bridge_in_use.calls = frozenset() if _proxy_code is None else frozenset({_proxy_code})
 _current_get: Final = _current.get
+_MISSING: Final = object()
 
 
 def _mark(logger: logging.Logger, levelno: int, event_dict: EventDict) -> None:
@@ -181,7 +182,19 @@ class InfiniumProcessor:
                     state = active_state()
                     if state is None:
                         return event_dict
-            event = event_dict.get("event", "")
+            event = event_dict.get("event", _MISSING)
+            if event is _MISSING:
+                if type(event_dict.get("extra")) is dict and "msg" in event_dict:
+                    # render_to_log_kwargs ran: what is left is logging's keyword arguments.
+                    _default.warn_once(
+                        "processor-placement",
+                        "infinium_logging: InfiniumProcessor was handed logging's keyword "
+                        "arguments (render_to_log_kwargs ran), so it records nothing: put it "
+                        "before the bridge in the processor chain",
+                    )
+                    return event_dict
+                # EventRenamer ran first: the message is under its usual new names.
+                event = event_dict.get("message", event_dict.get("msg", ""))
             message = event if type(event) is str else safe_str(event)
             last = self._last_logger
             if last[0] is not logger:

@@ -18,6 +18,7 @@ from freezegun import freeze_time
 from sinks import ListSink
 from structlog.contextvars import bind_contextvars, clear_contextvars, merge_contextvars
 from structlog.processors import (
+    EventRenamer,
     JSONRenderer,
     TimeStamper,
     add_log_level,
@@ -335,6 +336,35 @@ def test_after_the_renderer_it_passes_the_output_on_and_says_where_it_belongs(
     assert len(warnings) == 1
     assert warnings[0].name.startswith("infinium_logging")
     assert len(sink.tasks) == 1 and not sink.tasks[0].steps  # the task, without the event
+
+
+def test_after_render_to_log_kwargs_it_records_nothing_and_says_where_it_belongs(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, sink: ListSink
+) -> None:
+    """After ``render_to_log_kwargs`` the event is logging's keyword arguments (a dict with
+    ``msg`` and ``extra``): inside a task it is no step of junk, and it warns once."""
+    monkeypatch.setattr(_default, "_warned", {})
+    log = chain(render_to_log_kwargs, InfiniumProcessor(exporter=sink))
+    with task("Bridge first", exporter=sink):
+        out = log.info("in a task", a=1)
+        log.info("again")
+    assert out == ((), {"msg": "in a task", "extra": {"a": 1}})
+    assert len(sink.tasks) == 1 and not sink.tasks[0].steps
+    warnings = [r for r in caplog.records if "before the bridge" in r.getMessage()]
+    assert len(warnings) == 1
+
+
+def test_after_event_renamer_the_message_is_still_the_description(sink: ListSink) -> None:
+    """``EventRenamer`` before the processor moves the message to ``msg`` / ``message``."""
+    for key in ("msg", "message"):
+        log = chain(EventRenamer(key), InfiniumProcessor(exporter=sink), to_kwargs)
+        log.info("Renamed trace", infinium=True)
+        with task("Renamed steps", exporter=sink):
+            log.info("a step")
+    names = [t.name for t in sink.tasks]
+    assert names == ["Renamed trace", "Renamed steps"] * 2
+    for trace in sink.tasks[1::2]:
+        assert [s.description for s in trace.steps or ()] == ["a step"]
 
 
 def test_disabled_only_removes_the_tag(monkeypatch: pytest.MonkeyPatch, sink: ListSink) -> None:
