@@ -486,6 +486,21 @@ class Exporter:
             f"workers={self._settings.workers}, {state})"
         )
 
+    # A shallow copy would share the threads, buffer and counters while looking like a second
+    # exporter; a deep copy fails on a lock.  Like a logger, an exporter is a shared resource:
+    # copying an object that holds one (a handler, a processor, a config) keeps the one.
+    def __copy__(self) -> Exporter:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Exporter:
+        return self
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        raise TypeError(
+            "an Exporter cannot be pickled (it owns threads and holds the agent secret): "
+            "create one in each process"
+        )
+
     # --- public API ---------------------------------------------------------------------------
 
     @property

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
+import pickle
 import sys
 import threading
 import time
@@ -24,6 +26,7 @@ from infinium_logging.errors import (
 from infinium_logging.exporter import DROP_REASONS, Exporter, ExporterStats, _DropWarner, in_export
 from infinium_logging.mapping import PendingTrace, tagged_trace
 from infinium_logging.model import MAX_BODY_BYTES, ApiResponse, ExecutionStep, TaskData
+from infinium_logging.processor import InfiniumProcessor
 from infinium_logging.testing import TEST_AGENT_ID, TEST_AGENT_SECRET
 
 PROMPT_ID = "0d9c1b7a-3e2f-4a5b-8c6d-7e8f9a0b1c2d"
@@ -147,6 +150,25 @@ def test_settings_come_from_the_environment_with_overrides(
         assert other.settings.workers == 2
     assert [t.task.name for t in collector.traces()] == ["env"]
     assert TEST_AGENT_SECRET not in repr(exporter)
+
+
+def test_copying_keeps_the_one_exporter(collector: LocalCollector) -> None:
+    """A copy of an exporter, or of something holding one (a processor, a config dict), is
+    the same exporter: a second one sharing its threads and counters would miscount."""
+    with make_exporter(collector) as exporter:
+        assert copy.copy(exporter) is exporter
+        with pytest.raises(TypeError, match="cannot be pickled") as refused:
+            pickle.dumps(exporter)
+        assert TEST_AGENT_SECRET not in str(refused.value)
+        processor = InfiniumProcessor(exporter=exporter)
+        copied = copy.deepcopy({"processor": processor, "exporter": exporter})
+        assert copied["exporter"] is exporter
+        processor_copy = copied["processor"]
+        assert isinstance(processor_copy, InfiniumProcessor) and processor_copy is not processor
+        processor_copy(None, "info", {"event": "copied", "infinium": True})
+        assert exporter.flush(5)
+        assert exporter.stats().sent == 1
+    assert [t.task.name for t in collector.traces()] == ["copied"]
 
 
 # --- retries ----------------------------------------------------------------------------------------
