@@ -24,6 +24,7 @@ from .model import (
     LlmUsage,
     TaskData,
     _builtin_float,
+    _enc_hook,
     _Model,
     encode_task,
     utc_now_iso,
@@ -948,23 +949,27 @@ def _mark(task: TaskData, cut: list[str]) -> None:
 
 
 def _shrink_previews(task: TaskData, excess: int, cut: list[str]) -> None:
-    metadata_cut = False
+    previews_cut = metadata_cut = False
     for step in task.steps or ():
         for name in ("input_preview", "output_preview"):
             value = getattr(step, name)
             if value is not None and len(value) > _SHORT_PREVIEW:
                 setattr(step, name, truncate(value, _SHORT_PREVIEW))
+                previews_cut = True
         if step.tool_call is not None:
             for name in ("input_summary", "output_summary"):
                 value = getattr(step.tool_call, name)
                 if value is not None and len(value) > _SHORT_PREVIEW:
                     setattr(step.tool_call, name, truncate(value, _SHORT_PREVIEW))
-        if step.metadata is not None and len(msgspec.json.encode(step.metadata)) > 1024:
+                    previews_cut = True
+        if step.metadata is not None and len(_encode(step.metadata)) > 1024:
             step.metadata = {"truncated": "metadata over 1 KiB left out"}
             metadata_cut = True
         if step.error is not None and step.error.stack_trace and len(step.error.stack_trace) > 2000:
             step.error.stack_trace = truncate(step.error.stack_trace, 2000)
-    cut.append("step previews")
+            previews_cut = True
+    if previews_cut:
+        cut.append("step previews")
     if metadata_cut:
         cut.append("step metadata over 1 KiB")
 
@@ -973,7 +978,7 @@ def _shrink_middle_steps(task: TaskData, excess: int, cut: list[str]) -> None:
     steps = task.steps or []
     if len(steps) <= 2:
         return
-    sizes = [len(msgspec.json.encode(step)) + 1 for step in steps]
+    sizes = [len(_encode(step)) + 1 for step in steps]
     middle = list(range(1, len(steps) - 1))
     # Drop from the centre outwards so the steps nearest both ends survive longest.
     order = sorted(middle, key=lambda i: abs(i - (len(steps) - 1) / 2))
@@ -1008,30 +1013,37 @@ def _shrink_summaries(task: TaskData, excess: int, cut: list[str]) -> None:
         value: str | None = getattr(task, name)
         if excess <= 0 or not value:
             continue
-        encoded = len(msgspec.json.encode(value))
+        encoded = len(_encode(value))
         keep = max(0, len(value) - int((excess + 64) * len(value) / max(encoded, 1)) - 1)
         setattr(task, name, truncate(value, max(keep, len(TRUNCATION_MARK) + 1)))
-        excess -= encoded - len(msgspec.json.encode(getattr(task, name)))
+        excess -= encoded - len(_encode(getattr(task, name)))
         cut.append(name)
 
 
 def _shrink_strings(task: TaskData, max_bytes: int, cut: list[str]) -> None:
     """Last resort: cut every long string outside the protected fields, halving until it fits."""
     protected = {"name", "description", "current_datetime", "expected_outcome", "errors"}
-    cut.append("long strings")
     limit = 4096
     while limit >= 16:
+        strings_cut: list[bool] = []  # appended to by _cut_strings when it cuts one
         for name in task.__struct_fields__:
             if name not in protected:
                 value = getattr(task, name)
-                setattr(task, name, _cut_strings(value, limit))
+                setattr(task, name, _cut_strings(value, limit, strings_cut))
+        errors_cut = False
         for error in task.errors or ():
             # Errors are kept, every one of them, but not their every character: many long
             # messages could otherwise keep the trace over the limit, and lose all of it.
             if error.stack_trace and len(error.stack_trace) > limit * 4:
                 error.stack_trace = truncate(error.stack_trace, limit * 4)
+                errors_cut = True
             if len(error.message) > limit * 4:
                 error.message = truncate(error.message, limit * 4)
+                errors_cut = True
+        if strings_cut and "long strings" not in cut:
+            cut.append("long strings")
+        if errors_cut and "error messages" not in cut:
+            cut.append("error messages")
         _mark(task, cut)
         if len(encode_task(task)) <= max_bytes:
             return
@@ -1042,16 +1054,23 @@ def _shrink_strings(task: TaskData, max_bytes: int, cut: list[str]) -> None:
         _mark(task, cut)
 
 
-def _cut_strings(value: Any, limit: int) -> Any:
+def _cut_strings(value: Any, limit: int, cut: list[bool]) -> Any:
     if isinstance(value, str):
-        return truncate(value, limit)
+        if len(value) > limit:
+            cut.append(True)
+            return truncate(value, limit)
+        return value
     if isinstance(value, list):
-        return [_cut_strings(item, limit) for item in value]
+        return [_cut_strings(item, limit, cut) for item in value]
     if isinstance(value, dict):
-        return {key: _cut_strings(item, limit) for key, item in value.items()}
+        return {key: _cut_strings(item, limit, cut) for key, item in value.items()}
     if isinstance(value, _Model):
         for name in value.__struct_fields__:
             if name != "custom_tags":
-                setattr(value, name, _cut_strings(getattr(value, name), limit))
+                setattr(value, name, _cut_strings(getattr(value, name), limit, cut))
         return value
     return value
+
+
+#: Sizes as encode_task writes them (marked floats in ``repr`` form).
+_encode: Final = msgspec.json.Encoder(enc_hook=_enc_hook).encode

@@ -94,13 +94,86 @@ def _enc_hook(obj: Any) -> Any:
         return msgspec.Raw(float.__repr__(obj).encode())
     if type(obj) is _NonFinite:
         raise _NotFinite
+    # Subclasses msgspec does not take (numpy's float64, a str subclass): json.dumps writes
+    # them as their base type, and so does the body.
+    if isinstance(obj, float):
+        if not math.isfinite(obj):
+            raise _NotFinite
+        return msgspec.Raw(float.__repr__(obj).encode())
+    if isinstance(obj, str):
+        return str.__str__(obj)
+    if isinstance(obj, int):
+        return int(obj)
     raise NotImplementedError(f"cannot encode {type(obj).__name__}")
 
 
+# Free-form values (ExecutionStep.metadata, EnvironmentContext.custom_tags,
+# Development.performance_metrics) are written as they are, as json.dumps writes them: their
+# exponent-form floats are marked by those classes' own __post_init__ (not a loop in
+# _Model's, which every struct built would pay for).
+def _mark_free(value: Any, depth: int = 0) -> Any:
+    """``value`` (a free-form value) with its exponent-form floats marked, as ``_mark_float``
+    marks a float field; the same object when there is none (the caller's dict is never
+    changed: a marked one is a copy)."""
+    if isinstance(value, float):
+        kind = type(value)
+        if kind is _ExpFloat or kind is _NonFinite:
+            return value
+        if "e" in float.__repr__(value) and math.isfinite(value):
+            return _ExpFloat(value)
+        # A subclass (numpy's float64) is written by json.dumps with float's repr: a float.
+        return value if kind is float else float(value)
+    if depth >= _MARK_DEPTH:  # encode_task says what is nested past the recursion limit
+        return value
+    if isinstance(value, dict):  # an OrderedDict or defaultdict is written as a dict too
+        marked: dict[Any, Any] | None = None
+        for key, item in value.items():
+            kind = type(item)
+            # Text and whole numbers are most of it: no call for them (steps are built by
+            # the thousand on the sender threads).
+            if kind is str or kind is int or kind is bool or item is None:
+                continue
+            if kind is float and "e" not in float.__repr__(item):
+                continue
+            new = _mark_free(item, depth + 1)
+            if new is not item:
+                if marked is None:
+                    marked = dict(value)
+                marked[key] = new
+        return value if marked is None else marked
+    if type(value) is list or type(value) is tuple:
+        items: list[Any] | None = None
+        for index, item in enumerate(value):
+            kind = type(item)
+            if kind is str or kind is int or kind is bool or item is None:
+                continue
+            if kind is float and "e" not in float.__repr__(item):
+                continue
+            new = _mark_free(item, depth + 1)
+            if new is not item:
+                if items is None:
+                    items = list(value)
+                items[index] = new
+        if items is None:
+            return value
+        return items if type(value) is list else tuple(items)
+    return value
+
+
+#: How deep free-form values are searched for floats to mark: far below the recursion limit
+#: (marking happens in constructors, which must not raise), far beyond what traces nest.
+_MARK_DEPTH: Final = 200
+
+
 def _builtin_float(obj: Any) -> Any:
-    """``enc_hook`` for ``msgspec.to_builtins``: the marked floats are plain floats there."""
+    """``enc_hook`` for ``msgspec.to_builtins``: the marked floats are plain floats there, and
+    subclasses of float, str and int their base type."""
     if isinstance(obj, float):
         return float(obj)
+    if isinstance(obj, str):
+        return str.__str__(obj)
+    if isinstance(obj, int):
+        return int(obj)
     raise NotImplementedError(f"cannot convert {type(obj).__name__}")
 
 
@@ -262,6 +335,11 @@ class Development(_Model):
     tests_run: int | None = None
     tests_passed: int | None = None
 
+    def __post_init__(self) -> None:
+        if isinstance(self.performance_metrics, dict):
+            self.performance_metrics = _mark_free(self.performance_metrics)
+        _Model.__post_init__(self)
+
 
 class Executive(_Model):
     """Executive assistant / meeting context."""
@@ -330,6 +408,16 @@ class ExecutionStep(_Model):
     llm_call: LlmCall | None = None
     metadata: dict[str, Any] | None = None
 
+    def __post_init__(self) -> None:
+        # _Model's, written out for this class's fields (no float or list field: a test
+        # checks), plus the metadata's floats: one is built per step, by the thousand.
+        if isinstance(self.metadata, dict):
+            self.metadata = _mark_free(self.metadata)
+        for name in ("error", "tool_call", "llm_call"):
+            value = getattr(self, name)
+            if isinstance(value, _Model) and value._is_empty():
+                setattr(self, name, None)
+
 
 class ExpectedOutcome(_Model):
     """What Maestro grades the trace against."""
@@ -350,6 +438,11 @@ class EnvironmentContext(_Model):
     runtime: str | None = None
     region: str | None = None
     custom_tags: dict[str, str] | None = None
+
+    def __post_init__(self) -> None:
+        # No float, list or nested field for _Model's to normalise (a test checks).
+        if isinstance(self.custom_tags, dict):
+            self.custom_tags = _mark_free(self.custom_tags)
 
 
 class LlmUsage(_Model):

@@ -619,6 +619,9 @@ def test_fit_task_cuts_summary_tails_when_needed() -> None:
     assert len(encode_task(fitted)) <= MAX_BODY_BYTES
     assert fitted.output_summary is not None and fitted.output_summary.endswith(TRUNCATION_MARK)
     assert fitted.input_summary == task.input_summary
+    alone = fit_task(TaskData("n", "d", NOW, 1.0, output_summary="o" * 2_000_000))
+    assert alone.environment is not None and alone.environment.custom_tags is not None
+    assert alone.environment.custom_tags["truncated_fields"] == "output_summary"
 
 
 def test_fit_task_last_resort_cuts_long_strings() -> None:
@@ -648,6 +651,29 @@ def test_fit_task_keeps_every_error_but_cuts_long_messages_when_it_must() -> Non
     assert [e.error_type for e in fitted.errors] == [f"E{n}" for n in range(120)]
     assert all(e.message.startswith(f"{n} m") for n, e in enumerate(fitted.errors))
     assert len(fitted.errors[0].message) < 10_000
+    assert fitted.environment is not None and fitted.environment.custom_tags is not None
+    assert fitted.environment.custom_tags["truncated_fields"] == "error messages"
+
+
+def test_fit_task_keeps_floats_as_the_official_client_writes_them() -> None:
+    """A trace with exponent-form floats (a tiny temperature, metadata) fits, and they are
+    still written as json.dumps writes them (fit_task raised on them)."""
+    steps = [
+        ExecutionStep(
+            n,
+            "llm_inference",
+            "d" * 3_000,
+            llm_call=LlmCall("m", temperature=1e-05),
+            metadata={"cost": 2.5e-05},
+        )
+        for n in range(1, 600)
+    ]
+    fitted = fit_task(TaskData("n", "d", NOW, 1e-05, steps=steps))
+    body = encode_task(fitted)
+    assert len(body) <= MAX_BODY_BYTES
+    assert b'"duration":1e-05' in body
+    assert b'"temperature":1e-05' in body and b'"metadata":{"cost":2.5e-05}' in body
+    assert b"0.00001" not in body and b"0.000025" not in body
 
 
 # --- lenient coercion keeps the trace whatever a key holds --------------------------------------

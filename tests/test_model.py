@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import json
 from pathlib import Path
 from typing import Any
@@ -212,6 +213,70 @@ def test_floats_are_written_as_the_official_client_writes_them(value: float, tex
     assert json.loads(encode_task(task))["llm_usage"]["estimated_cost_usd"] == value
 
 
+def test_floats_in_free_form_values_are_written_as_the_official_client_writes_them() -> None:
+    """In metadata, custom_tags and performance_metrics too, nested or not; the dict given
+    is not changed (the struct holds a marked copy)."""
+    metadata = {"cost": 2.5e-05, "big": 1e20, "nested": [1.5e-07, {"x": 1e300}], "ok": 0.5}
+    task = base(
+        steps=[ExecutionStep(1, "log", "s", metadata=metadata)],
+        development=Development(performance_metrics={"p99": 1e-9}),
+        environment=EnvironmentContext(custom_tags={"ratio": 1e16}),  # type: ignore[dict-item]
+    )
+    body = encode_task(task)
+    assert b'"metadata":{"cost":2.5e-05,"big":1e+20,"nested":[1.5e-07,{"x":1e+300}],"ok":0.5}' in (
+        body
+    )
+    assert b'"performance_metrics":{"p99":1e-09}' in body
+    assert b'"custom_tags":{"ratio":1e+16}' in body
+    assert body == _official_body(task)
+    assert type(metadata["cost"]) is float and type(metadata["nested"][0]) is float  # type: ignore[index]
+    step_only = base(steps=[ExecutionStep(1, "log", "s", metadata=metadata)])
+    assert decode_task(encode_task(step_only)) == step_only
+
+
+def test_subclasses_of_float_str_and_int_are_written_as_their_base_type() -> None:
+    """numpy's float64 and the like (float, str, int subclasses msgspec does not take), and
+    dict subclasses, anywhere: the body json.dumps would write, not an encoding error."""
+
+    class Score(float):
+        pass
+
+    class Label(str):
+        pass
+
+    class Count(int):
+        pass
+
+    metadata = collections.OrderedDict(score=Score(0.93), tiny=Score(1e-07), label=Label("x"))
+    task = base(
+        steps=[
+            ExecutionStep(
+                Count(1),
+                Label("tool_use"),
+                "search",
+                llm_call=LlmCall(Label("gpt-4o"), temperature=Score(1e-05)),
+                metadata=metadata,
+            )
+        ],
+        sales=Sales(deal_value=Score(12.5)),
+    )
+    body = encode_task(task)
+    assert body == _official_body(task)
+    assert b'"temperature":1e-05' in body
+    assert b'"metadata":{"score":0.93,"tiny":1e-07,"label":"x"}' in body
+    assert to_task(task) is not None  # strict reading takes them too
+    assert decode_task(body) == to_task(task)
+
+
+def test_the_free_form_marking_written_out_for_steps_matches_model_rules() -> None:
+    """ExecutionStep and EnvironmentContext write _Model's normalisation out for their own
+    fields: it holds only while they have no float or list field of their own."""
+    assert ExecutionStep._floats == () and ExecutionStep._lists == ()
+    assert ExecutionStep._objects == ("error", "tool_call", "llm_call")
+    assert EnvironmentContext._floats == EnvironmentContext._lists == ()
+    assert EnvironmentContext._objects == ()
+
+
 def test_exponent_float_in_duration() -> None:
     """A tiny duration is written in exponent form like json.dumps does."""
     task = TaskData("t", "d", "2026-11-22T08:51:00.000000Z", 5e-05)
@@ -258,9 +323,19 @@ def test_timestamps_are_utc_iso_with_microseconds_and_z() -> None:
 # --- property: what is encoded decodes to the same trace ------------------------------------
 
 _text = st.text(max_size=20)
+_text_base = st.text(max_size=8)
 _opt_text = st.none() | _text
 _small_int = st.integers(min_value=0, max_value=10**6)
 _float = st.floats(min_value=-1e18, max_value=1e18, allow_nan=False, allow_infinity=False)
+#: Free-form values as JSON carries them, floats of every magnitude included (json.dumps
+#: writes 1e+20 and 2.5e-05 where msgspec alone writes 1e20 and 0.000025).
+_free_value = st.recursive(
+    st.booleans() | st.integers() | _text_base | st.floats(allow_nan=False, allow_infinity=False),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(_text_base, children, max_size=3)
+    ),
+    max_leaves=8,
+)
 
 _error = st.builds(
     ErrorDetail,
@@ -295,7 +370,7 @@ _step = st.builds(
         ToolCall, tool_name=_text, http_status=st.none() | _small_int, error=st.none() | _error
     ),
     llm_call=st.none() | _llm_call,
-    metadata=st.none() | st.dictionaries(_text, st.integers() | _text, max_size=3),
+    metadata=st.none() | st.dictionaries(_text, _free_value, max_size=3),
 )
 _task = st.builds(
     TaskData,
@@ -317,6 +392,11 @@ _task = st.builds(
         tags=st.none() | st.lists(_text, max_size=2),
     ),
     sales=st.none() | st.builds(Sales, deal_value=st.none() | _float),
+    development=st.none()
+    | st.builds(
+        Development,
+        performance_metrics=st.none() | _text | st.dictionaries(_text, _free_value, max_size=3),
+    ),
     llm_usage=st.none()
     | st.builds(
         LlmUsage,
