@@ -598,6 +598,10 @@ def _send(args: argparse.Namespace) -> int:
         for problem in problems:
             print(f"{_PROG} send: {problem}", file=sys.stderr)
         return _fail("send", f"{len(problems)} invalid trace(s); nothing was sent", 2)
+    if settings.disabled:
+        return _fail(
+            "send", f"INFINIUM_DISABLED is on: {len(tasks)} valid trace(s), nothing was sent", 2
+        )
     failed = 0
     show_progress = len(tasks) >= 20
     with Exporter(settings) as exporter:
@@ -608,7 +612,11 @@ def _send(args: argparse.Namespace) -> int:
                 failed += 1
                 _say(f"{_PROG} send: {items[index - 1][0]}: {exc.message}", err=True)
             else:
-                _say(response.trace_id or "(no trace id in the answer)")
+                if not response.success:  # an answer that is not an error (none expected)
+                    failed += 1
+                    _say(f"{_PROG} send: {items[index - 1][0]}: {response.message}", err=True)
+                else:
+                    _say(response.trace_id or "(no trace id in the answer)")
             if show_progress and (index % 10 == 0 or index == len(tasks)):
                 _say(f"  {index}/{len(tasks)} sent", err=True)
     if failed:

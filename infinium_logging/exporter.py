@@ -19,12 +19,20 @@ import weakref
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
-from typing import Any, Final, TypeVar
+from typing import Any, ClassVar, Final, Protocol, TypeVar
 
 import msgspec
 
 from ._logsetup import setup_logging
-from .convert import Problem, decode_task, fit_task, json_safe, lenient_task, to_task
+from .convert import (
+    Problem,
+    _object_fields,
+    decode_task,
+    fit_task,
+    json_safe,
+    lenient_task,
+    to_task,
+)
 from .errors import BatchError, ConfigurationError, InfiniumError, ValidationError
 from .mapping import PendingTrace, TaggedTrace
 from .model import MAX_BODY_BYTES, ApiResponse, BatchResult, PromptContent, TaskData, encode_task
@@ -134,6 +142,12 @@ def in_export() -> bool:
 
 
 # --- stats ----------------------------------------------------------------------------------------
+
+
+class OfficialTask(Protocol):
+    """The official client's ``TaskData`` (or any dataclass of TaskData fields)."""
+
+    __dataclass_fields__: ClassVar[dict[str, Any]]
 
 
 class ExporterStats(msgspec.Struct, frozen=True, kw_only=True):
@@ -513,7 +527,7 @@ class Exporter:
         """True once ``shutdown`` started: ``submit`` accepts nothing more."""
         return self._closed
 
-    def submit(self, task: TaskData | Mapping[str, Any] | PendingTrace) -> bool:
+    def submit(self, task: TaskData | Mapping[str, Any] | PendingTrace | OfficialTask) -> bool:
         """Queue a trace for delivery; True when accepted.
 
         Thread-safe, O(1), never blocks on the network and never raises.  A dict
@@ -555,6 +569,7 @@ class Exporter:
                     ):
                         return self._admit()
                     return True
+                task = _as_trace(task)
                 lock = self._lock
                 lock.acquire()
                 try:
@@ -566,6 +581,8 @@ class Exporter:
                 if not started:
                     self._start_workers()
                 return accepted
+            if not isinstance(task, PendingTrace):
+                task = _as_trace(task)
             ref: RecordRef | None = None
             body: bytes | None = None
             reason = ""
@@ -722,7 +739,7 @@ class Exporter:
                 spool_write_errors=self._spool_write_errors,
             )
 
-    def send(self, task: TaskData | Mapping[str, Any] | PendingTrace) -> ApiResponse:
+    def send(self, task: TaskData | Mapping[str, Any] | PendingTrace | OfficialTask) -> ApiResponse:
         """Send one trace now and return the platform's answer (``data["traceId"]``).
 
         Synchronous, on the caller's thread, through the same throttle and
@@ -742,7 +759,9 @@ class Exporter:
         transport = self._get_transport()
         return self._call(lambda timeout: transport.post_trace(body, timeout=timeout))
 
-    def send_batch(self, tasks: Iterable[TaskData | Mapping[str, Any]]) -> BatchResult:
+    def send_batch(
+        self, tasks: Iterable[TaskData | Mapping[str, Any] | OfficialTask]
+    ) -> BatchResult:
         """Send up to 100 traces now, concurrently over the pool; results in input order.
 
         One trace's failure never stops the others: each gets its own
@@ -1868,6 +1887,16 @@ def _encode(task: TaskData) -> bytes:
     if len(body) > MAX_BODY_BYTES:
         raise ValidationError(f"the trace is {len(body)} bytes even after shrinking")
     return body
+
+
+def _as_trace(task: Any) -> Any:
+    """``task``, or the fields of the official client's TaskData (a dataclass) as a dict,
+    read as a dict of TaskData fields is (its nested dataclasses included)."""
+    if type(task) is dict or isinstance(task, (TaskData, Mapping)):
+        return task
+    if dataclasses.is_dataclass(task) and not isinstance(task, type):
+        return _object_fields(task)
+    return task
 
 
 def _json_default(value: Any) -> Any:

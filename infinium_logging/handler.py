@@ -93,7 +93,8 @@ class InfiniumHandler(logging.Handler):
     """Sends traces to Infinium from stdlib logging.
 
     A record tagged with ``extra={"infinium": ...}`` (``True``, a dict of
-    TaskData fields, or a TaskData) becomes one trace; inside
+    TaskData fields, a TaskData or the official client's, or a string: the
+    trace's name) becomes one trace; inside
     :func:`~infinium_logging.task`, every record the handler accepts becomes a
     step of that task's trace.  Everything else costs one dict lookup and one
     context-variable read.

@@ -19,6 +19,7 @@ not mutate them after logging them: the contract of
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import functools
 import logging
@@ -42,6 +43,7 @@ from .convert import (
     MAX_NAME_LENGTH,
     MAX_PREVIEW_LENGTH,
     _marked_copy,
+    _object_fields,
     json_safe,
     truncate,
 )
@@ -577,6 +579,8 @@ def tagged_payload(  # noqa: PLR0917 - positional: keyword passing costs on this
         if not value:
             return None
         trace = {"name": value}
+    elif _is_dataclass_object(value):
+        trace = _object_fields(value)
     elif value:
         trace = {}
         if fields is not None:
@@ -787,7 +791,15 @@ def tagged_trace(  # noqa: PLR0917 - positional: keyword passing costs on this h
         value = value.__copy__()  # type: ignore[attr-defined]
     elif kind is not str and isinstance(value, Mapping):
         value = dict(value)
+    elif _is_dataclass_object(value):
+        # The official client's TaskData (a dataclass), when migrating from send_task_data:
+        # its fields as they are now, read as a dict of TaskData fields is.
+        value = _object_fields(value)
     return TaggedTrace(value, message, args, timestamp, fields, error, env)
+
+
+def _is_dataclass_object(value: object) -> bool:
+    return dataclasses.is_dataclass(value) and not isinstance(value, type)
 
 
 # --- steps ----------------------------------------------------------------------------------------

@@ -71,7 +71,8 @@ class InfiniumProcessor:
     """A structlog processor that sends traces to Infinium.
 
     An event logged with ``infinium=...`` (``True``, a dict of TaskData fields,
-    or a TaskData) becomes one trace; inside :func:`~infinium_logging.task`,
+    a TaskData or the official client's, or a string: the trace's name)
+    becomes one trace; inside :func:`~infinium_logging.task`,
     every event at or above ``min_level`` becomes a step of that task's trace.
 
     It returns the event dict unchanged except that its own tag key is

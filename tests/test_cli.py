@@ -356,6 +356,22 @@ def test_send_refuses_invalid_input_without_sending(
     assert env.request_count == 0
 
 
+def test_send_says_nothing_was_sent_when_export_is_disabled(
+    env: LocalCollector,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """INFINIUM_DISABLED on: exit 2 saying so (it exited 0, "all sent"), as ``replay`` does."""
+    monkeypatch.setenv("INFINIUM_DISABLED", "true")
+    path = tmp_path / "traces.jsonl"
+    path.write_text(json.dumps(_trace("t")) + "\n")
+    assert main(["send", str(path)]) == 2
+    captured = capsys.readouterr()
+    assert "INFINIUM_DISABLED is on: 1 valid trace(s), nothing was sent" in captured.err
+    assert captured.out == "" and env.request_count == 0
+
+
 def test_send_reports_bad_json_with_its_line(
     env: LocalCollector, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

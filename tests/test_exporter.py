@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from exporters import balanced, make_exporter, trace, wait_until
+from sinks import OFFICIAL_BODY_PART, official_trace
 
 from infinium_logging.collector import LocalCollector
 from infinium_logging.errors import (
@@ -169,6 +170,18 @@ def test_copying_keeps_the_one_exporter(collector: LocalCollector) -> None:
         assert exporter.flush(5)
         assert exporter.stats().sent == 1
     assert [t.task.name for t in collector.traces()] == ["copied"]
+
+
+def test_the_official_clients_task_data_is_submitted_and_sent(collector: LocalCollector) -> None:
+    """``submit`` and ``send`` take the official client's TaskData (a dataclass) as ``to_task``
+    does, with the body the official client sends."""
+    with make_exporter(collector) as exporter:
+        assert exporter.submit(official_trace())
+        assert exporter.send(official_trace()).success
+        assert exporter.flush(5)
+        assert exporter.stats().sent == 1  # send() is not counted: it answers itself
+    bodies = [t.body for t in collector.traces()]
+    assert len(bodies) == 2 and all(OFFICIAL_BODY_PART in body for body in bodies)
 
 
 # --- retries ----------------------------------------------------------------------------------------

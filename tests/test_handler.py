@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from freezegun import freeze_time
-from sinks import ListSink
+from sinks import OFFICIAL_BODY_PART, ListSink, official_trace
 
 from infinium_logging import _default
 from infinium_logging._capture import capture_tasks
@@ -91,6 +91,20 @@ def test_tagged_records_of_every_kind_reach_the_collector(
     assert environment is not None
     assert environment.framework == "logging"
     assert environment.custom_tags == {"logger": logger.name}
+
+
+def test_the_official_clients_task_data_as_a_tag_is_that_trace(
+    collector_env: LocalCollector, logger: logging.Logger
+) -> None:
+    """Migrating ``send_task_data(task)`` to ``extra={"infinium": task}`` with the official
+    client's TaskData (a dataclass): its fields are the trace, not the log message."""
+    handler = _attach(logger, InfiniumHandler())
+    logger.info("processed", extra={"infinium": official_trace()})
+    handler.flush()
+    assert collector_env.wait_for(1, timeout=10)
+    (received,) = collector_env.traces()
+    assert received.task.name == "Classify ticket"
+    assert OFFICIAL_BODY_PART in received.body
 
 
 def test_task_with_odd_fields_reaches_the_collector(

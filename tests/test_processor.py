@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import structlog
 from freezegun import freeze_time
-from sinks import ListSink
+from sinks import OFFICIAL_BODY_PART, ListSink, official_trace
 from structlog.contextvars import bind_contextvars, clear_contextvars, merge_contextvars
 from structlog.processors import (
     EventRenamer,
@@ -32,7 +32,7 @@ from infinium_logging import _default
 from infinium_logging._capture import capture_tasks
 from infinium_logging.collector import LocalCollector
 from infinium_logging.handler import InfiniumHandler
-from infinium_logging.model import TaskData
+from infinium_logging.model import TaskData, encode_task
 from infinium_logging.processor import InfiniumProcessor
 from infinium_logging.tasks import task
 from infinium_logging.testing import TEST_AGENT_ID, TEST_AGENT_SECRET
@@ -365,6 +365,15 @@ def test_after_event_renamer_the_message_is_still_the_description(sink: ListSink
     assert names == ["Renamed trace", "Renamed steps"] * 2
     for trace in sink.tasks[1::2]:
         assert [s.description for s in trace.steps or ()] == ["a step"]
+
+
+def test_the_official_clients_task_data_as_a_tag_is_that_trace(sink: ListSink) -> None:
+    """The official client's TaskData (a dataclass) under the tag: its fields are the trace."""
+    log = chain(InfiniumProcessor(exporter=sink), to_kwargs)
+    assert returned(log.info("processed", infinium=official_trace())) == {"event": "processed"}
+    (trace,) = sink.tasks
+    assert trace.name == "Classify ticket" and trace.output_summary == "billing"
+    assert OFFICIAL_BODY_PART in encode_task(trace)
 
 
 def test_disabled_only_removes_the_tag(monkeypatch: pytest.MonkeyPatch, sink: ListSink) -> None:
