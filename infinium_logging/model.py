@@ -265,8 +265,8 @@ class Sales(_Model):
 
     lead_source: str | None = None
     sales_stage: str | None = None
-    deal_value: float | None = None
-    conversion_rate: float | None = None
+    deal_value: int | float | None = None
+    conversion_rate: int | float | None = None
     sales_notes: str | None = None
 
 
@@ -315,7 +315,7 @@ class Project(_Model):
     project_status: str | None = None
     milestone_achieved: str | None = None
     task_priority: str | None = None
-    resource_utilization: float | None = None
+    resource_utilization: int | float | None = None
     risk_assessment: str | None = None
     blockers: list[str] | None = None
 
@@ -327,7 +327,7 @@ class Development(_Model):
     framework_used: str | None = None
     bugs_found: int | None = None
     bugs_fixed: int | None = None
-    test_coverage: float | None = None
+    test_coverage: int | float | None = None
     performance_metrics: str | dict[str, Any] | None = None
     deployment_status: str | None = None
     technical_debt: str | None = None
@@ -390,7 +390,7 @@ class LlmCall(_Model):
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     latency_ms: int | None = None
-    temperature: float | None = None
+    temperature: int | float | None = None
     purpose: str | None = None
 
 
@@ -453,7 +453,7 @@ class LlmUsage(_Model):
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     total_tokens: int | None = None
-    estimated_cost_usd: float | None = None
+    estimated_cost_usd: int | float | None = None
     api_calls_count: int | None = None
     total_latency_ms: int | None = None
     calls: list[LlmCall] | None = None

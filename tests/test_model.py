@@ -277,6 +277,36 @@ def test_the_free_form_marking_written_out_for_steps_matches_model_rules() -> No
     assert EnvironmentContext._objects == ()
 
 
+def test_whole_numbers_in_float_fields_stay_whole_as_the_official_client_writes_them() -> None:
+    """``temperature=0``, ``deal_value=5000``: the official client writes ``0`` and ``5000``;
+    read by to_task (strict or lenient) or from the wire they stay so (they became ``0.0``).
+    ``duration`` is the exception: always a float (the official ``send_task`` makes it one)."""
+    fields = {
+        "name": "n",
+        "description": "d",
+        "current_datetime": "2026-11-22T08:51:00.000000Z",
+        "duration": 3,
+        "steps": [
+            {
+                "step_number": 1,
+                "action": "a",
+                "description": "d",
+                "llm_call": {"model": "m", "temperature": 0},
+            }
+        ],
+        "sections": {"sales": {"deal_value": 5000, "conversion_rate": 12345678901234567890}},
+    }
+    expected = (
+        b'"duration":3.0,"steps":[{"step_number":1,"action":"a","description":"d",'
+        b'"llm_call":{"model":"m","temperature":0}}],'
+        b'"sections":{"sales":{"deal_value":5000,"conversion_rate":12345678901234567890}}}'
+    )
+    for strict in (True, False):
+        body = encode_task(to_task(fields, strict=strict))
+        assert body.endswith(expected)
+        assert encode_task(decode_task(body)) == body
+
+
 def test_exponent_float_in_duration() -> None:
     """A tiny duration is written in exponent form like json.dumps does."""
     task = TaskData("t", "d", "2026-11-22T08:51:00.000000Z", 5e-05)
@@ -327,6 +357,8 @@ _text_base = st.text(max_size=8)
 _opt_text = st.none() | _text
 _small_int = st.integers(min_value=0, max_value=10**6)
 _float = st.floats(min_value=-1e18, max_value=1e18, allow_nan=False, allow_infinity=False)
+#: What a float field is given: the official client writes a whole number as given (``0``).
+_number = _float | st.integers(min_value=-(10**20), max_value=10**20)
 #: Free-form values as JSON carries them, floats of every magnitude included (json.dumps
 #: writes 1e+20 and 2.5e-05 where msgspec alone writes 1e20 and 0.000025).
 _free_value = st.recursive(
@@ -353,7 +385,7 @@ _llm_call = st.builds(
     prompt_tokens=st.none() | _small_int,
     completion_tokens=st.none() | _small_int,
     latency_ms=st.none() | _small_int,
-    temperature=st.none() | _float,
+    temperature=st.none() | _number,
     purpose=_opt_text,
 )
 _step = st.builds(
@@ -391,7 +423,7 @@ _task = st.builds(
         errors_encountered=st.none() | st.lists(_error, max_size=2),
         tags=st.none() | st.lists(_text, max_size=2),
     ),
-    sales=st.none() | st.builds(Sales, deal_value=st.none() | _float),
+    sales=st.none() | st.builds(Sales, deal_value=st.none() | _number),
     development=st.none()
     | st.builds(
         Development,
@@ -401,7 +433,7 @@ _task = st.builds(
     | st.builds(
         LlmUsage,
         model=_opt_text,
-        estimated_cost_usd=st.none() | _float,
+        estimated_cost_usd=st.none() | _number,
         calls=st.none() | st.lists(_llm_call, max_size=3),
     ),
     input_summary=_opt_text,
