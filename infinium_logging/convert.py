@@ -914,8 +914,9 @@ def fit_task(task: TaskData, max_bytes: int = MAX_BODY_BYTES) -> TaskData:
 
     Shrinks in priority order: step previews and per-step detail first, then
     the middle steps (the first and last are kept, and a marker step says how
-    many were left out), then the tails of ``output_summary`` and
-    ``input_summary``, then any remaining long strings.  ``name``,
+    many were left out), then the summaries' tails (what the platform's judge
+    does not read first; ``input_summary`` before ``output_summary``), then
+    any remaining long strings.  ``name``,
     ``description``, ``current_datetime``, ``duration``, ``expected_outcome``
     and ``errors`` are never dropped (the errors' long strings are cut last).
     A shrunk trace is marked with
@@ -1008,16 +1009,26 @@ def _shrink_middle_steps(task: TaskData, excess: int, cut: list[str]) -> None:
     cut.append(f"{len(dropped)} middle steps")
 
 
+#: What the platform's judge reads of each summary: the unread tails go first, then what is
+#: left, input before output each time (what the agent produced is what is graded).
+_SUMMARY_READ: Final = (("input_summary", 3_000), ("output_summary", 8_000))
+
+
 def _shrink_summaries(task: TaskData, excess: int, cut: list[str]) -> None:
-    for name in ("output_summary", "input_summary"):
-        value: str | None = getattr(task, name)
-        if excess <= 0 or not value:
-            continue
-        encoded = len(_encode(value))
-        keep = max(0, len(value) - int((excess + 64) * len(value) / max(encoded, 1)) - 1)
-        setattr(task, name, truncate(value, max(keep, len(TRUNCATION_MARK) + 1)))
-        excess -= encoded - len(_encode(getattr(task, name)))
-        cut.append(name)
+    for floor in (True, False):
+        for name, read in _SUMMARY_READ:
+            if excess <= 0:
+                return
+            value: str | None = getattr(task, name)
+            keep_at_least = read if floor else len(TRUNCATION_MARK) + 1
+            if not value or len(value) <= keep_at_least:
+                continue
+            encoded = len(_encode(value))
+            keep = len(value) - int((excess + 64) * len(value) / max(encoded, 1)) - 1
+            setattr(task, name, truncate(value, max(keep, keep_at_least)))
+            excess -= encoded - len(_encode(getattr(task, name)))
+            if name not in cut:
+                cut.append(name)
 
 
 def _shrink_strings(task: TaskData, max_bytes: int, cut: list[str]) -> None:

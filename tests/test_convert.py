@@ -612,13 +612,28 @@ def test_fit_task_drops_middle_steps_keeping_first_and_last() -> None:
 
 
 def test_fit_task_cuts_summary_tails_when_needed() -> None:
-    """With few steps, output_summary then input_summary lose their tails."""
+    """With few steps, the summaries lose their tails: first what the platform's judge does not
+    read (past 3,000 characters of input_summary, 8,000 of output_summary), then the rest."""
     task = _big_task(2, 10)
     task.output_summary = "o" * 2_000_000
     fitted = fit_task(task)
     assert len(encode_task(fitted)) <= MAX_BODY_BYTES
     assert fitted.output_summary is not None and fitted.output_summary.endswith(TRUNCATION_MARK)
-    assert fitted.input_summary == task.input_summary
+    assert len(fitted.output_summary) > 900_000
+    assert fitted.input_summary is not None and len(fitted.input_summary) == 3_000
+    assert task.input_summary is not None
+    assert fitted.input_summary.startswith(task.input_summary[:2_000])
+
+
+def test_fit_task_keeps_the_graded_answer_over_a_huge_input() -> None:
+    """A huge retrieved context and a modest answer: the answer is kept whole."""
+    answer = "Refund issued for order #1234; customer notified. " * 100
+    task = TaskData("n", "d", NOW, 1.0, input_summary="context " * 200_000, output_summary=answer)
+    fitted = fit_task(task)
+    assert len(encode_task(fitted)) <= MAX_BODY_BYTES
+    assert fitted.output_summary == answer
+    assert fitted.environment is not None and fitted.environment.custom_tags is not None
+    assert fitted.environment.custom_tags["truncated_fields"] == "input_summary"
     alone = fit_task(TaskData("n", "d", NOW, 1.0, output_summary="o" * 2_000_000))
     assert alone.environment is not None and alone.environment.custom_tags is not None
     assert alone.environment.custom_tags["truncated_fields"] == "output_summary"
