@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+from ._logsetup import setup_logging
 from ._version import __version__
 from .errors import ConfigurationError
 
@@ -440,6 +441,9 @@ class Settings:
         """
         env = os.environ if environ is None else environ
         _check_names(overrides)
+        # Before anything is logged, the warnings below included; also when the settings
+        # turn out invalid or disabled, or no exporter is made yet (the default one is lazy).
+        _enable_logging_early(env, overrides)
         _warn_unknown_variables(env)
         values: dict[str, Any] = {}
         for name in _SPECS:
@@ -507,6 +511,28 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
 
 #: Variables already warned about by from_env (once per process: settings are read often).
 _warned_variables: set[str] = set()
+
+
+def _enable_logging_early(environ: Mapping[str, str], overrides: Mapping[str, Any]) -> None:
+    """``setup_logging`` when ``enable_logging`` is on, read as the settings will read it (a
+    bad value does nothing here: building the settings reports it)."""
+    value = overrides.get("enable_logging")
+    if value is None:
+        value = environ.get(ENV_PREFIX + "ENABLE_LOGGING", "").strip() or None
+    if isinstance(value, str):
+        try:
+            value = _parse_bool_or_raise(value.strip())
+        except Exception:
+            return
+    if value is not True:
+        return
+    level = overrides.get("log_level")
+    if level is None:
+        level = environ.get(ENV_PREFIX + "LOG_LEVEL", "").strip() or "INFO"
+    try:
+        setup_logging(level)
+    except (ValueError, AttributeError):
+        setup_logging("INFO")
 
 
 def _warn_unknown_variables(environ: Mapping[str, str]) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 import infinium_logging
-from infinium_logging import errors
+from infinium_logging import errors, settings
 from infinium_logging._logsetup import LOGGER_NAME, setup_logging
 
 
@@ -48,6 +48,29 @@ def test_setup_logging_sends_only_our_lines_to_stderr(
     setup_logging("ERROR")
     logging.getLogger("infinium_logging").warning("quiet now")
     assert "quiet now" not in capsys.readouterr().err
+
+
+def test_enable_logging_takes_effect_when_the_environment_is_read(
+    clean_logger: logging.Logger,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``INFINIUM_ENABLE_LOGGING=true`` is ``setup_logging()`` as soon as the settings are
+    read (a handler relying on the lazy default exporter, disabled export, a misspelt
+    variable's warning), not only once an exporter is made."""
+    monkeypatch.setattr(settings, "_warned_variables", set())
+    environ = {
+        "INFINIUM_ENABLE_LOGGING": "true",
+        "INFINIUM_LOG_LEVEL": "warning",
+        "INFINIUM_DISABLED": "true",
+        "INFINIUM_TIMEOUTT": "3",
+    }
+    settings.Settings.from_env({**environ, "INFINIUM_ENABLE_LOGGING": "false"})
+    assert capsys.readouterr().err == ""  # off: the warning went to the NullHandler only
+    monkeypatch.setattr(settings, "_warned_variables", set())
+    assert settings.Settings.from_env(environ).disabled
+    assert "did you mean INFINIUM_TIMEOUT?" in capsys.readouterr().err
+    assert clean_logger.level == logging.WARNING
 
 
 def test_setup_logging_rejects_unknown_level() -> None:
