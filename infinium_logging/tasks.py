@@ -387,7 +387,8 @@ class _TaskState:
         trace = TaskTrace(self, elapsed)
         sink = self._resolve_sink()
         try:
-            _default.deliver(sink, trace)
+            if sink is None or not self._disabled_for(sink):
+                _default.deliver(sink, trace)
         except Exception as error:
             _default.warn_once(
                 "task-export", "infinium_logging: a task's trace could not be exported: %r", error
@@ -396,6 +397,20 @@ class _TaskState:
         if parent is not None:
             outcome = "abandoned" if abandoned else ("error" if failure is not None else "success")
             self._report_to(parent, elapsed, outcome, failure, failure_key)
+
+    def _disabled_for(self, sink: TaskSink) -> bool:
+        """Whether ``INFINIUM_DISABLED`` keeps this trace from a sink of the caller's own, as
+        it keeps a handler or processor sending there from recording (an Exporter says so
+        itself, from its own settings; a capture takes everything)."""
+        if _default._capture is not None or type(sink) in _default._PENDING_SINKS:
+            return False
+        options = self.options if self.bound else None
+        if options is None:
+            try:
+                options = _default.options_for(sink, {})
+            except Exception:  # bad settings are reported where they are configured
+                return False
+        return options.disabled
 
     def _resolve_sink(self) -> TaskSink | None:
         state: _TaskState | None = self

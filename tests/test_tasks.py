@@ -337,6 +337,33 @@ def test_task_without_events_uses_its_exporter(sink: ListSink) -> None:
     assert _only(sink).steps is None
 
 
+def test_disabled_export_keeps_a_task_from_its_own_sink_too(
+    monkeypatch: pytest.MonkeyPatch, log: logging.Logger, sink: ListSink
+) -> None:
+    """INFINIUM_DISABLED=true: the handler sending to a sink of the caller's own records
+    nothing, and a task sending there is not sent either (it was, without its steps); a
+    capture still gets it whole."""
+    monkeypatch.setenv("INFINIUM_DISABLED", "true")
+    quiet = logging.getLogger(f"tests.tasks.disabled.{uuid.uuid4().hex}")
+    quiet.setLevel(logging.INFO)
+    quiet.propagate = False
+    handler = InfiniumHandler(exporter=sink)
+    quiet.addHandler(handler)
+    try:
+        with task("Off", exporter=sink):
+            quiet.info("a step")
+        with task("Off too", exporter=sink):
+            pass
+        assert sink.tasks == []
+        with capture_tasks() as captured, task("Captured", exporter=sink):
+            quiet.info("a step")
+    finally:
+        quiet.removeHandler(handler)
+        handler.close()
+    assert [(t.name, len(t.steps or ())) for t in captured] == [("Captured", 1)]
+    assert sink.tasks == []
+
+
 def test_task_without_events_is_captured() -> None:
     """With no handler and no exporter, the default route (here a capture) gets the trace."""
     with capture_tasks() as tasks, task("quiet"):
