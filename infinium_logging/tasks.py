@@ -351,10 +351,13 @@ class _TaskState:
         self,
         exc: BaseException | None,
         *,
-        abandoned: bool = False,
+        abandoned: str = "",
         end_mono: float | None = None,
     ) -> None:
-        """End the task: build its trace, hand it over once, and report it to the parent task."""
+        """End the task: build its trace, hand it over once, and report it to the parent task.
+
+        ``abandoned`` says why a task that was never exited ends (its TaskAbandoned error).
+        """
         if end_mono is None:
             end_mono = _monotonic()
         with self.lock:
@@ -377,7 +380,7 @@ class _TaskState:
         elif abandoned:
             failure = {
                 "error_type": "TaskAbandoned",
-                "message": "the task was garbage-collected without ending",
+                "message": abandoned,
                 "recoverable": False,
             }
             self.errors.append(failure)
@@ -598,7 +601,8 @@ def drain_deferred() -> None:
         except IndexError:  # another thread took the last one
             return
         try:
-            state.finish(exc, abandoned=exc is None, end_mono=end)
+            reason = "" if exc is not None else "the task was garbage-collected without ending"
+            state.finish(exc, abandoned=reason, end_mono=end)
         except Exception as error:
             _default.warn_once("task-finish", "infinium_logging: task failed to finish: %r", error)
 
@@ -610,7 +614,7 @@ def _end_open_tasks_at_exit() -> None:
     for ref in reversed(list(open_tasks.values())):
         state = ref()
         if state is not None and not state.finished:
-            state.finish(None, abandoned=True)
+            state.finish(None, abandoned="the task was still open when the process exited")
 
 
 before_exit.append(_end_open_tasks_at_exit)

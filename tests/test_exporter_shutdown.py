@@ -219,6 +219,9 @@ def test_a_task_never_exited_is_sent_at_exit_as_abandoned(
     assert [s.description for s in outer.steps or []][:1] == ["in it"]
     assert [s.action for s in outer.steps or []][1:] == ["subtask"]
     assert {e.error_type for e in outer.errors or []} == {"TaskAbandoned"}
+    assert {e.message for e in outer.errors or []} == {
+        "the task was still open when the process exited"
+    }
     assert [s.description for s in traces["inner"].steps or []] == ["deeper"]
 
 

@@ -1030,6 +1030,7 @@ def test_abandoned_task_is_exported_when_collected(sink: ListSink) -> None:
     assert names == ["forgotten", "next"]
     (error,) = sink.tasks[0].errors or []
     assert (error.error_type, error.recoverable) == ("TaskAbandoned", False)
+    assert error.message == "the task was garbage-collected without ending"
 
 
 def test_abandoned_generator(log: logging.Logger, sink: ListSink) -> None:
