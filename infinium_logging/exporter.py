@@ -68,7 +68,7 @@ DROP_REASONS: Final = (
     "disabled",  # submitted while INFINIUM_DISABLED is on
     "spool_full",  # evicted from the spool past spool_max_bytes before it could be delivered
 )
-#: Reasons that mean a delivery was attempted and failed (the others are never sent at all).
+#: Reasons counted in ``ExporterStats.failed``: lost for good other than by the buffer or shutdown.
 _FAILURE_REASONS: Final = ("rejected", "auth", "retries_exhausted", "max_elapsed", "invalid")
 #: ``send_batch`` takes at most this many traces (the platform's documented limit).
 MAX_BATCH_SIZE: Final = 100
@@ -204,7 +204,9 @@ class ExporterStats(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def failed(self) -> int:
-        """Traces whose delivery was attempted and failed for good."""
+        """Traces lost for good other than by the buffer or shutdown: refused by the platform
+        (``rejected``, ``auth``), out of retries (``retries_exhausted``, ``max_elapsed``), or
+        unreadable (``invalid``, which also counts what ``submit`` refused as no trace)."""
         return sum(self.dropped[reason] for reason in _FAILURE_REASONS)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import importlib.metadata
 import logging
 import threading
 import time
@@ -89,6 +91,16 @@ def _identity(record: logging.LogRecord) -> object:
         return object()  # never equal to anything: duplicates go unnoticed, nothing is lost
 
 
+@functools.cache
+def _structlog_version() -> str | None:
+    """structlog's version, for traces of bridged structlog events (read from its metadata:
+    this module does not import structlog)."""
+    try:
+        return importlib.metadata.version("structlog")
+    except Exception:  # not installed, or an unusual installation: the version is optional
+        return None
+
+
 class InfiniumHandler(logging.Handler):
     """Sends traces to Infinium from stdlib logging.
 
@@ -162,7 +174,7 @@ class InfiniumHandler(logging.Handler):
         self._env_options: Options | None = None
         # Rebuilt when the options object changes (the default exporter reconfigured).
         self._recorder = Recorder(self._sink, Options(), "logging")
-        self._bridged_recorder = Recorder(self._sink, Options(), "structlog")
+        self._bridged_recorder = Recorder(self._sink, Options(), "structlog", _structlog_version())
         self._env_cache: dict[str, dict[str, Any]] = {}
 
     def __repr__(self) -> str:
@@ -223,7 +235,8 @@ class InfiniumHandler(logging.Handler):
         if env is None:
             if len(self._env_cache) >= 1024:
                 self._env_cache = {}
-            env = self._env_cache[key] = environment(framework, name, options.tags)
+            version = _structlog_version() if framework == "structlog" else None
+            env = self._env_cache[key] = environment(framework, name, options.tags, version)
         return env
 
     def _emit(self, record: logging.LogRecord) -> None:
@@ -399,7 +412,9 @@ class InfiniumHandler(logging.Handler):
                 return  # the structlog processor already recorded this event
         recorder = self._bridged_recorder
         if recorder.options is not options:
-            recorder = self._bridged_recorder = Recorder(self._sink, options, "structlog")
+            recorder = self._bridged_recorder = Recorder(
+                self._sink, options, "structlog", _structlog_version()
+            )
         source = event.copy()
         for key, item in extras:
             source.setdefault(key, item)

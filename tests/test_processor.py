@@ -520,6 +520,9 @@ def test_bridge_with_the_handler_alone(stdlib_logger: logging.Logger) -> None:
     assert (tagged.name, tagged.output_summary) == ("Classified ticket", "billing")
     assert tagged.environment is not None
     assert tagged.environment.framework == "structlog"
+    assert tagged.environment.framework_version == importlib.metadata.version("structlog")
+    assert answer.environment is not None
+    assert answer.environment.framework_version == tagged.environment.framework_version
     steps = answer.steps or []
     assert [(s.action, s.metadata) for s in steps] == [
         ("tool_use", {"request_id": "r-1"}),
