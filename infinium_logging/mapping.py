@@ -204,7 +204,8 @@ def event_timestamp(value: object) -> float | str:
 def event_time(value: object) -> float:
     """The POSIX time of a structlog ``timestamp`` value, or now when it cannot be read.
 
-    Accepts what ``TimeStamper`` produces: epoch numbers (``fmt=None``), ISO 8601
+    Accepts what ``TimeStamper`` produces: epoch numbers (``fmt=None``, or as text with
+    ``fmt="%s"``), ISO 8601
     strings with ``Z`` or an offset, and strings without one, which are taken as
     UTC (``TimeStamper``'s default is ``utc=True``).
     """
@@ -214,6 +215,10 @@ def event_time(value: object) -> float:
             return number
     elif isinstance(value, str):
         text = value.strip()
+        if text[:1].isdigit() and text.replace(".", "", 1).isdigit():
+            # TimeStamper(fmt="%s") writes the epoch seconds as text.
+            number = float(text)
+            return number if math.isfinite(number) and number > 0 else time.time()
         if text[-1:] in ("Z", "z"):
             text = text[:-1] + "+00:00"
         try:

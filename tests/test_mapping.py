@@ -79,6 +79,8 @@ def test_iso_timestamp_edges(timestamp: float) -> None:
         ("2026-02-03 04:05:06", "2026-02-03T04:05:06.000000Z"),  # no zone: UTC, as TimeStamper
         (1_770_091_506.5, "2026-02-03T04:05:06.500000Z"),
         (dt.datetime(2026, 2, 3, 4, 5, 6, tzinfo=dt.timezone.utc), "2026-02-03T04:05:06.000000Z"),
+        ("1770091506", "2026-02-03T04:05:06.000000Z"),  # TimeStamper(fmt="%s")
+        ("1770091506.5", "2026-02-03T04:05:06.500000Z"),
         ("yesterday-ish", "2026-03-01T12:00:00.000000Z"),  # unreadable: now
         (None, "2026-03-01T12:00:00.000000Z"),
         (float("nan"), "2026-03-01T12:00:00.000000Z"),
