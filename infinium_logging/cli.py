@@ -169,8 +169,14 @@ def _print_banner(collector: LocalCollector, args: argparse.Namespace) -> None:
     agent_id = args.agent_id or str(uuid.uuid4())
     secret = args.agent_secret or OPEN_SECRET
     where = "memory only" if args.db == MEMORY else os.path.abspath(args.db)
-    is_open = args.agent_id is None and args.agent_secret is None
-    mode = "any credentials" if is_open else "only the credentials below"
+    if args.agent_id is None and args.agent_secret is None:
+        mode = "any credentials"
+    elif args.agent_id is None:
+        mode = "any agent id with the secret below"
+    elif args.agent_secret is None:
+        mode = "only the agent id below, with any secret"
+    else:
+        mode = "only the credentials below"
     _say(
         f"Infinium local collector listening on {collector.base_url}\n"
         f"Traces are stored in {where}; accepting {mode}.\n"

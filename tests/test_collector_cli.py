@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib.metadata
 import json
 import re
@@ -19,7 +20,7 @@ import msgspec
 import pytest
 import urllib3
 
-from infinium_logging.cli import OPEN_SECRET, main
+from infinium_logging.cli import OPEN_SECRET, _print_banner, main
 from infinium_logging.collector import LocalCollector
 from infinium_logging.model import ExecutionStep, LlmCall, LlmUsage, TaskData, encode_task
 
@@ -160,6 +161,25 @@ def test_serve_with_credentials_accepts_only_them_and_stops_on_ctrl_c(tmp_path: 
     assert code == 0
     assert "Stopped; 1 traces received." in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("agent_id", "secret", "says"),
+    [
+        (None, None, "accepting any credentials"),
+        (None, "a-secret-123", "accepting any agent id with the secret below"),
+        (AGENT, None, "accepting only the agent id below, with any secret"),
+        (AGENT, "a-secret-123", "accepting only the credentials below"),
+    ],
+)
+def test_serve_banner_says_which_credentials_it_accepts(
+    agent_id: str | None, secret: str | None, says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The banner says what the collector checks: only a secret given checks no agent id."""
+    with LocalCollector(agent_id=agent_id, agent_secret=secret) as collector:
+        args = argparse.Namespace(agent_id=agent_id, agent_secret=secret, db=":memory:")
+        _print_banner(collector, args)
+    assert says in capsys.readouterr().out
 
 
 def test_serve_serves_the_prompts_file(tmp_path: Path) -> None:
