@@ -406,7 +406,10 @@ class Exporter:
     def _init_state(self) -> None:
         """Fresh locks, an empty buffer and zero counts (at construction and in a forked child)."""
         settings = self._settings
-        self._lock = threading.Lock()
+        # Reentrant, as logging's handler locks are: code this thread runs while holding it
+        # (a __del__ run by the garbage collector, a signal handler) may log, and submit.
+        self._lock = threading.RLock()
+        self._lock_owned: Callable[[], bool] = self._lock._is_owned  # type: ignore[attr-defined]
         # Sender threads wait on _work for traces; flush/shutdown wait on _settled_cond.
         self._work = threading.Condition(self._lock)
         self._settled_cond = threading.Condition(self._lock)
@@ -572,14 +575,13 @@ class Exporter:
                         return self._admit()
                     return True
                 task = _as_trace(task)
-                lock = self._lock
-                lock.acquire()
-                try:
+                if self._lock_owned():  # re-entered: see _admit
+                    self._inbox.append(task)
+                    return True
+                with self._lock:
                     self._inbox.append(task)  # behind the traces waiting there
                     accepted = self._admit_locked()
                     started = self._started
-                finally:
-                    lock.release()
                 if not started:
                     self._start_workers()
                 return accepted
@@ -611,10 +613,9 @@ class Exporter:
                 if size < 0:
                     reason = "invalid"
             park = False
-            lock = self._lock
-            # acquire/release rather than ``with``: half the cost, on every trace logged.
-            lock.acquire()
-            try:
+            # ``with``, not acquire() then try: an exception raised by a signal handler
+            # between the two (sys.exit on SIGTERM) would leave the lock held, and exit hung.
+            with self._lock:
                 self._submitted += 1
                 if self._closed:
                     reason = "closed"
@@ -639,8 +640,6 @@ class Exporter:
                     if self._idle:
                         self._work.notify()
                 started = self._started
-            finally:
-                lock.release()
             if ref is not None and (reason or park):
                 kept = self._refused_with_record(ref, park)
                 if not kept or started:
@@ -664,6 +663,11 @@ class Exporter:
         """
         limit = self._settings.shutdown_timeout if timeout is None else max(0.0, timeout)
         deadline = time.monotonic() + limit
+        with self._lock:
+            self._admit_locked()
+            idle = not self._started and bool(self._queue)
+        if idle:  # traces left in the inbox by a submit that could not admit them (see _admit)
+            self._start_workers()
         with self._lock:
             self._admit_locked()
             target = self._seq
@@ -882,6 +886,12 @@ class Exporter:
     def _admit(self) -> bool:
         """Admit what waits in the inbox and start the senders if they are not running yet;
         whether the last trace was accepted."""
+        if self._lock_owned():
+            # Logged from code this thread ran while holding the lock (a __del__ run by the
+            # garbage collector, a signal handler): admitting now would deadlock, or corrupt
+            # the admission under way.  The trace waits in the inbox; the admission under way
+            # (its loop runs until the inbox is empty) or the next one takes it.
+            return True
         with self._lock:
             accepted = self._admit_locked()
             started = self._started

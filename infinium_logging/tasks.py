@@ -38,6 +38,7 @@ import collections
 import contextvars
 import functools
 import inspect
+import os
 import sys
 import threading
 import time
@@ -219,7 +220,9 @@ class _TaskState:
         #: max_steps once known (binding fixes it); 0 until then sends every step through add().
         self.limit = max_steps or 0
         self.parent = parent
-        self.lock = threading.Lock()
+        # Reentrant, as logging's handler locks are: a __del__ run by the garbage collector
+        # or a signal handler may log into the task while this thread holds it.
+        self.lock = threading.RLock()
         #: The steps, as captured: raw events, or steps already built (a nested task's).
         self.events: list[RawEvent | dict[str, Any]] = []
         self.errors: list[dict[str, Any]] = []
@@ -318,10 +321,9 @@ class _TaskState:
                     self.last_event = ident
                 events.append(event)
                 return True
-        # acquire/release rather than ``with``: half the cost.
-        lock = self.lock
-        lock.acquire()
-        try:
+        # ``with``, not acquire() then try: an exception raised by a signal handler between
+        # the two (sys.exit on SIGTERM) would leave the lock held, and the task's exit hung.
+        with self.lock:
             if self.finished:
                 return False
             if ident is not None:
@@ -341,8 +343,6 @@ class _TaskState:
                 events.append(event)  # the common case, inline
             else:
                 self.add(event, error)
-        finally:
-            lock.release()
         return True
 
     # --- finishing ---------------------------------------------------------------------------
@@ -618,6 +618,19 @@ def _end_open_tasks_at_exit() -> None:
 
 
 before_exit.append(_end_open_tasks_at_exit)
+
+
+def _after_fork_in_child() -> None:
+    # A task's lock held by another thread at fork() would stay held forever in the child,
+    # where code inherited inside the task still logs into it.
+    for ref in list(open_tasks.values()):
+        state = ref()
+        if state is not None:
+            state.lock = threading.RLock()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _fallback_options() -> Options:

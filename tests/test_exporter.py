@@ -25,6 +25,7 @@ from infinium_logging.errors import (
     ValidationError,
 )
 from infinium_logging.exporter import DROP_REASONS, Exporter, ExporterStats, _DropWarner, in_export
+from infinium_logging.handler import InfiniumHandler
 from infinium_logging.mapping import PendingTrace, tagged_trace
 from infinium_logging.model import MAX_BODY_BYTES, ApiResponse, ExecutionStep, TaskData
 from infinium_logging.processor import InfiniumProcessor
@@ -182,6 +183,37 @@ def test_the_official_clients_task_data_is_submitted_and_sent(collector: LocalCo
         assert exporter.stats().sent == 1  # send() is not counted: it answers itself
     bodies = [t.body for t in collector.traces()]
     assert len(bodies) == 2 and all(OFFICIAL_BODY_PART in body for body in bodies)
+
+
+def test_logging_from_code_run_under_the_exporters_lock_neither_blocks_nor_loses(
+    collector: LocalCollector,
+) -> None:
+    """A __del__ run by the garbage collector (or a signal handler) while this thread holds
+    the exporter's lock may log: submitting then must not wait for the lock (it would wait
+    forever); the traces are admitted afterwards and delivered."""
+    with make_exporter(collector) as exporter:
+        logger = logging.getLogger(f"tests.exporter.reentrant.{id(exporter)}")
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+        handler = InfiniumHandler(exporter=exporter)
+        logger.addHandler(handler)
+
+        def log_under_the_lock() -> None:
+            with exporter._lock:  # as the collector's finalizer would run, mid-admission
+                for n in range(40):  # more than a batch: admission is attempted
+                    logger.info("leaked %d", n, extra={"infinium": True})
+                exporter.submit(trace("submitted under the lock"))
+
+        worker = threading.Thread(target=log_under_the_lock, daemon=True)
+        worker.start()
+        worker.join(5)
+        try:
+            assert not worker.is_alive(), "submitting under the exporter's lock blocked"
+            assert exporter.flush(10)
+            assert exporter.stats().sent == 41
+        finally:
+            logger.removeHandler(handler)
+            handler.close()
 
 
 # --- retries ----------------------------------------------------------------------------------------

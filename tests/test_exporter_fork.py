@@ -183,3 +183,51 @@ def test_multiprocessing_fork_children_deliver_everything_exactly_once(
     expected += [f"mp{n}-{i}" for n in range(3) for i in range(20)]
     names = sorted(t.task.name for t in infinium_collector.traces())
     assert names == sorted(expected)
+
+
+def test_a_child_logs_into_a_task_whose_lock_a_parent_thread_held_at_fork() -> None:
+    """A task entered before the fork, its lock held by another thread of the parent at that
+    moment: the child's events inside the inherited task neither block nor are lost."""
+    import logging  # noqa: PLC0415
+
+    from sinks import ListSink  # noqa: PLC0415 - the tests' own helper
+
+    from infinium_logging.handler import InfiniumHandler  # noqa: PLC0415
+    from infinium_logging.tasks import current_task, task  # noqa: PLC0415
+
+    sink = ListSink()
+    logger = logging.getLogger("tests.fork.tasklock")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    handler = InfiniumHandler(exporter=sink)
+    logger.addHandler(handler)
+    held, release = threading.Event(), threading.Event()
+    try:
+        with task("inherited", exporter=sink):
+            state = current_task()._state  # type: ignore[union-attr]
+
+            def hold() -> None:
+                with state.lock:
+                    held.set()
+                    release.wait(10)
+
+            holder = threading.Thread(target=hold)
+            holder.start()
+            held.wait(5)
+
+            def child() -> dict[str, Any]:
+                try:
+                    raise ValueError("in the child")
+                except ValueError:
+                    logger.exception("child step")  # an error: recorded under the lock
+                return {"steps": len(state.events), "errors": len(state.errors)}
+
+            try:
+                report = fork_and_report(child, timeout=10)
+            finally:
+                release.set()
+                holder.join()
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    assert report == {"steps": 1, "errors": 1}

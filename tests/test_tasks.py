@@ -364,6 +364,26 @@ def test_disabled_export_keeps_a_task_from_its_own_sink_too(
     assert sink.tasks == []
 
 
+def test_logging_into_a_task_from_code_run_under_its_lock(
+    log: logging.Logger, sink: ListSink
+) -> None:
+    """A __del__ run by the garbage collector (or a signal handler) while this thread holds
+    the task's lock may log an error into it: no deadlock, and the event is a step."""
+    done = threading.Event()
+
+    def run() -> None:
+        with task("locked", exporter=sink) as t:
+            with t._state.lock:
+                log.error("logged under the lock")
+            log.info("after")
+        done.set()
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    assert done.wait(5), "logging under the task's lock blocked"
+    assert [s.description for s in _only(sink).steps or ()] == ["logged under the lock", "after"]
+
+
 def test_task_without_events_is_captured() -> None:
     """With no handler and no exporter, the default route (here a capture) gets the trace."""
     with capture_tasks() as tasks, task("quiet"):
