@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import encodings.idna  # noqa: F401
+import http.client
+
 # urllib3 encodes host names with the "idna" codec, which Python imports lazily on first use.
 # Imported here, before any sender thread exists: a fork that happened while a thread was in
 # the middle of that import would leave its import lock held forever in the child.
-import encodings.idna  # noqa: F401
-import http.client
+import json
 import re
 import threading
 import uuid
@@ -256,7 +258,13 @@ class Transport:
                 # failure to get an answer, which the retry policy can deal with.
                 failure = exc
             else:
-                return _to_response(response.status, response.data, response.headers, context)
+                return _to_response(
+                    response.status,
+                    response.data,
+                    response.headers,
+                    context,
+                    (headers.get("x-agent-key", ""),),
+                )
             # Raised here, outside the except clauses, so that the error does not carry the
             # original as its context: its text may quote a credential (see _network_error).
             raise self._network_error(failure, timeout, headers)
@@ -318,7 +326,13 @@ def redacted(text: str, secrets: Iterable[str]) -> str:
     for secret in secrets:
         if not secret:
             continue
-        for form in (secret, repr(secret)[1:-1], repr(secret.encode("utf-8", "replace"))[2:-1]):
+        forms = (
+            secret,
+            repr(secret)[1:-1],
+            repr(secret.encode("utf-8", "replace"))[2:-1],
+            json.dumps(secret)[1:-1],  # as a JSON body quotes it
+        )
+        for form in forms:
             text = text.replace(form, "***")
     return text
 
@@ -366,8 +380,22 @@ def _server_message(data: dict[str, Any] | None, text: str) -> str:
     return text.strip()
 
 
-def _to_response(status: int, raw: bytes, headers: Mapping[str, str], context: str) -> ApiResponse:
-    """Map one HTTP answer to an ApiResponse (2xx) or raise the typed error for it."""
+def _to_response(
+    status: int,
+    raw: bytes,
+    headers: Mapping[str, str],
+    context: str,
+    secrets: Iterable[str] = (),
+) -> ApiResponse:
+    """Map one HTTP answer to an ApiResponse (2xx) or raise the typed error for it.
+
+    An error's body is masked of ``secrets`` first: a proxy or debug server may quote the
+    request's headers in it, and its text ends up in exceptions, logs and CLI output."""
+    if not 200 <= status < 300 and raw:
+        text = raw.decode("utf-8", "replace")
+        masked = redacted(text, secrets)
+        if masked != text:
+            raw = masked.encode()
     data, text = _decode(raw)
     if 200 <= status < 300:
         message = data.get("message") if data is not None else None

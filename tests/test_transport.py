@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email.utils
 import http.server
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -166,6 +167,27 @@ def test_refused_credentials_name_the_variables_and_hide_the_secret(
     assert "INFINIUM_AGENT_SECRET" in str(caught.value)
     assert "wrong-secret-123" not in str(caught.value)
     assert classify(caught.value) == "auth"
+
+
+@pytest.mark.parametrize("status", [400, 401, 404, 500])
+def test_an_error_body_quoting_the_secret_is_masked(
+    status: int, recorder: _RecordingServer
+) -> None:
+    """A proxy or debug server that quotes the request's headers in its error body: the
+    exception's text and details never carry the secret (as written or JSON-escaped)."""
+    secret = 'se"cret\\-quoted-123'
+    quoted = json.dumps({"message": f"bad request; headers were {{'x-agent-key': '{secret}'}}"})
+    recorder.answer = (status, {"Content-Type": "application/json"}, quoted.encode())
+    client = Transport(_settings(recorder.base_url, agent_secret=secret))
+    try:
+        with pytest.raises(InfiniumError) as caught:
+            client.post_trace(BODY)
+    finally:
+        client.close()
+    shown = f"{caught.value} {caught.value!r} {caught.value.details}"
+    assert "bad request; headers were" in shown and "***" in shown
+    for form in (secret, json.dumps(secret)[1:-1], repr(secret)[1:-1]):
+        assert form not in shown
 
 
 @pytest.mark.parametrize("status", [400, 413, 422])
