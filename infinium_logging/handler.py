@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-import importlib.metadata
 import logging
 import threading
 import time
@@ -35,6 +33,7 @@ from .mapping import (
     is_tag,
     record_fields,
     safe_str,
+    structlog_version,
     tagged_trace,
 )
 from .settings import Settings
@@ -89,16 +88,6 @@ def _identity(record: logging.LogRecord) -> object:
         return weakref.ref(record)
     except TypeError:  # a record factory's class without weak references: a fresh object
         return object()  # never equal to anything: duplicates go unnoticed, nothing is lost
-
-
-@functools.cache
-def _structlog_version() -> str | None:
-    """structlog's version, for traces of bridged structlog events (read from its metadata:
-    this module does not import structlog)."""
-    try:
-        return importlib.metadata.version("structlog")
-    except Exception:  # not installed, or an unusual installation: the version is optional
-        return None
 
 
 class InfiniumHandler(logging.Handler):
@@ -174,7 +163,7 @@ class InfiniumHandler(logging.Handler):
         self._env_options: Options | None = None
         # Rebuilt when the options object changes (the default exporter reconfigured).
         self._recorder = Recorder(self._sink, Options(), "logging")
-        self._bridged_recorder = Recorder(self._sink, Options(), "structlog", _structlog_version())
+        self._bridged_recorder = Recorder(self._sink, Options(), "structlog", structlog_version())
         self._env_cache: dict[str, dict[str, Any]] = {}
 
     def __repr__(self) -> str:
@@ -235,7 +224,7 @@ class InfiniumHandler(logging.Handler):
         if env is None:
             if len(self._env_cache) >= 1024:
                 self._env_cache = {}
-            version = _structlog_version() if framework == "structlog" else None
+            version = structlog_version() if framework == "structlog" else None
             env = self._env_cache[key] = environment(framework, name, options.tags, version)
         return env
 
@@ -413,7 +402,7 @@ class InfiniumHandler(logging.Handler):
         recorder = self._bridged_recorder
         if recorder.options is not options:
             recorder = self._bridged_recorder = Recorder(
-                self._sink, options, "structlog", _structlog_version()
+                self._sink, options, "structlog", structlog_version()
             )
         source = event.copy()
         for key, item in extras:

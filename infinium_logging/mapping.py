@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import functools
+import importlib.metadata
 import logging
 import math
 import platform
@@ -468,6 +469,16 @@ def error_from_rendered(value: object) -> ErrorInfo | None:
 _EnvKey = tuple[str | None, str | None, tuple[tuple[str, str], ...], str | None]
 _env_cache: dict[_EnvKey, dict[str, Any]] = {}
 _ENV_CACHE_MAX: Final = 4096
+
+
+@functools.cache
+def structlog_version() -> str | None:
+    """structlog's version, for the traces of structlog events (from its metadata: the
+    stdlib handler reads bridged events without importing structlog)."""
+    try:
+        return importlib.metadata.version("structlog")
+    except Exception:  # not installed, or an unusual installation: the version is optional
+        return None
 
 
 def environment(

@@ -6,7 +6,6 @@ without it.
 
 from __future__ import annotations
 
-import importlib.metadata
 import logging
 import time
 from typing import Any, Final
@@ -36,6 +35,7 @@ from .mapping import (
     is_tag,
     level_number,
     safe_str,
+    structlog_version,
     tagged_trace,
 )
 from .tasks import Recorder, _current, active_state, bridge, bridge_in_use, open_tasks
@@ -43,14 +43,7 @@ from .tasks import Recorder, _current, active_state, bridge, bridge_in_use, open
 __all__ = ["InfiniumProcessor"]
 
 
-def _structlog_version() -> str | None:
-    try:
-        return importlib.metadata.version("structlog")
-    except Exception:  # an unusual installation: the version is optional
-        return None
-
-
-_STRUCTLOG_VERSION: Final = _structlog_version()
+_STRUCTLOG_VERSION: Final = structlog_version()
 # structlog's call into the wrapped logger: a record made inside it is the event a processor
 # saw (tasks.marked).  Read defensively: a structlog that renamed it gets duplicates, not errors.
 _proxy_code = getattr(getattr(BoundLoggerBase, "_proxy_to_logger", None), "__code__", None)
