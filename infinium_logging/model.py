@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar, Final
 
 import msgspec
@@ -125,39 +126,31 @@ def _mark_free(value: Any, depth: int = 0) -> Any:
         return value if kind is float else float(value)
     if depth >= _MARK_DEPTH:  # encode_task says what is nested past the recursion limit
         return value
+    pairs: Iterable[tuple[Any, Any]]
+    copy: Callable[[Any], Any]
     if isinstance(value, dict):  # an OrderedDict or defaultdict is written as a dict too
-        marked: dict[Any, Any] | None = None
-        for key, item in value.items():
-            kind = type(item)
-            # Text and whole numbers are most of it: no call for them (steps are built by
-            # the thousand on the sender threads).
-            if kind is str or kind is int or kind is bool or item is None:
-                continue
-            if kind is float and "e" not in float.__repr__(item):
-                continue
-            new = _mark_free(item, depth + 1)
-            if new is not item:
-                if marked is None:
-                    marked = dict(value)
-                marked[key] = new
-        return value if marked is None else marked
-    if type(value) is list or type(value) is tuple:
-        items: list[Any] | None = None
-        for index, item in enumerate(value):
-            kind = type(item)
-            if kind is str or kind is int or kind is bool or item is None:
-                continue
-            if kind is float and "e" not in float.__repr__(item):
-                continue
-            new = _mark_free(item, depth + 1)
-            if new is not item:
-                if items is None:
-                    items = list(value)
-                items[index] = new
-        if items is None:
-            return value
-        return items if type(value) is list else tuple(items)
-    return value
+        pairs, copy = value.items(), dict
+    elif type(value) is list or type(value) is tuple:
+        pairs, copy = enumerate(value), list
+    else:
+        return value
+    marked: Any = None
+    for key, item in pairs:
+        kind = type(item)
+        # Text and whole numbers are most of it: no call for them (steps are built by the
+        # thousand on the sender threads).
+        if kind is str or kind is int or kind is bool or item is None:
+            continue
+        if kind is float and "e" not in float.__repr__(item):
+            continue
+        new = _mark_free(item, depth + 1)
+        if new is not item:
+            if marked is None:
+                marked = copy(value)
+            marked[key] = new
+    if marked is None:
+        return value
+    return tuple(marked) if type(value) is tuple else marked
 
 
 #: How deep free-form values are searched for floats to mark: far below the recursion limit
