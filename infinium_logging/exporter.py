@@ -665,12 +665,11 @@ class Exporter:
         deadline = time.monotonic() + limit
         with self._lock:
             self._admit_locked()
+            target = self._seq
             idle = not self._started and bool(self._queue)
         if idle:  # traces left in the inbox by a submit that could not admit them (see _admit)
             self._start_workers()
         with self._lock:
-            self._admit_locked()
-            target = self._seq
             if _EXPORTING.get():
                 return self._settled_before(target)
             # Woken only once the earliest target of the waiting flushes can have been reached
