@@ -185,10 +185,18 @@ def _check_secret(value: Any) -> str | None:
 def _check_url(value: Any) -> str | None:
     if not isinstance(value, str):
         return "expected a URL string"
-    parts = urlsplit(value)
+    if any(char.isspace() or not char.isprintable() for char in value):
+        return "expected a URL without spaces or control characters"
+    try:
+        parts = urlsplit(value)
+        port = parts.port  # reads it: a port that is not a number raises here
+    except ValueError as exc:  # a broken [IPv6] literal, a port out of range
+        return f"expected an http:// or https:// URL ({exc})"
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return "expected an http:// or https:// URL such as " + DEFAULT_BASE_URL
-    if parts.query or parts.fragment:
+    if port == 0:
+        return "expected a port from 1 to 65535"
+    if "?" in value or "#" in value:
         return "expected a URL without query or fragment"
     if parts.username is not None or parts.password is not None:
         # Never sent (the platform authenticates with x-agent-id / x-agent-key), and shown

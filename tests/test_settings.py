@@ -237,6 +237,31 @@ def test_a_password_in_the_base_url_is_refused_and_never_shown() -> None:
     assert "INFINIUM_BASE_URL" in str(from_env.value)
 
 
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("https://infinium.example:abc/api/v1", "could not be cast to integer"),
+        ("https://infinium.example:99999/api/v1", "out of range"),
+        ("https://infinium.example:0/api/v1", "port from 1 to 65535"),
+        ("https://[::1/api/v1", "Invalid IPv6 URL"),
+        ("https://infinium.example/api/v1?", "without query or fragment"),
+        ("https://infinium.example/api/v1#", "without query or fragment"),
+        ("https://infinium example/api/v1", "without spaces"),
+        ("https://infinium.example/api/v 1", "without spaces"),
+        ("https://infinium.example/api/v1\x00", "control characters"),
+    ],
+)
+def test_a_base_url_that_cannot_be_requested_names_the_variable(url: str, reason: str) -> None:
+    """A URL urllib3 could not send to (a bad port, a broken IPv6 literal, a space) is refused
+    where it is configured, naming the variable and the value, never later as a ValueError."""
+    with pytest.raises(ConfigurationError, match=reason) as info:
+        Settings.from_env({**ENV, "INFINIUM_BASE_URL": url})
+    assert f"INFINIUM_BASE_URL={url!r}" in str(info.value)
+    assert info.value.variable == "INFINIUM_BASE_URL"
+    with pytest.raises(ConfigurationError, match=reason):
+        Settings(agent_id=AGENT, agent_secret=SECRET, base_url=url)
+
+
 def test_secret_never_in_repr_str_masked_or_pickle(caplog: pytest.LogCaptureFixture) -> None:
     """repr, str, masked() and log lines never carry the secret; pickling is refused."""
     s = Settings.from_env(ENV)
