@@ -435,6 +435,9 @@ class Exporter:
         self._waiters = 0
         self._flush_targets: list[int] = []
         self._flush_min = -1  # the earliest of them, -1 when none waits
+        #: (traces submitted, until when) after a flush gave up waiting shutdown_timeout: see
+        #: _stuck_since_flush.
+        self._gave_up: tuple[int, float] | None = None
         self._seq = 0
         self._held_bytes = 0
         self._submitted = 0
@@ -681,8 +684,11 @@ class Exporter:
                 while not self._settled_before(target):
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
+                        if limit >= self._settings.shutdown_timeout:
+                            self._gave_up = (self._submitted, time.monotonic() + limit)
                         return False
                     self._settled_cond.wait(remaining)
+                self._gave_up = None
                 return True
             finally:
                 targets.remove(target)
@@ -701,7 +707,12 @@ class Exporter:
         counted as ``closed``.  Returns True when nothing was lost to the
         deadline.
         """
-        limit = self._settings.shutdown_timeout if timeout is None else max(0.0, timeout)
+        if timeout is not None:
+            limit = max(0.0, timeout)
+        elif self._stuck_since_flush():
+            limit = 0.0
+        else:
+            limit = self._settings.shutdown_timeout
         if not self._begin_shutdown(limit):
             # Someone else is shutting down: wait for them, within our own timeout.
             if not _EXPORTING.get():
@@ -715,6 +726,20 @@ class Exporter:
     def close(self) -> None:
         """Same as :meth:`shutdown` with the default timeout."""
         self.shutdown()
+
+    def _stuck_since_flush(self) -> bool:
+        """Whether a flush gave up after waiting ``shutdown_timeout``, less than that long
+        ago, with nothing submitted since: waiting again would wait for the same stuck
+        traces (``logging.shutdown()`` flushes every handler, then closes them, then the
+        exit hook shuts the exporter down: an exit would otherwise wait three times)."""
+        with self._lock:
+            self._admit_locked()
+            gave_up = self._gave_up
+            return (
+                gave_up is not None
+                and gave_up[0] == self._submitted
+                and time.monotonic() < gave_up[1]
+            )
 
     def stats(self) -> ExporterStats:
         """A consistent snapshot of the counters (the ``spool_*`` figures are the spool's own,
@@ -2139,7 +2164,11 @@ def _shutdown_all_at_exit() -> None:
     exporters = [
         e for e in list(_LIVE) if not e._shutdown_begun and (e._started or e._queue or e._inbox)
     ]
-    begun = [e for e in exporters if e._begin_shutdown(e.settings.shutdown_timeout)]
+    begun = [
+        e
+        for e in exporters
+        if e._begin_shutdown(0.0 if e._stuck_since_flush() else e.settings.shutdown_timeout)
+    ]
     for exporter in begun:
         try:
             exporter._finish_shutdown()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 import weakref
 from typing import Any, Final
 
@@ -50,14 +49,6 @@ from .tasks import (
 )
 
 __all__ = ["InfiniumHandler"]
-
-#: Exporters a handler's flush gave up on: ``(traces submitted then, until when)``.  Another
-#: handler's flush of the same exporter soon after, with nothing submitted since, would wait
-#: for the same stuck traces again: ``logging.shutdown()`` flushes every handler in turn, and
-#: handlers on the default exporter all share it.
-_gave_up: Final[weakref.WeakKeyDictionary[Exporter, tuple[int, float]]] = (
-    weakref.WeakKeyDictionary()
-)
 
 _LogRecord: Final = logging.LogRecord
 
@@ -437,15 +428,8 @@ class InfiniumHandler(logging.Handler):
             if sink is None:
                 sink = _default.peek_default_exporter()
             if isinstance(sink, Exporter):
-                options = self._options or default_options()
-                mark = sink.stats().submitted
-                gave_up = _gave_up.get(sink)
-                if gave_up is not None and gave_up[0] == mark and time.monotonic() < gave_up[1]:
-                    return
-                if sink.flush(timeout=options.flush_timeout):
-                    _gave_up.pop(sink, None)
-                else:
-                    _gave_up[sink] = (mark, time.monotonic() + options.flush_timeout)
+                if not sink._stuck_since_flush():
+                    sink.flush(timeout=(self._options or default_options()).flush_timeout)
                 return
             flush = getattr(sink, "flush", None)
             if callable(flush):

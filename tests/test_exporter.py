@@ -443,6 +443,34 @@ def test_flush_returns_by_its_deadline_when_the_server_hangs(collector: LocalCol
         exporter.shutdown(0.1)
 
 
+def test_shutdown_after_a_flush_gave_up_does_not_wait_for_the_same_traces(
+    collector: LocalCollector,
+) -> None:
+    """A flush that waited the whole shutdown_timeout for stuck traces: shutdown() right
+    after, nothing submitted since, counts them lost at once.  A shorter flush, or a trace
+    submitted since, leaves shutdown its full deadline."""
+    collector.hang_next(100)
+    with make_exporter(collector, timeout=30.0, shutdown_timeout=0.5) as exporter:
+        assert exporter.submit(trace("stuck"))
+        assert exporter.flush(0.1) is False  # shorter than shutdown_timeout: not giving up
+        assert exporter.flush() is False
+        assert exporter.submit(trace("new"))  # something new: shutdown waits for it again
+        started = time.monotonic()
+        assert exporter.flush() is False
+        took = time.monotonic() - started
+        assert 0.45 <= took < 0.9
+        started = time.monotonic()
+        assert exporter.shutdown() is False
+        assert time.monotonic() - started < 0.2
+        assert exporter.stats().dropped["shutdown"] == 2
+    with make_exporter(collector, timeout=30.0, shutdown_timeout=0.5) as exporter:
+        assert exporter.submit(trace("stuck"))
+        assert exporter.flush(0.1) is False
+        started = time.monotonic()
+        assert exporter.shutdown() is False
+        assert 0.45 <= time.monotonic() - started < 0.9
+
+
 def test_shutdown_deadline_covers_requests_in_flight(collector: LocalCollector) -> None:
     """shutdown(0.4) with hanging requests returns on time and counts them once as shutdown."""
     own = LocalCollector(agent_id=TEST_AGENT_ID, agent_secret=TEST_AGENT_SECRET).start()

@@ -267,6 +267,43 @@ def test_shutdown_from_logging_shutdown_is_safe(
     assert took < 0.5
 
 
+@pytest.mark.parametrize("owned", [False, True], ids=["default-exporter", "handler-own-exporter"])
+def test_logging_shutdown_then_exit_waits_for_stuck_traces_once(
+    tmp_path: Path, infinium_collector: LocalCollector, owned: bool
+) -> None:
+    """A script that calls logging.shutdown() itself, its traces stuck on a hanging server:
+    the handler's flush waits shutdown_timeout once; neither the handler's close() (of an
+    exporter it made) nor the exit hook then waits for the same traces again."""
+    infinium_collector.hang_next(1000)
+    url = infinium_collector.base_url
+    body = textwrap.dedent(
+        f"""
+        import logging, os
+        os.environ.update(INFINIUM_AGENT_ID={TEST_AGENT_ID!r},
+                          INFINIUM_AGENT_SECRET={TEST_AGENT_SECRET!r}, INFINIUM_BASE_URL={url!r},
+                          INFINIUM_SHUTDOWN_TIMEOUT="1", INFINIUM_TIMEOUT="30",
+                          INFINIUM_ENABLE_RATE_LIMITING="false")
+        from infinium_logging import InfiniumHandler
+        logging.basicConfig(level=logging.WARNING, stream=sys.stderr)  # to see the drop said
+        log = logging.getLogger("app")
+        log.setLevel(logging.INFO)
+        log.addHandler(InfiniumHandler(**({{"shutdown_timeout": 1.0}} if {owned!r} else {{}})))
+        log.info("stuck", extra={{"infinium": True}})
+        time.sleep(0.2)  # let the request start hanging
+        started = time.monotonic()
+        logging.shutdown()
+        print(f"LOGGING_SHUTDOWN_TOOK {{time.monotonic() - started:.3f}}", flush=True)
+        """
+    )
+    result, took = run_child(tmp_path, body)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = dict(line.split(" ", 1) for line in result.stdout.splitlines() if " " in line)
+    assert 1.0 <= float(lines["LOGGING_SHUTDOWN_TOOK"]) < 1.7
+    assert took < 0.5
+    assert "dropped 1 trace(s)" in result.stderr  # still counted, and said
+
+
 def test_exit_without_any_submit_starts_nothing(tmp_path: Path) -> None:
     """An exporter that never got a trace starts no thread and costs nothing at exit."""
     body = exporter_line("http://127.0.0.1:9/api/v1")
