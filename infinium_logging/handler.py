@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import weakref
 from typing import Any, Final
 
 from . import _default
@@ -46,6 +45,7 @@ from .tasks import (
     drain_deferred,
     marked,
     open_tasks,
+    record_identity,
 )
 
 __all__ = ["InfiniumHandler"]
@@ -53,32 +53,11 @@ __all__ = ["InfiniumHandler"]
 _LogRecord: Final = logging.LogRecord
 
 
-#: The last tagged record sent, and where to: two handlers sharing one destination
-#: (say one on the root logger and one on a child) send a record once.  A record is
-#: known by a weak reference (see :func:`_identity`).  One global, not per thread: a
-#: race between threads can only miss a duplicate.
-_last_tagged: tuple[object, object] = (None, None)
-
 #: InfiniumHandlers made and not closed.  With one, no record can reach a second: the
 #: weak reference (~0.1 us a record) is not needed.  (One handler attached to two loggers
 #: of one line handles a record twice, as every handler does: stdlib's rule.)
 _handlers_open = 0
 _count_lock: Final = threading.Lock()
-
-
-def _identity(record: logging.LogRecord) -> object:
-    """What tells ``record`` from every other record, without keeping it alive.
-
-    A weak reference equals another only while both point at the same live
-    record.  Not ``id()`` with the creation time: a freed record's id is reused
-    by the next one at once, and records made within one tick of a coarse clock
-    (or under freezegun) share their time, so different records looked alike
-    and were dropped as duplicates.
-    """
-    try:
-        return weakref.ref(record)
-    except TypeError:  # a record factory's class without weak references: a fresh object
-        return object()  # never equal to anything: duplicates go unnoticed, nothing is lost
 
 
 class InfiniumHandler(logging.Handler):
@@ -240,16 +219,12 @@ class InfiniumHandler(logging.Handler):
             and value is not False
             and (type(value) is dict or is_tag(value))  # else (0, "") an untagged record
         ):
-            global _last_tagged
             sink = self._sink
             capture = _default._capture
             ident: tuple[object, object] | None = None
-            if _handlers_open > 1:
-                try:
-                    ident = (weakref.ref(record), sink if capture is None else capture)
-                except TypeError:
-                    ident = (_identity(record), sink if capture is None else capture)
-                if _last_tagged == ident:
+            if _handlers_open > 1 or bridge_in_use.processor:
+                ident = (record_identity(record), sink if capture is None else capture)
+                if bridge_in_use.last_tagged == ident:
                     return  # a second handler with the same destination saw this record
             if self._env_options is not options:
                 self._env_options, self._env_cache = options, {}
@@ -277,7 +252,7 @@ class InfiniumHandler(logging.Handler):
                 )
             )
             if ident is not None:
-                _last_tagged = ident
+                bridge_in_use.last_tagged = ident
             if capture is not None:
                 capture.submit(payload)  # type: ignore[arg-type] # it builds the trace itself
             elif sink is None:
@@ -306,12 +281,17 @@ class InfiniumHandler(logging.Handler):
             if active is None:
                 return
             state = active
+        ident = record_identity(record) if _handlers_open > 1 or bridge_in_use.processor else None
         if bridge_in_use.in_use:
             mark = bridge.mark
             if mark is not None:
                 bridge.mark = None
                 if marked(mark, name, record.levelno, record.msg):
-                    return  # the structlog processor already recorded this event
+                    # The structlog processor already recorded this event: other handlers
+                    # that see the record skip it too.
+                    if ident is not None:
+                        state.last_event = ident
+                    return
         recorder = self._recorder
         if recorder.options is not options:
             recorder = self._recorder = Recorder(self._sink, options, "logging")
@@ -333,7 +313,7 @@ class InfiniumHandler(logging.Handler):
             error,
             recorder,
             name,
-            _identity(record) if _handlers_open > 1 else None,
+            ident,
         )
 
     def _emit_bridged(
@@ -364,11 +344,10 @@ class InfiniumHandler(logging.Handler):
         elif "exception" in event:
             error = error_from_rendered(event["exception"])
         if tagged:
-            global _last_tagged
             sink = self._sink
             capture = _default._capture
-            ident = (_identity(record), sink if capture is None else capture)
-            if _last_tagged == ident:
+            ident = (record_identity(record), sink if capture is None else capture)
+            if bridge_in_use.last_tagged == ident:
                 return
             payload = tagged_trace(
                 value,
@@ -381,15 +360,22 @@ class InfiniumHandler(logging.Handler):
                 error,
                 self._environment("structlog", record.name, options),
             )
-            _last_tagged = ident
+            bridge_in_use.last_tagged = ident
             _default.deliver(sink, payload)
             return
         assert state is not None
+        step_ident = (
+            record_identity(record) if _handlers_open > 1 or bridge_in_use.processor else None
+        )
         mark = bridge.mark
         if mark is not None:
             bridge.mark = None
             if marked(mark, record.name, record.levelno, event):
-                return  # the structlog processor already recorded this event
+                # The structlog processor already recorded this event: other handlers that
+                # see the record skip it too.
+                if step_ident is not None:
+                    state.last_event = step_ident
+                return
         recorder = self._bridged_recorder
         if recorder.options is not options:
             recorder = self._bridged_recorder = Recorder(
@@ -405,7 +391,7 @@ class InfiniumHandler(logging.Handler):
             error,
             recorder,
             record.name,
-            _identity(record) if _handlers_open > 1 else None,
+            step_ident,
         )
 
     @staticmethod

@@ -38,7 +38,15 @@ from .mapping import (
     structlog_version,
     tagged_trace,
 )
-from .tasks import Recorder, _current, active_state, bridge, bridge_in_use, open_tasks
+from .tasks import (
+    Recorder,
+    _current,
+    active_state,
+    bridge,
+    bridge_in_use,
+    open_tasks,
+    record_identity,
+)
 
 __all__ = ["InfiniumProcessor"]
 
@@ -110,6 +118,7 @@ class InfiniumProcessor:
         self.tag_key = tag_key
         self.min_level = minimum
         self._sink = exporter
+        bridge_in_use.processor = True  # see its doc
         #: Whether the sink builds deferred traces itself (else they are built before submit).
         self._sink_takes_pending = _default.takes_pending(exporter)
         self._recorder = Recorder(exporter, Options(), "structlog", _STRUCTLOG_VERSION)
@@ -193,13 +202,16 @@ class InfiniumProcessor:
             last = self._last_logger
             if last[0] is not logger:
                 last = self._remember_logger(logger)
+            # In a ProcessorFormatter: the LogRecord, which an InfiniumHandler or another
+            # formatter's chain may see too (see tasks.record_identity).
+            record = event_dict.get("_record")
+            if record is not None and not isinstance(record, logging.LogRecord):
+                record = None
             logger_name = event_dict.get("logger")
             if type(logger_name) is not str:
                 logger_name = last[1]
-                if logger is None:  # a stdlib record through ProcessorFormatter?
-                    record = event_dict.get("_record")
-                    if isinstance(record, logging.LogRecord):
-                        logger_name = record.name
+                if logger is None and record is not None:  # a stdlib record
+                    logger_name = record.name
             if logger_name is not None:
                 ignored = ignored_names.get(logger_name)
                 if ignored is None:
@@ -230,6 +242,11 @@ class InfiniumProcessor:
                 )
                 sink = self._sink
                 capture = _default._capture
+                if record is not None:
+                    ident = (record_identity(record), sink if capture is None else capture)
+                    if bridge_in_use.last_tagged == ident:
+                        return event_dict  # already sent by a handler or another formatter
+                    bridge_in_use.last_tagged = ident
                 if capture is not None:
                     capture.submit(payload)  # type: ignore[arg-type] # it builds the trace
                 elif sink is None:
@@ -256,6 +273,7 @@ class InfiniumProcessor:
                 error,
                 recorder,
                 logger_name,
+                None if record is None else record_identity(record),
             )
             if added and last[2]:
                 _mark(logger, levelno, event_dict)

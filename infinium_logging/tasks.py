@@ -38,6 +38,7 @@ import collections
 import contextvars
 import functools
 import inspect
+import logging
 import os
 import sys
 import threading
@@ -113,6 +114,15 @@ class _BridgeInUse:
     #: The code of structlog's call into the wrapped logger (``_proxy_to_logger``), set by
     #: processor.py: this module does not import structlog.
     calls: frozenset[CodeType] = frozenset()
+    #: Set once an InfiniumProcessor exists: in a ``ProcessorFormatter`` it sees the
+    #: LogRecords an InfiniumHandler sees too, so both tell records apart from then on
+    #: (see :func:`record_identity`), as two handlers do.
+    processor: bool = False
+    #: The last tagged record sent, and where to: two handlers sharing one destination (say
+    #: one on the root logger and one on a child), or a handler and a processor in a
+    #: formatter, send a record once.  One for the process, not per thread: a race between
+    #: threads can only miss a duplicate.
+    last_tagged: tuple[object, object] = (None, None)
 
 
 bridge: Final = _Bridge()
@@ -120,6 +130,41 @@ bridge_in_use: Final = _BridgeInUse()
 #: How far up from the handler structlog's call into the logger is looked for (it is about
 #: ten frames up: the stdlib's handler and logger calls in between).
 _BRIDGE_DEPTH: Final = 40
+
+
+class _SameRecord:
+    """A LogRecord's identity: equal only for the record itself and its copies (which
+    ``ProcessorFormatter``, ``QueueHandler`` and ``makeLogRecord`` make, sharing its
+    attributes), without keeping the record alive."""
+
+    __slots__ = ("created", "levelno", "name")
+
+    def __init__(self, created: object, name: object, levelno: object) -> None:
+        self.created = created
+        self.name = name
+        self.levelno = levelno
+
+    def __eq__(self, other: object) -> bool:
+        # The creation time as an object, not its value: each record makes its own float,
+        # which copies share; records made within one tick of a coarse clock (or under
+        # freezegun) have equal times, and a freed record's id() is reused at once.
+        return (
+            type(other) is _SameRecord
+            and other.created is self.created
+            and other.name == self.name
+            and other.levelno == self.levelno
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def record_identity(record: logging.LogRecord) -> object:
+    """What tells a LogRecord (and its copies) from every other record (see _SameRecord)."""
+    attributes = record.__dict__
+    created = attributes.get("created")
+    if created is None:  # a record factory's class of its own: duplicates go unnoticed
+        return object()
+    return _SameRecord(created, attributes.get("name"), attributes.get("levelno"))
 
 
 def marked(mark: tuple[str, int, object], name: str, levelno: int, msg: object) -> bool:

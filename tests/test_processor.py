@@ -466,6 +466,76 @@ def test_bridge_inside_a_task_one_record_per_event_whatever_its_text(
     assert [s.description for s in SINK_FOR_BRIDGE.tasks[1].steps or ()] == texts
 
 
+@pytest.mark.parametrize(
+    "last",
+    [ProcessorFormatter.wrap_for_formatter, render_to_log_kwargs, JSONRenderer()],
+    ids=["wrap_for_formatter", "render_to_log_kwargs", "JSONRenderer"],
+)
+def test_bridge_with_handlers_on_a_logger_and_its_parent(
+    stdlib_logger: logging.Logger, last: Processor
+) -> None:
+    """The processor in the chain and an InfiniumHandler on both a child logger and its
+    parent (the root, say): the first handler knows the record as the processor's event, and
+    the second must too: one step, one error, and a tagged event is one trace and no step."""
+    SINK_FOR_BRIDGE.tasks.clear()
+    child = stdlib_logger.getChild("app")
+    child.propagate = True
+    for logger in (stdlib_logger, child):
+        logger.addHandler(InfiniumHandler(exporter=SINK_FOR_BRIDGE))
+    try:
+        log = _bridged(child, last, processor=True)
+        with task("T"):
+            log.info("one event")
+            try:
+                _fail()
+            except ValueError:
+                log.exception("failed once")
+            log.info("Classified", infinium={"output_summary": "billing"})
+    finally:
+        for handler in list(child.handlers):
+            child.removeHandler(handler)
+            handler.close()
+    assert [t.name for t in SINK_FOR_BRIDGE.tasks] == ["Classified", "T"]
+    trace = SINK_FOR_BRIDGE.tasks[1]
+    assert [s.description for s in trace.steps or ()] == ["one event", "failed once"]
+    assert [e.error_type for e in trace.errors or ()] == ["ValueError"]
+
+
+def test_processor_in_the_foreign_pre_chain_of_two_formatters_and_a_handler(
+    stdlib_logger: logging.Logger,
+) -> None:
+    """structlog's documented setup: one list of shared processors (the processor among
+    them) for configure() and for each ProcessorFormatter's foreign_pre_chain, with an
+    InfiniumHandler too.  A stdlib record is formatted by each formatter, so the processor
+    sees it twice, and the handler sees it once: one step, one error, one trace."""
+    sink = ListSink()
+    shared: list[Processor] = [
+        add_log_level,
+        structlog.stdlib.ExtraAdder(),
+        InfiniumProcessor(exporter=sink),
+    ]
+    streams = []
+    stdlib_logger.addHandler(InfiniumHandler(exporter=sink))
+    for renderer in (JSONRenderer(), structlog.dev.ConsoleRenderer(colors=False)):
+        stream = logging.StreamHandler(io.StringIO())
+        stream.setFormatter(ProcessorFormatter(foreign_pre_chain=shared, processor=renderer))
+        stdlib_logger.addHandler(stream)
+        streams.append(stream)
+    stdlib_logger.addHandler(InfiniumHandler(exporter=sink))  # after the formatters as well
+    with task("T", exporter=sink):
+        stdlib_logger.info("stdlib event")
+        try:
+            _fail()
+        except ValueError:
+            stdlib_logger.exception("stdlib failure")
+    stdlib_logger.info("tagged", extra={"infinium": {"output_summary": "done"}})
+    assert [t.name for t in sink.tasks] == ["T", "tagged"]
+    trace = sink.tasks[0]
+    assert [s.description for s in trace.steps or ()] == ["stdlib event", "stdlib failure"]
+    assert [e.error_type for e in trace.errors or ()] == ["ValueError"]
+    assert all("stdlib event" in s.stream.getvalue() for s in streams)
+
+
 @pytest.mark.parametrize("lost_by", ["DropEvent", "handler level", "handler filter"])
 def test_bridge_an_event_that_never_reaches_the_handler_costs_no_other_record(
     stdlib_logger: logging.Logger, lost_by: str
