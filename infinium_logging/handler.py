@@ -46,6 +46,7 @@ from .tasks import (
     marked,
     open_tasks,
     record_identity,
+    recorder_sources,
 )
 
 __all__ = ["InfiniumHandler"]
@@ -135,6 +136,17 @@ class InfiniumHandler(logging.Handler):
         self._recorder = Recorder(self._sink, Options(), "logging")
         self._bridged_recorder = Recorder(self._sink, Options(), "structlog", structlog_version())
         self._env_cache: dict[str, dict[str, Any]] = {}
+        recorder_sources.add(self)
+
+    def _task_recorder(self) -> Recorder | None:
+        """How a task that no record bound would be recorded by this handler (see
+        tasks.recorder_sources); None once closed."""
+        if self._closed:
+            return None
+        try:
+            return Recorder(self._sink, self._options or default_options(), "logging")
+        except Exception:  # settings unreadable: reported where the handler was made
+            return None
 
     def __repr__(self) -> str:
         level = logging.getLevelName(self.level)
@@ -428,6 +440,7 @@ class InfiniumHandler(logging.Handler):
         try:
             if not self._closed:
                 self._closed = True
+                recorder_sources.discard(self)
                 global _handlers_open
                 with _count_lock:
                     _handlers_open -= 1

@@ -46,6 +46,7 @@ from .tasks import (
     bridge_in_use,
     open_tasks,
     record_identity,
+    recorder_sources,
 )
 
 __all__ = ["InfiniumProcessor"]
@@ -134,6 +135,16 @@ class InfiniumProcessor:
         else:
             self._options = None
             default_options()  # fail here, where it is configured, if the environment is bad
+        recorder_sources.add(self)
+
+    def _task_recorder(self) -> Recorder | None:
+        """How a task that no event bound would be recorded by this processor (see
+        tasks.recorder_sources)."""
+        try:
+            options = self._options or default_options()
+        except Exception:  # settings unreadable: reported where the processor was made
+            return None
+        return Recorder(self._sink, options, "structlog", _STRUCTLOG_VERSION)
 
     def __repr__(self) -> str:
         where = "default exporter" if self._sink is None else type(self._sink).__name__

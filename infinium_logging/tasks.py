@@ -127,6 +127,26 @@ class _BridgeInUse:
 
 bridge: Final = _Bridge()
 bridge_in_use: Final = _BridgeInUse()
+
+#: The InfiniumHandlers and InfiniumProcessors alive (held weakly), each with a
+#: ``_task_recorder()``: a task that no event bound to one of them is sent where they all send,
+#: when that is one place (see _TaskState._resolve_sink).
+recorder_sources: Final[weakref.WeakSet[Any]] = weakref.WeakSet()
+
+
+def _sole_recorder() -> Recorder | None:
+    """The recorder of the handlers and processors alive when they all send to one place."""
+    found: Recorder | None = None
+    for source in list(recorder_sources):
+        recorder = source._task_recorder()
+        if recorder is None:
+            continue
+        if found is not None and recorder.sink is not found.sink:
+            return None
+        found = recorder
+    return found
+
+
 #: How far up from the handler structlog's call into the logger is looked for (it is about
 #: ten frames up: the stdlib's handler and logger calls in between).
 _BRIDGE_DEPTH: Final = 40
@@ -432,8 +452,8 @@ class _TaskState:
         else:
             for detail in self.errors:
                 detail["recoverable"] = True
+        sink = self._resolve_sink()  # first: it may bind the task, which the trace reads
         trace = TaskTrace(self, elapsed)
-        sink = self._resolve_sink()
         try:
             if sink is None or not self._disabled_for(sink):
                 _default.deliver(sink, trace)
@@ -461,6 +481,10 @@ class _TaskState:
         return options.disabled
 
     def _resolve_sink(self) -> TaskSink | None:
+        """Where the trace goes: the task's own exporter, else where its first event was
+        recorded, else its parent's; else (nothing logged in it: cancelled or failed before
+        its first event, or only update()) where the process's handlers and processors all
+        send, when that is one place; else the default exporter (None)."""
         state: _TaskState | None = self
         while state is not None:
             if state.explicit is not None:
@@ -468,7 +492,19 @@ class _TaskState:
             if state.bound:
                 return state.sink
             state = state.parent
-        return None
+        recorder = _sole_recorder()
+        if recorder is None:
+            return None
+        with self.lock:
+            if not self.bound:
+                self._bind(
+                    recorder.sink,
+                    recorder.options,
+                    recorder.framework,
+                    recorder.framework_version,
+                    None,
+                )
+            return self.sink
 
     def _report_to(
         self,
@@ -830,6 +866,12 @@ class Task:
             # elsewhere): make sure this context no longer points at the task.
             if _current.get() is state:
                 _current.set(state.parent)
+        restored = _current.get()
+        if restored is not None and restored.finished:
+            # An outer task that exited first (above), or the task of the context this one
+            # was started in, over by now: none of it is current any more, and a task
+            # started here later is none of its children.
+            _current.set(active_state())
         _end(state, exc)
 
     def _start(self) -> _TaskState:

@@ -8,6 +8,7 @@ import functools
 import gc
 import inspect
 import logging
+import os
 import re
 import sys
 import threading
@@ -25,7 +26,7 @@ from infinium_logging._capture import capture_tasks
 from infinium_logging.collector import LocalCollector
 from infinium_logging.handler import InfiniumHandler
 from infinium_logging.model import LlmCall, LlmUsage, TaskData, encode_task
-from infinium_logging.tasks import TaskHandle, current_task, open_tasks, task
+from infinium_logging.tasks import TaskHandle, _current, current_task, open_tasks, task
 from infinium_logging.testing import TEST_AGENT_ID, TEST_AGENT_SECRET
 
 pytestmark = pytest.mark.usefixtures("clean_environment")
@@ -826,6 +827,7 @@ def test_exited_before_a_task_entered_inside_it(log: logging.Logger, sink: ListS
     inner.__exit__(None, None, None)
     log.info("after both")
     assert current_task() is None
+    assert _current.get() is None  # the finished outer is not the parent of the next task
     traces = {trace.name: trace for trace in sink.tasks}
     assert traces["outer"].steps is None
     assert [s.description for s in traces["inner"].steps or ()] == ["both open", "outer ended"]
@@ -1157,3 +1159,63 @@ def test_a_full_task_through_the_exporter_to_the_collector(
     assert [(e.error_type, e.recoverable) for e in resolve.errors or ()] == [("TimeoutError", True)]
     assert resolve.time_tracking is not None
     assert resolve.output_summary == "refunded"
+
+
+# --- where a task that recorded nothing goes -------------------------------------------------------
+
+
+def test_a_task_that_logged_nothing_goes_where_the_handlers_send(
+    log: logging.Logger, sink: ListSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No event bound these tasks to a handler (only update(), a timeout or an exception
+    before the first log): they go where the process's one handler sends, not to the default
+    exporter, which here would have dropped them (no credentials)."""
+    gc.collect()  # handlers and processors of earlier tests, left for the collector
+    for name in list(os.environ):
+        if name.startswith("INFINIUM_"):
+            monkeypatch.delenv(name)
+    with task("fields only") as handle:
+        handle.update(output_summary="done")
+
+    async def agent() -> None:
+        async with task("timed out before its first log"):
+            await asyncio.sleep(10)
+
+    async def main() -> None:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(agent(), 0.01)
+
+    asyncio.run(main())
+    with pytest.raises(KeyError), task("failed before its first log"):
+        raise KeyError("x")
+    assert [t.name for t in sink.tasks] == [
+        "fields only",
+        "timed out before its first log",
+        "failed before its first log",
+    ]
+    assert sink.tasks[0].output_summary == "done"
+    assert [e.error_type for e in sink.tasks[1].errors or ()] == ["CancelledError"]
+    assert sink.tasks[0].environment is not None
+    assert sink.tasks[0].environment.framework == "logging"
+
+
+def test_a_task_that_logged_nothing_with_handlers_sending_apart_goes_to_the_default(
+    log: logging.Logger, sink: ListSink
+) -> None:
+    """Handlers sending to two places: which one meant the task is unknowable, so it goes
+    to the default exporter, as documented (here a capture, which takes everything)."""
+    gc.collect()  # handlers and processors of earlier tests, left for the collector
+    other = ListSink()
+    handler = InfiniumHandler(exporter=other)
+    try:
+        with capture_tasks() as captured, task("nothing logged"):
+            pass
+        assert [t.name for t in captured] == ["nothing logged"]
+        with task("nothing logged either"):
+            pass
+        assert sink.tasks == [] and other.tasks == []
+    finally:
+        handler.close()
+    with task("after the other handler closed"):
+        pass
+    assert [t.name for t in sink.tasks] == ["after the other handler closed"]
