@@ -65,6 +65,7 @@ __all__ = [
     "environment",
     "error_from_exc_info",
     "error_from_rendered",
+    "captured_timestamp",
     "event_time",
     "event_timestamp",
     "iso_timestamp",
@@ -202,13 +203,29 @@ def event_timestamp(value: object) -> float | str:
     return event_time(value)
 
 
-def event_time(value: object) -> float:
+def captured_timestamp(value: object) -> object:
+    """A structlog ``timestamp`` as the processor keeps it until the trace is built: as it
+    is when it needs no clock to be read (a number, text with ``Z`` or an offset), else read
+    now (see :func:`event_time`), while the time it was logged can still tell local time
+    from UTC."""
+    if type(value) is str:
+        tail = value[10:]
+        if value[-1:] in ("Z", "z") or "+" in tail or "-" in tail:
+            return value
+    elif not isinstance(value, _dt.datetime):
+        return value
+    return event_time(value, time.time())
+
+
+def event_time(value: object, now: float | None = None) -> float:
     """The POSIX time of a structlog ``timestamp`` value, or now when it cannot be read.
 
     Accepts what ``TimeStamper`` produces: epoch numbers (``fmt=None``, or as text with
-    ``fmt="%s"``), ISO 8601
-    strings with ``Z`` or an offset, and strings without one, which are taken as
-    UTC (``TimeStamper``'s default is ``utc=True``).
+    ``fmt="%s"``), ISO 8601 strings with ``Z`` or an offset, and strings without one.
+    Those are local time (``utc=False``, as in structlog's default configuration) or UTC
+    (``utc=True`` with a format of one's own): given ``now``, the time the event was
+    logged, the reading nearer to it is taken, else local time, as Python reads a naive
+    datetime.
     """
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         number = float(value)
@@ -226,13 +243,20 @@ def event_time(value: object) -> float:
             moment = _dt.datetime.fromisoformat(text)
         except ValueError:
             return time.time()
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=_dt.timezone.utc)
-        return moment.timestamp()
+        return _posix(moment, now)
     elif isinstance(value, _dt.datetime):
-        moment = value if value.tzinfo is not None else value.replace(tzinfo=_dt.timezone.utc)
-        return moment.timestamp()
+        return _posix(value, now)
     return time.time()
+
+
+def _posix(moment: _dt.datetime, now: float | None) -> float:
+    if moment.tzinfo is not None:
+        return moment.timestamp()
+    local = moment.timestamp()  # Python reads a naive datetime as local time
+    if now is None:
+        return local
+    utc = moment.replace(tzinfo=_dt.timezone.utc).timestamp()
+    return utc if abs(utc - now) < abs(local - now) else local
 
 
 # --- values ---------------------------------------------------------------------------------------

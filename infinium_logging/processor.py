@@ -28,6 +28,7 @@ from .mapping import (
     LEVELS,
     ErrorInfo,
     TaggedTrace,
+    captured_timestamp,
     environment,
     error_from_exc_info,
     error_from_rendered,
@@ -245,6 +246,8 @@ class InfiniumProcessor:
                 timestamp = event_dict.get("timestamp")
                 if timestamp is None:
                     timestamp = time.time()
+                elif type(timestamp) is not str or timestamp[-1:] != "Z":  # not TimeStamper's
+                    timestamp = captured_timestamp(timestamp)  # usual: see its doc
                 fields = event_fields(event_dict, self.tag_key) if value is True else None
                 payload = (
                     TaggedTrace(value.copy(), message, None, timestamp, fields, error, env)

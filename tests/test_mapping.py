@@ -6,6 +6,7 @@ import datetime as dt
 import logging
 import math
 import sys
+import time
 import traceback
 from typing import Any
 
@@ -76,7 +77,7 @@ def test_iso_timestamp_edges(timestamp: float) -> None:
     [
         ("2026-02-03T04:05:06.123456Z", "2026-02-03T04:05:06.123456Z"),
         ("2026-02-03T05:05:06+01:00", "2026-02-03T04:05:06.000000Z"),
-        ("2026-02-03 04:05:06", "2026-02-03T04:05:06.000000Z"),  # no zone: UTC, as TimeStamper
+        ("2026-02-03 04:05:06", "2026-02-03T04:05:06.000000Z"),  # no zone: local (here UTC)
         (1_770_091_506.5, "2026-02-03T04:05:06.500000Z"),
         (dt.datetime(2026, 2, 3, 4, 5, 6, tzinfo=dt.timezone.utc), "2026-02-03T04:05:06.000000Z"),
         ("1770091506", "2026-02-03T04:05:06.000000Z"),  # TimeStamper(fmt="%s")
@@ -89,6 +90,30 @@ def test_iso_timestamp_edges(timestamp: float) -> None:
 def test_event_time_reads_structlog_timestamps(value: object, expected: str) -> None:
     """TimeStamper's outputs are read as the event's time; anything else means now."""
     assert format_timestamp(mapping.event_time(value)) == expected
+
+
+def test_event_time_without_a_zone_takes_the_reading_nearer_to_when_it_was_logged(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Naive text is local time or UTC: given when the event was logged, the nearer reading
+    wins; without it, local time, as Python reads a naive datetime."""
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        as_utc = dt.datetime(2026, 2, 3, 4, 5, 6, tzinfo=dt.timezone.utc).timestamp()
+        as_local = as_utc + 5 * 3600  # New York is 5 hours behind UTC in February
+        for value in ("2026-02-03 04:05:06", dt.datetime(2026, 2, 3, 4, 5, 6)):
+            assert mapping.event_time(value, now=as_utc + 2) == as_utc
+            assert mapping.event_time(value, now=as_local + 2) == as_local
+            assert mapping.event_time(value) == as_local
+        assert mapping.captured_timestamp("2026-02-03T04:05:06Z") == "2026-02-03T04:05:06Z"
+        assert mapping.captured_timestamp("2026-02-03T04:05:06-05:00") == (
+            "2026-02-03T04:05:06-05:00"
+        )
+        assert mapping.captured_timestamp(1.5) == 1.5
+    finally:
+        monkeypatch.undo()
+        time.tzset()
 
 
 def test_event_timestamp_keeps_wire_format_text() -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import gc
 import importlib.metadata
 import io
 import json
 import logging
 import sys
+import time
 import weakref
 from collections.abc import Iterator
 from typing import Any
@@ -120,6 +122,40 @@ def test_timestamp_from_timestamper(sink: ListSink) -> None:
         epoch.info("epoch", infinium=True)
     assert sink.tasks[0].current_datetime == stamped["timestamp"]
     assert sink.tasks[1].current_datetime == "2026-02-03T04:05:06.500000Z"
+
+
+@pytest.fixture
+def tokyo(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Local time 9 hours ahead of UTC (the process's time zone, restored afterwards)."""
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.mark.parametrize(
+    "stamper",
+    [
+        TimeStamper(fmt="iso", utc=False),
+        TimeStamper(fmt="%Y-%m-%d %H:%M:%S", utc=False),  # structlog's default configuration
+        TimeStamper(fmt="%Y-%m-%d %H:%M:%S", utc=True),
+        TimeStamper(fmt="iso", utc=True),
+    ],
+    ids=["iso-local", "default-config-local", "custom-utc", "iso-utc"],
+)
+def test_timestamps_without_a_zone_are_read_in_the_zone_they_were_written_in(
+    sink: ListSink, tokyo: None, stamper: TimeStamper
+) -> None:
+    """Text without a zone is local time (``utc=False``) or UTC (``utc=True`` with a format
+    of one's own): read when the event is logged, the trace's time is the event's either
+    way, not 9 hours off."""
+    log = chain(stamper, InfiniumProcessor(exporter=sink), to_kwargs)
+    before = time.time()
+    log.info("stamped", infinium=True)
+    written = dt.datetime.strptime(sink.tasks[0].current_datetime, "%Y-%m-%dT%H:%M:%S.%fZ")
+    at = written.replace(tzinfo=dt.timezone.utc).timestamp()
+    assert before - 1.5 <= at <= time.time() + 0.5
 
 
 def test_time_without_timestamper_is_when_logged(sink: ListSink) -> None:
