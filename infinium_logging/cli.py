@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Callable
 from types import FrameType
 from typing import Final, NoReturn, TextIO, TypeAlias, cast
@@ -26,6 +27,7 @@ from .convert import to_task
 from .errors import (
     AuthenticationError,
     ConfigurationError,
+    ConfigurationWarning,
     InfiniumError,
     InfiniumTimeoutError,
     NetworkError,
@@ -51,7 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     run: Callable[[argparse.Namespace], int] = args.run
     try:
-        return run(args)
+        with warnings.catch_warnings():
+            # The commands name unknown INFINIUM_* variables themselves, in their own words.
+            warnings.simplefilter("ignore", ConfigurationWarning)
+            return run(args)
     except BrokenPipeError:
         # The reader of the output went away (``| head -1``): stop, as the Python docs advise,
         # pointing stdout at devnull so that flushing it at exit does not fail again.

@@ -1,4 +1,5 @@
-"""Every exception the library raises, in one hierarchy named as the official client names them."""
+"""Every exception the library raises, in one hierarchy named as the official client names them
+(and the one warning category it issues)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ __all__ = [
     "AuthenticationError",
     "BatchError",
     "ConfigurationError",
+    "ConfigurationWarning",
     "InfiniumError",
     "InfiniumTimeoutError",
     "NetworkError",
@@ -47,6 +49,13 @@ class ConfigurationError(InfiniumError):
     def __init__(self, message: str, variable: str | None = None) -> None:
         super().__init__(message)
         self.variable = variable
+
+
+class ConfigurationWarning(UserWarning):
+    """Something in the configuration is ignored (an ``INFINIUM_*`` variable that is no
+    setting: a misspelt name).  A Python warning, shown once by default, because the library's
+    own log lines go nowhere until logging is configured; filter it with the ``warnings``
+    module like any other."""
 
 
 class ValidationError(InfiniumError):

@@ -11,13 +11,14 @@ import os
 import re
 import types
 import uuid
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from ._logsetup import setup_logging
 from ._version import __version__
-from .errors import ConfigurationError
+from .errors import ConfigurationError, ConfigurationWarning
 
 _log = logging.getLogger("infinium_logging.settings")
 
@@ -505,7 +506,7 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     resembles when the resemblance is obvious."""
     names = [name.upper() for name in _SPECS]
     known = {ENV_PREFIX + name for name in names}
-    warnings = []
+    found = []
     for variable in sorted(environ):
         if not variable.upper().startswith(ENV_PREFIX) or variable in known:
             continue
@@ -513,8 +514,8 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
             variable[len(ENV_PREFIX) :].upper(), names, n=1, cutoff=0.75
         )
         hint = f" (did you mean {ENV_PREFIX}{close[0]}?)" if close else ""
-        warnings.append(f"{variable} is not a setting of infinium-logging and is ignored{hint}")
-    return warnings
+        found.append(f"{variable} is not a setting of infinium-logging and is ignored{hint}")
+    return found
 
 
 #: Variables already warned about by from_env (once per process: settings are read often).
@@ -549,3 +550,6 @@ def _warn_unknown_variables(environ: Mapping[str, str]) -> None:
         if variable not in _warned_variables:
             _warned_variables.add(variable)
             _log.warning("%s", warning)
+            # Also a Python warning: the line above goes nowhere (a NullHandler) until
+            # logging is configured, and a misspelt INFINIUM_DISABLED must not pass unseen.
+            warnings.warn(warning, ConfigurationWarning, stacklevel=2)

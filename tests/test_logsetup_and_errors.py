@@ -65,10 +65,12 @@ def test_enable_logging_takes_effect_when_the_environment_is_read(
         "INFINIUM_DISABLED": "true",
         "INFINIUM_TIMEOUTT": "3",
     }
-    settings.Settings.from_env({**environ, "INFINIUM_ENABLE_LOGGING": "false"})
-    assert capsys.readouterr().err == ""  # off: the warning went to the NullHandler only
+    with pytest.warns(errors.ConfigurationWarning):
+        settings.Settings.from_env({**environ, "INFINIUM_ENABLE_LOGGING": "false"})
+    assert capsys.readouterr().err == ""  # off: the log line went to the NullHandler only
     monkeypatch.setattr(settings, "_warned_variables", set())
-    assert settings.Settings.from_env(environ).disabled
+    with pytest.warns(errors.ConfigurationWarning):
+        assert settings.Settings.from_env(environ).disabled
     assert "did you mean INFINIUM_TIMEOUT?" in capsys.readouterr().err
     assert clean_logger.level == logging.WARNING
 

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from infinium_logging.errors import ConfigurationError
+from infinium_logging import settings as settings_module
+from infinium_logging.errors import ConfigurationError, ConfigurationWarning
 from infinium_logging.settings import DEFAULT_BASE_URL, Settings, parse_bool, parse_tags
 
 AGENT = "4f1c2b9e-8d7a-4e61-9f3b-2a5c6d7e8f90"
@@ -161,19 +162,30 @@ def test_text_arguments_are_read_as_the_environment_reads_them() -> None:
         Settings(agent_id=AGENT, agent_secret=SECRET, **fraction)
 
 
-def test_a_misspelt_variable_is_named_once_in_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+def test_a_misspelt_variable_is_named_once_in_a_warning(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """An INFINIUM_* variable that is no setting would be silently ignored: reading the
-    environment warns once per process, naming it and the likely setting, never its value."""
+    environment warns once per process, naming it and the likely setting, never its value,
+    on the library's logger and as a Python warning (shown even with logging unconfigured:
+    a misspelt INFINIUM_DISABLED must not pass unseen)."""
+    monkeypatch.setattr(settings_module, "_warned_variables", set())
     caplog.set_level(logging.WARNING, logger="infinium_logging.settings")
-    env = {**ENV, "INFINIUM_WORKRES": "secret-looking-value"}
-    Settings.from_env(env)
-    Settings.from_env(env)
-    messages = [r.getMessage() for r in caplog.records if r.name == "infinium_logging.settings"]
-    assert messages == [
+    env = {**ENV, "INFINIUM_WORKRES": "secret-looking-value", "INFINIUM_DISABLE": "true"}
+    with pytest.warns(ConfigurationWarning) as issued:
+        settings = Settings.from_env(env)
+    Settings.from_env(env)  # once per process: no warning again (warnings are errors here)
+    expected = [
+        "INFINIUM_DISABLE is not a setting of infinium-logging and is ignored "
+        "(did you mean INFINIUM_DISABLED?)",
         "INFINIUM_WORKRES is not a setting of infinium-logging and is ignored "
-        "(did you mean INFINIUM_WORKERS?)"
+        "(did you mean INFINIUM_WORKERS?)",
     ]
+    assert [str(w.message) for w in issued] == expected
+    messages = [r.getMessage() for r in caplog.records if r.name == "infinium_logging.settings"]
+    assert messages == expected
     assert "secret-looking-value" not in caplog.text
+    assert not settings.disabled
 
 
 def test_settings_copy_as_themselves_and_hash() -> None:
