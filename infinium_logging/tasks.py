@@ -425,6 +425,8 @@ class _TaskState:
         """
         if end_mono is None:
             end_mono = _monotonic()
+        if isinstance(exc, SystemExit) and exc.code in (None, 0):
+            exc = None  # sys.exit(0) in the task: the program ends as it should, no failure
         with self.lock:
             if self.finished:
                 return

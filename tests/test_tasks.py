@@ -1219,3 +1219,24 @@ def test_a_task_that_logged_nothing_with_handlers_sending_apart_goes_to_the_defa
     with task("after the other handler closed"):
         pass
     assert [t.name for t in sink.tasks] == ["after the other handler closed"]
+
+
+@pytest.mark.parametrize(("code", "failed"), [(0, False), (None, False), (3, True), ("bye", True)])
+def test_sys_exit_in_a_task(
+    log: logging.Logger, sink: ListSink, code: object, failed: bool
+) -> None:
+    """sys.exit(0) (or with no status) ends a task as successful; any other status is an
+    error, as the process's exit status says."""
+
+    def agent() -> None:
+        with task("outer"), task("exits"):
+            log.info("done")
+            sys.exit(code)  # type: ignore[arg-type]
+
+    with pytest.raises(SystemExit):
+        agent()
+    exits, outer = sink.tasks
+    assert [e.error_type for e in exits.errors or ()] == (["SystemExit"] if failed else [])
+    subtask = (outer.steps or [])[0]
+    assert subtask.metadata is not None
+    assert subtask.metadata["outcome"] == ("error" if failed else "success")
