@@ -318,6 +318,9 @@ _hooks = {"atexit": False, "multiprocessing": False}
 #: Called at exit before the exporters shut down, so that what they hand over is sent with
 #: the rest (tasks.py adds one that ends the tasks still open).
 before_exit: Final[list[Callable[[], None]]] = []
+#: Run by flush() first (tasks.py: the traces of tasks ended where exporting was not safe,
+#: generators closed early, are submitted then, so that a flush before os._exit covers them).
+before_flush: Final[list[Callable[[], None]]] = []
 
 
 # --- the exporter ---------------------------------------------------------------------------------
@@ -666,6 +669,12 @@ class Exporter:
         """
         limit = self._settings.shutdown_timeout if timeout is None else max(0.0, timeout)
         deadline = time.monotonic() + limit
+        if not _EXPORTING.get() and not self._lock_owned():
+            for hook in before_flush:
+                try:
+                    hook()
+                except Exception:  # a flush never raises; the trace it was for is lost, logged
+                    _log.debug("flush hook failed", exc_info=True)
         with self._lock:
             self._admit_locked()
             target = self._seq

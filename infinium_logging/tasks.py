@@ -58,7 +58,7 @@ from typing import Any, Final, ParamSpec, TypeVar, cast, overload
 from . import _default
 from ._default import Options, TaskSink
 from .convert import MAX_DESCRIPTION_LENGTH, truncate
-from .exporter import before_exit
+from .exporter import before_exit, before_flush
 from .mapping import (
     TASK_FIELDS,
     ErrorInfo,
@@ -701,6 +701,7 @@ def _end_open_tasks_at_exit() -> None:
 
 
 before_exit.append(_end_open_tasks_at_exit)
+before_flush.append(drain_deferred)
 
 
 def _after_fork_in_child() -> None:

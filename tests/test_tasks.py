@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+from exporters import make_exporter
 from freezegun import freeze_time
 from sinks import ListSink
 
@@ -1240,3 +1241,21 @@ def test_sys_exit_in_a_task(
     subtask = (outer.steps or [])[0]
     assert subtask.metadata is not None
     assert subtask.metadata["outcome"] == ("error" if failed else "success")
+
+
+def test_exporter_flush_sends_the_trace_of_a_generator_closed_early(
+    infinium_collector: LocalCollector,
+) -> None:
+    """A generator task closed while suspended ends where exporting is not safe, so its trace
+    waits for a safe point: Exporter.flush() is one (the README's advice before os._exit)."""
+    with make_exporter(infinium_collector) as exporter:
+
+        @task("closed early", exporter=exporter)
+        def numbers() -> Iterator[int]:
+            yield from range(3)
+
+        for _ in numbers():
+            break
+        assert exporter.flush(5)
+        assert exporter.stats().sent == 1
+    assert [t.task.name for t in infinium_collector.traces()] == ["closed early"]
