@@ -463,17 +463,38 @@ class Settings:
             text = env.get(ENV_PREFIX + name.upper())
             if text is not None and text.strip():
                 values[name] = text.strip()  # parsed and checked by __post_init__
+        disabled = _switched_off(values.get("disabled"))
+        while True:
+            try:
+                return cls(**values)
+            except ConfigurationError as exc:
+                # Say which variable to fix when the bad value came from the environment.
+                name = exc.variable or ""
+                variable = ENV_PREFIX + name.upper()
+                if not (name in values and overrides.get(name) is None and variable in env):
+                    raise
+                message = exc.message.replace(f"setting {name}=", f"{variable}=", 1)
+                if not disabled or name == "disabled":
+                    raise ConfigurationError(message, variable=variable) from None
+                # The off switch must work also when what it switches off is misconfigured
+                # (setting it may be the way out of a broken deployment): the bad variable
+                # is left out, and said, as a misspelt one is.
+                del values[name]
+                warnings.warn(
+                    f"{message} (left out: {ENV_PREFIX}DISABLED is set)",
+                    ConfigurationWarning,
+                    stacklevel=2,
+                )
+
+
+def _switched_off(value: object) -> bool:
+    """Whether ``disabled`` as given (a bool, or the variable's text) says off."""
+    if isinstance(value, str):
         try:
-            return cls(**values)
-        except ConfigurationError as exc:
-            # Say which variable to fix when the bad value came from the environment.
-            name = exc.variable or ""
-            variable = ENV_PREFIX + name.upper()
-            if name in values and overrides.get(name) is None and variable in env:
-                raise ConfigurationError(
-                    exc.message.replace(f"setting {name}=", f"{variable}=", 1), variable=variable
-                ) from None
-            raise
+            return parse_bool(value)
+        except ValueError:
+            return False
+    return value is True
 
 
 def _reason(exc: ValueError, name: str) -> str:

@@ -349,3 +349,26 @@ def test_bad_argument_names_the_argument() -> None:
         Settings.from_env(ENV, burst_size=0)
     assert info.value.variable == "burst_size"
     assert "burst_size=0" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("INFINIUM_TIMEOUT", "abc"),
+        ("INFINIUM_AGENT_ID", "not-a-uuid"),
+        ("INFINIUM_BASE_URL", "http://remote.example/api/v1"),
+        ("INFINIUM_AGENT_SECRET", "short"),
+    ],
+)
+def test_disabled_works_when_another_variable_is_invalid(variable: str, value: str) -> None:
+    """The off switch may be how an operator gets out of a broken configuration: it works,
+    the bad variable left out and named in a warning (never a secret's value)."""
+    env = {**ENV, "INFINIUM_DISABLED": "true", variable: value}
+    with pytest.warns(ConfigurationWarning, match=f"Invalid {variable}=.*left out") as issued:
+        settings = Settings.from_env(env)
+    assert settings.disabled
+    assert all("short" not in str(w.message) for w in issued)
+    with pytest.raises(ConfigurationError, match=variable):
+        Settings.from_env({**env, "INFINIUM_DISABLED": "false"})
+    with pytest.raises(ConfigurationError, match="Invalid INFINIUM_"):  # not switched off
+        Settings.from_env({**env, "INFINIUM_DISABLED": "maybe"})
