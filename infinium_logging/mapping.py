@@ -1004,8 +1004,25 @@ def event_step(event: RawEvent) -> dict[str, Any]:
     if kind == FROM_RECORD:
         if message is None:
             message = record_message(source.get("msg"), source.get("args"))
-        return build_step(message, levelno, record_fields(source, tag_key), error)
+        fields = record_fields(source, tag_key)
+        if fields:
+            fields = _without_structlog_copies(fields, levelno, source.get("name"))
+        return build_step(message, levelno, fields, error)
     return build_step(message or "", levelno, event_fields(source, tag_key), error)
+
+
+def _without_structlog_copies(
+    fields: list[tuple[str, Any]], levelno: int, name: object
+) -> list[tuple[str, Any]]:
+    """A record's fields without structlog's ``level`` and ``logger`` when they only repeat
+    the record's own (``render_to_log_kwargs`` passes the event dict as ``extra``): not
+    fields, as they are not through the processor."""
+    level = logging.getLevelName(levelno).lower()
+    return [
+        (key, item)
+        for key, item in fields
+        if not ((key == "level" and item == level) or (key == "logger" and item == name))
+    ]
 
 
 def call_field(call: object, name: str) -> object:

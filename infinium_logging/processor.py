@@ -198,6 +198,7 @@ class InfiniumProcessor:
                     if state is None:
                         return event_dict
             event = event_dict.get("event", _MISSING)
+            renamed: str | None = None  # where EventRenamer put the message: not a field
             if event is _MISSING:
                 if type(event_dict.get("extra")) is dict and "msg" in event_dict:
                     # render_to_log_kwargs ran: what is left is logging's keyword arguments.
@@ -209,7 +210,8 @@ class InfiniumProcessor:
                     )
                     return event_dict
                 # EventRenamer ran first: the message is under its usual new names.
-                event = event_dict.get("message", event_dict.get("msg", ""))
+                renamed = "message" if "message" in event_dict else "msg"
+                event = event_dict.get(renamed, "")
             message = event if type(event) is str else safe_str(event)
             last = self._last_logger
             if last[0] is not logger:
@@ -249,6 +251,8 @@ class InfiniumProcessor:
                 elif type(timestamp) is not str or timestamp[-1:] != "Z":  # not TimeStamper's
                     timestamp = captured_timestamp(timestamp)  # usual: see its doc
                 fields = event_fields(event_dict, self.tag_key) if value is True else None
+                if fields and renamed is not None:
+                    fields = [field for field in fields if field[0] != renamed]
                 payload = (
                     TaggedTrace(value.copy(), message, None, timestamp, fields, error, env)
                     if type(value) is dict
@@ -280,6 +284,8 @@ class InfiniumProcessor:
                     self._sink, options, "structlog", _STRUCTLOG_VERSION
                 )
             source = event_dict.copy() if type(event_dict) is dict else dict(event_dict)
+            if renamed is not None:
+                source.pop(renamed, None)
             if exc_info:
                 source["exc_info"] = None  # rendered above: the traceback is not kept
             added = state.record(

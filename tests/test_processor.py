@@ -394,13 +394,14 @@ def test_after_event_renamer_the_message_is_still_the_description(sink: ListSink
     """``EventRenamer`` before the processor moves the message to ``msg`` / ``message``."""
     for key in ("msg", "message"):
         log = chain(EventRenamer(key), InfiniumProcessor(exporter=sink), to_kwargs)
-        log.info("Renamed trace", infinium=True)
+        log.info("Renamed trace", infinium=True, k=1)
         with task("Renamed steps", exporter=sink):
-            log.info("a step")
+            log.info("a step", k=2)
     names = [t.name for t in sink.tasks]
     assert names == ["Renamed trace", "Renamed steps"] * 2
     for trace in sink.tasks[1::2]:
-        assert [s.description for s in trace.steps or ()] == ["a step"]
+        # The message is the description, not a field of the step's metadata as well.
+        assert [(s.description, s.metadata) for s in trace.steps or ()] == [("a step", {"k": 2})]
 
 
 def test_the_official_clients_task_data_as_a_tag_is_that_trace(sink: ListSink) -> None:
@@ -635,6 +636,33 @@ def test_bridge_with_the_handler_alone(stdlib_logger: logging.Logger) -> None:
         ("error", {"request_id": "r-1"}),
     ]
     assert [e.error_type for e in answer.errors or ()] == ["ValueError"]
+
+
+def test_bridge_with_the_handler_alone_through_render_to_log_kwargs(
+    stdlib_logger: logging.Logger,
+) -> None:
+    """render_to_log_kwargs hands the event dict to the record as ``extra``: structlog's
+    ``level`` and ``logger`` only repeat the record's own and are not step fields (as through
+    the processor); the application's fields are, and so are ``level``/``logger`` fields that
+    say something else."""
+    SINK_FOR_BRIDGE.tasks.clear()
+    stdlib_logger.addHandler(InfiniumHandler(exporter=SINK_FOR_BRIDGE))
+    log = structlog.wrap_logger(
+        stdlib_logger,
+        processors=[add_log_level, structlog.stdlib.add_logger_name, render_to_log_kwargs],
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+    with task("T"):
+        log.info("hello", k=1)
+        log.warning("careful", k=2)
+        stdlib_logger.info("plain", extra={"level": "high", "logger": "pump-7"})
+    steps = SINK_FOR_BRIDGE.tasks[0].steps or ()
+    assert [s.metadata for s in steps] == [
+        {"k": 1},
+        {"k": 2},
+        {"level": "high", "logger": "pump-7"},
+    ]
 
 
 def test_the_librarys_own_records_never_become_steps_through_a_formatter(
