@@ -137,7 +137,11 @@ recorder_sources: Final[weakref.WeakSet[Any]] = weakref.WeakSet()
 def _sole_recorder() -> Recorder | None:
     """The recorder of the handlers and processors alive when they all send to one place."""
     found: Recorder | None = None
-    for source in list(recorder_sources):
+    try:
+        sources = list(recorder_sources)
+    except RuntimeError:  # a handler made by another thread meanwhile: the default, then
+        return None
+    for source in sources:
         recorder = source._task_recorder()
         if recorder is None:
             continue
@@ -454,7 +458,10 @@ class _TaskState:
         else:
             for detail in self.errors:
                 detail["recoverable"] = True
-        sink = self._resolve_sink()  # first: it may bind the task, which the trace reads
+        try:
+            sink = self._resolve_sink()  # first: it may bind the task, which the trace reads
+        except Exception:  # a task's end must not fail the code it wraps
+            sink = None
         trace = TaskTrace(self, elapsed)
         try:
             if sink is None or not self._disabled_for(sink):
