@@ -40,13 +40,14 @@ from .tasks import (
     _current,
     _TaskState,
     active_state,
+    add_recorder_source,
     bridge,
     bridge_in_use,
     drain_deferred,
     marked,
     open_tasks,
     record_identity,
-    recorder_sources,
+    remove_recorder_source,
 )
 
 __all__ = ["InfiniumHandler"]
@@ -136,7 +137,7 @@ class InfiniumHandler(logging.Handler):
         self._recorder = Recorder(self._sink, Options(), "logging")
         self._bridged_recorder = Recorder(self._sink, Options(), "structlog", structlog_version())
         self._env_cache: dict[str, dict[str, Any]] = {}
-        recorder_sources.add(self)
+        add_recorder_source(self)
 
     def _task_recorder(self) -> Recorder | None:
         """How a task that no record bound would be recorded by this handler (see
@@ -440,7 +441,7 @@ class InfiniumHandler(logging.Handler):
         try:
             if not self._closed:
                 self._closed = True
-                recorder_sources.discard(self)
+                remove_recorder_source(self)
                 global _handlers_open
                 with _count_lock:
                     _handlers_open -= 1

@@ -43,11 +43,11 @@ from .tasks import (
     Recorder,
     _current,
     active_state,
+    add_recorder_source,
     bridge,
     bridge_in_use,
     open_tasks,
     record_identity,
-    recorder_sources,
 )
 
 __all__ = ["InfiniumProcessor"]
@@ -136,7 +136,7 @@ class InfiniumProcessor:
         else:
             self._options = None
             default_options()  # fail here, where it is configured, if the environment is bad
-        recorder_sources.add(self)
+        add_recorder_source(self)
 
     def _task_recorder(self) -> Recorder | None:
         """How a task that no event bound would be recorded by this processor (see

@@ -16,6 +16,9 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+from urllib3.exceptions import LocationParseError
+from urllib3.util import parse_url
+
 from ._logsetup import setup_logging
 from ._version import __version__
 from .errors import ConfigurationError, ConfigurationWarning
@@ -76,8 +79,15 @@ def _without_password(url: str) -> str:
             return url
         host = parts.netloc.rpartition("@")[2]
         return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
-    except ValueError:  # not even a URL: nothing to mask that urlsplit could find
-        return url
+    except ValueError:
+        # Too broken for urlsplit (a bad [IPv6] literal, a port out of range): masked by
+        # hand, everything between the user's name and the last "@" of the authority.
+        scheme, sep, rest = url.partition("://")
+        authority, slash, path = rest.partition("/")
+        user, at, host = authority.rpartition("@")
+        if not at or ":" not in user:
+            return url
+        return f"{scheme}{sep}{user.partition(':')[0]}:***@{host}{slash}{path}"
 
 
 def _is_loopback(host: str) -> bool:
@@ -199,6 +209,10 @@ def _check_url(value: Any) -> str | None:
         return "expected a port from 1 to 65535"
     if "?" in value or "#" in value:
         return "expected a URL without query or fragment"
+    try:
+        parse_url(value)  # the transport's own parser: what it could not send to is refused
+    except LocationParseError:
+        return "expected an http:// or https:// URL (urllib3 cannot parse its host)"
     if parts.username is not None or parts.password is not None:
         # Never sent (the platform authenticates with x-agent-id / x-agent-key), and shown
         # in every repr and check: a password there would only leak.
@@ -472,7 +486,22 @@ class Settings:
                 name = exc.variable or ""
                 variable = ENV_PREFIX + name.upper()
                 if not (name in values and overrides.get(name) is None and variable in env):
-                    raise
+                    # A rule between two settings names the one given in the environment.
+                    partner = _PARTNERS.get(name)
+                    variable = ENV_PREFIX + (partner or "").upper()
+                    if (
+                        partner is None
+                        or partner not in values
+                        or overrides.get(partner) is not None
+                        or variable not in env
+                    ):
+                        raise
+                    exc = ConfigurationError(
+                        f"Invalid {variable}={_describe(partner, values[partner])}: "
+                        f"{exc.message.partition('Invalid setting ')[2]}",
+                        variable=partner,
+                    )
+                    name = partner
                 message = exc.message.replace(f"setting {name}=", f"{variable}=", 1)
                 if not disabled or name == "disabled":
                     raise ConfigurationError(message, variable=variable) from None
@@ -480,11 +509,27 @@ class Settings:
                 # (setting it may be the way out of a broken deployment): the bad variable
                 # is left out, and said, as a misspelt one is.
                 del values[name]
-                warnings.warn(
-                    f"{message} (left out: {ENV_PREFIX}DISABLED is set)",
-                    ConfigurationWarning,
-                    stacklevel=2,
-                )
+                if message not in _warned_left_out:  # settings are read often: say it once
+                    _warned_left_out.add(message)
+                    warnings.warn(
+                        f"{message} (left out: {ENV_PREFIX}DISABLED is set)",
+                        ConfigurationWarning,
+                        stacklevel=2,
+                    )
+
+
+#: A rule between two settings is reported on the first (see Settings.__post_init__); when
+#: only the second was set in the environment, the error names that one.
+_PARTNERS: Final = {"retry_backoff_max": "retry_backoff_base"}
+#: Messages of variables left out because INFINIUM_DISABLED is set, already warned about.
+_warned_left_out: set[str] = set()
+
+
+def disabled_in_environment(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether ``INFINIUM_DISABLED`` says off, read alone (for when the settings as a whole
+    cannot be read)."""
+    env = os.environ if environ is None else environ
+    return _switched_off(env.get(ENV_PREFIX + "DISABLED"))
 
 
 def _switched_off(value: object) -> bool:

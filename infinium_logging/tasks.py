@@ -72,6 +72,7 @@ from .mapping import (
     merge_environment,
 )
 from .model import SECTION_NAMES
+from .settings import disabled_in_environment
 
 __all__ = ["Recorder", "Task", "TaskHandle", "TaskTrace", "current_task", "task"]
 
@@ -128,20 +129,32 @@ class _BridgeInUse:
 bridge: Final = _Bridge()
 bridge_in_use: Final = _BridgeInUse()
 
-#: The InfiniumHandlers and InfiniumProcessors alive (held weakly), each with a
+#: The InfiniumHandlers and InfiniumProcessors alive, by id (held weakly), each with a
 #: ``_task_recorder()``: a task that no event bound to one of them is sent where they all send,
-#: when that is one place (see _TaskState._resolve_sink).
-recorder_sources: Final[weakref.WeakSet[Any]] = weakref.WeakSet()
+#: when that is one place (see _TaskState._resolve_sink).  A dict of weak references, as
+#: open_tasks: its values are copied in one step that another thread cannot interleave with
+#: (iterating a WeakSet fails when another thread adds to it meanwhile).
+recorder_sources: Final[dict[int, weakref.ref[Any]]] = {}
+
+
+def add_recorder_source(source: object) -> None:
+    """Count ``source`` (a handler or processor) among recorder_sources while it lives."""
+    key = id(source)
+    recorder_sources[key] = weakref.ref(source, lambda _: recorder_sources.pop(key, None))
+
+
+def remove_recorder_source(source: object) -> None:
+    """No longer count ``source`` (a handler closed)."""
+    recorder_sources.pop(id(source), None)
 
 
 def _sole_recorder() -> Recorder | None:
     """The recorder of the handlers and processors alive when they all send to one place."""
     found: Recorder | None = None
-    try:
-        sources = list(recorder_sources)
-    except RuntimeError:  # a handler made by another thread meanwhile: the default, then
-        return None
-    for source in sources:
+    for ref in list(recorder_sources.values()):
+        source = ref()
+        if source is None:
+            continue
         recorder = source._task_recorder()
         if recorder is None:
             continue
@@ -161,19 +174,23 @@ class _SameRecord:
     ``ProcessorFormatter``, ``QueueHandler`` and ``makeLogRecord`` make, sharing its
     attributes), without keeping the record alive."""
 
-    __slots__ = ("created", "levelno", "name")
+    __slots__ = ("created", "levelno", "name", "relative")
 
-    def __init__(self, created: object, name: object, levelno: object) -> None:
+    def __init__(self, created: object, relative: object, name: object, levelno: object) -> None:
         self.created = created
+        self.relative = relative
         self.name = name
         self.levelno = levelno
 
     def __eq__(self, other: object) -> bool:
-        # The creation time as an object, not its value: each record makes its own float,
-        # which copies share; records made within one tick of a coarse clock (or under
-        # freezegun) have equal times, and a freed record's id() is reused at once.
+        # The creation times as objects, not their values: each record computes its own
+        # floats, which copies share; records made within one tick of a coarse clock (or
+        # under freezegun) have equal times, and a freed record's id() is reused at once.
+        # Both: a mocked time.time() hands every record the same `created` object, but
+        # `relativeCreated` is computed from it for each record.
         return (
             type(other) is _SameRecord
+            and other.relative is self.relative
             and other.created is self.created
             and other.name == self.name
             and other.levelno == self.levelno
@@ -186,9 +203,10 @@ def record_identity(record: logging.LogRecord) -> object:
     """What tells a LogRecord (and its copies) from every other record (see _SameRecord)."""
     attributes = record.__dict__
     created = attributes.get("created")
-    if created is None:  # a record factory's class of its own: duplicates go unnoticed
+    relative = attributes.get("relativeCreated")
+    if created is None or relative is None:  # a record class of its own: duplicates unnoticed
         return object()
-    return _SameRecord(created, attributes.get("name"), attributes.get("levelno"))
+    return _SameRecord(created, relative, attributes.get("name"), attributes.get("levelno"))
 
 
 def marked(mark: tuple[str, int, object], name: str, levelno: int, msg: object) -> bool:
@@ -429,7 +447,9 @@ class _TaskState:
         """
         if end_mono is None:
             end_mono = _monotonic()
-        if isinstance(exc, SystemExit) and exc.code in (None, 0):
+        if isinstance(exc, SystemExit) and (
+            exc.code is None or (type(exc.code) in (int, bool) and exc.code == 0)
+        ):
             exc = None  # sys.exit(0) in the task: the program ends as it should, no failure
         with self.lock:
             if self.finished:
@@ -481,12 +501,12 @@ class _TaskState:
         itself, from its own settings; a capture takes everything)."""
         if _default._capture is not None or type(sink) in _default._PENDING_SINKS:
             return False
-        options = self.options if self.bound else None
+        options = self.options  # bound, or described by the sole recorder (_resolve_sink)
         if options is None:
             try:
                 options = _default.options_for(sink, {})
-            except Exception:  # bad settings are reported where they are configured
-                return False
+            except Exception:  # bad settings are reported where they are configured; the
+                return disabled_in_environment()  # off switch still holds (-W error, say)
         return options.disabled
 
     def _resolve_sink(self) -> TaskSink | None:
@@ -504,16 +524,14 @@ class _TaskState:
         recorder = _sole_recorder()
         if recorder is None:
             return None
+        # Described as that recorder would, not bound to it: binding would bind the parent
+        # (see _report_to), which takes its framework and logger from its own first event.
         with self.lock:
             if not self.bound:
-                self._bind(
-                    recorder.sink,
-                    recorder.options,
-                    recorder.framework,
-                    recorder.framework_version,
-                    None,
-                )
-            return self.sink
+                self.options = recorder.options
+                self.framework = recorder.framework
+                self.framework_version = recorder.framework_version
+        return recorder.sink
 
     def _report_to(
         self,

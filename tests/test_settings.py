@@ -261,6 +261,7 @@ def test_a_password_in_the_base_url_is_refused_and_never_shown() -> None:
         ("https://infinium example/api/v1", "without spaces"),
         ("https://infinium.example/api/v 1", "without spaces"),
         ("https://infinium.example/api/v1\x00", "control characters"),
+        ("https://[::1]x/api/v1", "urllib3 cannot parse"),
     ],
 )
 def test_a_base_url_that_cannot_be_requested_names_the_variable(url: str, reason: str) -> None:
@@ -372,3 +373,24 @@ def test_disabled_works_when_another_variable_is_invalid(variable: str, value: s
         Settings.from_env({**env, "INFINIUM_DISABLED": "false"})
     with pytest.raises(ConfigurationError, match="Invalid INFINIUM_"):  # not switched off
         Settings.from_env({**env, "INFINIUM_DISABLED": "maybe"})
+
+
+def test_a_password_in_a_base_url_too_broken_to_parse_is_still_masked() -> None:
+    """urlsplit gives up on a broken [IPv6] literal: the password is masked by hand."""
+    url = "https://agent:MyAgentSecret99@[platform.example/api/v1"
+    with pytest.raises(ConfigurationError) as info:
+        Settings.from_env({**ENV, "INFINIUM_BASE_URL": url})
+    assert "MyAgentSecret99" not in str(info.value)
+    assert "agent:***@[platform.example/api/v1" in str(info.value)
+
+
+def test_a_rule_between_two_settings_names_the_variable_that_was_set() -> None:
+    """INFINIUM_RETRY_BACKOFF_BASE above the (default) maximum: the error names it, and with
+    INFINIUM_DISABLED=true it is left out like any other bad variable."""
+    env = {**ENV, "INFINIUM_RETRY_BACKOFF_BASE": "1000"}
+    with pytest.raises(ConfigurationError, match=r"INFINIUM_RETRY_BACKOFF_BASE='1000'") as info:
+        Settings.from_env(env)
+    assert info.value.variable == "INFINIUM_RETRY_BACKOFF_BASE"
+    with pytest.warns(ConfigurationWarning, match="INFINIUM_RETRY_BACKOFF_BASE"):
+        settings = Settings.from_env({**env, "INFINIUM_DISABLED": "true"})
+    assert settings.disabled and settings.retry_backoff_base == Settings.retry_backoff_base

@@ -17,12 +17,14 @@ import weakref
 from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+from unittest import mock
 
 import pytest
 from exporters import make_exporter
 from freezegun import freeze_time
 from sinks import ListSink
 
+from infinium_logging import settings as settings_module
 from infinium_logging._capture import capture_tasks
 from infinium_logging.collector import LocalCollector
 from infinium_logging.handler import InfiniumHandler
@@ -1222,7 +1224,10 @@ def test_a_task_that_logged_nothing_with_handlers_sending_apart_goes_to_the_defa
     assert [t.name for t in sink.tasks] == ["after the other handler closed"]
 
 
-@pytest.mark.parametrize(("code", "failed"), [(0, False), (None, False), (3, True), ("bye", True)])
+@pytest.mark.parametrize(
+    ("code", "failed"),
+    [(0, False), (None, False), (False, False), (3, True), ("bye", True), (0.0, True)],
+)
 def test_sys_exit_in_a_task(
     log: logging.Logger, sink: ListSink, code: object, failed: bool
 ) -> None:
@@ -1259,3 +1264,60 @@ def test_exporter_flush_sends_the_trace_of_a_generator_closed_early(
         assert exporter.flush(5)
         assert exporter.stats().sent == 1
     assert [t.task.name for t in infinium_collector.traces()] == ["closed early"]
+
+
+def test_records_under_a_mocked_clock_are_not_taken_for_one(sink: ListSink) -> None:
+    """time.time() mocked to one value hands every LogRecord the same ``created`` object:
+    with two handlers on a record's way (each must know a record it saw twice), different
+    records are still different steps and different traces."""
+    logger = logging.getLogger(f"tests.tasks.{uuid.uuid4().hex}")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    handlers = [InfiniumHandler(exporter=sink), InfiniumHandler(exporter=sink)]
+    for handler in handlers:
+        logger.addHandler(handler)
+    try:
+        with (
+            mock.patch("time.time", return_value=1_700_000_000.0),
+            mock.patch("time.time_ns", return_value=1_700_000_000_000_000_000),
+        ):
+            with task("T"):
+                for i in range(3):
+                    logger.info("step %d", i)
+            logger.info("tagged A", extra={"infinium": True})
+            logger.info("tagged B", extra={"infinium": True})
+    finally:
+        for handler in handlers:
+            logger.removeHandler(handler)
+            handler.close()
+    assert [t.name for t in sink.tasks] == ["T", "tagged A", "tagged B"]
+    assert [s.description for s in sink.tasks[0].steps or ()] == ["step 0", "step 1", "step 2"]
+
+
+def test_a_child_that_logged_nothing_leaves_its_parent_to_its_own_events(
+    log: logging.Logger, sink: ListSink
+) -> None:
+    """The child goes where the handler sends without binding the parent: the parent's trace
+    is described by its own first event (its logger among its tags)."""
+    gc.collect()  # handlers and processors of earlier tests, left for the collector
+    with task("outer"):
+        with task("inner"):
+            pass
+        log.info("hello")
+    inner, outer = sink.tasks
+    assert (inner.name, outer.name) == ("inner", "outer")
+    assert outer.environment is not None and outer.environment.custom_tags is not None
+    assert outer.environment.custom_tags["logger"] == log.name
+
+
+def test_disabled_keeps_a_task_from_its_own_sink_even_with_warnings_as_errors(
+    sink: ListSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """INFINIUM_DISABLED=true with another variable invalid: reading the settings warns (an
+    error here, as under ``-W error``); the off switch still holds."""
+    monkeypatch.setattr(settings_module, "_warned_left_out", set())
+    monkeypatch.setenv("INFINIUM_DISABLED", "true")
+    monkeypatch.setenv("INFINIUM_TIMEOUT", "abc")
+    with task("t", exporter=sink):
+        pass
+    assert sink.tasks == []
