@@ -1185,7 +1185,7 @@ def test_a_task_that_logged_nothing_goes_where_the_handlers_send(
             await asyncio.sleep(10)
 
     async def main() -> None:
-        with pytest.raises(TimeoutError):
+        with pytest.raises(asyncio.TimeoutError):  # not yet TimeoutError on 3.10
             await asyncio.wait_for(agent(), 0.01)
 
     asyncio.run(main())
