@@ -12,7 +12,7 @@ from typing import Any, Final, Protocol, runtime_checkable
 
 from ._logsetup import LOGGER_NAME
 from .errors import ConfigurationError
-from .exporter import Exporter, in_export
+from .exporter import Exporter, in_export, submit_as_exporter
 from .mapping import PendingTrace
 from .model import TaskData
 from .settings import ENV_PREFIX, Settings
@@ -251,9 +251,11 @@ def deliver(sink: TaskSink | None, payload: TaskData | dict[str, Any] | PendingT
         if default_options().disabled:
             return False
         sink = get_default_exporter()
-    if isinstance(payload, PendingTrace) and type(sink) not in _PENDING_SINKS:
+    if type(sink) in _PENDING_SINKS:
+        return sink.submit(payload)  # type: ignore[arg-type]
+    if isinstance(payload, PendingTrace):
         payload = payload.materialize()
-    return sink.submit(payload)  # type: ignore[arg-type]
+    return submit_as_exporter(sink, payload)
 
 
 # --- reporting problems without ever raising into the application --------------------------------

@@ -132,6 +132,17 @@ _EXPORTING: Final[contextvars.ContextVar[bool]] = contextvars.ContextVar(
 exporting: Final[Callable[[], bool]] = _EXPORTING.get
 
 
+def submit_as_exporter(sink: Any, task: object) -> bool:
+    """``sink.submit(task)`` for a sink of the application's own, with what it logs meanwhile
+    ignored as the exporter's own logging is: a sink that logs a tagged event (or anything
+    inside a task) through the handler that called it would otherwise recurse."""
+    token = _EXPORTING.set(True)
+    try:
+        return bool(sink.submit(task))
+    finally:
+        _EXPORTING.reset(token)
+
+
 def in_export() -> bool:
     """True on a thread that is exporting right now (a sender thread, or inside ``send``).
 

@@ -17,7 +17,7 @@ from ._default import (
     options_for,
     options_of,
 )
-from .exporter import Exporter
+from .exporter import Exporter, submit_as_exporter
 from .exporter import exporting as in_export
 from .mapping import (
     FROM_EVENT,
@@ -273,7 +273,7 @@ class InfiniumHandler(logging.Handler):
             elif self._sink_takes_pending:
                 sink.submit(payload)  # type: ignore[arg-type] # takes_pending(): it builds it
             else:
-                sink.submit(payload.materialize())
+                submit_as_exporter(sink, payload.materialize())
             return
         state = _current.get()
         if state is not None:

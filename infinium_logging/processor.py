@@ -23,6 +23,7 @@ from ._default import (
     options_for,
 )
 from .exporter import exporting as in_export
+from .exporter import submit_as_exporter
 from .mapping import (
     FROM_EVENT,
     LEVELS,
@@ -282,7 +283,7 @@ class InfiniumProcessor:
                 elif self._sink_takes_pending:
                     sink.submit(payload)  # type: ignore[arg-type] # takes_pending()
                 else:
-                    sink.submit(payload.materialize())
+                    submit_as_exporter(sink, payload.materialize())
                 if last[2]:
                     # Inside a task, the stdlib side would take the event (its tag gone)
                     # for a step of that task: tell an InfiniumHandler there it is a trace.

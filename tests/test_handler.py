@@ -181,6 +181,27 @@ def test_dictconfig_without_credentials_names_the_variable() -> None:
         InfiniumHandler()
 
 
+def test_a_sink_of_ones_own_that_logs_does_not_recurse(stdlib_logger: logging.Logger) -> None:
+    """A sink that logs (a tagged event, or anything inside a task) through the logger whose
+    handler called it: what it logs is not recorded, as the exporter's own logging is not,
+    and the application's call returns."""
+
+    class LoggingSink(ListSink):
+        def submit(self, task: Any) -> bool:
+            accepted = super().submit(task)
+            stdlib_logger.info("the sink got %s", self.tasks[-1].name, extra={"infinium": True})
+            return accepted
+
+    sink = LoggingSink()
+    stdlib_logger.addHandler(InfiniumHandler(exporter=sink))
+    stdlib_logger.info("tagged", extra={"infinium": True})
+    with task("outer"), task("inner"):
+        stdlib_logger.info("a step")
+    assert [t.name for t in sink.tasks] == ["tagged", "inner", "outer"]
+    steps = sink.tasks[2].steps or ()
+    assert [s.description for s in steps] == ["inner"]  # the subtask; not the sink's line
+
+
 def test_no_recursion_with_urllib3_debug_on_the_root_logger(collector_env: LocalCollector) -> None:
     """The handler on the root logger with urllib3 at DEBUG: every trace once, nothing more."""
     root = logging.getLogger()
