@@ -681,7 +681,32 @@ def _shape(source: Mapping[str, Any], *, strict: bool, problems: list[Problem]) 
         for key in [key for key in shaped if key not in _TASK_FIELDS]:
             problems.append(Problem(key, "unknown field", "dropped"))
             del shaped[key]
+        _stringify_tags(shaped, problems)
     return shaped
+
+
+def _stringify_tags(shaped: dict[str, Any], problems: list[Problem]) -> None:
+    """Custom tags are strings on the platform: a number or a bool among them (the official
+    client's dataclass takes any value) is written as text, and anything else dropped on its
+    own, rather than the whole mapping dropped as not a mapping of strings."""
+    env = shaped.get("environment")
+    tags = env.get("custom_tags") if isinstance(env, Mapping) else None
+    if not isinstance(tags, Mapping) or all(type(v) is str for v in tags.values()):
+        return
+    fixed: dict[Any, Any] = {}
+    for key, value in tags.items():
+        where = f"environment.custom_tags.{key}"
+        if isinstance(value, str):
+            fixed[key] = value
+        elif isinstance(value, bool):
+            fixed[key] = "true" if value else "false"
+            problems.append(Problem(where, "expected text", "replaced"))
+        elif isinstance(value, (int, float)) and math.isfinite(value):
+            fixed[key] = str(value)
+            problems.append(Problem(where, "expected text", "replaced"))
+        else:  # only this tag, not the others with it
+            problems.append(Problem(where, "expected text", "dropped"))
+    shaped["environment"] = {**env, "custom_tags": fixed}  # type: ignore[dict-item]
 
 
 def _shape_step(step: Any) -> Any:

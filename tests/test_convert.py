@@ -719,12 +719,17 @@ def test_lenient_drops_an_unknown_key_holding_path_characters(fields: dict[str, 
 def test_lenient_drops_a_value_inside_a_dict_keyed_with_a_dot() -> None:
     problems: list[Problem] = []
     task = to_task(
-        {"name": "kept", "description": "d", "environment": {"custom_tags": {"a.b": 3}}},
+        {
+            "name": "kept",
+            "description": "d",
+            "environment": {"custom_tags": {"a.b": [3], "c": "d"}},
+        },
         strict=False,
         problems=problems,
     )
     assert task.name == "kept"
-    assert [(p.path, p.action) for p in problems] == [("environment.custom_tags[...]", "dropped")]
+    assert task.environment is not None and task.environment.custom_tags == {"c": "d"}
+    assert [(p.path, p.action) for p in problems] == [("environment.custom_tags.a.b", "dropped")]
 
 
 @pytest.mark.parametrize("duration", [10**400, -(10**400)])
@@ -867,3 +872,36 @@ def test_a_taskdata_with_exponent_form_floats_can_be_checked_and_shrunk() -> Non
     )
     small = TaskData("n", "d", NOW, 5e-05)
     assert to_task(small) == small
+
+
+def test_lenient_custom_tags_keep_every_tag_they_can() -> None:
+    """Custom tags are text: a number or bool (which the official client's dataclass takes)
+    is written as text, anything else dropped alone, never the whole mapping with it."""
+    problems: list[convert.Problem] = []
+    task = convert.to_task(
+        {
+            "name": "n",
+            "description": "d",
+            "current_datetime": "2026-01-01T00:00:00Z",
+            "duration": 1.0,
+            "environment": {
+                "region": "eu",
+                "custom_tags": {"team": "x", "attempt": 3, "ratio": 0.5, "ok": True, "bad": [1]},
+            },
+        },
+        strict=False,
+        problems=problems,
+    )
+    assert task.environment is not None
+    assert task.environment.custom_tags == {
+        "team": "x",
+        "attempt": "3",
+        "ratio": "0.5",
+        "ok": "true",
+    }
+    assert sorted((p.path, p.action) for p in problems) == [
+        ("environment.custom_tags.attempt", "replaced"),
+        ("environment.custom_tags.bad", "dropped"),
+        ("environment.custom_tags.ok", "replaced"),
+        ("environment.custom_tags.ratio", "replaced"),
+    ]
