@@ -391,6 +391,12 @@ class Exporter:
     ) -> None:
         if settings is None:
             settings = Settings.from_env(**overrides)
+        elif not isinstance(settings, Settings):
+            # Exporter(agent_id, ...) as the official client is made: say how it is done here.
+            raise TypeError(
+                f"Exporter() takes a Settings or keyword arguments (agent_id=..., "
+                f"agent_secret=..., ...), not a {type(settings).__name__} as its first argument"
+            )
         elif overrides:
             settings = settings.replace(**overrides)
         if on_result is not None and not callable(on_result):

@@ -1189,3 +1189,11 @@ def test_a_mapping_that_cannot_be_read_is_refused_and_the_batch_goes_on(
     assert stats.dropped["invalid"] == 1
     assert [t.task.name for t in collector.traces()][-2:] == ["before", "after"]
     assert balanced(stats)
+
+
+def test_an_exporter_made_as_the_official_client_is_says_how_it_is_made_here() -> None:
+    """``Exporter(agent_id, agent_secret)``, as ``InfiniumClient`` takes them: a TypeError that
+    names the keyword arguments, never the secret."""
+    with pytest.raises(TypeError, match=r"keyword arguments \(agent_id=") as info:
+        Exporter(TEST_AGENT_ID)  # type: ignore[arg-type]
+    assert TEST_AGENT_ID not in str(info.value)
