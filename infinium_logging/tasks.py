@@ -730,12 +730,17 @@ before_flush.append(drain_deferred)
 
 
 def _after_fork_in_child() -> None:
-    # A task's lock held by another thread at fork() would stay held forever in the child,
-    # where code inherited inside the task still logs into it.
+    # The tasks open at fork() are the parent's, which ends and sends them: in the child they
+    # are over (what it logs inside one is not a step of it, and its exit must not send a
+    # copy of it as abandoned), as are the traces waiting in _deferred, the parent's to send.
+    # Their locks are new: one held by another thread at fork() would stay held forever here.
+    _deferred.clear()
     for ref in list(open_tasks.values()):
         state = ref()
         if state is not None:
             state.lock = threading.RLock()
+            state.finished = True
+    open_tasks.clear()
 
 
 if hasattr(os, "register_at_fork"):  # not on Windows

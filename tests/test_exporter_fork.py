@@ -219,8 +219,15 @@ def test_a_child_logs_into_a_task_whose_lock_a_parent_thread_held_at_fork() -> N
                 try:
                     raise ValueError("in the child")
                 except ValueError:
-                    logger.exception("child step")  # an error: recorded under the lock
-                return {"steps": len(state.events), "errors": len(state.errors)}
+                    logger.exception("child step")
+                with state.lock:  # renewed: not the one the parent's thread holds
+                    pass
+                logger.info("tagged in the child", extra={"infinium": True})
+                return {
+                    "steps": len(state.events),
+                    "errors": len(state.errors),
+                    "traces": [t.name for t in sink.tasks],
+                }
 
             try:
                 report = fork_and_report(child, timeout=10)
@@ -230,4 +237,45 @@ def test_a_child_logs_into_a_task_whose_lock_a_parent_thread_held_at_fork() -> N
     finally:
         logger.removeHandler(handler)
         handler.close()
-    assert report == {"steps": 1, "errors": 1}
+    # The inherited task is the parent's: the child's events are not steps of its copy.
+    assert report == {"steps": 0, "errors": 0, "traces": ["tagged in the child"]}
+    assert [t.name for t in sink.tasks] == ["inherited"]
+
+
+def _worker_logging(index: int) -> None:
+    import logging  # noqa: PLC0415
+
+    logging.getLogger("tests.fork.pool").info("worker %d", index, extra={"infinium": True})
+
+
+def test_a_pool_forked_inside_a_task_sends_no_copy_of_it(
+    infinium_collector: LocalCollector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers forked inside an open task log traces of their own; at their exit the task,
+    open in their copy of the parent, is not sent again as abandoned: the parent sends it."""
+    import logging  # noqa: PLC0415
+
+    from infinium_logging.handler import InfiniumHandler  # noqa: PLC0415
+    from infinium_logging.tasks import task  # noqa: PLC0415
+
+    logger = logging.getLogger("tests.fork.pool")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    exporter = make_exporter(infinium_collector)
+    handler = InfiniumHandler(exporter=exporter)
+    logger.addHandler(handler)
+    try:
+        with task("fan out", exporter=exporter):
+            logger.info("start")
+            context = multiprocessing.get_context("fork")
+            with context.Pool(2) as pool:
+                pool.map(_worker_logging, range(4))
+                pool.close()
+                pool.join()
+        assert exporter.flush(10)
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+        exporter.shutdown(5)
+    names = sorted(t.task.name for t in infinium_collector.traces())
+    assert names == ["fan out"] + [f"worker {i}" for i in range(4)]
