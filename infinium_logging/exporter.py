@@ -1035,14 +1035,16 @@ class Exporter:
         # step (test_a_tagged_event_counts_the_memory_its_dict_would compares them).
         fields: Any
         steps = 0
+        held = 0
         try:
             if type(task) is dict:
                 fields = task
             elif isinstance(task, PendingTrace):
                 fields = task.basis
                 steps = task.steps
+                held = task.held
                 if type(fields) is not dict:
-                    size = steps * self._step_estimate
+                    size = steps * self._step_estimate + held
                     if isinstance(fields, TaskData):
                         return size + self._struct_estimate(fields)
                     return size + _BASE_ESTIMATE
@@ -1055,7 +1057,7 @@ class Exporter:
             listed = fields.get("steps")  # fields.get each time: no bound method to make
             if type(listed) is list or type(listed) is tuple:
                 steps += len(listed)
-            size = self._fixed_estimate + steps * self._step_estimate
+            size = self._fixed_estimate + steps * self._step_estimate + held
             text = fields.get("input_summary")
             if type(text) is str:
                 size += len(text)

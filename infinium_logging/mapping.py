@@ -712,6 +712,8 @@ class PendingTrace:
 
     basis: object = None
     steps: int = 0
+    #: Characters of long text it holds beyond ``basis`` and ``steps`` (see held_text).
+    held: int = 0
 
     def materialize(self) -> TaskData | dict[str, Any]:
         """The trace: a TaskData, or a dict of TaskData fields to be read leniently."""
@@ -721,6 +723,21 @@ class PendingTrace:
         """What a spool record keeps of it to build it later, or ``None`` when it has no such
         form (it is built before it is written)."""
         return None
+
+
+#: Text shorter than this is covered by the exporter's average size of a step.
+_LONG_TEXT: Final = 1024
+
+
+def held_text(values: Iterable[object]) -> int:
+    """The characters of the long strings (and bytes) among ``values``: what a captured
+    event keeps alive beyond the average step until its trace is built, and cut to size then
+    (a retrieved document logged as a field, say), so that ``max_queue_bytes`` counts it."""
+    total = 0
+    for value in values:
+        if (type(value) is str or type(value) is bytes) and len(value) > _LONG_TEXT:
+            total += len(value)
+    return total
 
 
 def record_message(msg: object, args: object) -> str:
@@ -761,6 +778,11 @@ class TaggedTrace(msgspec.Struct, PendingTrace, eq=False, gc=False):
     fields: Iterable[tuple[str, Any]] | None
     error: ErrorInfo | None
     env: Mapping[str, Any]
+
+    @property
+    def held(self) -> int:  # type: ignore[override]
+        """Long text among the message and the fields of a tag of ``True``."""
+        return held_text((self.message, *(value for _, value in self.fields or ())))
 
     def materialize(self) -> TaskData | dict[str, Any]:
         """The trace (see :func:`tagged_payload`)."""

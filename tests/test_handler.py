@@ -634,3 +634,32 @@ def test_fields_set_on_the_tag_dict_after_logging_are_not_sent(
     (received,) = collector_env.traces()
     assert (received.task.name, received.task.input_summary) == ("Classify", "ticket 7")
     assert received.task.output_summary is None
+
+
+def test_long_text_logged_as_a_field_counts_against_max_queue_bytes(
+    infinium_collector: LocalCollector, stdlib_logger: logging.Logger
+) -> None:
+    """A document logged as a field (tagged, or in a task's step) is held until a sender
+    builds the trace: with the platform unreachable, max_queue_bytes counts it, so the queue
+    stays within the bound and the rest is refused and counted, not held beyond it."""
+    exporter = Exporter(
+        base_url=infinium_collector.base_url,
+        agent_id=TEST_AGENT_ID,
+        agent_secret=TEST_AGENT_SECRET,
+        requests_per_second=0.001,  # one request, then none: everything else waits
+        burst_size=1,
+        max_queue_bytes=2 * 2**20,
+    )
+    stdlib_logger.addHandler(InfiniumHandler(exporter=exporter))
+    try:
+        for i in range(30):
+            document = f"{i:06d}" * 20_000  # 120,000 characters, a new string each time
+            stdlib_logger.info("retrieved", extra={"infinium": True, "document": document})
+            with task(f"task {i}", exporter=exporter):
+                stdlib_logger.info("read", extra={"document": document})
+        stats = exporter.stats()
+        assert stats.buffered_bytes <= 2 * 2**20
+        assert stats.queued * 100_000 <= stats.buffered_bytes + 200_000
+        assert stats.dropped["queue_full"] >= 30
+    finally:
+        exporter.shutdown(0)
