@@ -215,6 +215,8 @@ class Spool:
         self._evicted = 0
         self._evicted_unreported = 0
         self._evict_warned_at = -math.inf
+        self._unacked_unreported = 0
+        self._unacked_warned_at = -math.inf
         self._corrupt = 0
         self._adopted = 0
         self._counter = 0
@@ -301,8 +303,8 @@ class Spool:
                 _write_all(segment.ack_fd, _ACK.pack(ref.offset))
                 if self.fsync:
                     os.fsync(segment.ack_fd)
-            except OSError:
-                _log.warning("could not record a delivered trace in the spool", exc_info=True)
+            except OSError as exc:
+                self._warn_unacked(exc)
 
     def release(self, ref: RecordRef) -> bool:
         """Hand a record back for a later attempt (queue full, retries exhausted, shutdown).
@@ -513,6 +515,24 @@ class Spool:
             backlog = self._backlog
             while backlog and backlog[0].segment not in self._segments:
                 backlog.popleft()
+
+    def _warn_unacked(self, exc: OSError) -> None:
+        """Log a failed delivery mark (a full disk fails one per trace sent): the first at
+        once, then at most once per ``_EVICT_WARN_INTERVAL`` with the count since.  Such a
+        trace is sent again by the next start (at-least-once), so it is not counted as lost."""
+        self._unacked_unreported += 1
+        now = time.monotonic()
+        if now - self._unacked_warned_at < _EVICT_WARN_INTERVAL:
+            return
+        _log.warning(
+            "could not record %d delivered trace(s) in the spool%s (%s): the next start "
+            "sends them again",
+            self._unacked_unreported,
+            "" if self._unacked_warned_at == -math.inf else " since the last report",
+            exc,
+        )
+        self._unacked_warned_at = now
+        self._unacked_unreported = 0
 
     def _warn_evicted(self, count: int) -> None:
         """Log evictions: the first at once, then at most once per ``_EVICT_WARN_INTERVAL``

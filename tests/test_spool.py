@@ -273,3 +273,35 @@ def test_a_segment_whose_creator_died_before_using_it_is_removed(tmp_path: Path)
     assert not abandoned.exists()
     assert young.exists()
     spool.close()
+
+
+def test_failed_delivery_marks_are_reported_once_a_minute_not_per_trace(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A full disk fails the mark of every trace delivered: one warning with the count, then
+    one a minute; the records stay pending, for the next start to send again."""
+    caplog.set_level(logging.WARNING, logger="infinium_logging.spool")
+    spool = Spool(str(tmp_path), AGENT)
+    with freeze_time("2026-01-01T00:00:00Z") as frozen:
+        refs = [spool.append(b"rec-%d" % i) for i in range(12)]
+        segment = spool._active
+        assert segment is not None
+        real_fd = segment.ack_fd
+        segment.ack_fd = os.open(os.devnull, os.O_RDONLY)  # writes fail, as on a full disk
+        try:
+            for ref in refs[:10]:
+                spool.ack(ref)
+            frozen.tick(61)
+            spool.ack(refs[10])
+        finally:
+            os.close(segment.ack_fd)
+            segment.ack_fd = real_fd
+    messages = [r.getMessage() for r in caplog.records if "delivered trace" in r.getMessage()]
+    assert len(messages) == 2
+    assert messages[0].startswith("could not record 1 delivered trace(s) in the spool")
+    second = "could not record 10 delivered trace(s) in the spool since the last report"
+    assert second in messages[1]
+    spool.close()
+    again = Spool(str(tmp_path), AGENT)
+    assert len(payloads(again)) == 12  # none marked delivered: all sent again
+    again.close()
