@@ -56,7 +56,11 @@ def main(argv: list[str] | None = None) -> int:
         with warnings.catch_warnings():
             # The commands name unknown INFINIUM_* variables themselves, in their own words.
             warnings.simplefilter("ignore", ConfigurationWarning)
-            return run(args)
+            code = run(args)
+        # What is still buffered is written now, where a reader gone away (``| head -1``) is
+        # handled below, not at interpreter exit, which would print a traceback.
+        sys.stdout.flush()
+        return code
     except BrokenPipeError:
         # The reader of the output went away (``| head -1``): stop, as the Python docs advise,
         # pointing stdout at devnull so that flushing it at exit does not fail again.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -315,13 +316,22 @@ def test_send_keeps_sending_when_its_output_has_no_reader(
     assert sorted(t.task.name for t in env.traces()) == [f"t{i}" for i in range(5)]
 
 
-def test_a_command_whose_reader_goes_away_exits_1_quietly(env: LocalCollector) -> None:
-    """``check | head -1``: the command stops with exit code 1 and no traceback."""
+@pytest.mark.parametrize("unbuffered", [False, True], ids=["buffered", "PYTHONUNBUFFERED"])
+def test_a_command_whose_reader_goes_away_exits_1_quietly(
+    env: LocalCollector, unbuffered: bool
+) -> None:
+    """``check | head -1``: the command stops with exit code 1 and no traceback, whether its
+    output is buffered (Python's default for a pipe: the failure then comes at the end) or
+    not."""
+    environ = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    if unbuffered:
+        environ["PYTHONUNBUFFERED"] = "1"
     child = subprocess.Popen(
         [sys.executable, "-m", "infinium_logging", "check"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env=environ,
     )
     assert child.stdout is not None and child.stderr is not None
     child.stdout.close()
@@ -329,6 +339,22 @@ def test_a_command_whose_reader_goes_away_exits_1_quietly(env: LocalCollector) -
     child.stderr.close()
     assert child.wait(30) == 1
     assert err == ""
+    # As ``| head -1`` does it: the first line read, then the reader gone.
+    piped = subprocess.run(
+        [
+            "bash",
+            "-c",
+            f"{shlex.quote(sys.executable)} -m infinium_logging check | head -1; "
+            'echo "status ${PIPESTATUS[0]}" >&2',
+        ],
+        capture_output=True,
+        text=True,
+        env=environ,
+        timeout=30,
+        check=False,
+    )
+    assert piped.stdout.count("\n") == 1
+    assert piped.stderr == "status 1\n"
 
 
 def test_send_json_array_from_stdin(
