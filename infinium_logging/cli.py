@@ -35,7 +35,7 @@ from .errors import (
     ValidationError,
 )
 from .exporter import Exporter
-from .settings import DEFAULT_BASE_URL, Settings, unknown_variables
+from .settings import DEFAULT_BASE_URL, Settings, check_secret, unknown_variables
 from .transport import Transport
 
 __all__ = ["main"]
@@ -132,7 +132,9 @@ def _add_serve(commands: _Commands) -> None:
         "--db", default=DEFAULT_DB, help=f"SQLite file, or {MEMORY} (default: %(default)s)"
     )
     parser.add_argument("--agent-id", type=_uuid, help="accept only this agent id (a UUID)")
-    parser.add_argument("--agent-secret", help="accept only this agent secret")
+    parser.add_argument(
+        "--agent-secret", type=_secret, help="accept only this agent secret (8 characters or more)"
+    )
     parser.add_argument(
         "--prompts", metavar="FILE", help="JSON file of prompts to serve to get_prompt()"
     )
@@ -236,6 +238,13 @@ def _port(text: str) -> int:
     if not 0 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"expected a port from 0 to 65535, got {text!r}")
     return port
+
+
+def _secret(text: str) -> str:
+    problem = check_secret(text)
+    if problem is not None:  # the client would refuse it: a collector for no one
+        raise argparse.ArgumentTypeError(f"{problem}, as the client requires")
+    return text
 
 
 def _uuid(text: str) -> str:

@@ -185,6 +185,11 @@ def _check_header_text(value: Any) -> str | None:
     return None
 
 
+def check_secret(value: Any) -> str | None:
+    """What is wrong with ``value`` as an agent secret (never the value), or None."""
+    return _check_secret(value)
+
+
 def _check_secret(value: Any) -> str | None:
     if (problem := _check_header_text(value)) is not None:
         return problem

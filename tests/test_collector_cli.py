@@ -248,3 +248,16 @@ def test_console_script_points_at_main() -> None:
     """The installed ``infinium-logging`` command runs ``infinium_logging.cli:main``."""
     scripts = importlib.metadata.entry_points(group="console_scripts", name="infinium-logging")
     assert [script.value for script in scripts] == ["infinium_logging.cli:main"]
+
+
+def test_serve_refuses_a_secret_the_client_would_refuse(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``serve --agent-secret abc`` would print an INFINIUM_AGENT_SECRET no client accepts
+    (8 characters at least): refused at once, the value not repeated."""
+    with pytest.raises(SystemExit) as info:
+        main(["serve", "--agent-secret", "abc1234"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "at least 8 characters" in err
+    assert "abc1234" not in err
