@@ -1001,6 +1001,36 @@ def record_fields(attributes: dict[str, Any], tag_key: str) -> list[tuple[str, A
     return found
 
 
+def held_by_events(events: Iterable[object]) -> int:
+    """The long text a task's captured events hold (see :func:`held_text`): their messages and
+    the values of their fields (a step added as a dict, a subtask's, is small).  Written out,
+    not with record_fields and held_text: it runs on the thread that ends the task, once per
+    step, and calls and lists cost twice the loop (~0.5 us a step here)."""
+    total = 0
+    for event in events:
+        if type(event) is not tuple:
+            continue
+        source = event[2]
+        if event[0] == FROM_RECORD:
+            message = source.get("msg")
+            for key in reversed(source):  # the added keys, found as record_fields finds them
+                if key in RECORD_ATTRIBUTES:
+                    if key in FORMATTER_ATTRIBUTES:
+                        continue
+                    break
+                value = source[key]
+                if (type(value) is str or type(value) is bytes) and len(value) > _LONG_TEXT:
+                    total += len(value)
+        else:
+            message = event[5]
+            for value in source.values():
+                if (type(value) is str or type(value) is bytes) and len(value) > _LONG_TEXT:
+                    total += len(value)
+        if type(message) is str and len(message) > _LONG_TEXT:
+            total += len(message)
+    return total
+
+
 def event_fields(event: Mapping[Any, Any], tag_key: str) -> list[tuple[str, Any]]:
     """A structlog event's structured fields: what structlog's own processors did not add."""
     return [

@@ -60,7 +60,6 @@ from ._default import Options, TaskSink
 from .convert import MAX_DESCRIPTION_LENGTH, truncate
 from .exporter import before_exit, before_flush
 from .mapping import (
-    FROM_RECORD,
     TASK_FIELDS,
     ErrorInfo,
     PendingTrace,
@@ -69,10 +68,9 @@ from .mapping import (
     environment,
     error_from_exc_info,
     event_step,
-    held_text,
+    held_by_events,
     iso_timestamp,
     merge_environment,
-    record_fields,
 )
 from .model import SECTION_NAMES
 from .settings import disabled_in_environment
@@ -581,23 +579,6 @@ class _TaskState:
             pass
 
 
-def _held_by(events: list[RawEvent | dict[str, Any]]) -> int:
-    """The long text a task's events hold (see mapping.held_text): their messages and fields
-    (steps added as dicts, a subtask's, are small)."""
-    total = 0
-    for event in events:
-        if isinstance(event, dict):
-            continue
-        kind, _, source, tag_key, _, message = event
-        values: list[object]
-        if kind == FROM_RECORD:
-            values = [source.get("msg"), *(item for _, item in record_fields(source, tag_key))]
-        else:
-            values = [message, *source.values()]
-        total += held_text(values)
-    return total
-
-
 class TaskTrace(PendingTrace):
     """A finished task's trace, built from what the task captured by :meth:`materialize`.
 
@@ -628,7 +609,7 @@ class TaskTrace(PendingTrace):
         events = state.events
         self.basis = fields
         self.steps = len(events) + (1 if state.omitted else 0)
-        self.held = _held_by(events)
+        self.held = held_by_events(events)
         self.fields = fields
         self.events = events
         self.errors = state.errors
