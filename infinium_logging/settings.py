@@ -187,10 +187,6 @@ def _check_header_text(value: Any) -> str | None:
 
 def check_secret(value: Any) -> str | None:
     """What is wrong with ``value`` as an agent secret (never the value), or None."""
-    return _check_secret(value)
-
-
-def _check_secret(value: Any) -> str | None:
     if (problem := _check_header_text(value)) is not None:
         return problem
     if value and len(value) < 8:
@@ -260,7 +256,7 @@ _STRIPPED: Final = ("agent_id", "agent_secret", "base_url")
 
 _SPECS: Final[dict[str, _Spec]] = {
     "agent_id": _Spec(_parse_str, _check_agent_id),
-    "agent_secret": _Spec(_parse_str, _check_secret),
+    "agent_secret": _Spec(_parse_str, check_secret),
     "base_url": _Spec(_parse_str, _check_url),
     "timeout": _Spec(_parse_float, _at_least(0.001, 3600)),
     "max_retries": _Spec(_parse_int, _is_int(_at_least(0, 100))),
