@@ -75,6 +75,29 @@ class RecordRef(msgspec.Struct, frozen=True, gc=False):
     size: int
 
 
+class _Report:
+    """Counts of something to warn about: the first at once, then at most once per
+    ``_EVICT_WARN_INTERVAL`` with the count since (what fails once per trace must not log
+    once per trace)."""
+
+    __slots__ = ("_unreported", "_warned_at")
+
+    def __init__(self) -> None:
+        self._unreported = 0
+        self._warned_at = -math.inf
+
+    def due(self, count: int) -> tuple[int, str]:
+        """Add ``count``; ``(count to report, " since the last report" or "")``, or ``(0, "")``
+        when the last report was less than the interval ago."""
+        self._unreported += count
+        now = time.monotonic()
+        if now - self._warned_at < _EVICT_WARN_INTERVAL:
+            return 0, ""
+        since = "" if self._warned_at == -math.inf else " since the last report"
+        count, self._unreported, self._warned_at = self._unreported, 0, now
+        return count, since
+
+
 @dataclass(frozen=True, slots=True)
 class SpoolStats:
     """What the spool holds and what it had to give up."""
@@ -213,10 +236,8 @@ class Spool:
         self._pending_records = 0
         self._waiting = 0
         self._evicted = 0
-        self._evicted_unreported = 0
-        self._evict_warned_at = -math.inf
-        self._unacked_unreported = 0
-        self._unacked_warned_at = -math.inf
+        self._evictions = _Report()
+        self._unacked = _Report()
         self._corrupt = 0
         self._adopted = 0
         self._counter = 0
@@ -517,38 +538,25 @@ class Spool:
                 backlog.popleft()
 
     def _warn_unacked(self, exc: OSError) -> None:
-        """Log a failed delivery mark (a full disk fails one per trace sent): the first at
-        once, then at most once per ``_EVICT_WARN_INTERVAL`` with the count since.  Such a
-        trace is sent again by the next start (at-least-once), so it is not counted as lost."""
-        self._unacked_unreported += 1
-        now = time.monotonic()
-        if now - self._unacked_warned_at < _EVICT_WARN_INTERVAL:
-            return
-        _log.warning(
-            "could not record %d delivered trace(s) in the spool%s (%s): the next start "
-            "sends them again",
-            self._unacked_unreported,
-            "" if self._unacked_warned_at == -math.inf else " since the last report",
-            exc,
-        )
-        self._unacked_warned_at = now
-        self._unacked_unreported = 0
+        """Log failed delivery marks (a full disk fails one per trace sent).  Such a trace is
+        sent again by the next start (at-least-once), so it is not counted as lost."""
+        count, since = self._unacked.due(1)
+        if count:
+            _log.warning(
+                "could not record %d delivered trace(s) in the spool%s (%s): the next start "
+                "sends them again",
+                count,
+                since,
+                exc,
+            )
 
     def _warn_evicted(self, count: int) -> None:
-        """Log evictions: the first at once, then at most once per ``_EVICT_WARN_INTERVAL``
-        with the count since (a long outage at the bound evicts a segment at every rotation)."""
-        self._evicted_unreported += count
-        now = time.monotonic()
-        if now - self._evict_warned_at < _EVICT_WARN_INTERVAL:
-            return
-        _log.warning(
-            "spool over %d bytes: evicted %d oldest trace(s)%s",
-            self.max_bytes,
-            self._evicted_unreported,
-            "" if self._evict_warned_at == -math.inf else " since the last report",
-        )
-        self._evict_warned_at = now
-        self._evicted_unreported = 0
+        """Log evictions (a long outage at the bound evicts a segment at every rotation)."""
+        count, since = self._evictions.due(count)
+        if count:
+            _log.warning(
+                "spool over %d bytes: evicted %d oldest trace(s)%s", self.max_bytes, count, since
+            )
 
     def _forget(self, segment: _Segment, offset: int) -> None:
         size = segment.live.pop(offset, 0)
