@@ -259,8 +259,11 @@ class InfiniumProcessor:
                 timestamp = event_dict.get("timestamp")
                 if timestamp is None:
                     timestamp = time.time()
-                elif type(timestamp) is not str or timestamp[-1:] != "Z":  # not TimeStamper's
-                    timestamp = captured_timestamp(timestamp)  # usual: see its doc
+                elif type(timestamp) is str:
+                    if timestamp[-1:] != "Z":  # TimeStamper's usual ISO form needs no clock
+                        timestamp = captured_timestamp(timestamp)  # see its doc
+                elif type(timestamp) is not float:  # an epoch float is kept as it is
+                    timestamp = captured_timestamp(timestamp)
                 fields = event_fields(event_dict, self.tag_key) if value is True else None
                 if fields and renamed is not None:
                     fields = [field for field in fields if field[0] != renamed]
