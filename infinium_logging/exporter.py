@@ -38,7 +38,8 @@ from .durability import (
 from .errors import InfiniumError
 from .guard import EXPORTING
 from .ledger import DROP_REASONS, DropWarner, ExporterStats, warn_dropped
-from .model import MAX_BODY_BYTES, ApiResponse, BatchResult, PromptContent, TaskData
+from .model import MAX_BODY_BYTES, ApiResponse, BatchResult, PromptContent, TaskData, utc_now_iso
+from .official import send_task, wait_for_interpretation
 from .queued import BASE_ESTIMATE, Item, PendingTrace, fields_estimate, struct_estimate
 from .retry import RetryPolicy
 from .settings import Settings
@@ -573,17 +574,25 @@ class Exporter:
         return self._client.send(task)
 
     def send_batch(
-        self, tasks: Iterable[TaskData | Mapping[str, Any] | OfficialTask]
+        self,
+        tasks: Iterable[TaskData | Mapping[str, Any] | OfficialTask],
+        *,
+        max_concurrent: int | None = None,
+        fail_fast: bool = False,
     ) -> BatchResult:
         """Send up to 100 traces now, concurrently over the pool; results in input order.
 
+        ``max_concurrent`` bounds the requests in flight (default: ``workers``;
+        ``1`` sends one after the other, the official synchronous client's way).
         One trace's failure never stops the others: each gets its own
         ApiResponse in ``results`` (``success=False`` and the error's text for a
-        failure, also listed in ``errors``).  More than 100 traces is a
-        ``ValueError``.  :class:`~infinium_logging.errors.BatchError` is raised
-        only when nothing at all could be sent (for example refused credentials).
+        failure, also listed in ``errors``) -- unless ``fail_fast=True``: then
+        the first failure stops what is not yet sent and raises
+        :class:`~infinium_logging.errors.BatchError` with the counts.  More than
+        100 traces is a ``ValueError``.  ``BatchError`` is also raised when
+        nothing at all could be sent (for example refused credentials).
         """
-        return self._client.send_batch(tasks)
+        return self._client.send_batch(tasks, max_concurrent=max_concurrent, fail_fast=fail_fast)
 
     def get_interpreted_result(self, trace_id: str) -> ApiResponse:
         """The platform's interpretation of a trace sent earlier.
@@ -592,6 +601,29 @@ class Exporter:
         Same throttle, retries and errors as :meth:`send`.
         """
         return self._client.get_interpreted_result(trace_id)
+
+    def wait_for_interpretation(
+        self, trace_id: str, timeout: float = 120.0, poll_interval: float = 3.0
+    ) -> ApiResponse:
+        """Poll :meth:`get_interpreted_result` until Maestro has interpreted the trace.
+
+        Returns the answer whose ``data["interpretedTraceResult"]`` is set; raises
+        :class:`~infinium_logging.errors.InfiniumTimeoutError` after ``timeout``
+        seconds, as the official client's ``wait_for_interpretation`` does.
+        """
+        return wait_for_interpretation(self, trace_id, timeout, poll_interval)
+
+    def send_task(
+        self,
+        name: str,
+        description: str,
+        duration: float,
+        current_datetime: str | None = None,
+        **fields: Any,
+    ) -> ApiResponse:
+        """The official ``send_task``: build a trace from keyword arguments (strictly, see
+        :func:`~infinium_logging.official.create_task_data`) and send it now."""
+        return send_task(self, name, description, duration, current_datetime, **fields)
 
     def get_prompt(
         self,
@@ -602,7 +634,21 @@ class Exporter:
     ) -> PromptContent:
         """A Prompt Studio prompt; ``variables`` fill its ``{{placeholders}}`` into
         ``rendered_content`` (unknown ones are left as they are)."""
-        return self._client.get_prompt(prompt_id, prompt_key, version, variables)
+        prompt = self._client.get_prompt(prompt_id, prompt_key, version, variables)
+        # The capture side imports this module: linking reaches back to it only here.
+        from .tasks import link_prompt  # noqa: PLC0415
+
+        link_prompt(
+            {
+                "prompt_id": prompt.prompt_id,
+                "prompt_name": prompt.name,
+                "version": prompt.version,
+                "source": "prompt_studio",
+                "variables_used": list(variables) if variables else None,
+                "fetched_at": utc_now_iso(),
+            }
+        )
+        return prompt
 
     def __enter__(self) -> Exporter:
         return self
