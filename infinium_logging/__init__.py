@@ -32,8 +32,6 @@ from ._default import TaskSink, configure, get_default_exporter
 from ._logsetup import setup_logging
 from ._version import __version__
 from .aio import AsyncClient
-from .collector import LocalCollector, ReceivedTrace
-from .convert import Problem, decode_task, fit_task, json_safe, to_task
 from .errors import (
     AuthenticationError,
     BatchError,
@@ -75,7 +73,6 @@ from .model import (
     TaskData,
     TimeTracking,
     ToolCall,
-    encode_task,
     utc_now_iso,
 )
 from .official import create_task_data
@@ -110,17 +107,14 @@ __all__ = [
     "InfiniumTimeoutError",
     "LlmCall",
     "LlmUsage",
-    "LocalCollector",
     "Marketing",
     "NetworkError",
     "NotFoundError",
-    "Problem",
     "Project",
     "PromptContent",
     "PromptStudio",
     "PromptUse",
     "RateLimitError",
-    "ReceivedTrace",
     "Research",
     "Sales",
     "ServerError",
@@ -138,14 +132,9 @@ __all__ = [
     "configure",
     "create_task_data",
     "current_task",
-    "decode_task",
-    "encode_task",
-    "fit_task",
     "get_default_exporter",
-    "json_safe",
     "setup_logging",
     "task",
-    "to_task",
     "utc_now_iso",
 ]
 
