@@ -5,7 +5,9 @@ The flow, one module per stage (docs/architecture.md draws it)::
     handler.py / processor.py   log events in (stdlib logging / structlog)
     mapping.py / tasks.py       events -> TaskData traces (task() aggregation); _default.py
                                 the process-wide default exporter (configure())
-    model.py / convert.py       the trace types, their wire encoding, validation and fitting
+    model.py                    the trace types and their wire encoding
+    convert.py                  reading outside data as traces (strict or lenient)
+    sanitise.py / fitting.py    JSON-safe copies and truncation; shrinking to the size limit
     guard.py                    the recursion guard (in_export)
     queued.py                   what the delivery core queues (PendingTrace, Item)
     exporter.py                 the Exporter: admission, bounded buffer and sender threads

@@ -12,7 +12,7 @@ from typing import Any, Final, TypeVar
 import msgspec
 
 from ._logsetup import setup_logging
-from .convert import Problem, json_safe, to_task
+from .convert import Problem, to_task
 from .delivery import Deadline, Delivery
 from .destination_infinium import InfiniumDestination
 from .errors import ConfigurationError
@@ -20,6 +20,7 @@ from .guard import EXPORTING
 from .model import MAX_BODY_BYTES
 from .queued import Item, PendingTrace, read_captured
 from .retry import RetryPolicy, classify
+from .sanitise import json_safe
 from .settings import Settings
 from .spool import RecordRef, Spool, survey
 from .throttle import TokenBucket

@@ -20,7 +20,7 @@ import msgspec
 from . import lifecycle
 from ._logsetup import setup_logging
 from .client import ApiClient
-from .convert import Problem, _object_fields, decode_task, lenient_task
+from .convert import Problem, decode_task, lenient_task
 from .delivery import Deadline, Delivery
 from .destination_infinium import InfiniumDestination, encode_trace
 from .durability import (
@@ -42,6 +42,7 @@ from .model import MAX_BODY_BYTES, ApiResponse, BatchResult, PromptContent, Task
 from .official import send_task, wait_for_interpretation
 from .queued import BASE_ESTIMATE, Item, PendingTrace, fields_estimate, struct_estimate
 from .retry import RetryPolicy
+from .sanitise import _object_fields
 from .settings import Settings
 from .spool import RecordRef, Spool
 from .throttle import TokenBucket
