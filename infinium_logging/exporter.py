@@ -8,7 +8,6 @@ import dataclasses
 import logging
 import os
 import random
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -20,7 +19,7 @@ import msgspec
 from . import lifecycle
 from ._logsetup import setup_logging
 from .client import ApiClient
-from .convert import Problem, decode_task, lenient_task
+from .convert import Problem, lenient_task
 from .delivery import Deadline, Delivery
 from .destination_infinium import InfiniumDestination, encode_trace
 from .durability import (
@@ -40,7 +39,15 @@ from .guard import EXPORTING
 from .ledger import DROP_REASONS, DropWarner, ExporterStats, warn_dropped
 from .model import MAX_BODY_BYTES, ApiResponse, BatchResult, PromptContent, TaskData, utc_now_iso
 from .official import send_task, wait_for_interpretation
-from .queued import BASE_ESTIMATE, Item, PendingTrace, fields_estimate, struct_estimate
+from .queued import (
+    BASE_ESTIMATE,
+    Item,
+    PendingTrace,
+    build_quietly,
+    fields_estimate,
+    struct_estimate,
+)
+from .results import OnResult, Reporter, failure_response
 from .retry import RetryPolicy
 from .sanitise import _object_fields
 from .settings import Settings
@@ -69,8 +76,6 @@ _JOIN_GRACE: Final = 0.1
 #: A sender starts on a trace while another is still starting (taken, not yet through its
 #: first request) only once that one has been at it this long: see Exporter._take.
 _OVERLAP_AFTER: Final = 0.002
-
-OnResult = Callable[[Any, ApiResponse], object]
 
 
 class OfficialTask(Protocol):
@@ -235,7 +240,7 @@ class Exporter:
         self._auth_until = 0.0
         self._auth_failing = False
         self._rejections_logged: set[str] = set()
-        self._callback_error_logged = False
+        self._reporter = Reporter(self._on_result)
         self._warner = DropWarner()
         # Pacing (see _take): traces being started, when the last was taken, who waits.
         self._starting = 0
@@ -395,7 +400,7 @@ class Exporter:
                 if isinstance(task, PendingTrace):
                     record = captured_record(task)
                     if record is None:
-                        trace = _built(task)
+                        trace = build_quietly(task)
                 if record is None and not isinstance(trace, (TaskData, Mapping)):
                     reason, size = "invalid", 0
                 else:
@@ -1204,7 +1209,7 @@ class Exporter:
                     self._work.notify()
         if recovered and not self._closed:
             _log.info("Infinium accepted the agent credentials again; sending resumed")
-        self._report(item, response)
+        self._reporter.report(item, response)
 
     def _settle(self, item: Item, reason: str, error: str | None = None) -> bool:
         """Count a trace as lost for ``reason`` unless it is settled already; tell on_result.
@@ -1225,7 +1230,7 @@ class Exporter:
             self._dropped[reason] += 1
             if error is not None:
                 self._last_error = error
-        self._report(item, _failure_response(reason, error))
+        self._reporter.report(item, failure_response(reason, error))
         return True
 
     def _ack(self, item: Item) -> None:
@@ -1265,7 +1270,7 @@ class Exporter:
         with self._lock:
             self._spooled -= 1
             self._dropped["spool_full"] += 1
-        self._report(item, _failure_response("spool_full", error))
+        self._reporter.report(item, failure_response("spool_full", error))
         return True
 
     def _started_request(self, item: Item, *, waking: bool) -> None:
@@ -1293,55 +1298,6 @@ class Exporter:
             # Waking a flush for every trace settled costs the senders the lock and the GIL
             # thousands of times a second; it can only return once its target is reached.
             self._settled_cond.notify_all()
-
-    def _report(self, item: Item, response: ApiResponse) -> None:
-        callback = self._on_result
-        if callback is None:
-            return
-        token = EXPORTING.set(True)
-        # Called where a failure of ours is being handled: the callback's own exception would
-        # be shown as raised while handling it, as if the library had failed first.
-        handled = sys.exc_info()[1]
-        try:
-            task = item.task
-            if isinstance(task, PendingTrace):  # settled before a sender built it
-                task = _built(task)
-            elif task is None and item.body is not None:  # a spooled wire body
-                task = decode_task(item.body, strict=False)
-            callback(task, response)
-        except Exception as exc:
-            if not self._callback_error_logged:
-                self._callback_error_logged = True
-                if handled is not None:
-                    _unchain(exc, handled)
-                _log.warning("the on_result callback raised (logged once)", exc_info=exc)
-        finally:
-            EXPORTING.reset(token)
-
-    def _report_lost(self, items: list[Item], until: float) -> None:
-        """Report the traces lost at shutdown to ``on_result`` until ``until`` at the latest.
-
-        On a thread of their own, waited for until then: a callback that takes its time
-        must not hold the shutdown (or the interpreter's exit) past its deadline.  Here, on
-        this thread, when no thread can be started (at exit, Python 3.12+).
-        """
-        if self._on_result is None or not items:
-            return
-
-        def report() -> None:
-            for item in items:
-                if time.monotonic() > until:
-                    break
-                reason = "shutdown" if item.ref is None else "spool_full"
-                self._report(item, _failure_response(reason, None))
-
-        thread = threading.Thread(target=report, name="infinium-exporter-report", daemon=True)
-        try:
-            thread.start()
-        except RuntimeError:  # "can't create new thread at interpreter shutdown"
-            report()
-            return
-        thread.join(max(0.0, until - time.monotonic()))
 
     def _warn_drops(self) -> None:
         if self._closed or not self._warner.due():
@@ -1449,7 +1405,7 @@ class Exporter:
                 spooled = self._spooled
             self._until.finished.set()
             self._bucket.wake()
-            self._report_lost(lost + gone, deadline + _REPORT_GRACE)
+            self._reporter.report_lost(lost + gone, deadline + _REPORT_GRACE)
             if not stuck:
                 # Idle senders exit at once; a sender stuck in a request is a daemon thread
                 # and is left behind (its late answer is ignored: the trace is settled).
@@ -1471,15 +1427,6 @@ class Exporter:
             EXPORTING.reset(token)
 
 
-def _built(task: PendingTrace) -> TaskData | dict[str, Any] | None:
-    """A captured trace built now (off a sender thread), or None when it cannot be."""
-    try:
-        return task.materialize()
-    except Exception:
-        _log.debug("a captured trace could not be built", exc_info=True)
-        return None
-
-
 def _as_trace(task: Any) -> Any:
     """``task``, or the fields of the official client's TaskData (a dataclass) as a dict,
     read as a dict of TaskData fields is (its nested dataclasses included)."""
@@ -1488,21 +1435,3 @@ def _as_trace(task: Any) -> Any:
     if dataclasses.is_dataclass(task) and not isinstance(task, type):
         return _object_fields(task)
     return task
-
-
-def _failure_response(reason: str, error: str | None) -> ApiResponse:
-    message = f"not delivered ({reason})" + (f": {error}" if error else "")
-    return ApiResponse(success=False, status_code=None, message=message, data={"reason": reason})
-
-
-def _unchain(error: BaseException, handled: BaseException) -> None:
-    """Hide ``handled`` from the chain ``error`` is shown with (it was raised while ``handled``
-    was being handled, by no fault of its own); its other links stay."""
-    link: BaseException | None = error
-    seen: set[int] = set()
-    while link is not None and id(link) not in seen:
-        seen.add(id(link))
-        if link.__context__ is handled:
-            link.__suppress_context__ = True
-            return
-        link = link.__cause__ if link.__cause__ is not None else link.__context__
