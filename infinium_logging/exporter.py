@@ -7,7 +7,6 @@ import collections
 import dataclasses
 import logging
 import os
-import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -29,6 +28,7 @@ from .durability import (
     KIND_CAPTURED,
     REFILL_BATCH,
     SPOOL_RETRY,
+    Backlog,
     backlog_item,
     captured_record,
     dict_record,
@@ -257,11 +257,7 @@ class Exporter:
         self._adopted = 0
         self._spool_write_errors = 0
         self._spool_error_logged = False
-        self._adopting = False
-        self._next_adopt = 0.0
-        self._refilling = False
-        self._backlog_at = 0.0
-        self._backlog_failures = 0
+        self._backlog = Backlog(self._policy)
         self._bucket = TokenBucket(
             settings.requests_per_second,
             settings.burst_size,
@@ -284,7 +280,7 @@ class Exporter:
         if spool is not None and not spool.closed:
             # The parent's records stay the parent's; the child writes segments of its own.
             spool.after_fork_in_child()
-            self._next_adopt = time.monotonic() + ADOPT_INTERVAL
+            self._backlog.next_adopt = time.monotonic() + ADOPT_INTERVAL
 
     def _is_finished(self) -> bool:
         return self._until.finished.is_set()
@@ -897,59 +893,31 @@ class Exporter:
                 self._spooled -= count
                 self._dropped["spool_full" if event == "evicted" else "invalid"] += count
 
-    def _backlog_failed(self) -> None:
-        """Back the spool's backlog off after a failed delivery (called with the lock held)."""
-        self._backlog_failures += 1
-        self._backlog_at = max(self._backlog_at, time.monotonic() + self._backlog_delay())
-
-    def _backlog_delay(self) -> float:
-        policy = self._policy
-        ceiling = min(
-            policy.backoff_max, policy.backoff_base * 2.0 ** min(self._backlog_failures, 64)
-        )
-        # Half fixed, half jitter: processes that failed together do not probe together,
-        # and the wait still grows.
-        return ceiling * (0.5 + 0.5 * random.random())
-
     def _spool_chore(self, now: float) -> str:
         """Spool work a sender thread should do now, outside the lock (lock held)."""
         if self._spool is None or self._final:
             return ""
-        if not self._closed and not self._adopting and now >= self._next_adopt:
-            self._adopting = True
-            self._next_adopt = now + ADOPT_INTERVAL
-            return "adopt"
-        if (
-            self._spooled > 0
-            and not self._refilling
-            and now >= self._backlog_at
-            and len(self._queue) <= self._max_items // 2
-            and (self._until.at is None or now < self._until.at)
-        ):
-            self._refilling = True
-            return "refill"
-        return ""
+        return self._backlog.chore(
+            now,
+            spooled=self._spooled,
+            closed=self._closed,
+            room=len(self._queue) <= self._max_items // 2,
+            deadline=self._until.at,
+        )
 
     def _backlog_due_by(self, limit: float) -> bool:
         """Whether spooled records may be taken up before ``limit`` (lock held)."""
         return (
             self._spool is not None
             and not self._final
-            and (self._refilling or (self._spooled > 0 and self._backlog_at < limit))
+            and self._backlog.due_by(limit, self._spooled)
         )
 
     def _idle_wait(self, now: float) -> float | None:
         """How long an idle sender may sleep before spool work is due (lock held)."""
         if self._spool is None or self._final:
             return None
-        due = []
-        if not self._closed:
-            due.append(self._next_adopt)
-        if self._spooled > 0 and not self._refilling:
-            due.append(self._backlog_at)
-        if not due:
-            return None
-        return max(0.001, min(due) - now)
+        return self._backlog.idle_wait(now, spooled=self._spooled, closed=self._closed)
 
     def _do_chore(self, chore: str) -> None:
         spool = self._spool
@@ -961,10 +929,10 @@ class Exporter:
                 _log.debug("spool adoption failed", exc_info=True)
             finally:
                 with self._lock:
-                    self._adopting = False
+                    self._backlog.adopting = False
             return
         with self._lock:
-            probing = self._backlog_failures > 0
+            probing = self._backlog.failures > 0
             room = max(1, min(REFILL_BATCH, self._max_items - len(self._queue)))
             byte_room = max(1, self._max_bytes - self._held_bytes)
         taken: list[tuple[RecordRef, int, bytes]] = []
@@ -975,7 +943,7 @@ class Exporter:
             _log.debug("reading the spool's backlog failed", exc_info=True)
         items = [backlog_item(ref, kind, payload) for ref, kind, payload in taken]
         with self._lock:
-            self._refilling = False
+            self._backlog.refilled(probing, len(items))
             if self._final:
                 return  # shutdown already counted these as left in the spool, where they are
             self._spooled -= len(items)
@@ -984,8 +952,6 @@ class Exporter:
                 self._seq += 1
                 self._held_bytes += item.size
                 self._queue.append(item)
-            if probing or not items:
-                self._backlog_at = time.monotonic() + self._backlog_delay()
             if self._idle:
                 self._work.notify(max(1, len(items)))
             if self._waiters:
@@ -1201,12 +1167,9 @@ class Exporter:
             self._last_success = time.time()
             recovered = self._auth_failing
             self._auth_failing = False
-            if self._backlog_failures:
-                # The endpoint answers again: take the spool's backlog up at once.
-                self._backlog_failures = 0
-                self._backlog_at = 0.0
-                if self._idle and self._spooled:
-                    self._work.notify()
+            # The endpoint answers again: take the spool's backlog up at once.
+            if self._backlog.recovered() and self._idle and self._spooled:
+                self._work.notify()
         if recovered and not self._closed:
             _log.info("Infinium accepted the agent credentials again; sending resumed")
         self._reporter.report(item, response)
@@ -1255,7 +1218,7 @@ class Exporter:
             if error is not None:
                 self._last_error = error
             if reason != "shutdown":
-                self._backlog_failed()
+                self._backlog.failed()
         if item.loose and item.body is not None:
             # Keep the exact wire body rather than the submitted dict: read back later, it is
             # sent as it is, without coercing (and counting the fixes) a second time.
@@ -1369,11 +1332,11 @@ class Exporter:
                         remaining = deadline - now
                         if remaining <= 0:
                             break
-                        if self._queue or self._in_flight or self._refilling:
+                        if self._queue or self._in_flight or self._backlog.refilling:
                             wait = remaining  # every settle and refill notifies
                         elif self._workers.alive and self._backlog_due_by(deadline):
                             # Spooled records a sender may still take up before the deadline.
-                            wait = min(remaining, max(0.01, self._backlog_at - now))
+                            wait = min(remaining, max(0.01, self._backlog.at - now))
                         else:
                             break
                         self._settled_cond.wait(wait)
