@@ -1,4 +1,13 @@
-"""The exporter: a bounded buffer drained by background sender threads, with deadlines and stats."""
+"""The Exporter: admission under the bounds, the buffer, and settling each trace exactly once.
+
+It calls one way: the workers (workers.py) run its take/process loop, delivery.py makes the
+attempts through a Destination, durability.py writes and reads spool records, results.py
+tells on_result, ledger.py holds the stats' types, lifecycle.py shuts it down at exit and
+resets it after fork, client.py is its synchronous API.  Over the size budget as one class:
+admission, settling and the spool's accounting change the same counters under one lock
+(``stats()`` must balance at every reading), and they are not yet split into a ledger object
+of their own.
+"""
 
 from __future__ import annotations
 
