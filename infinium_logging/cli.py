@@ -35,6 +35,7 @@ from .errors import (
     ValidationError,
 )
 from .exporter import Exporter
+from .infino_cli import add_infino_datasets, add_infino_query
 from .settings import DEFAULT_BASE_URL, Settings, check_secret, unknown_variables
 from .transport import Transport
 
@@ -815,4 +816,6 @@ _COMMANDS: Final[tuple[Callable[[_Commands], None], ...]] = (
     _add_send,
     _add_spool,
     _add_replay,
+    add_infino_query,
+    add_infino_datasets,
 )
