@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import threading
 import time
 from collections.abc import Mapping
 from typing import Any, Final, Protocol, runtime_checkable
 
+from . import lifecycle
 from ._logsetup import LOGGER_NAME
 from .errors import ConfigurationError
-from .exporter import Exporter, in_export, submit_as_exporter
+from .exporter import Exporter
+from .guard import in_export, submit_as_exporter
 from .infino_default import deliver_default, infino_configured
-from .mapping import PendingTrace
 from .model import TaskData
+from .queued import PendingTrace
 from .settings import ENV_PREFIX, Settings
 
 __all__ = [
@@ -111,8 +112,7 @@ def _after_fork_in_child() -> None:
     _lock = threading.Lock()
 
 
-if hasattr(os, "register_at_fork"):  # not on Windows
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+lifecycle.on_fork(_after_fork_in_child)
 
 
 def configure(**settings_overrides: Any) -> Exporter:

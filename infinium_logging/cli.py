@@ -770,7 +770,7 @@ def _add_replay(commands: _Commands) -> None:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from .exporter import replay_spool  # noqa: PLC0415 - only this command replays
+    from .durability import replay_spool  # noqa: PLC0415 - only this command replays
 
     try:
         settings = _settings_from(args, spool_dir=args.spool_dir)

@@ -17,8 +17,8 @@ from ._default import (
     options_for,
     options_of,
 )
-from .exporter import Exporter, submit_as_exporter
-from .exporter import exporting as in_export
+from .exporter import Exporter
+from .guard import in_export, submit_as_exporter
 from .mapping import (
     FROM_EVENT,
     FROM_RECORD,

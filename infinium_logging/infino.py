@@ -7,20 +7,22 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, Final
 
 import msgspec
 
+from . import lifecycle
 from .convert import decode_task, lenient_task
-from .errors import InfiniumError, RateLimitError
-from .exporter import _EXPORTING, before_exit
+from .delivery import Deadline, Delivery
+from .errors import InfiniumError, ValidationError
+from .guard import EXPORTING
 from .infino_client import InfinoClient
-from .infino_rows import bulk_entry, read_bulk_answer, step_rows, trace_id_of, trace_row
+from .infino_destination import InfinoDestination
 from .infino_settings import InfinoSettings
-from .mapping import PendingTrace
 from .model import TaskData, encode_task
-from .retry import RetryPolicy, classify, retry_after_of
+from .queued import PendingTrace
+from .retry import RetryPolicy
 from .spool import RecordRef, Spool
 from .throttle import TokenBucket
 from .transport import redacted
@@ -82,48 +84,33 @@ class InfinoStats(msgspec.Struct, frozen=True, kw_only=True):
 
 @dataclasses.dataclass(eq=False)
 class _Record:
-    """One trace on its way: its rows by dataset (``_id`` -> NDJSON entry) until stored."""
+    """One trace on its way: its record for each destination still to store it."""
 
-    trace_id: str
-    rows: dict[str, dict[str, bytes]]
+    records: dict[str, bytes]
     ref: RecordRef | None
-    trace_stored: bool = False
     trace_refused: bool = False
 
 
 class InfinoSink:
-    """Sends every trace it is given to an Infino dataset, as one flat row (plus one row per
-    step when ``steps_dataset`` is set), in signed bulk requests.
+    """Sends every trace to an Infino dataset as one flat row (and one row per step with
+    ``steps_dataset``), in signed bulk requests; usable wherever ``exporter=`` is taken.
 
-    ``submit(task)`` takes a trace (a TaskData, a dict of TaskData fields, a
-    trace not yet built) without blocking or raising; one background thread
-    gathers traces into batches of up to ``max_batch_records`` traces and
-    ``max_batch_bytes`` bytes, waiting at most ``linger`` seconds for a batch
-    to fill, and sends them through a token bucket of ``requests_per_second``.
-    Failed requests (429, 5xx, no answer) are retried with jittered backoff and
-    ``Retry-After``; rows a 200 answer refuses for now are sent again, rows it
-    refuses for good are counted by reason.  Each row's ``_id`` is derived from
-    the trace, so a retry or replay overwrites instead of adding a copy.
-
-    ``settings=None`` reads ``INFINIUM_INFINO_*`` (keyword arguments win).
-    Usable wherever ``exporter=`` is taken.  With ``spool_dir`` set, traces are
-    written to a durable spool before ``submit`` returns and delivered after a
-    crash or restart (at least once; the ``_id`` makes it exactly once in Infino).
+    ``submit`` never blocks or raises.  One thread batches traces (``max_batch_records``,
+    ``max_batch_bytes``, at most ``linger`` seconds of waiting) and delivers them through one
+    :class:`~infinium_logging.delivery.Delivery` per dataset (token bucket, retries, the 429
+    rule); rows a 200 answer refuses for now are sent again, rows refused for good counted by
+    reason.  Row ids derive from the trace: a retry or replay overwrites.  ``settings=None``
+    reads ``INFINIUM_INFINO_*`` (keyword arguments win); with ``spool_dir``, traces survive a
+    crash or restart.
     """
 
-    def __init__(
-        self,
-        settings: InfinoSettings | None = None,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        **overrides: Any,
-    ) -> None:
+    def __init__(self, settings: InfinoSettings | None = None, **overrides: Any) -> None:
         if settings is None:
             settings = InfinoSettings.from_env(**overrides)
         elif overrides:
             settings = dataclasses.replace(settings, **overrides)
         self._settings = settings
-        self._clock = clock
+        self._clock = time.monotonic
         self._client = InfinoClient(settings)
         self._policy = RetryPolicy(
             max_retries=settings.max_retries,
@@ -131,7 +118,18 @@ class InfinoSink:
             backoff_max=settings.retry_backoff_max,
             max_elapsed=settings.max_elapsed,
         )
-        self._bucket = TokenBucket(settings.requests_per_second, settings.burst_size, clock=clock)
+        # One bucket for every dataset: Infino's request budget is the client's as a whole.
+        self._bucket = TokenBucket(settings.requests_per_second, settings.burst_size)
+        self._deadline = Deadline()
+        self._destinations = [InfinoDestination(settings, client=self._client)]
+        if settings.steps_dataset:
+            self._destinations.append(InfinoDestination(settings, steps=True, client=self._client))
+        self._deliveries = {
+            destination.name: Delivery(
+                destination, self._policy, self._bucket, self._deadline, settings.timeout
+            )
+            for destination in self._destinations
+        }
         self._cond = threading.Condition()
         self._queue: collections.deque[tuple[object, RecordRef | None, float]] = collections.deque()
         self._counts: collections.Counter[str] = collections.Counter()
@@ -141,7 +139,6 @@ class InfinoSink:
         self._last_error: str | None = None
         self._thread: threading.Thread | None = None
         self._closing = False
-        self._deadline: float | None = None
         self._flushes = 0
         self._next_backlog = 0.0
         self._spool: Spool | None = None
@@ -152,7 +149,7 @@ class InfinoSink:
             self._counts["adopted"] = self._spool.backlog_size()
             if self._counts["adopted"]:
                 self._start()  # what an earlier process left is sent without waiting for more
-        before_exit.append(self._shutdown_at_exit)
+        lifecycle.track(self)
 
     def __repr__(self) -> str:
         return (
@@ -163,8 +160,6 @@ class InfinoSink:
     def settings(self) -> InfinoSettings:
         """The settings of this destination (the secret key masked in their repr)."""
         return self._settings
-
-    # -- the caller's side ---------------------------------------------------------------------
 
     def submit(self, task: TaskData | dict[str, Any] | PendingTrace | object) -> bool:
         """Take one finished trace; False when it was not taken (full, closed: counted)."""
@@ -222,28 +217,42 @@ class InfinoSink:
     def shutdown(self, timeout: float | None = None) -> bool:
         """Deliver what is held within ``timeout`` seconds (default ``shutdown_timeout``), then
         stop; what is left is counted as ``shutdown`` (or stays in the spool)."""
-        limit = self._settings.shutdown_timeout if timeout is None else timeout
+        began = self._begin_shutdown(
+            self._settings.shutdown_timeout if timeout is None else timeout
+        )
+        return self._finish_shutdown(began)
+
+    close = shutdown
+
+    def _begin_shutdown(self, limit: float) -> bool:
+        """Close and set the deadline; False when a shutdown had begun already."""
         with self._cond:
-            already = self._closing
+            if self._closing:
+                return False
             self._closing = True
-            self._deadline = self._clock() + limit
-            thread = self._thread
+            self._deadline.at = self._clock() + limit
             self._cond.notify_all()
+        self._deadline.stopping.set()
         self._bucket.wake()
+        return True
+
+    def _finish_shutdown(self, began: bool = True) -> bool:
+        """Wait (within the deadline) for the sender; count what is left."""
+        thread = self._thread
+        limit = max(0.0, (self._deadline.at or self._clock()) - self._clock())
         if thread is not None and thread is not threading.current_thread():
             thread.join(limit + 0.5)
-        if not already:
+        if began:
             with self._cond:
                 left = [entry[1] for entry in self._queue]
                 self._queue.clear()
                 self._settle_lost(left, "shutdown")
+            self._deadline.finished.set()
             if self._spool is not None:
                 self._spool.close()
             self._client.close()
         with self._cond:
             return not self._in_flight and self._dropped["shutdown"] == 0
-
-    close = shutdown
 
     def stats(self) -> InfinoStats:
         """Counts so far (one consistent reading)."""
@@ -264,11 +273,19 @@ class InfinoSink:
                 last_error=self._last_error,
             )
 
-    def _shutdown_at_exit(self) -> None:
-        if self._thread is not None or self._queue:
-            self.shutdown()
+    # -- what the process-wide hooks ask (lifecycle.Stoppable) ----------------------------------
 
-    # -- the sending thread --------------------------------------------------------------------
+    def _exit_pending(self) -> bool:
+        return self._thread is not None or bool(self._queue)
+
+    def _begin_exit(self) -> bool:
+        return self._begin_shutdown(self._settings.shutdown_timeout)
+
+    def _reset_after_fork(self) -> None:
+        # The parent's thread is not in the child and its locks may be held: the child
+        # starts empty (the parent still delivers what it holds; its spool stays its own).
+        self._cond, self._queue, self._in_flight = threading.Condition(), collections.deque(), 0
+        self._thread = self._spool = None
 
     def _start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="infino-sender", daemon=True)
@@ -277,7 +294,7 @@ class InfinoSink:
     def _run(self) -> None:
         # What this thread logs (urllib3 included) must never become a trace: the same guard
         # as the exporter's own sender threads.
-        _EXPORTING.set(True)
+        EXPORTING.set(True)
         self._loop()
 
     def _loop(self) -> None:
@@ -290,7 +307,7 @@ class InfinoSink:
                     self._deliver(batch)
                 except Exception as exc:  # the thread must live on
                     _log.exception("Infino delivery failed unexpectedly")
-                    self._settle([r for r in batch if _pending(r)], "invalid", repr(exc))
+                    self._settle([r for r in batch if r.records], "invalid", repr(exc))
                 finally:
                     with self._cond:
                         self._in_flight -= len(batch)
@@ -302,7 +319,7 @@ class InfinoSink:
         with self._cond:
             while True:
                 now = self._clock()
-                if self._closing and (not self._queue or now >= (self._deadline or now)):
+                if self._closing and (not self._queue or now >= (self._deadline.at or now)):
                     return None
                 if self._queue:
                     oldest = self._queue[0][2]
@@ -340,124 +357,89 @@ class InfinoSink:
             self._queue.append((payload, ref, self._clock()))
 
     def _record(self, task: object, ref: RecordRef | None) -> _Record | None:
-        """The rows of one trace, or None (counted) when it cannot be read."""
-        settings = self._settings
+        """The records of one trace for each destination, or None (counted) when it cannot be
+        read."""
         try:
-            if isinstance(task, bytes):  # from the spool: the body the id was derived from
-                body, built = task, decode_task(task, strict=False)
-            else:
-                built = _built(task)
-                body = encode_task(built)
-            trace_id = trace_id_of(body)
-            row = trace_row(built, trace_id, settings.agent)
-            rows = {settings.dataset: {trace_id: bulk_entry(trace_id, row)}}
-            if settings.steps_dataset:
-                rows[settings.steps_dataset] = {
-                    doc_id: bulk_entry(doc_id, row) for doc_id, row in step_rows(built, trace_id)
-                }
+            records = _records_of(task, self._destinations)
         except Exception as exc:
             self._count_drop("invalid", f"a trace could not be read: {exc!r}")
             if ref is not None and self._spool is not None:
                 self._spool.ack(ref)
             return None
-        return _Record(trace_id, rows, ref)
+        return _Record(records, ref)
 
     def _deliver(self, batch: list[_Record]) -> None:
-        """Send every row of ``batch``, retrying as the policy allows; settle each trace."""
+        """Send every record of ``batch`` to every destination; settle each trace."""
         started = self._clock()
         retries = 0
         while True:
-            retry_after: float | None = None
-            for dataset, chunk in self._chunks(batch):
-                outcome = self._send(dataset, chunk)
-                if isinstance(outcome, str):  # the keys were refused: nothing else will pass
-                    self._settle([r for r in batch if _pending(r)], outcome, self._last_error)
-                    return
-                if outcome is not None:
-                    retry_after = max(retry_after or 0.0, outcome)
-            self._finish([r for r in batch if not _pending(r)])
-            batch = [r for r in batch if _pending(r)]
+            for destination in self._destinations:
+                for chunk in _chunks(batch, destination):
+                    ended = self._send(destination, chunk)
+                    if ended is not None:  # nothing more will pass now
+                        self._settle([r for r in batch if r.records], ended, self._last_error)
+                        self._finish([r for r in batch if not r.records])
+                        return
+            self._finish([r for r in batch if not r.records])
+            batch = [r for r in batch if r.records]
             if not batch:
                 return
-            decision = self._policy.decide(retries, self._clock() - started, retry_after)
-            deadline = self._deadline
-            if deadline is not None and self._clock() + decision.delay > deadline:
-                self._settle(batch, "shutdown", "the shutdown deadline came first")
-                return
+            # Only records a 200 answer refused for now are left: they get another attempt.
+            decision = self._policy.decide(retries, self._clock() - started)
             if not decision.retry:
                 self._settle(batch, decision.reason, self._last_error)
                 return
             retries += 1
             with self._cond:
                 self._counts["retries"] += 1
-                self._cond.wait_for(lambda: self._closing, decision.delay)
+            if not self._deadline.sleep_until(self._clock() + decision.delay):
+                self._settle(batch, "shutdown", "the shutdown deadline came first")
+                return
 
-    def _chunks(self, batch: list[_Record]) -> Iterator[tuple[str, list[tuple[_Record, str]]]]:
-        """Pending rows by dataset, in requests of at most ``max_batch_bytes``."""
-        limit = self._settings.max_batch_bytes
-        for dataset in self._settings.datasets:
-            chunk: list[tuple[_Record, str]] = []
-            size = 0
-            for record in batch:
-                for doc_id, entry in record.rows.get(dataset, {}).items():
-                    if chunk and size + len(entry) > limit:
-                        yield dataset, chunk
-                        chunk, size = [], 0
-                    chunk.append((record, doc_id))
-                    size += len(entry)
-            if chunk:
-                yield dataset, chunk
-
-    def _send(self, dataset: str, chunk: list[tuple[_Record, str]]) -> float | str | None:
-        """One bulk request: None when answered, the seconds to wait when it is to be
-        retried (0.0 without ``Retry-After``), or a drop reason that ends the batch."""
-        body = b"".join(record.rows[dataset][doc_id] for record, doc_id in chunk)
-        deadline = self._deadline
-        if not self._bucket.acquire(lambda: self._deadline):
-            return 0.0
-        timeout = None if deadline is None else max(0.05, deadline - self._clock())
+    def _send(self, destination: InfinoDestination, chunk: list[_Record]) -> str | None:
+        """One delivery of ``chunk`` (retried inside for 429, 5xx, no answer); None when it
+        was answered, else the reason the whole batch ends with."""
+        name = destination.name
+        body = destination.frame([record.records[name] for record in chunk])
+        outcome = self._deliveries[name].deliver(body, on_retry=self._retrying)
         with self._cond:
             self._counts["requests"] += 1
-        try:
-            raw = self._client.bulk(dataset, body, timeout=timeout)
-        except InfiniumError as exc:
-            self._note_error(exc.message)
-            verdict = classify(exc)
-            if verdict == "auth":
-                return "auth"
-            if verdict == "retry":
-                wait = retry_after_of(exc)
-                if isinstance(exc, RateLimitError):
-                    self._bucket.pause(wait if wait is not None else 1.0)
-                return wait or 0.0
-            reason = f"http_{exc.status_code}"
-            for record, doc_id in chunk:
-                self._refuse(record, dataset, doc_id, reason)
+        if outcome.error is not None:
+            self._note_error(outcome.error.message)
+        if outcome.reason == "rejected":
+            status = outcome.error.status_code if outcome.error is not None else None
+            for record in chunk:
+                self._refuse(record, destination, f"http_{status}")
             return None
-        answer = read_bulk_answer([doc_id for _, doc_id in chunk], raw)
+        if outcome.reason != "sent" or outcome.response is None:
+            return "shutdown" if outcome.reason == "abandoned" else outcome.reason
+        results = destination.results(outcome.response, len(chunk))
         stored = 0
-        for record, doc_id in chunk:
-            if doc_id in answer.accepted:
-                record.rows[dataset].pop(doc_id, None)
-                stored += 1
-                if dataset == self._settings.dataset:
-                    record.trace_stored = True
-            elif doc_id in answer.failed:
-                self._refuse(record, dataset, doc_id, answer.failed[doc_id])
+        for record, result in zip(chunk, results, strict=True):
+            if result.verdict == "sent":
+                stored += record.records.pop(name).count(b"\n") // 2
+            elif result.verdict == "reject":
+                self._refuse(record, destination, result.reason)
+            else:
+                self._note_error(f"Infino refused a record of {destination.dataset} for now")
         with self._cond:
             self._counts["rows_sent"] += stored
-        if answer.retry:
-            self._note_error(f"Infino refused {len(answer.retry)} row(s) for now")
-            return 0.0
         return None
 
-    def _refuse(self, record: _Record, dataset: str, doc_id: str, reason: str) -> None:
-        record.rows[dataset].pop(doc_id, None)
-        if dataset == self._settings.dataset:
+    def _retrying(self, error: InfiniumError) -> bool:
+        with self._cond:
+            self._counts["retries"] += 1
+            self._counts["requests"] += 1
+        self._note_error(error.message)
+        return True
+
+    def _refuse(self, record: _Record, destination: InfinoDestination, reason: str) -> None:
+        data = record.records.pop(destination.name, b"")
+        if destination is self._destinations[0]:
             record.trace_refused = True
         with self._cond:
-            self._rejected[reason] += 1
-        self._note_error(f"Infino refused a row of {dataset} for good: {reason}")
+            self._rejected[reason] += max(1, data.count(b"\n") // 2)
+        self._note_error(f"Infino refused a record of {destination.dataset} for good: {reason}")
 
     # -- settling --------------------------------------------------------------------------------
 
@@ -509,8 +491,38 @@ class InfinoSink:
                 self._dropped["spool_full"] += count
 
 
-def _pending(record: _Record) -> bool:
-    return any(record.rows.values())
+def _chunks(batch: list[_Record], destination: InfinoDestination) -> Iterator[list[_Record]]:
+    """The records still bound for ``destination``, in requests within its limits."""
+    limits = destination.limits
+    chunk: list[_Record] = []
+    size = 0
+    for record in batch:
+        data = record.records.get(destination.name)
+        if data is None:
+            continue
+        if chunk and (size + len(data) > limits.max_bytes or len(chunk) >= limits.max_records):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(record)
+        size += len(data)
+    if chunk:
+        yield chunk
+
+
+def _records_of(task: object, destinations: list[InfinoDestination]) -> dict[str, bytes]:
+    """A trace's record for each destination that has one."""
+    if isinstance(task, bytes):  # from the spool: the body the ids derive from
+        body, built = task, decode_task(task, strict=False)
+    else:
+        built = _built(task)
+        body = encode_task(built)
+    records = {}
+    for destination in destinations:
+        try:
+            records[destination.name] = destination.encode_body(built, body)
+        except ValidationError:  # nothing for this one (a trace without steps)
+            continue
+    return records
 
 
 def _built(task: object) -> TaskData:

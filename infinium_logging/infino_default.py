@@ -10,8 +10,8 @@ from typing import Any, Final
 from .exporter import Exporter
 from .infino import InfinoSink, _built
 from .infino_settings import INFINO_VARIABLES
-from .mapping import PendingTrace
 from .model import TaskData
+from .queued import PendingTrace
 from .settings import ENV_PREFIX
 
 __all__ = ["default_infino", "deliver_default", "infino_configured"]

@@ -22,8 +22,7 @@ from ._default import (
     ignored_names,
     options_for,
 )
-from .exporter import exporting as in_export
-from .exporter import submit_as_exporter
+from .guard import in_export, submit_as_exporter
 from .mapping import (
     FROM_EVENT,
     LEVELS,

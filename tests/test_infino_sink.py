@@ -114,7 +114,7 @@ def test_503_and_429_are_retried_with_new_signatures(infino: InfinoServer) -> No
 def test_retry_after_is_honoured(infino: InfinoServer) -> None:
     """After a 429 with Retry-After, the next request waits at least that long."""
     infino.fail_next.append((429, {"Retry-After": "0.3"}))
-    sink = make_sink(infino)
+    sink = make_sink(infino, retry_backoff_max=1.0)  # Retry-After is bounded by it
     times: list[float] = []
     original = infino.answer
 
