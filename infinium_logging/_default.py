@@ -30,7 +30,6 @@ __all__ = [
     "in_export",
     "options_for",
     "options_of",
-    "takes_pending",
     "warn_once",
 ]
 
@@ -233,14 +232,9 @@ NULL_SINK: Final[TaskSink] = _NullSink()
 _PENDING_SINKS: Final[frozenset[type]] = frozenset({Exporter})
 
 
-def takes_pending(sink: object) -> bool:
-    """Whether ``sink`` builds :class:`~infinium_logging.mapping.PendingTrace` objects itself
-    (``None``, the default exporter, does)."""
-    return sink is None or type(sink) in _PENDING_SINKS
-
-
 def deliver(sink: TaskSink | None, payload: TaskData | dict[str, Any] | PendingTrace) -> bool:
-    """Hand one trace to the active capture, else ``sink``, else the default exporter.
+    """Hand one trace to the active capture, else ``sink``, else the default exporter: the
+    one routing of the handler, the processor and ``task()``.
 
     ``None`` means the default exporter (created on first use; nothing is sent
     when the default settings say ``disabled``).  A trace not yet built is

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final
@@ -10,9 +11,9 @@ from typing import Any, Final
 from .convert import to_task
 from .delivery import Delivery
 from .destination_infinium import InfiniumDestination
-from .errors import BatchError, InfiniumError
+from .errors import BatchError, InfiniumError, NotFoundError
 from .guard import EXPORTING
-from .model import ApiResponse, BatchResult, PromptContent, TaskData
+from .model import ApiResponse, BatchResult, PromptContent, TaskData, utc_now_iso
 from .queued import PendingTrace
 from .settings import Settings
 from .transport import Transport, redacted
@@ -44,6 +45,8 @@ class ApiClient:
             return disabled_response()
         if isinstance(task, PendingTrace):
             task = task.materialize()
+        if isinstance(task, Mapping) and task.get("current_datetime") is None:
+            task = {**task, "current_datetime": utc_now_iso()}  # as submit() fills it in
         trace = task if isinstance(task, TaskData) else to_task(task, strict=True)
         delivery = self._delivery()
         body = delivery.destination.encode(trace)
@@ -54,11 +57,23 @@ class ApiClient:
         finally:
             EXPORTING.reset(token)
 
-    def send_batch(self, tasks: Iterable[Any]) -> BatchResult:
+    def send_batch(
+        self,
+        tasks: Iterable[Any],
+        *,
+        max_concurrent: int | None = None,
+        fail_fast: bool = False,
+    ) -> BatchResult:
         """See :meth:`Exporter.send_batch <infinium_logging.exporter.Exporter.send_batch>`."""
         batch = list(tasks)
         if len(batch) > MAX_BATCH_SIZE:
             raise ValueError(f"send_batch takes at most {MAX_BATCH_SIZE} traces, got {len(batch)}")
+        if max_concurrent is not None and (
+            isinstance(max_concurrent, bool)
+            or not isinstance(max_concurrent, int)
+            or max_concurrent < 1
+        ):
+            raise ValueError(f"max_concurrent must be an int >= 1, got {max_concurrent!r}")
         if not batch:
             return BatchResult(successful=0, failed=0, results=[], errors=[], total=0)
         if self._settings.disabled:
@@ -66,10 +81,20 @@ class ApiClient:
             errors = [f"task {i}: {r.message}" for i, r in enumerate(results)]
             return BatchResult(0, len(batch), results, errors, total=len(batch))
 
+        stop = threading.Event()
+
         def one(index: int) -> ApiResponse:
+            if stop.is_set():
+                return ApiResponse(
+                    success=False,
+                    message="not sent: an earlier trace failed (fail_fast)",
+                    data={"task_index": index, "error": "NotSent"},
+                )
             try:
                 return self.send(batch[index])
             except Exception as exc:
+                if fail_fast:
+                    stop.set()
                 text = exc.message if isinstance(exc, InfiniumError) else str(exc)
                 status = exc.status_code if isinstance(exc, InfiniumError) else None
                 return ApiResponse(
@@ -81,7 +106,8 @@ class ApiClient:
                     data={"task_index": index, "error": type(exc).__name__},
                 )
 
-        concurrency = min(self._settings.workers, len(batch))
+        limit = self._settings.workers if max_concurrent is None else max_concurrent
+        concurrency = min(limit, len(batch))
         if concurrency == 1:
             results = [one(i) for i in range(len(batch))]
         else:
@@ -93,6 +119,13 @@ class ApiClient:
             if not r.success
         ]
         successful = len(batch) - len(errors)
+        if fail_fast and errors:
+            raise BatchError(
+                f"batch stopped at the first failure; {errors[0]}",
+                total_tasks=len(batch),
+                failed_tasks=len(errors),
+                errors=errors,
+            )
         if successful == 0:
             raise BatchError(
                 f"none of the {len(batch)} traces could be sent; first error: {results[0].message}",
@@ -105,7 +138,11 @@ class ApiClient:
     def get_interpreted_result(self, trace_id: str) -> ApiResponse:
         """See :meth:`Exporter.get_interpreted_result`."""
         transport = self._transport()
-        return self._call(lambda _timeout: transport.get_interpreted_result(trace_id))
+        try:
+            return self._call(lambda _timeout: transport.get_interpreted_result(trace_id))
+        except NotFoundError as error:
+            error.resource_type, error.resource_id = "trace", trace_id
+            raise
 
     def get_prompt(
         self,
@@ -116,7 +153,13 @@ class ApiClient:
     ) -> PromptContent:
         """See :meth:`Exporter.get_prompt`."""
         transport = self._transport()
-        response = self._call(lambda _timeout: transport.get_prompt(prompt_id, prompt_key, version))
+        try:
+            response = self._call(
+                lambda _timeout: transport.get_prompt(prompt_id, prompt_key, version)
+            )
+        except NotFoundError as error:
+            error.resource_type, error.resource_id = "prompt", prompt_id
+            raise
         data = response.data or {}
         content = data.get("content")
         text = content if isinstance(content, str) else ""

@@ -38,13 +38,15 @@ from .durability import (
 from .errors import InfiniumError
 from .guard import EXPORTING
 from .ledger import DROP_REASONS, DropWarner, ExporterStats, warn_dropped
-from .model import MAX_BODY_BYTES, ApiResponse, BatchResult, PromptContent, TaskData
+from .model import MAX_BODY_BYTES, ApiResponse, BatchResult, PromptContent, TaskData, utc_now_iso
+from .official import send_task, wait_for_interpretation
 from .queued import BASE_ESTIMATE, Item, PendingTrace, fields_estimate, struct_estimate
 from .retry import RetryPolicy
 from .settings import Settings
 from .spool import RecordRef, Spool
 from .throttle import TokenBucket
 from .transport import redacted
+from .workers import Workers
 
 __all__ = ["Exporter", "OfficialTask"]
 
@@ -196,6 +198,9 @@ class Exporter:
         self._work = threading.Condition(self._lock)
         self._settled_cond = threading.Condition(self._lock)
         self._start_lock = threading.RLock()
+        self._workers: Workers[Item] = Workers(
+            settings.workers, self._lock, self._take, self._process_safely, self._worker_exited
+        )
         #: The shutdown deadline, and the events that wake sleepers when it is set or met.
         self._until = Deadline()
         #: Waiting traces, oldest first.
@@ -204,8 +209,6 @@ class Exporter:
         #: here for a batch; others pass through under the lock.
         self._inbox: collections.deque[object] = collections.deque()
         self._in_flight: set[Item] = set()
-        self._threads: list[threading.Thread] = []
-        self._started = False
         self._closed = False
         self._shutdown_begun = False
         self._idle = 0
@@ -242,7 +245,6 @@ class Exporter:
         self._step_estimate = int(_INITIAL_STEP_BYTES * _MEMORY_PER_WIRE_BYTE)
         #: Memory counted for the rest of a captured trace (learnt like the steps' share).
         self._fixed_estimate = BASE_ESTIMATE
-        self._alive = 0  # sender threads running
         self._final = False  # shutdown has counted what is left: nothing more is queued
         # Spool state: records held only there, adoption, and the backoff of the backlog.
         self._spooled = 0
@@ -286,7 +288,7 @@ class Exporter:
             state = "shut down"
         elif self._closed:
             state = "shutting down"
-        elif self._started:
+        elif self._workers.started:
             state = "running"
         else:
             state = "idle"
@@ -360,7 +362,7 @@ class Exporter:
                         len(inbox) >= _INBOX_BATCH
                         or (self._idle and not self._waking)
                         or self._closed
-                        or not self._started
+                        or not self._workers.started
                     ):
                         return self._admit()
                     return True
@@ -371,7 +373,7 @@ class Exporter:
                 with self._lock:
                     self._inbox.append(task)  # behind the traces waiting there
                     accepted = self._admit_locked()
-                    started = self._started
+                    started = self._workers.started
                 if not started:
                     self._start_workers()
                 return accepted
@@ -429,7 +431,7 @@ class Exporter:
                     self._held_bytes += size
                     if self._idle:
                         self._work.notify()
-                started = self._started
+                started = self._workers.started
             if ref is not None and (reason or park):
                 kept = self._refused_with_record(ref, park)
                 if not kept or started:
@@ -458,7 +460,7 @@ class Exporter:
         with self._lock:
             self._admit_locked()
             target = self._seq
-            idle = not self._started and bool(self._queue)
+            idle = not self._workers.started and bool(self._queue)
         if idle:  # traces left in the inbox by a submit that could not admit them (see _admit)
             self._start_workers()
         with self._lock:
@@ -572,17 +574,25 @@ class Exporter:
         return self._client.send(task)
 
     def send_batch(
-        self, tasks: Iterable[TaskData | Mapping[str, Any] | OfficialTask]
+        self,
+        tasks: Iterable[TaskData | Mapping[str, Any] | OfficialTask],
+        *,
+        max_concurrent: int | None = None,
+        fail_fast: bool = False,
     ) -> BatchResult:
         """Send up to 100 traces now, concurrently over the pool; results in input order.
 
+        ``max_concurrent`` bounds the requests in flight (default: ``workers``;
+        ``1`` sends one after the other, the official synchronous client's way).
         One trace's failure never stops the others: each gets its own
         ApiResponse in ``results`` (``success=False`` and the error's text for a
-        failure, also listed in ``errors``).  More than 100 traces is a
-        ``ValueError``.  :class:`~infinium_logging.errors.BatchError` is raised
-        only when nothing at all could be sent (for example refused credentials).
+        failure, also listed in ``errors``) -- unless ``fail_fast=True``: then
+        the first failure stops what is not yet sent and raises
+        :class:`~infinium_logging.errors.BatchError` with the counts.  More than
+        100 traces is a ``ValueError``.  ``BatchError`` is also raised when
+        nothing at all could be sent (for example refused credentials).
         """
-        return self._client.send_batch(tasks)
+        return self._client.send_batch(tasks, max_concurrent=max_concurrent, fail_fast=fail_fast)
 
     def get_interpreted_result(self, trace_id: str) -> ApiResponse:
         """The platform's interpretation of a trace sent earlier.
@@ -591,6 +601,29 @@ class Exporter:
         Same throttle, retries and errors as :meth:`send`.
         """
         return self._client.get_interpreted_result(trace_id)
+
+    def wait_for_interpretation(
+        self, trace_id: str, timeout: float = 120.0, poll_interval: float = 3.0
+    ) -> ApiResponse:
+        """Poll :meth:`get_interpreted_result` until Maestro has interpreted the trace.
+
+        Returns the answer whose ``data["interpretedTraceResult"]`` is set; raises
+        :class:`~infinium_logging.errors.InfiniumTimeoutError` after ``timeout``
+        seconds, as the official client's ``wait_for_interpretation`` does.
+        """
+        return wait_for_interpretation(self, trace_id, timeout, poll_interval)
+
+    def send_task(
+        self,
+        name: str,
+        description: str,
+        duration: float,
+        current_datetime: str | None = None,
+        **fields: Any,
+    ) -> ApiResponse:
+        """The official ``send_task``: build a trace from keyword arguments (strictly, see
+        :func:`~infinium_logging.official.create_task_data`) and send it now."""
+        return send_task(self, name, description, duration, current_datetime, **fields)
 
     def get_prompt(
         self,
@@ -601,7 +634,21 @@ class Exporter:
     ) -> PromptContent:
         """A Prompt Studio prompt; ``variables`` fill its ``{{placeholders}}`` into
         ``rendered_content`` (unknown ones are left as they are)."""
-        return self._client.get_prompt(prompt_id, prompt_key, version, variables)
+        prompt = self._client.get_prompt(prompt_id, prompt_key, version, variables)
+        # The capture side imports this module: linking reaches back to it only here.
+        from .tasks import link_prompt  # noqa: PLC0415
+
+        link_prompt(
+            {
+                "prompt_id": prompt.prompt_id,
+                "prompt_name": prompt.name,
+                "version": prompt.version,
+                "source": "prompt_studio",
+                "variables_used": list(variables) if variables else None,
+                "fetched_at": utc_now_iso(),
+            }
+        )
+        return prompt
 
     def __enter__(self) -> Exporter:
         return self
@@ -639,7 +686,7 @@ class Exporter:
             return True
         with self._lock:
             accepted = self._admit_locked()
-            started = self._started
+            started = self._workers.started
         if not started:
             self._start_workers()
         return accepted
@@ -955,47 +1002,24 @@ class Exporter:
         self._fixed_estimate = int(0.9 * self._fixed_estimate + 0.1 * min(rest, MAX_BODY_BYTES))
 
     def _start_workers(self) -> None:
-        with self._start_lock:
-            if self._started or self._closed:
-                return
-            threads = []
-            for number in range(1, self._settings.workers + 1):
-                thread = threading.Thread(
-                    target=self._run, name=f"infinium-exporter-{number}", daemon=True
-                )
-                try:
-                    thread.start()
-                except RuntimeError:  # e.g. "can't create new thread at interpreter shutdown"
-                    break
-                threads.append(thread)
-            if not threads:
-                return
-            self._threads = threads
-            with self._lock:
-                self._started = True
-                self._alive += len(threads)
+        if self._workers.start(lambda: self._closed):
             lifecycle.ensure_exit_hooks()
 
     # --- sender threads -----------------------------------------------------------------------
 
-    def _run(self) -> None:
-        EXPORTING.set(True)  # for the whole of this thread
+    def _process_safely(self, item: Item) -> None:
+        """Process one trace; a bug costs that trace (counted invalid), not the sender."""
         try:
-            while True:
-                item = self._take()
-                if item is None:
-                    return
-                try:
-                    self._process(item)
-                except Exception as exc:  # a bug must cost one trace, not the sender thread
-                    if self._settle(item, "invalid", f"internal error: {exc!r}"):
-                        _log.exception("infinium_logging could not process a trace")
-                self._warn_drops()
-        finally:
-            with self._lock:
-                self._alive -= 1
-                if self._waiters:
-                    self._settled_cond.notify_all()
+            self._process(item)
+        except Exception as exc:
+            if self._settle(item, "invalid", f"internal error: {exc!r}"):
+                _log.exception("infinium_logging could not process a trace")
+        self._warn_drops()
+
+    def _worker_exited(self) -> None:
+        # Called with the lock held.
+        if self._waiters:
+            self._settled_cond.notify_all()
 
     def _take(self) -> Item | None:
         """The next trace to send; spool chores (adoption, taking up the backlog) on the way."""
@@ -1344,7 +1368,9 @@ class Exporter:
 
     def _exit_pending(self) -> bool:
         """Whether exit must shut this down (see :mod:`~infinium_logging.lifecycle`)."""
-        return not self._shutdown_begun and bool(self._started or self._queue or self._inbox)
+        return not self._shutdown_begun and bool(
+            self._workers.started or self._queue or self._inbox
+        )
 
     def _begin_exit(self) -> bool:
         """Begin the shutdown at exit, within ``shutdown_timeout`` (none after a stuck flush)."""
@@ -1366,20 +1392,6 @@ class Exporter:
         self._bucket.wake()
         return True
 
-    def _send_here(self) -> None:
-        """Send what waits from this thread, as a sender would, until the shutdown deadline.
-
-        For when no sender thread runs at shutdown: none could be started (Python 3.12+
-        refuses new threads once the interpreter is exiting, which is when a trace logged by
-        an atexit handler or a task ended at exit arrives), or none was ever needed.
-        """
-        while (item := self._take()) is not None:
-            try:
-                self._process(item)
-            except Exception as exc:  # as in _run: a bug costs one trace
-                if self._settle(item, "invalid", f"internal error: {exc!r}"):
-                    _log.exception("infinium_logging could not process a trace")
-
     def _finish_shutdown(self) -> bool:
         """Wait for the senders until the deadline, then count what is left as ``shutdown``
         (with a spool: leave it there for the next start)."""
@@ -1387,8 +1399,10 @@ class Exporter:
         token = EXPORTING.set(True)
         spool = self._spool
         try:
-            if not self._alive and (self._queue or self._inbox):
-                self._send_here()
+            if not self._workers.alive and (self._queue or self._inbox):
+                # No sender runs (none could start at exit, or none was needed): send what
+                # waits from this thread, as a sender would, until the deadline.
+                self._workers.run_here()
             with self._lock:
                 self._admit_locked()  # added while the door closed: counted as closed
                 self._waiters += 1
@@ -1400,7 +1414,7 @@ class Exporter:
                             break
                         if self._queue or self._in_flight or self._refilling:
                             wait = remaining  # every settle and refill notifies
-                        elif self._alive and self._backlog_due_by(deadline):
+                        elif self._workers.alive and self._backlog_due_by(deadline):
                             # Spooled records a sender may still take up before the deadline.
                             wait = min(remaining, max(0.01, self._backlog_at - now))
                         else:
@@ -1438,9 +1452,7 @@ class Exporter:
             if not stuck:
                 # Idle senders exit at once; a sender stuck in a request is a daemon thread
                 # and is left behind (its late answer is ignored: the trace is settled).
-                join_by = time.monotonic() + _JOIN_GRACE
-                for thread in self._threads:
-                    thread.join(max(0.0, join_by - time.monotonic()))
+                self._workers.join(_JOIN_GRACE)
             self._delivery.destination.close()
             if spool is not None:
                 # Unlocks the segments: the next start (or another process) adopts what is left.
