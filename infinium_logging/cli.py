@@ -22,6 +22,7 @@ import urllib3
 
 from ._collector_store import MEMORY, is_uuid
 from ._version import __version__
+from ._viewer import is_loopback
 from .collector import DEFAULT_PORT, LocalCollector
 from .convert import to_task
 from .errors import (
@@ -120,7 +121,10 @@ def _add_serve(commands: _Commands) -> None:
         ),
     )
     parser.add_argument(
-        "--host", default="127.0.0.1", help="address to bind (default: %(default)s)"
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default: %(default)s, this machine only); any other address lets "
+        "whoever reaches it read every trace in the viewer",
     )
     parser.add_argument(
         "--port",
@@ -159,6 +163,12 @@ def _serve(args: argparse.Namespace) -> int:
     trace_log.addHandler(handler)
     level = trace_log.level
     trace_log.setLevel(logging.INFO)
+    if not is_loopback(args.host):
+        _say(
+            f"{_PROG} serve: warning: listening on {args.host}, not on this machine only: anyone "
+            "who can reach it can read every trace in the viewer and send traces",
+            err=True,
+        )
     restore = _stop_on_signals()
     try:
         _print_banner(collector, args)
@@ -191,6 +201,7 @@ def _print_banner(collector: LocalCollector, args: argparse.Namespace) -> None:
     _say(
         f"Infinium local collector listening on {collector.base_url}\n"
         f"Traces are stored in {where}; accepting {mode}.\n"
+        f"See them in a browser at {collector.viewer_url}\n"
         "Point an application at it with:\n\n"
         f"INFINIUM_BASE_URL={collector.base_url}\n"
         f"INFINIUM_AGENT_ID={agent_id}\n"

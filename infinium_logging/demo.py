@@ -251,6 +251,7 @@ def _keep_running(collector: LocalCollector, agent_id: str, secret: str, out: Te
     # Everything after the first line printed sits inside the try: SIGINT/SIGTERM (turned into
     # KeyboardInterrupt by the command line) may arrive as soon as the banner is out.
     try:
+        print(f"\nSee the traces in a browser at {collector.viewer_url}", file=out)
         print("\nThe collector keeps running. Point an application at it with:\n", file=out)
         print(f"INFINIUM_BASE_URL={collector.base_url}", file=out)
         print(f"INFINIUM_AGENT_ID={agent_id}", file=out)
