@@ -353,7 +353,8 @@ class _Handler(BaseHTTPRequestHandler):
                 collector._store,
                 loopback=is_loopback(collector.host),
             )
-        except (sqlite3.Error, UnicodeDecodeError):
+        except Exception:
+            # As for the API: a bug here must not leave the browser waiting for an answer.
             _log.exception("the trace viewer failed to answer %s %s", self.command, path[:200])
             self._error(500, "internal error in the trace viewer")
             return

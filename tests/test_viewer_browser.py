@@ -250,8 +250,8 @@ def test_hostile_values_stay_inert_text(
 def test_filters_and_the_keyboard(
     browser: WebDriver, collector: LocalCollector, http: urllib3.PoolManager
 ) -> None:
-    """Text, agent and errors-only filters narrow the list; j/k move, Enter opens, Escape
-    comes back, / focuses the search."""
+    """Text, agent and errors-only filters narrow the list; j/k move (and stay on their trace
+    when new ones arrive), Enter opens, Escape comes back, / focuses the search."""
     post_trace(collector, http, simple_trace("filter me: alpha"))
     post_trace(collector, http, simple_trace("filter me: beta", error=True), OTHER_AGENT_ID)
     open_page(browser, collector.viewer_url)
@@ -279,6 +279,11 @@ def test_filters_and_the_keyboard(
     active.send_keys("j")
     active = browser.switch_to.active_element
     active.send_keys("j")
+    focused = browser.switch_to.active_element
+    assert focused.text == "filter me: alpha"
+    # A trace arriving meanwhile redraws the list; the reader stays on their line.
+    post_trace(collector, http, simple_trace("filter me: gamma"))
+    wait(browser, lambda b: names(b)[0] == "filter me: gamma", "the new trace never came")
     focused = browser.switch_to.active_element
     assert focused.text == "filter me: alpha"
     focused.send_keys(Keys.ENTER)
