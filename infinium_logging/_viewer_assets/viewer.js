@@ -251,6 +251,7 @@
   }
 
   async function poll() {
+    if (document.hidden) return; // a background tab asks nothing; it catches up when shown
     let newest;
     try {
       newest = (await getJSON("/viewer/api/newest")).newest;
@@ -652,6 +653,7 @@
     window.addEventListener("hashchange", route);
     firstPage().then(route);
     setInterval(poll, POLL_MS);
+    document.addEventListener("visibilitychange", poll);
   }
 
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
