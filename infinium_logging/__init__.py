@@ -49,6 +49,8 @@ from .errors import (
 )
 from .exporter import Exporter
 from .handler import InfiniumHandler
+from .infino import InfinoSink, InfinoStats
+from .infino_settings import InfinoSettings
 from .ledger import ExporterStats
 from .model import (
     ApiResponse,
@@ -107,6 +109,9 @@ __all__ = [
     "InfiniumHandler",
     "InfiniumProcessor",
     "InfiniumTimeoutError",
+    "InfinoSettings",
+    "InfinoSink",
+    "InfinoStats",
     "LlmCall",
     "LlmUsage",
     "Marketing",

@@ -14,6 +14,7 @@ from ._logsetup import LOGGER_NAME
 from .errors import ConfigurationError
 from .exporter import Exporter
 from .guard import in_export, submit_as_exporter
+from .infino_default import deliver_default, infino_configured
 from .model import TaskData
 from .queued import PendingTrace
 from .settings import ENV_PREFIX, Settings
@@ -166,7 +167,10 @@ def default_options() -> Options:
         return options
     with _lock:
         if _options is None:
-            _options = options_of(Settings.from_env())
+            # With Infino configured, Infinium credentials are optional (traces go to Infino).
+            _options = (
+                options_for(None, {}) if infino_configured() else options_of(Settings.from_env())
+            )
         return _options
 
 
@@ -244,6 +248,8 @@ def deliver(sink: TaskSink | None, payload: TaskData | dict[str, Any] | PendingT
     if sink is None:
         if default_options().disabled:
             return False
+        if infino_configured():  # to Infino too (or only, without Infinium credentials)
+            return deliver_default(payload, get_default_exporter)
         sink = get_default_exporter()
     if type(sink) in _PENDING_SINKS:
         return sink.submit(payload)  # type: ignore[arg-type]
@@ -273,8 +279,9 @@ def warn_once(key: str, message: str, *args: object) -> None:
 
 
 #: Our own loggers and urllib3's: their records and events must never become traces or steps
-#: (recursion, and the library's warnings filed as the application's steps).
-_IGNORED: Final = ("infinium_logging", "urllib3")
+#: (recursion, and the library's warnings filed as the application's steps); infino-sdk's,
+#: because it logs its secret key at DEBUG.
+_IGNORED: Final = ("infinium_logging", "urllib3", "infino_sdk")
 
 #: Logger name -> ignored?  Logger names are few; the bound only guards against abuse.
 ignored_names: dict[str, bool] = {}
