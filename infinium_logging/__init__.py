@@ -10,12 +10,15 @@ The flow, one module per stage (docs/architecture.md draws it)::
     sanitise.py / fitting.py    JSON-safe copies and truncation; shrinking to the size limit
     guard.py                    the recursion guard (in_export)
     queued.py                   what the delivery core queues (PendingTrace, Item)
-    exporter.py                 the Exporter: admission, bounded buffer and sender threads
+    exporter.py                 the Exporter: admission, the bounded buffer, settling each trace
+    workers.py                  sender threads started lazily and their one run loop
     ledger.py                   ExporterStats, drop reasons and drop warnings
-    durability.py               spool records, reading them back, replay_spool
+    results.py                  what on_result is told
+    durability.py               spool records, the backlog's schedule, replay_spool
     delivery.py                 one deliver(): throttle, timeout, retries, the 429 rule
     destination.py              the Destination seam; destination_infinium.py: the Infinium one
     client.py                   send, send_batch, get_prompt, get_interpreted_result
+    infino*.py / sigv4.py       the Infino sink: signed bulk uploads as Destinations
     lifecycle.py                one registry for exit, multiprocessing finalizers and fork
     throttle.py / retry.py      token bucket, backoff and Retry-After
     transport.py                one pooled urllib3 client
