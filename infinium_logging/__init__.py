@@ -10,9 +10,12 @@ The flow, one module per stage (docs/architecture.md draws it)::
     sanitise.py / fitting.py    JSON-safe copies and truncation; shrinking to the size limit
     guard.py                    the recursion guard (in_export)
     queued.py                   what the delivery core queues (PendingTrace, Item)
-    exporter.py                 the Exporter: admission, the bounded buffer, settling each trace
-    workers.py                  sender threads started lazily and their one run loop
-    ledger.py                   ExporterStats, drop reasons and drop warnings
+    exporter.py                 the Exporter: the façade over the layers below
+    admission.py                the inbox and the buffer's bounds (count, bytes, estimates)
+    ledger.py                   every count, settling once, flush targets, ExporterStats, drops
+    workers.py                  sender threads started lazily, their one run loop, pacing
+    sending.py                  one trace on a sender: build, encode, deliver, settle
+    writeahead.py               the exporter's spool: write-ahead, keeping, the backlog
     results.py                  what on_result is told
     durability.py               spool records, the backlog's schedule, replay_spool
     delivery.py                 one deliver(): throttle, timeout, retries, the 429 rule

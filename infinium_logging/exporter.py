@@ -1,21 +1,16 @@
-"""The Exporter: admission under the bounds, the buffer, and settling each trace exactly once.
+"""The Exporter: the façade that wires admission, the ledger, the workers and delivery.
 
-It calls one way: the workers (workers.py) run its take/process loop, delivery.py makes the
-attempts through a Destination, durability.py writes and reads spool records, results.py
-tells on_result, ledger.py holds the stats' types, lifecycle.py shuts it down at exit and
-resets it after fork, client.py is its synchronous API.  Over the size budget as one class:
-admission, settling and the spool's accounting change the same counters under one lock
-(``stats()`` must balance at every reading), and they are not yet split into a ledger object
-of their own.
+It calls one way: admission.py takes submitted traces into the ledger's queue (ledger.py
+keeps every count), workers.py runs the sender threads on its take loop, sending.py builds,
+encodes and delivers each trace through delivery.py and a Destination and settles it once,
+writeahead.py keeps the spool, results.py tells on_result, lifecycle.py shuts it down at
+exit and resets it after fork, client.py is its synchronous API.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
-import dataclasses
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -26,75 +21,40 @@ import msgspec
 
 from . import lifecycle
 from ._logsetup import setup_logging
+from .admission import INBOX_BATCH, Admission, as_trace
 from .client import ApiClient
-from .convert import Problem, lenient_task
 from .delivery import Deadline, Delivery
-from .destination_infinium import InfiniumDestination, encode_trace
-from .durability import (
-    ADOPT_INTERVAL,
-    KEEP_REASONS,
-    KIND_BODY,
-    KIND_CAPTURED,
-    REFILL_BATCH,
-    SPOOL_RETRY,
-    Backlog,
-    backlog_item,
-    captured_record,
-    dict_record,
-    quietly,
-)
-from .errors import InfiniumError
+from .destination_infinium import InfiniumDestination
+from .durability import captured_record, quietly
 from .guard import EXPORTING
-from .ledger import DROP_REASONS, DropWarner, ExporterStats, warn_dropped
-from .model import MAX_BODY_BYTES, ApiResponse, BatchResult, PromptContent, TaskData, utc_now_iso
+from .ledger import ExporterStats, Ledger, warn_dropped
+from .model import ApiResponse, BatchResult, PromptContent, TaskData, utc_now_iso
 from .official import send_task, wait_for_interpretation
-from .queued import (
-    BASE_ESTIMATE,
-    Item,
-    PendingTrace,
-    build_quietly,
-    fields_estimate,
-    struct_estimate,
-)
-from .results import OnResult, Reporter, failure_response
+from .queued import Item, PendingTrace, build_quietly
+from .results import OnResult, Reporter
 from .retry import RetryPolicy
-from .sanitise import _object_fields
+from .sending import Sender
 from .settings import Settings
-from .spool import RecordRef, Spool
+from .spool import RecordRef
 from .throttle import TokenBucket
 from .transport import redacted
-from .workers import Workers
+from .workers import Pacing, Workers
+from .writeahead import WriteAhead
 
 __all__ = ["Exporter", "OfficialTask"]
 
 _log = logging.getLogger("infinium_logging.exporter")
 
-#: Memory a trace's steps take per byte of their JSON (dicts, structs, small strings and
-#: numbers as Python objects; measured on realistic traces: 2.1 for dicts, 1.6 for TaskData).
-_MEMORY_PER_WIRE_BYTE: Final = 2.0
-#: What a step is taken to weigh on the wire until encoded traces tell (realistic steps,
-#: with an LLM or tool call and previews, weigh about 1 KB).
-_INITIAL_STEP_BYTES: Final = 1024.0
-#: Distinct rejection messages remembered (each is logged once); a bound against odd servers.
-_MAX_REMEMBERED: Final = 256
 #: Time allowed past a shutdown deadline for reporting its losses to ``on_result``.
 _REPORT_GRACE: Final = 0.25
 #: How long shutdown waits for idle sender threads to end (they are daemons: only tidiness).
 _JOIN_GRACE: Final = 0.1
-
-#: A sender starts on a trace while another is still starting (taken, not yet through its
-#: first request) only once that one has been at it this long: see Exporter._take.
-_OVERLAP_AFTER: Final = 0.002
 
 
 class OfficialTask(Protocol):
     """The official client's ``TaskData`` (or any dataclass of TaskData fields)."""
 
     __dataclass_fields__: ClassVar[dict[str, Any]]
-
-
-#: Captured traces a caller leaves in the inbox before admitting them itself (see submit).
-_INBOX_BATCH: Final = 32
 
 
 def _prepare_msgspec() -> None:
@@ -180,10 +140,7 @@ class Exporter:
         if on_result is not None and not callable(on_result):
             raise TypeError("on_result must be callable")
         self._settings = settings
-        # Read on every submit: plain attributes are cheaper than going through the settings.
         self._disabled = settings.disabled
-        self._max_items = settings.max_queue_size
-        self._max_bytes = settings.max_queue_bytes
         self._on_result = on_result
         self._policy = RetryPolicy.from_settings(settings)
         self._client = ApiClient(settings, lambda: self._delivery, self._is_finished)
@@ -192,15 +149,16 @@ class Exporter:
             setup_logging(settings.log_level)
         # The spool outlives a fork (the child writes segments of its own), so it is not
         # part of _init_state.
-        self._spool_dir = None if settings.disabled else settings.spool_dir
+        spool_dir = None if settings.disabled else settings.spool_dir
+        self._durable: WriteAhead | None = None
+        if spool_dir is not None:
+            self._durable = WriteAhead(settings, self._policy, lambda: self._closed, self._clean)
         #: Whether submit may take its shortest path (no spool to write first, not disabled).
-        self._light = self._spool_dir is None and not settings.disabled
-        self._spool: Spool | None = None
-        self._spool_retry_at = 0.0
+        self._light = spool_dir is None and not settings.disabled
         self._init_state()
         lifecycle.track(self)
-        if self._spool_dir is not None:
-            self._start_with_spool()
+        if self._durable is not None and self._durable.start():
+            self._start_workers()
 
     def _init_state(self) -> None:
         """Fresh locks, an empty buffer and zero counts (at construction and in a forked child)."""
@@ -209,64 +167,24 @@ class Exporter:
         # (a __del__ run by the garbage collector, a signal handler) may log, and submit.
         self._lock = threading.RLock()
         self._lock_owned: Callable[[], bool] = self._lock._is_owned  # type: ignore[attr-defined]
-        # Sender threads wait on _work for traces; flush/shutdown wait on _settled_cond.
+        self._ledger = ledger = Ledger(self._lock)
+        self._admission = Admission(ledger, settings.max_queue_size, settings.max_queue_bytes)
+        # Read on every submit: plain attributes are cheaper than going through the others.
+        self._inbox = self._admission.inbox
+        self._queue = ledger.queue
+        # Sender threads wait on _work for traces; flush/shutdown wait on the ledger's.
         self._work = threading.Condition(self._lock)
-        self._settled_cond = threading.Condition(self._lock)
-        self._start_lock = threading.RLock()
-        self._workers: Workers[Item] = Workers(
-            settings.workers, self._lock, self._take, self._process_safely, self._worker_exited
-        )
         #: The shutdown deadline, and the events that wake sleepers when it is set or met.
         self._until = Deadline()
-        #: Waiting traces, oldest first.
-        self._queue: collections.deque[Item] = collections.deque()
-        #: Traces submitted and not yet admitted to the queue (see submit): captured ones wait
-        #: here for a batch; others pass through under the lock.
-        self._inbox: collections.deque[object] = collections.deque()
-        self._in_flight: set[Item] = set()
         self._closed = False
         self._shutdown_begun = False
         self._idle = 0
         #: A sender was woken for admitted traces and has not run yet (see submit).
         self._waking = False
-        #: Threads waiting in shutdown for whatever settles; flushes wait for a target instead.
-        self._waiters = 0
-        self._flush_targets: list[int] = []
-        self._flush_min = -1  # the earliest of them, -1 when none waits
-        #: (traces submitted, until when) after a flush gave up waiting shutdown_timeout: see
-        #: _stuck_since_flush.
-        self._gave_up: tuple[int, float] | None = None
-        self._seq = 0
-        self._held_bytes = 0
-        self._submitted = 0
-        self._sent = 0
-        self._retries = 0
-        self._bytes_sent = 0
-        self._dropped: dict[str, int] = dict.fromkeys(DROP_REASONS, 0)
-        self._coerced: collections.Counter[str] = collections.Counter()
-        self._last_error: str | None = None
-        self._last_success: float | None = None
-        self._auth_until = 0.0
-        self._auth_failing = False
-        self._rejections_logged: set[str] = set()
         self._reporter = Reporter(self._on_result)
-        self._warner = DropWarner()
-        # Pacing (see _take): traces being started, when the last was taken, who waits.
-        self._starting = 0
-        self._last_start = 0.0
-        self._pacing = 0
-        self._step_bytes = _INITIAL_STEP_BYTES
-        #: Memory counted per step of a queued trace (see _estimate).
-        self._step_estimate = int(_INITIAL_STEP_BYTES * _MEMORY_PER_WIRE_BYTE)
-        #: Memory counted for the rest of a captured trace (learnt like the steps' share).
-        self._fixed_estimate = BASE_ESTIMATE
-        self._final = False  # shutdown has counted what is left: nothing more is queued
-        # Spool state: records held only there, adoption, and the backoff of the backlog.
-        self._spooled = 0
-        self._adopted = 0
-        self._spool_write_errors = 0
-        self._spool_error_logged = False
-        self._backlog = Backlog(self._policy)
+        self._pacing = Pacing(self._work, self._queue)
+        if self._durable is not None:
+            self._durable.reset(self._admission, self._wake, self._reporter)
         self._bucket = TokenBucket(
             settings.requests_per_second,
             settings.burst_size,
@@ -275,6 +193,19 @@ class Exporter:
         # A new pool too: the parent's connections are the parent's.
         self._delivery = Delivery(
             InfiniumDestination(settings), self._policy, self._bucket, self._until, settings.timeout
+        )
+        self._sender = Sender(
+            settings,
+            self._admission,
+            self._delivery,
+            pacing=self._pacing,
+            reporter=self._reporter,
+            durable=self._durable,
+            closed=lambda: self._closed,
+            clean=self._clean,
+        )
+        self._workers: Workers[Item] = Workers(
+            settings.workers, self._lock, self._take, self._sender.process, self._worker_exited
         )
 
     def _reset_after_fork(self) -> None:
@@ -285,11 +216,13 @@ class Exporter:
         if was_closed:
             self._closed = self._shutdown_begun = True
             self._until.finished.set()
-        spool = self._spool
-        if spool is not None and not spool.closed:
-            # The parent's records stay the parent's; the child writes segments of its own.
-            spool.after_fork_in_child()
-            self._backlog.next_adopt = time.monotonic() + ADOPT_INTERVAL
+        if self._durable is not None:
+            self._durable.after_fork()
+
+    def _wake(self, count: int) -> None:
+        """Wake up to ``count`` idle senders (lock held)."""
+        if self._idle:
+            self._work.notify(count)
 
     def _is_finished(self) -> bool:
         return self._until.finished.is_set()
@@ -355,105 +288,107 @@ class Exporter:
         the spool for later instead of refusing it.
         """
         try:
-            if self._light:
-                if isinstance(task, PendingTrace):
-                    # What a handler or processor captured (it does not look at the answer):
-                    # into the inbox, without a lock.  Traces there are admitted (counted,
-                    # estimated, queued or refused as ``queue_full``) in batches: by the
-                    # caller every _INBOX_BATCH traces, at once when a sender waits for work
-                    # or the exporter closes, else by the next sender looking for work.  A
-                    # lock and a queue entry per trace cost as much as capturing it.  Once
-                    # a sender has been woken, the traces that follow wait for it in the
-                    # inbox: it needs the GIL to run, which a thread logging in a loop
-                    # holds for up to sys.getswitchinterval(), and admitting and waking
-                    # again for each of them would cost more than capturing it.
-                    inbox = self._inbox
-                    inbox.append(task)
-                    if (
-                        len(inbox) >= _INBOX_BATCH
-                        or (self._idle and not self._waking)
-                        or self._closed
-                        or not self._workers.started
-                    ):
-                        return self._admit()
-                    return True
-                task = _as_trace(task)
-                if self._lock_owned():  # re-entered: see _admit
-                    self._inbox.append(task)
-                    return True
-                with self._lock:
-                    self._inbox.append(task)  # behind the traces waiting there
-                    accepted = self._admit_locked()
-                    started = self._workers.started
-                if not started:
-                    self._start_workers()
-                return accepted
-            if not isinstance(task, PendingTrace):
-                task = _as_trace(task)
-            ref: RecordRef | None = None
-            body: bytes | None = None
-            reason = ""
-            if self._disabled:
-                reason = "disabled"
-                size = 0
-            elif self._spool_dir is not None and not self._closed:
-                # The write-ahead needs what the trace is made of: what a handler or processor
-                # captured, as it is when the spool can keep it so (a sender builds it, as
-                # without a spool), else the trace, built now.
-                record: bytes | None = None
-                trace: Any = task
-                if isinstance(task, PendingTrace):
-                    record = captured_record(task)
-                    if record is None:
-                        trace = build_quietly(task)
-                if record is None and not isinstance(trace, (TaskData, Mapping)):
-                    reason, size = "invalid", 0
-                else:
-                    task = trace  # what the queue holds: built once, here or by a sender
-                    ref, body, size = self._write_ahead(trace, record)
-            else:  # with a spool, once closed: refused below
-                size = self._estimate(task)
-                if size < 0:
-                    reason = "invalid"
-            park = False
-            # ``with``, not acquire() then try: an exception raised by a signal handler
-            # between the two (sys.exit on SIGTERM) would leave the lock held, and exit hung.
-            with self._lock:
-                self._submitted += 1
-                if self._closed:
-                    reason = "closed"
-                if not reason and (
-                    len(self._queue) >= self._max_items or self._held_bytes + size > self._max_bytes
+            if not self._light:
+                return self._submit_durably(task)
+            if isinstance(task, PendingTrace):
+                # What a handler or processor captured (it does not look at the answer):
+                # into the inbox, without a lock.  Traces there are admitted (counted,
+                # estimated, queued or refused as ``queue_full``) in batches: by the
+                # caller every INBOX_BATCH traces, at once when a sender waits for work
+                # or the exporter closes, else by the next sender looking for work.  A
+                # lock and a queue entry per trace cost as much as capturing it.  Once
+                # a sender has been woken, the traces that follow wait for it in the
+                # inbox: it needs the GIL to run, which a thread logging in a loop
+                # holds for up to sys.getswitchinterval(), and admitting and waking
+                # again for each of them would cost more than capturing it.
+                inbox = self._inbox
+                inbox.append(task)
+                if (
+                    len(inbox) >= INBOX_BATCH
+                    or (self._idle and not self._waking)
+                    or self._closed
+                    or not self._workers.started
                 ):
-                    if ref is not None:
-                        park = True  # it waits in the spool until the queue has room
-                        self._spooled += 1
-                    else:
-                        reason = "queue_full"
-                if reason:
-                    self._dropped[reason] += 1
-                elif not park:
-                    # With the body encoded, the task itself is only kept for on_result.
-                    held = task if body is None or self._on_result is not None else None
-                    self._queue.append(
-                        Item(held, self._seq, size, body, ref, ref is not None and body is None)
-                    )
-                    self._seq += 1
-                    self._held_bytes += size
-                    if self._idle:
-                        self._work.notify()
+                    return self._admit()
+                return True
+            task = as_trace(task)
+            if self._lock_owned():  # re-entered: see _admit
+                self._inbox.append(task)
+                return True
+            with self._lock:
+                self._inbox.append(task)  # behind the traces waiting there
+                accepted = self._admit_locked()
                 started = self._workers.started
-            if ref is not None and (reason or park):
-                kept = self._refused_with_record(ref, park)
-                if not kept or started:
-                    return kept
-            elif reason:
-                return False
             if not started:
                 self._start_workers()
-            return True
+            return accepted
         except Exception:  # the caller is logging: whatever happens here must not reach it
             return False
+
+    def _submit_durably(self, task: object) -> bool:
+        """``submit`` with a spool to write first (or disabled)."""
+        if not isinstance(task, PendingTrace):
+            task = as_trace(task)
+        durable = self._durable
+        ref: RecordRef | None = None
+        body: bytes | None = None
+        reason = ""
+        if self._disabled:
+            reason = "disabled"
+            size = 0
+        elif durable is not None and not self._closed:
+            # The write-ahead needs what the trace is made of: what a handler or processor
+            # captured, as it is when the spool can keep it so (a sender builds it, as
+            # without a spool), else the trace, built now.
+            record: bytes | None = None
+            trace: Any = task
+            if isinstance(task, PendingTrace):
+                record = captured_record(task)
+                if record is None:
+                    trace = build_quietly(task)
+            if record is None and not isinstance(trace, (TaskData, Mapping)):
+                reason, size = "invalid", 0
+            else:
+                task = trace  # what the queue holds: built once, here or by a sender
+                ref, body, size = durable.write(trace, record)
+        else:  # with a spool, once closed: refused below
+            size = self._admission.estimate(task)
+            if size < 0:
+                reason = "invalid"
+        park = False
+        ledger = self._ledger
+        # ``with``, not acquire() then try: an exception raised by a signal handler
+        # between the two (sys.exit on SIGTERM) would leave the lock held, and exit hung.
+        with self._lock:
+            ledger.submitted += 1
+            if self._closed:
+                reason = "closed"
+            if not reason and self._admission.full_locked(size):
+                if ref is not None:
+                    park = True  # it waits in the spool until the queue has room
+                    ledger.spooled += 1
+                else:
+                    reason = "queue_full"
+            if reason:
+                ledger.dropped[reason] += 1
+            elif not park:
+                # With the body encoded, the task itself is only kept for on_result.
+                held = task if body is None or self._on_result is not None else None
+                ledger.enqueue_locked(
+                    Item(held, 0, size, body, ref, ref is not None and body is None)
+                )
+                self._wake(1)
+            started = self._workers.started
+        if ref is not None and (reason or park):
+            assert durable is not None
+            kept = durable.refused(ref, park)
+            if not kept or started:
+                return kept
+        elif reason:
+            return False
+        if not started:
+            self._start_workers()
+        return True
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every trace submitted before this call is settled; False on timeout.
@@ -468,33 +403,18 @@ class Exporter:
         deadline = time.monotonic() + limit
         if not EXPORTING.get() and not self._lock_owned():
             lifecycle.run_flush_hooks()
+        ledger = self._ledger
         with self._lock:
             self._admit_locked()
-            target = self._seq
+            target = ledger.seq
             idle = not self._workers.started and bool(self._queue)
         if idle:  # traces left in the inbox by a submit that could not admit them (see _admit)
             self._start_workers()
         with self._lock:
             if EXPORTING.get():
-                return self._settled_before(target)
-            # Woken only once the earliest target of the waiting flushes can have been reached
-            # (see _mark_settled), not at every trace settled.
-            targets = self._flush_targets
-            targets.append(target)
-            self._flush_min = min(targets)
-            try:
-                while not self._settled_before(target):
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        if limit >= self._settings.shutdown_timeout:
-                            self._gave_up = (self._submitted, time.monotonic() + limit)
-                        return False
-                    self._settled_cond.wait(remaining)
-                self._gave_up = None
-                return True
-            finally:
-                targets.remove(target)
-                self._flush_min = min(targets) if targets else -1
+                return ledger.settled_before_locked(target)
+            patient = limit >= self._settings.shutdown_timeout
+            return ledger.wait_flushed(target, deadline, limit if patient else None)
 
     def shutdown(self, timeout: float | None = None) -> bool:
         """Stop accepting traces, deliver what can be delivered before a deadline, drop the rest.
@@ -519,7 +439,7 @@ class Exporter:
             # Someone else is shutting down: wait for them, within our own timeout.
             if not EXPORTING.get():
                 self._until.finished.wait(limit)
-            return self._until.finished.is_set() and self._dropped["shutdown"] == 0
+            return self._until.finished.is_set() and self._ledger.dropped["shutdown"] == 0
         if EXPORTING.get():
             # Called from a sender thread (on_result): waiting here would wait for ourselves.
             return False
@@ -536,39 +456,20 @@ class Exporter:
         exit hook shuts the exporter down: an exit would otherwise wait three times)."""
         with self._lock:
             self._admit_locked()
-            gave_up = self._gave_up
-            return (
-                gave_up is not None
-                and gave_up[0] == self._submitted
-                and time.monotonic() < gave_up[1]
-            )
+            return self._ledger.stuck_since_flush_locked()
 
     def stats(self) -> ExporterStats:
         """A consistent snapshot of the counters (the ``spool_*`` figures are the spool's own,
         read just before)."""
-        spool = self._spool
+        spool = self._durable.spool if self._durable is not None else None
         # Read before taking our lock: the spool calls into the exporter with its own lock held.
         held = spool.stats() if spool is not None else None
         with self._lock:
             self._admit_locked()
-            return ExporterStats(
-                submitted=self._submitted,
-                sent=self._sent,
-                retries=self._retries,
-                dropped=dict(self._dropped),
-                queued=len(self._queue),
-                in_flight=len(self._in_flight),
-                buffered_bytes=self._held_bytes,
-                bytes_sent=self._bytes_sent,
-                coerced=dict(self._coerced),
-                last_error=self._last_error,
-                last_success_time=self._last_success,
-                spooled=self._spooled,
-                adopted=self._adopted,
-                spool_pending_records=held.pending_records if held is not None else 0,
-                spool_pending_bytes=held.pending_bytes if held is not None else 0,
-                spool_corrupt=held.corrupt if held is not None else 0,
-                spool_write_errors=self._spool_write_errors,
+            if held is None:
+                return self._ledger.snapshot_locked()
+            return self._ledger.snapshot_locked(
+                held.pending_records, held.pending_bytes, held.corrupt
             )
 
     def send(self, task: TaskData | Mapping[str, Any] | PendingTrace | OfficialTask) -> ApiResponse:
@@ -703,284 +604,15 @@ class Exporter:
         return accepted
 
     def _admit_locked(self) -> bool:
-        """Admit the inbox's traces in order (lock held): count each, and queue it or count
-        why not; wake senders waiting for work.  Whether the last one was accepted."""
-        inbox = self._inbox
-        if not inbox:
+        """Admit the inbox's traces in order (lock held) and wake senders waiting for work;
+        whether the last one was accepted."""
+        if not self._inbox:
             return True
-        # One loop with the state in locals, not a call per trace: this is most of what a
-        # captured trace costs once the handler has built it.
-        estimate = self._estimate
-        queue = self._queue
-        dropped = self._dropped
-        room = self._max_items - len(queue)
-        held = self._held_bytes
-        seq = self._seq
-        max_bytes = self._max_bytes
-        closed = self._closed
-        fixed = self._fixed_estimate
-        per_step = self._step_estimate
-        taken = 0
-        accepted = True
-        while inbox:
-            task = inbox.popleft()
-            taken += 1
-            try:
-                if isinstance(task, PendingTrace):  # nearly every trace that comes this way
-                    size = task.estimate(fixed, per_step)
-                else:
-                    size = estimate(task)
-            except Exception:  # a trace of the application's own whose estimate fails
-                size = -1
-            if size < 0:
-                dropped["invalid"] += 1
-                accepted = False
-            elif closed:
-                dropped["closed"] += 1
-                accepted = False
-            elif room <= 0 or held + size > max_bytes:
-                dropped["queue_full"] += 1
-                accepted = False
-            else:
-                queue.append(Item(task, seq, size))
-                seq += 1
-                held += size
-                room -= 1
-                accepted = True
-        added = seq - self._seq
-        self._submitted += taken
-        self._held_bytes = held
-        self._seq = seq
+        accepted, added = self._admission.admit_locked(self._closed)
         if added and self._idle:
             self._work.notify(added)
             self._waking = True
         return accepted
-
-    def _estimate(self, task: object) -> int:
-        """A cheap guess of the memory a queued trace holds (a few attribute reads), or -1 if
-        it is not a trace (never raises).
-
-        Encoding on the caller's thread would cost as much as the logging call
-        itself, so the byte bound counts this estimate while the trace waits;
-        a sender thread replaces it with the size of the encoded body once it
-        has one.  Summaries count once (a character is a byte in memory as on
-        the wire, for the usual ASCII); each step counts what a step of the
-        traces encoded so far takes on the wire, times
-        :data:`_MEMORY_PER_WIRE_BYTE`: dicts, structs and small objects take
-        about twice the room of their JSON.
-        """
-        fixed = self._fixed_estimate
-        per_step = self._step_estimate
-        try:
-            if type(task) is dict:
-                return fields_estimate(task, fixed, per_step)
-            if isinstance(task, PendingTrace):
-                return task.estimate(fixed, per_step)
-            if isinstance(task, TaskData):
-                return struct_estimate(task, per_step)
-            if isinstance(task, Mapping):
-                return fields_estimate(task, fixed, per_step)
-        except Exception:  # a mapping whose get() fails, say: not a trace
-            return -1
-        return -1
-
-    # --- the spool ------------------------------------------------------------------------------
-
-    def _start_with_spool(self) -> None:
-        """At construction: when the agent's spool directory exists, open it, and start the
-        senders at once if it holds segments (an earlier run's records are replayed now)."""
-        settings = self._settings
-        assert settings.spool_dir is not None
-        root = os.path.join(
-            os.path.abspath(os.path.expanduser(settings.spool_dir)), settings.agent_id
-        )
-        try:
-            names = os.listdir(root)
-        except OSError:
-            return  # no spool yet: the first submit creates it
-        if self._open_spool() is not None and any(n.endswith(".log") for n in names):
-            self._start_workers()
-
-    def _open_spool(self) -> Spool | None:
-        spool = self._spool
-        if spool is not None or time.monotonic() < self._spool_retry_at:
-            return spool
-        settings = self._settings
-        assert settings.spool_dir is not None
-        with self._start_lock:
-            if self._spool is None and not self._closed:
-                try:
-                    # Adoption reads whole files: a sender thread does it, not the caller.
-                    self._spool = Spool(
-                        settings.spool_dir,
-                        settings.agent_id,
-                        max_bytes=settings.spool_max_bytes,
-                        fsync=settings.spool_fsync,
-                        adopt=False,
-                        listener=self._spool_event,
-                    )
-                except Exception as exc:
-                    self._spool_retry_at = time.monotonic() + SPOOL_RETRY
-                    self._spool_trouble(exc)
-            return self._spool
-
-    def _write_ahead(
-        self, task: TaskData | Mapping[str, Any] | PendingTrace, captured: bytes | None = None
-    ) -> tuple[RecordRef | None, bytes | None, int]:
-        """Write a submitted trace to the spool: ``(record, encoded body or None, size)``.
-
-        ``captured`` is the record of a captured trace (see :func:`captured_record`).
-        The size is exact for a TaskData and the record's size otherwise (a
-        better guess than :meth:`_estimate`).  Never raises: a trace that
-        cannot be written goes on in memory only.
-        """
-        body: bytes | None = None
-        try:
-            if captured is not None:
-                payload, kind, size = captured, KIND_CAPTURED, len(captured)
-            elif isinstance(task, TaskData):
-                body = encode_trace(task)
-                payload, kind, size = body, KIND_BODY, len(body)
-            else:
-                # Lenient coercion stays on the sender thread; the record keeps the dict as
-                # submitted, read back when the trace is taken up from the spool.
-                kind, payload = dict_record(task)
-                size = len(payload)
-        except Exception:
-            # The sender thread finds it invalid and says why.
-            return None, body, len(body) if body is not None else max(0, self._estimate(task))
-        spool = self._spool or self._open_spool()
-        error: Exception | None = None
-        if spool is not None:
-            try:
-                return spool.append(payload, kind), body, size
-            except Exception as exc:  # a full disk, lost permissions, a closed spool
-                error = exc
-        with self._lock:
-            if not self._closed:
-                self._spool_write_errors += 1
-        if error is not None and not self._closed:
-            self._spool_trouble(error)
-        return None, body, size
-
-    def _spool_trouble(self, error: BaseException) -> None:
-        """Say once why the spool cannot be used (each trace it costs is counted)."""
-        with self._lock:
-            first = not self._spool_error_logged
-            self._spool_error_logged = True
-        if first:
-            _log.warning(
-                "infinium_logging cannot write to the spool in %s (%s): traces are kept in "
-                "memory only while it fails (counted in stats().spool_write_errors)",
-                self._spool_dir,
-                self._clean(f"{type(error).__name__}: {error}"),
-            )
-
-    def _refused_with_record(self, ref: RecordRef, park: bool) -> bool:
-        """A written trace the queue did not take: keep it in the spool (``park``) or settle it."""
-        spool = self._spool
-        if not park:
-            if spool is not None:
-                quietly(spool.ack, ref)
-            return False
-        if spool is not None and quietly(spool.release, ref):
-            return True
-        with self._lock:
-            self._spooled -= 1
-            self._dropped["spool_full"] += 1
-        return False
-
-    def _spool_event(self, event: str, count: int) -> None:
-        """The spool's listener (called with the spool's lock held: must not call the spool)."""
-        with self._lock:
-            if event == "adopted":
-                self._adopted += count
-                self._spooled += count
-                if self._idle:
-                    self._work.notify()
-            elif event in ("evicted", "unreadable"):
-                self._spooled -= count
-                self._dropped["spool_full" if event == "evicted" else "invalid"] += count
-
-    def _spool_chore(self, now: float) -> str:
-        """Spool work a sender thread should do now, outside the lock (lock held)."""
-        if self._spool is None or self._final:
-            return ""
-        return self._backlog.chore(
-            now,
-            spooled=self._spooled,
-            closed=self._closed,
-            room=len(self._queue) <= self._max_items // 2,
-            deadline=self._until.at,
-        )
-
-    def _backlog_due_by(self, limit: float) -> bool:
-        """Whether spooled records may be taken up before ``limit`` (lock held)."""
-        return (
-            self._spool is not None
-            and not self._final
-            and self._backlog.due_by(limit, self._spooled)
-        )
-
-    def _idle_wait(self, now: float) -> float | None:
-        """How long an idle sender may sleep before spool work is due (lock held)."""
-        if self._spool is None or self._final:
-            return None
-        return self._backlog.idle_wait(now, spooled=self._spooled, closed=self._closed)
-
-    def _do_chore(self, chore: str) -> None:
-        spool = self._spool
-        assert spool is not None
-        if chore == "adopt":
-            try:
-                spool.adopt()
-            except Exception:
-                _log.debug("spool adoption failed", exc_info=True)
-            finally:
-                with self._lock:
-                    self._backlog.adopting = False
-            return
-        with self._lock:
-            probing = self._backlog.failures > 0
-            room = max(1, min(REFILL_BATCH, self._max_items - len(self._queue)))
-            byte_room = max(1, self._max_bytes - self._held_bytes)
-        taken: list[tuple[RecordRef, int, bytes]] = []
-        try:
-            # While the endpoint keeps failing, one record probes it per backoff period.
-            taken = spool.take_backlog(1 if probing else room, byte_room)
-        except Exception:
-            _log.debug("reading the spool's backlog failed", exc_info=True)
-        items = [backlog_item(ref, kind, payload) for ref, kind, payload in taken]
-        with self._lock:
-            self._backlog.refilled(probing, len(items))
-            if self._final:
-                return  # shutdown already counted these as left in the spool, where they are
-            self._spooled -= len(items)
-            for item in items:
-                item.seq = self._seq
-                self._seq += 1
-                self._held_bytes += item.size
-                self._queue.append(item)
-            if self._idle:
-                self._work.notify(max(1, len(items)))
-            if self._waiters:
-                self._settled_cond.notify_all()
-
-    def _learn_step_size(self, task: TaskData, size: int) -> None:
-        """Learn from a trace just encoded (``size`` bytes) what a step weighs, and what the
-        part of a trace that submit does not count field by field weighs."""
-        summaries = len(task.input_summary or "") + len(task.output_summary or "")
-        rest = BASE_ESTIMATE + len(task.name) + len(task.description)
-        steps = task.steps
-        # Moving averages: unlocked, since a lost update only makes one estimate a bit off.
-        if steps:
-            per_step = (size - rest - summaries) / len(steps)
-            per_step = min(max(per_step, 32.0), float(MAX_BODY_BYTES))
-            self._step_bytes = step_bytes = 0.9 * self._step_bytes + 0.1 * per_step
-            self._step_estimate = int(step_bytes * _MEMORY_PER_WIRE_BYTE)
-        else:
-            rest = max(rest, size - summaries)
-        self._fixed_estimate = int(0.9 * self._fixed_estimate + 0.1 * min(rest, MAX_BODY_BYTES))
 
     def _start_workers(self) -> None:
         if self._workers.start(lambda: self._closed):
@@ -988,55 +620,35 @@ class Exporter:
 
     # --- sender threads -----------------------------------------------------------------------
 
-    def _process_safely(self, item: Item) -> None:
-        """Process one trace; a bug costs that trace (counted invalid), not the sender."""
-        try:
-            self._process(item)
-        except Exception as exc:
-            if self._settle(item, "invalid", f"internal error: {exc!r}"):
-                _log.exception("infinium_logging could not process a trace")
-        self._warn_drops()
-
     def _worker_exited(self) -> None:
         # Called with the lock held.
-        if self._waiters:
-            self._settled_cond.notify_all()
+        if self._ledger.waiters:
+            self._ledger.settled_cond.notify_all()
 
     def _take(self) -> Item | None:
         """The next trace to send; spool chores (adoption, taking up the backlog) on the way."""
+        durable = self._durable
+        pacing = self._pacing
         while True:
             with self._lock:
                 while True:
                     self._admit_locked()
                     now = time.monotonic()
-                    chore = self._spool_chore(now)
+                    chore = durable.chore(now, self._until.at) if durable is not None else ""
                     if chore:
                         break
                     if self._queue:
-                        # Pacing: a trace is started while another is still being started
-                        # only once that one has been at it for _OVERLAP_AFTER.  Against a
-                        # fast server the requests are short and mostly Python (urllib3 and
-                        # http.client), so senders running them side by side only fight
-                        # over the GIL (each GIL hand-off a context switch): one at a time
-                        # delivers more.  Against a slow one they wait on the network, so
-                        # every worker is soon busy, as without pacing.  Not after close:
-                        # the shutdown deadline wants everything out at once.
-                        since = now - self._last_start
-                        if self._starting and since < _OVERLAP_AFTER and not self._closed:
-                            self._pacing += 1
-                            try:
-                                self._work.wait(_OVERLAP_AFTER - since)
-                            finally:
-                                self._pacing -= 1
-                                self._waking = False  # whoever was woken is running
+                        # Not paced after close: the shutdown deadline wants everything out.
+                        if not self._closed and pacing.wait(now):
+                            self._waking = False  # whoever was woken is running
                             continue
                         item = self._queue.popleft()
-                        self._in_flight.add(item)
-                        item.starting = True
-                        self._starting += 1
-                        self._last_start = now
+                        self._ledger.in_flight.add(item)
+                        pacing.started(item, now)
                         return item
-                    if self._closed and not self._backlog_due_by(self._until.at or now):
+                    if self._closed and not (
+                        durable is not None and durable.due_by(self._until.at or now)
+                    ):
                         return None
                     self._idle += 1
                     try:
@@ -1045,253 +657,15 @@ class Exporter:
                         # adding to it), so that no trace waits there with every sender asleep.
                         if self._inbox:
                             continue
-                        self._work.wait(self._idle_wait(now))
+                        self._work.wait(durable.idle_wait(now) if durable is not None else None)
                     finally:
                         self._idle -= 1
                         self._waking = False
-            self._do_chore(chore)
-
-    def _process(self, item: Item) -> None:
-        if item.body is not None:  # encoded on the caller's thread, or a spooled wire body
-            self._deliver(item, item.body)
-            return
-        task = item.task
-        if isinstance(task, PendingTrace):  # captured by a handler or processor: build it now
-            try:
-                task = task.materialize()
-            except Exception as exc:
-                self._settle(item, "invalid", f"could not be built: {exc!r}")
-                return
-            item.task = task
-        body: bytes | None = None
-        if not isinstance(task, TaskData):
-            problems: list[Problem] = []
-            # A dict that needs no fixing comes back with its body: no second encoding.
-            task, body = lenient_task(task, problems)
-            if problems:
-                with self._lock:
-                    for problem in problems:
-                        self._coerced[problem.action] += 1
-                if any(p.path == "" and p.action == "replaced" for p in problems):
-                    self._settle(item, "invalid", "could not be read as a trace")
-                    return
-            item.task = task
-        if body is None or len(body) > MAX_BODY_BYTES:
-            try:
-                body = encode_trace(task)
-            except Exception as exc:
-                self._settle(item, "invalid", f"could not be encoded: {exc}")
-                return
-        self._learn_step_size(task, len(body))
-        with self._lock:
-            if item.settled:
-                return
-            self._held_bytes += len(body) - item.size
-            item.size = len(body)
-        if item.loose:
-            item.body = body  # for _keep, should the trace stay in the spool
-        self._deliver(item, body)
-
-    def _deliver(self, item: Item, body: bytes) -> None:
-        def given_up() -> bool:
-            return item.settled
-
-        def on_retry(error: InfiniumError) -> bool:
-            with self._lock:
-                # Waiting to retry: let another sender start a trace meanwhile.
-                self._started_request(item, waking=True)
-                if item.settled:
-                    return False
-                self._retries += 1
-                self._last_error = self._describe(error)
-            return True
-
-        outcome = self._delivery.deliver(
-            body, given_up=given_up, on_retry=on_retry, not_before=self._credentials_at
-        )
-        reason, error = outcome.reason, outcome.error
-        if reason == "sent":
-            assert outcome.response is not None
-            self._delivered(item, outcome.response, len(body))
-        elif reason == "abandoned":
-            return  # given up at the shutdown deadline while this was under way
-        elif error is None or reason == "shutdown":
-            self._settle(item, reason)
-        elif reason == "auth":
-            self._auth_failed(item, error)
-        elif reason == "rejected":
-            self._rejected(item, error)
-        else:
-            self._settle(item, reason, self._describe(error))
-
-    def _credentials_at(self) -> float:
-        """When sending may resume after refused credentials (0.0: now)."""
-        return self._auth_until
-
-    def _auth_failed(self, item: Item, error: InfiniumError) -> None:
-        with self._lock:
-            first = not self._auth_failing
-            self._auth_failing = True
-            self._auth_until = time.monotonic() + self._settings.auth_backoff
-        self._settle(item, "auth", self._describe(error))
-        if first and not self._closed:
-            fate = (
-                "kept in the spool for later"
-                if self._spool is not None
-                else "dropped (counted as 'auth')"
-            )
-            _log.error(
-                "Infinium refused the agent credentials (HTTP %s): check INFINIUM_AGENT_ID and "
-                "INFINIUM_AGENT_SECRET. Traces are %s and sending pauses for %g s before each "
-                "new try.",
-                error.status_code,
-                fate,
-                self._settings.auth_backoff,
-            )
-
-    def _rejected(self, item: Item, error: InfiniumError) -> None:
-        said = str(error.details.get("server_message") or error.message)
-        self._settle(item, "rejected", self._describe(error))
-        key = f"{error.status_code}:{said}"
-        with self._lock:
-            new = key not in self._rejections_logged
-            if new and len(self._rejections_logged) < _MAX_REMEMBERED:
-                self._rejections_logged.add(key)
-        if new and not self._closed:
-            _log.warning(
-                "Infinium rejected a trace (HTTP %s): %s. It is not retried; later "
-                "rejections with the same message are only counted.",
-                error.status_code,
-                self._clean(said),
-            )
-
-    def _delivered(self, item: Item, response: ApiResponse, size: int) -> None:
-        self._ack(item)
-        with self._lock:
-            if item.settled:  # given up at the shutdown deadline while the request was out
-                return
-            self._mark_settled(item)
-            self._sent += 1
-            self._bytes_sent += size
-            self._last_success = time.time()
-            recovered = self._auth_failing
-            self._auth_failing = False
-            # The endpoint answers again: take the spool's backlog up at once.
-            if self._backlog.recovered() and self._idle and self._spooled:
-                self._work.notify()
-        if recovered and not self._closed:
-            _log.info("Infinium accepted the agent credentials again; sending resumed")
-        self._reporter.report(item, response)
-
-    def _settle(self, item: Item, reason: str, error: str | None = None) -> bool:
-        """Count a trace as lost for ``reason`` unless it is settled already; tell on_result.
-
-        A trace with a spool record is kept there instead when ``reason`` is
-        retryable later (:data:`KEEP_REASONS`); one dropped for good is
-        settled in the spool too.
-        """
-        ref = item.ref
-        spool = self._spool
-        if ref is not None and spool is not None and reason in KEEP_REASONS:
-            return self._keep(item, ref, spool, reason, error)
-        self._ack(item)
-        with self._lock:
-            if item.settled:
-                return False
-            self._mark_settled(item)
-            self._dropped[reason] += 1
-            if error is not None:
-                self._last_error = error
-        self._reporter.report(item, failure_response(reason, error))
-        return True
-
-    def _ack(self, item: Item) -> None:
-        """Settle a trace's spool record, before the trace counts as settled: whoever sees it
-        settled (``flush()``, ``stats()``) must find its record settled too.  (Not under the
-        lock: the spool calls its listener, which takes the lock, with its own lock held.)"""
-        ref = item.ref
-        spool = self._spool
-        if ref is not None and spool is not None and not item.settled:
-            quietly(spool.ack, ref)
-
-    def _keep(
-        self, item: Item, ref: RecordRef, spool: Spool, reason: str, error: str | None
-    ) -> bool:
-        """Leave a trace in the spool for a later attempt (or the next start, at shutdown)."""
-        with self._lock:
-            if item.settled:
-                return False
-            self._mark_settled(item)
-            # Counted before the spool takes it back, so that no reading sees it twice.
-            self._spooled += 1
-            if error is not None:
-                self._last_error = error
-            if reason != "shutdown":
-                self._backlog.failed()
-        if item.loose and item.body is not None:
-            # Keep the exact wire body rather than the submitted dict: read back later, it is
-            # sent as it is, without coercing (and counting the fixes) a second time.
-            exact = quietly(spool.append, item.body, KIND_BODY)
-            if exact is not None:
-                quietly(spool.ack, ref)
-                ref = exact
-        # At the shutdown deadline it is not handed back: this process will not try it again.
-        kept = quietly(spool.holds if reason == "shutdown" else spool.release, ref)
-        if kept:
-            return True
-        with self._lock:
-            self._spooled -= 1
-            self._dropped["spool_full"] += 1
-        self._reporter.report(item, failure_response("spool_full", error))
-        return True
-
-    def _started_request(self, item: Item, *, waking: bool) -> None:
-        """``item`` is through its first request (or settled without one): another trace may
-        be started (lock held).  ``waking`` when this sender will not take one itself soon."""
-        if item.starting:
-            item.starting = False
-            self._starting -= 1
-            if waking and self._pacing and self._queue:
-                self._work.notify()
-
-    def _mark_settled(self, item: Item) -> None:
-        # Called with the lock held.
-        self._started_request(item, waking=False)
-        item.settled = True
-        self._in_flight.discard(item)
-        self._held_bytes -= item.size
-        if self._waiters:
-            self._settled_cond.notify_all()
-        elif (
-            0 <= item.seq < self._flush_min
-            and self._flush_targets
-            and self._settled_before(self._flush_min)
-        ):
-            # Waking a flush for every trace settled costs the senders the lock and the GIL
-            # thousands of times a second; it can only return once its target is reached.
-            self._settled_cond.notify_all()
-
-    def _warn_drops(self) -> None:
-        if self._closed or not self._warner.due():
-            # When closed, shutdown reports what is left: logging now could meet logging.shutdown().
-            return
-        with self._lock:
-            news = self._warner.news(self._dropped)
-        if news:
-            warn_dropped(news)
-
-    def _describe(self, error: InfiniumError) -> str:
-        return self._clean(f"{type(error).__name__}: {error.message}")
+            assert durable is not None
+            durable.do_chore(chore)
 
     def _clean(self, text: str) -> str:
         return redacted(text, (self._secret,))
-
-    def _settled_before(self, target: int) -> bool:
-        # Called with the lock held. Traces leave the queue in order, so the oldest unsettled
-        # one is the queue's head or one of the (few) traces in flight.
-        if self._queue and self._queue[0].seq < target:
-            return False
-        return all(item.seq >= target for item in self._in_flight)
 
     # --- shutdown ---------------------------------------------------------------------------------
 
@@ -1326,7 +700,9 @@ class Exporter:
         (with a spool: leave it there for the next start)."""
         deadline = self._until.at if self._until.at is not None else time.monotonic()
         token = EXPORTING.set(True)
-        spool = self._spool
+        durable = self._durable
+        spool = durable.spool if durable is not None else None
+        ledger = self._ledger
         try:
             if not self._workers.alive and (self._queue or self._inbox):
                 # No sender runs (none could start at exit, or none was needed): send what
@@ -1334,47 +710,18 @@ class Exporter:
                 self._workers.run_here()
             with self._lock:
                 self._admit_locked()  # added while the door closed: counted as closed
-                self._waiters += 1
-                try:
-                    while True:
-                        now = time.monotonic()
-                        remaining = deadline - now
-                        if remaining <= 0:
-                            break
-                        if self._queue or self._in_flight or self._backlog.refilling:
-                            wait = remaining  # every settle and refill notifies
-                        elif self._workers.alive and self._backlog_due_by(deadline):
-                            # Spooled records a sender may still take up before the deadline.
-                            wait = min(remaining, max(0.01, self._backlog.at - now))
-                        else:
-                            break
-                        self._settled_cond.wait(wait)
-                finally:
-                    self._waiters -= 1
-                self._final = True
-                stuck = bool(self._in_flight)
-                left = list(self._queue)
-                left += sorted(self._in_flight, key=lambda i: i.seq)
-                self._queue.clear()
-                lost: list[Item] = []
-                kept: list[Item] = []
-                for item in left:
-                    self._mark_settled(item)
-                    if item.ref is not None and spool is not None:
-                        self._spooled += 1  # checked below, outside the lock
-                        kept.append(item)
-                    else:
-                        self._dropped["shutdown"] += 1
-                        lost.append(item)
+                self._wait_for_senders(deadline)
+                if durable is not None:
+                    durable.final = True
+                stuck = bool(ledger.in_flight)
+                for item in ledger.in_flight:
+                    self._pacing.through(item, waking=False)
+                lost, kept = ledger.tally_left_locked(spool is not None)
                 self._work.notify_all()
-                self._settled_cond.notify_all()  # flushes waiting: everything is settled now
-            gone = [item for item in kept if not quietly(spool.holds, item.ref)] if spool else []
+            gone = durable.left(kept) if durable is not None else []
             with self._lock:
-                if gone:
-                    self._spooled -= len(gone)
-                    self._dropped["spool_full"] += len(gone)
-                news = self._warner.news(self._dropped, force=True)
-                spooled = self._spooled
+                news = self._sender.warner.news(ledger.dropped, force=True)
+                spooled = ledger.spooled
             self._until.finished.set()
             self._bucket.wake()
             self._reporter.report_lost(lost + gone, deadline + _REPORT_GRACE)
@@ -1394,16 +741,34 @@ class Exporter:
                     spooled,
                     spool.root,
                 )
-            return self._dropped["shutdown"] == 0
+            return ledger.dropped["shutdown"] == 0
         finally:
             EXPORTING.reset(token)
 
-
-def _as_trace(task: Any) -> Any:
-    """``task``, or the fields of the official client's TaskData (a dataclass) as a dict,
-    read as a dict of TaskData fields is (its nested dataclasses included)."""
-    if type(task) is dict or isinstance(task, (TaskData, Mapping)):
-        return task
-    if dataclasses.is_dataclass(task) and not isinstance(task, type):
-        return _object_fields(task)
-    return task
+    def _wait_for_senders(self, deadline: float) -> None:
+        """Wait (lock held) until nothing is queued or in flight, or the deadline."""
+        ledger = self._ledger
+        durable = self._durable
+        backlog = durable.backlog if durable is not None else None
+        ledger.waiters += 1
+        try:
+            while True:
+                now = time.monotonic()
+                remaining = deadline - now
+                if remaining <= 0:
+                    break
+                if ledger.queue or ledger.in_flight or (backlog is not None and backlog.refilling):
+                    wait = remaining  # every settle and refill notifies
+                elif (
+                    backlog is not None
+                    and durable is not None
+                    and self._workers.alive
+                    and durable.due_by(deadline)
+                ):
+                    # Spooled records a sender may still take up before the deadline.
+                    wait = min(remaining, max(0.01, backlog.at - now))
+                else:
+                    break
+                ledger.settled_cond.wait(wait)
+        finally:
+            ledger.waiters -= 1

@@ -1,20 +1,25 @@
-"""The ledger: what became of every trace (stats, drop reasons, drop warnings)."""
+"""The ledger: what became of every trace (counts, settling once, flush targets, stats, drops)."""
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Final
 
 import msgspec
 
+from .queued import Item
+
 __all__ = [
     "DROP_REASONS",
     "FAILURE_REASONS",
     "DropWarner",
     "ExporterStats",
+    "Ledger",
     "describe_counts",
     "warn_dropped",
 ]
@@ -145,3 +150,202 @@ def warn_dropped(news: Mapping[str, int]) -> None:
         sum(news.values()),
         describe_counts(news),
     )
+
+
+class Ledger:
+    """The buffer's traces and every count of what became of them, under the exporter's lock.
+
+    The accounting invariant of :class:`ExporterStats` lives here alone: a
+    trace is counted once when admitted (``submitted``), joins the queue,
+    moves to ``in_flight`` when a sender takes it, and is settled exactly
+    once (:meth:`mark_settled`, through :meth:`sent_one`, :meth:`lost`,
+    :meth:`kept` or :meth:`tally_left`): sent, dropped for a reason, or kept
+    in the spool.  Flushes wait here for every trace queued before them.
+    Methods whose name ends in ``_locked`` want the lock held; the others
+    take it.
+    """
+
+    def __init__(self, lock: threading.RLock) -> None:
+        self.lock = lock
+        #: Flushes and shutdown wait on it for traces to settle.
+        self.settled_cond = threading.Condition(lock)
+        #: Waiting traces, oldest first, and those a sender is working on.
+        self.queue: collections.deque[Item] = collections.deque()
+        self.in_flight: set[Item] = set()
+        self.seq = 0
+        self.held_bytes = 0
+        self.submitted = 0
+        self.sent = 0
+        self.retries = 0
+        self.bytes_sent = 0
+        self.dropped: dict[str, int] = dict.fromkeys(DROP_REASONS, 0)
+        self.coerced: collections.Counter[str] = collections.Counter()
+        self.last_error: str | None = None
+        self.last_success: float | None = None
+        #: Records held only in the spool, adopted from other processes, not written.
+        self.spooled = 0
+        self.adopted = 0
+        self.spool_write_errors = 0
+        #: Threads waiting in shutdown for whatever settles; flushes wait for a target instead.
+        self.waiters = 0
+        self.flush_targets: list[int] = []
+        self.flush_min = -1  # the earliest of them, -1 when none waits
+        #: (traces submitted, until when) after a flush gave up waiting its full patience:
+        #: see stuck_since_flush_locked.
+        self.gave_up: tuple[int, float] | None = None
+
+    def enqueue_locked(self, item: Item) -> None:
+        """Put an admitted (or spooled) trace at the end of the queue."""
+        item.seq = self.seq
+        self.seq += 1
+        self.held_bytes += item.size
+        self.queue.append(item)
+
+    def mark_settled_locked(self, item: Item) -> None:
+        """``item`` leaves the buffer for good; wake whoever waits for it."""
+        item.settled = True
+        self.in_flight.discard(item)
+        self.held_bytes -= item.size
+        if self.waiters:
+            self.settled_cond.notify_all()
+        elif (
+            0 <= item.seq < self.flush_min
+            and self.flush_targets
+            and self.settled_before_locked(self.flush_min)
+        ):
+            # Waking a flush for every trace settled costs the senders the lock and the GIL
+            # thousands of times a second; it can only return once its target is reached.
+            self.settled_cond.notify_all()
+
+    def settled_before_locked(self, target: int) -> bool:
+        """Whether every trace queued before ``target`` is settled."""
+        # Traces leave the queue in order, so the oldest unsettled one is the queue's head or
+        # one of the (few) traces in flight.
+        if self.queue and self.queue[0].seq < target:
+            return False
+        return all(item.seq >= target for item in self.in_flight)
+
+    def sent_one(self, item: Item, size: int) -> bool:
+        """Count ``item`` as sent (``size`` body bytes) unless it is settled already."""
+        with self.lock:
+            if item.settled:  # given up at the shutdown deadline while the request was out
+                return False
+            self.mark_settled_locked(item)
+            self.sent += 1
+            self.bytes_sent += size
+            self.last_success = time.time()
+            return True
+
+    def lost(self, item: Item, reason: str, error: str | None) -> bool:
+        """Count ``item`` as dropped for ``reason`` unless it is settled already."""
+        with self.lock:
+            if item.settled:
+                return False
+            self.mark_settled_locked(item)
+            self.dropped[reason] += 1
+            if error is not None:
+                self.last_error = error
+            return True
+
+    def kept(self, item: Item, error: str | None) -> bool:
+        """Count ``item`` as held in the spool unless it is settled already (counted before
+        the spool takes it back, so that no reading sees it twice)."""
+        with self.lock:
+            if item.settled:
+                return False
+            self.mark_settled_locked(item)
+            self.spooled += 1
+            if error is not None:
+                self.last_error = error
+            return True
+
+    def spool_lost(self, count: int, reason: str = "spool_full") -> None:
+        """``count`` traces counted as spooled that the spool no longer holds."""
+        with self.lock:
+            self.spooled -= count
+            self.dropped[reason] += count
+
+    def retried(self, item: Item, error: str) -> bool:
+        """Count a retry of ``item``; False when it is settled already (lock held)."""
+        if item.settled:
+            return False
+        self.retries += 1
+        self.last_error = error
+        return True
+
+    def wait_flushed(self, target: int, deadline: float, patience: float | None) -> bool:
+        """Wait (lock held) until every trace queued before ``target`` is settled; False at
+        ``deadline``.  ``patience`` is the full wait a flush may take: one that gave up after
+        it is remembered (see :meth:`stuck_since_flush_locked`)."""
+        # Woken only once the earliest target of the waiting flushes can have been reached
+        # (see mark_settled_locked), not at every trace settled.
+        targets = self.flush_targets
+        targets.append(target)
+        self.flush_min = min(targets)
+        try:
+            while not self.settled_before_locked(target):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    if patience is not None:
+                        self.gave_up = (self.submitted, time.monotonic() + patience)
+                    return False
+                self.settled_cond.wait(remaining)
+            self.gave_up = None
+            return True
+        finally:
+            targets.remove(target)
+            self.flush_min = min(targets) if targets else -1
+
+    def stuck_since_flush_locked(self) -> bool:
+        """Whether a flush gave up after waiting its full patience, less than that long
+        ago, with nothing submitted since: waiting again would wait for the same stuck
+        traces (``logging.shutdown()`` flushes every handler, then closes them, then the
+        exit hook shuts the exporter down: an exit would otherwise wait three times)."""
+        gave_up = self.gave_up
+        return (
+            gave_up is not None and gave_up[0] == self.submitted and time.monotonic() < gave_up[1]
+        )
+
+    def tally_left_locked(self, spooled: bool) -> tuple[list[Item], list[Item]]:
+        """At the shutdown deadline: settle what is still queued or in flight, as kept in
+        the spool (``spooled`` and the trace has a record) or lost to ``shutdown``;
+        ``(lost, kept)``."""
+        left = list(self.queue)
+        left += sorted(self.in_flight, key=lambda i: i.seq)
+        self.queue.clear()
+        lost: list[Item] = []
+        kept: list[Item] = []
+        for item in left:
+            self.mark_settled_locked(item)
+            if item.ref is not None and spooled:
+                self.spooled += 1  # the caller checks the spool holds it, outside the lock
+                kept.append(item)
+            else:
+                self.dropped["shutdown"] += 1
+                lost.append(item)
+        self.settled_cond.notify_all()  # flushes waiting: everything is settled now
+        return lost, kept
+
+    def snapshot_locked(
+        self, pending_records: int = 0, pending_bytes: int = 0, corrupt: int = 0
+    ) -> ExporterStats:
+        """The counts as :class:`ExporterStats` (the spool's own figures given)."""
+        return ExporterStats(
+            submitted=self.submitted,
+            sent=self.sent,
+            retries=self.retries,
+            dropped=dict(self.dropped),
+            queued=len(self.queue),
+            in_flight=len(self.in_flight),
+            buffered_bytes=self.held_bytes,
+            bytes_sent=self.bytes_sent,
+            coerced=dict(self.coerced),
+            last_error=self.last_error,
+            last_success_time=self.last_success,
+            spooled=self.spooled,
+            adopted=self.adopted,
+            spool_pending_records=pending_records,
+            spool_pending_bytes=pending_bytes,
+            spool_corrupt=corrupt,
+            spool_write_errors=self.spool_write_errors,
+        )

@@ -1,20 +1,25 @@
-"""The workers: sender threads started lazily, their one run loop, and the drain at shutdown."""
+"""The workers: sender threads started lazily, their one run loop, pacing, the drain at shutdown."""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from collections.abc import Callable
-from typing import Generic, TypeVar
+from collections.abc import Callable, Sized
+from typing import Final, Generic, TypeVar
 
 from .guard import EXPORTING
+from .queued import Item
 
-__all__ = ["Workers"]
+__all__ = ["Pacing", "Workers"]
 
 _log = logging.getLogger("infinium_logging.exporter")
 
 _W = TypeVar("_W")
+
+#: A sender starts on a trace while another is still starting (taken, not yet through its
+#: first request) only once that one has been at it this long: see Pacing.
+_OVERLAP_AFTER: Final = 0.002
 
 
 class Workers(Generic[_W]):
@@ -93,3 +98,52 @@ class Workers(Generic[_W]):
             with self._lock:
                 self.alive -= 1
                 self._exited()
+
+
+class Pacing:
+    """Senders take turns starting traces: one is started while another is still being
+    started (taken, not yet through its first request) only once that one has been at it
+    for ``_OVERLAP_AFTER``.
+
+    Against a fast server the requests are short and mostly Python (urllib3 and
+    http.client), so senders running them side by side only fight over the GIL (each GIL
+    hand-off a context switch): one at a time delivers more.  Against a slow one they
+    wait on the network, so every worker is soon busy, as without pacing.  Every method
+    wants the lock of ``work`` held.
+    """
+
+    def __init__(self, work: threading.Condition, queue: Sized) -> None:
+        self._work = work
+        self._queue = queue
+        #: Traces being started, when the last was taken, senders waiting for their turn.
+        self._starting = 0
+        self._last_start = 0.0
+        self._waiting = 0
+
+    def wait(self, now: float) -> bool:
+        """Wait for this sender's turn if another trace is still being started; whether it
+        waited (the queue may have changed meanwhile)."""
+        since = now - self._last_start
+        if not self._starting or since >= _OVERLAP_AFTER:
+            return False
+        self._waiting += 1
+        try:
+            self._work.wait(_OVERLAP_AFTER - since)
+        finally:
+            self._waiting -= 1
+        return True
+
+    def started(self, item: Item, now: float) -> None:
+        """A sender took ``item`` at ``now``."""
+        item.starting = True
+        self._starting += 1
+        self._last_start = now
+
+    def through(self, item: Item, *, waking: bool) -> None:
+        """``item`` is through its first request (or settled without one): another trace may
+        be started.  ``waking`` when this sender will not take one itself soon."""
+        if item.starting:
+            item.starting = False
+            self._starting -= 1
+            if waking and self._waiting and self._queue:
+                self._work.notify()

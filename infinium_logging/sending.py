@@ -1,0 +1,236 @@
+"""What a sender thread does with one trace: build it, encode it, deliver it, settle it once."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Final
+
+from .admission import Admission
+from .convert import Problem, lenient_task
+from .delivery import Delivery
+from .destination_infinium import encode_trace
+from .durability import KEEP_REASONS
+from .errors import InfiniumError
+from .ledger import DropWarner, Ledger, warn_dropped
+from .model import MAX_BODY_BYTES, ApiResponse, TaskData
+from .queued import Item, PendingTrace
+from .results import Reporter, failure_response
+from .settings import Settings
+from .workers import Pacing
+from .writeahead import WriteAhead
+
+__all__ = ["Sender"]
+
+_log = logging.getLogger("infinium_logging.exporter")
+
+#: Distinct rejection messages remembered (each is logged once); a bound against odd servers.
+_MAX_REMEMBERED: Final = 256
+
+
+class Sender:
+    """Processes one queued trace on a sender thread: builds a captured one, reads a dict
+    leniently (counting the fixes), encodes it, delivers it through ``delivery``, and
+    settles it exactly once in the ledger (with a spool, keeping it there when it failed
+    for a reason worth a later attempt); tells ``on_result`` through the reporter, and
+    says once why credentials or traces are refused.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        admission: Admission,
+        delivery: Delivery,
+        *,
+        pacing: Pacing,
+        reporter: Reporter,
+        durable: WriteAhead | None,
+        closed: Callable[[], bool],
+        clean: Callable[[str], str],
+    ) -> None:
+        self._settings = settings
+        self._admission = admission
+        self._ledger: Ledger = admission.ledger
+        self._lock: threading.RLock = self._ledger.lock
+        self._delivery = delivery
+        self._pacing = pacing
+        self._reporter = reporter
+        self._durable = durable
+        self._closed = closed
+        self._clean = clean
+        self.warner = DropWarner()
+        self._auth_until = 0.0
+        self._auth_failing = False
+        self._rejections_logged: set[str] = set()
+
+    def process(self, item: Item) -> None:
+        """Process one trace; a bug costs that trace (counted invalid), not the sender."""
+        try:
+            self._process(item)
+        except Exception as exc:
+            if self.settle(item, "invalid", f"internal error: {exc!r}"):
+                _log.exception("infinium_logging could not process a trace")
+        self.warn_drops()
+
+    def _process(self, item: Item) -> None:
+        if item.body is not None:  # encoded on the caller's thread, or a spooled wire body
+            self._deliver(item, item.body)
+            return
+        task = item.task
+        if isinstance(task, PendingTrace):  # captured by a handler or processor: build it now
+            try:
+                task = task.materialize()
+            except Exception as exc:
+                self.settle(item, "invalid", f"could not be built: {exc!r}")
+                return
+            item.task = task
+        body: bytes | None = None
+        if not isinstance(task, TaskData):
+            problems: list[Problem] = []
+            # A dict that needs no fixing comes back with its body: no second encoding.
+            task, body = lenient_task(task, problems)
+            if problems:
+                with self._lock:
+                    for problem in problems:
+                        self._ledger.coerced[problem.action] += 1
+                if any(p.path == "" and p.action == "replaced" for p in problems):
+                    self.settle(item, "invalid", "could not be read as a trace")
+                    return
+            item.task = task
+        if body is None or len(body) > MAX_BODY_BYTES:
+            try:
+                body = encode_trace(task)
+            except Exception as exc:
+                self.settle(item, "invalid", f"could not be encoded: {exc}")
+                return
+        self._admission.learn(task, len(body))
+        with self._lock:
+            if item.settled:
+                return
+            self._ledger.held_bytes += len(body) - item.size
+            item.size = len(body)
+        if item.loose:
+            item.body = body  # for _keep, should the trace stay in the spool
+        self._deliver(item, body)
+
+    def _deliver(self, item: Item, body: bytes) -> None:
+        def given_up() -> bool:
+            return item.settled
+
+        def on_retry(error: InfiniumError) -> bool:
+            with self._lock:
+                # Waiting to retry: let another sender start a trace meanwhile.
+                self._pacing.through(item, waking=True)
+                return self._ledger.retried(item, self._describe(error))
+
+        outcome = self._delivery.deliver(
+            body, given_up=given_up, on_retry=on_retry, not_before=self._credentials_at
+        )
+        reason, error = outcome.reason, outcome.error
+        if reason == "sent":
+            assert outcome.response is not None
+            self._delivered(item, outcome.response, len(body))
+        elif reason == "abandoned":
+            return  # given up at the shutdown deadline while this was under way
+        elif error is None or reason == "shutdown":
+            self.settle(item, reason)
+        elif reason == "auth":
+            self._auth_failed(item, error)
+        elif reason == "rejected":
+            self._rejected(item, error)
+        else:
+            self.settle(item, reason, self._describe(error))
+
+    def _credentials_at(self) -> float:
+        """When sending may resume after refused credentials (0.0: now)."""
+        return self._auth_until
+
+    def _auth_failed(self, item: Item, error: InfiniumError) -> None:
+        with self._lock:
+            first = not self._auth_failing
+            self._auth_failing = True
+            self._auth_until = time.monotonic() + self._settings.auth_backoff
+        self.settle(item, "auth", self._describe(error))
+        if first and not self._closed():
+            fate = (
+                "kept in the spool for later"
+                if self._durable is not None and self._durable.spool is not None
+                else "dropped (counted as 'auth')"
+            )
+            _log.error(
+                "Infinium refused the agent credentials (HTTP %s): check INFINIUM_AGENT_ID and "
+                "INFINIUM_AGENT_SECRET. Traces are %s and sending pauses for %g s before each "
+                "new try.",
+                error.status_code,
+                fate,
+                self._settings.auth_backoff,
+            )
+
+    def _rejected(self, item: Item, error: InfiniumError) -> None:
+        said = str(error.details.get("server_message") or error.message)
+        self.settle(item, "rejected", self._describe(error))
+        key = f"{error.status_code}:{said}"
+        with self._lock:
+            new = key not in self._rejections_logged
+            if new and len(self._rejections_logged) < _MAX_REMEMBERED:
+                self._rejections_logged.add(key)
+        if new and not self._closed():
+            _log.warning(
+                "Infinium rejected a trace (HTTP %s): %s. It is not retried; later "
+                "rejections with the same message are only counted.",
+                error.status_code,
+                self._clean(said),
+            )
+
+    def _delivered(self, item: Item, response: ApiResponse, size: int) -> None:
+        self._ack(item)
+        ledger = self._ledger
+        with self._lock:
+            self._pacing.through(item, waking=False)
+            if not ledger.sent_one(item, size):
+                return
+            recovered = self._auth_failing
+            self._auth_failing = False
+            if self._durable is not None:
+                self._durable.recovered_locked()
+        if recovered and not self._closed():
+            _log.info("Infinium accepted the agent credentials again; sending resumed")
+        self._reporter.report(item, response)
+
+    def settle(self, item: Item, reason: str, error: str | None = None) -> bool:
+        """Count a trace as lost for ``reason`` unless it is settled already; tell on_result.
+
+        A trace with a spool record is kept there instead when ``reason`` is
+        retryable later (:data:`KEEP_REASONS`); one dropped for good is
+        settled in the spool too.
+        """
+        ref = item.ref
+        durable = self._durable
+        with self._lock:
+            self._pacing.through(item, waking=False)
+        keep = reason in KEEP_REASONS and ref is not None
+        if keep and durable is not None and durable.spool is not None:
+            return durable.keep(item, ref, reason, error)
+        self._ack(item)
+        if not self._ledger.lost(item, reason, error):
+            return False
+        self._reporter.report(item, failure_response(reason, error))
+        return True
+
+    def _ack(self, item: Item) -> None:
+        if self._durable is not None:
+            self._durable.ack(item)
+
+    def warn_drops(self) -> None:
+        if self._closed() or not self.warner.due():
+            # When closed, shutdown reports what is left: logging now could meet logging.shutdown().
+            return
+        with self._lock:
+            news = self.warner.news(self._ledger.dropped)
+        if news:
+            warn_dropped(news)
+
+    def _describe(self, error: InfiniumError) -> str:
+        return self._clean(f"{type(error).__name__}: {error.message}")

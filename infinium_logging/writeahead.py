@@ -1,0 +1,309 @@
+"""The exporter's spool: write-ahead of submitted traces, keeping failed ones, the backlog."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .admission import Admission
+from .destination_infinium import encode_trace
+from .durability import (
+    ADOPT_INTERVAL,
+    KIND_BODY,
+    KIND_CAPTURED,
+    REFILL_BATCH,
+    SPOOL_RETRY,
+    Backlog,
+    backlog_item,
+    dict_record,
+    quietly,
+)
+from .ledger import Ledger
+from .model import TaskData
+from .queued import Item, PendingTrace
+from .results import Reporter, failure_response
+from .retry import RetryPolicy
+from .settings import Settings
+from .spool import RecordRef, Spool
+
+__all__ = ["WriteAhead"]
+
+_log = logging.getLogger("infinium_logging.exporter")
+
+
+class WriteAhead:
+    """The spool of an exporter with ``spool_dir`` set, and the ledger's part in it.
+
+    Every submitted trace is written before ``submit`` returns (:meth:`write`); one
+    the queue has no room for, or that fails for a reason worth a later attempt, is
+    kept there (:meth:`park`, :meth:`keep`), counted as ``spooled``; sender threads
+    adopt what other processes left and take the backlog up again (:meth:`chore`,
+    :meth:`do_chore`), backing off while the endpoint fails.  ``wake(n)`` (lock held)
+    wakes idle senders for ``n`` traces; ``closed()`` says whether the exporter is.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        policy: RetryPolicy,
+        closed: Callable[[], bool],
+        clean: Callable[[str], str],
+    ) -> None:
+        assert settings.spool_dir is not None
+        self._settings = settings
+        self._policy = policy
+        self._closed = closed
+        self._clean = clean
+        self._start_lock = threading.RLock()
+        self.spool: Spool | None = None
+        self._retry_at = 0.0
+
+    def reset(self, admission: Admission, wake: Callable[[int], None], reporter: Reporter) -> None:
+        """Fresh accounting (at construction, and in a forked child, with its new ledger)."""
+        self._admission = admission
+        self._ledger: Ledger = admission.ledger
+        self._wake = wake
+        self._reporter = reporter
+        self._error_logged = False
+        self.backlog = Backlog(self._policy)
+        #: Shutdown has counted what is left: nothing more is taken up.
+        self.final = False
+
+    def start(self) -> bool:
+        """At construction: when the agent's spool directory exists, open it; whether it
+        holds segments (an earlier run's records, to be replayed now)."""
+        settings = self._settings
+        assert settings.spool_dir is not None
+        root = os.path.join(
+            os.path.abspath(os.path.expanduser(settings.spool_dir)), settings.agent_id
+        )
+        try:
+            names = os.listdir(root)
+        except OSError:
+            return False  # no spool yet: the first submit creates it
+        return self.open() is not None and any(n.endswith(".log") for n in names)
+
+    def open(self) -> Spool | None:
+        """The spool, opened unless it failed to open a moment ago."""
+        spool = self.spool
+        if spool is not None or time.monotonic() < self._retry_at:
+            return spool
+        settings = self._settings
+        assert settings.spool_dir is not None
+        with self._start_lock:
+            if self.spool is None and not self._closed():
+                try:
+                    # Adoption reads whole files: a sender thread does it, not the caller.
+                    self.spool = Spool(
+                        settings.spool_dir,
+                        settings.agent_id,
+                        max_bytes=settings.spool_max_bytes,
+                        fsync=settings.spool_fsync,
+                        adopt=False,
+                        listener=self._event,
+                    )
+                except Exception as exc:
+                    self._retry_at = time.monotonic() + SPOOL_RETRY
+                    self.trouble(exc)
+            return self.spool
+
+    def after_fork(self) -> None:
+        """In a forked child: the parent's records stay the parent's; the child writes
+        segments of its own."""
+        spool = self.spool
+        if spool is not None and not spool.closed:
+            spool.after_fork_in_child()
+            self.backlog.next_adopt = time.monotonic() + ADOPT_INTERVAL
+
+    def write(
+        self, task: TaskData | Mapping[str, Any] | PendingTrace, captured: bytes | None = None
+    ) -> tuple[RecordRef | None, bytes | None, int]:
+        """Write a submitted trace to the spool: ``(record, encoded body or None, size)``.
+
+        ``captured`` is the record of a captured trace (see
+        :func:`~infinium_logging.durability.captured_record`).  The size is exact for a
+        TaskData and the record's size otherwise (a better guess than the estimate).
+        Never raises: a trace that cannot be written goes on in memory only.
+        """
+        body: bytes | None = None
+        try:
+            if captured is not None:
+                payload, kind, size = captured, KIND_CAPTURED, len(captured)
+            elif isinstance(task, TaskData):
+                body = encode_trace(task)
+                payload, kind, size = body, KIND_BODY, len(body)
+            else:
+                # Lenient coercion stays on the sender thread; the record keeps the dict as
+                # submitted, read back when the trace is taken up from the spool.
+                kind, payload = dict_record(task)
+                size = len(payload)
+        except Exception:
+            # The sender thread finds it invalid and says why.
+            size = len(body) if body is not None else max(0, self._admission.estimate(task))
+            return None, body, size
+        spool = self.spool or self.open()
+        error: Exception | None = None
+        if spool is not None:
+            try:
+                return spool.append(payload, kind), body, size
+            except Exception as exc:  # a full disk, lost permissions, a closed spool
+                error = exc
+        closed = self._closed()
+        with self._ledger.lock:
+            if not closed:
+                self._ledger.spool_write_errors += 1
+        if error is not None and not closed:
+            self.trouble(error)
+        return None, body, size
+
+    def trouble(self, error: BaseException) -> None:
+        """Say once why the spool cannot be used (each trace it costs is counted)."""
+        with self._ledger.lock:
+            first = not self._error_logged
+            self._error_logged = True
+        if first:
+            _log.warning(
+                "infinium_logging cannot write to the spool in %s (%s): traces are kept in "
+                "memory only while it fails (counted in stats().spool_write_errors)",
+                self._settings.spool_dir,
+                self._clean(f"{type(error).__name__}: {error}"),
+            )
+
+    def refused(self, ref: RecordRef, park: bool) -> bool:
+        """A written trace the queue did not take: keep it in the spool (``park``, counted
+        as spooled already) or settle its record; whether it was kept."""
+        spool = self.spool
+        if not park:
+            if spool is not None:
+                quietly(spool.ack, ref)
+            return False
+        if spool is not None and quietly(spool.release, ref):
+            return True
+        self._ledger.spool_lost(1)
+        return False
+
+    def _event(self, event: str, count: int) -> None:
+        """The spool's listener (called with the spool's lock held: must not call the spool)."""
+        ledger = self._ledger
+        with ledger.lock:
+            if event == "adopted":
+                ledger.adopted += count
+                ledger.spooled += count
+                self._wake(1)
+            elif event in ("evicted", "unreadable"):
+                ledger.spooled -= count
+                ledger.dropped["spool_full" if event == "evicted" else "invalid"] += count
+
+    def chore(self, now: float, deadline: float | None) -> str:
+        """Spool work a sender thread should do now, outside the lock (lock held)."""
+        if self.spool is None or self.final:
+            return ""
+        return self.backlog.chore(
+            now,
+            spooled=self._ledger.spooled,
+            closed=self._closed(),
+            room=len(self._ledger.queue) <= self._admission.max_items // 2,
+            deadline=deadline,
+        )
+
+    def due_by(self, limit: float) -> bool:
+        """Whether spooled records may be taken up before ``limit`` (lock held)."""
+        return (
+            self.spool is not None
+            and not self.final
+            and self.backlog.due_by(limit, self._ledger.spooled)
+        )
+
+    def idle_wait(self, now: float) -> float | None:
+        """How long an idle sender may sleep before spool work is due (lock held)."""
+        if self.spool is None or self.final:
+            return None
+        return self.backlog.idle_wait(now, spooled=self._ledger.spooled, closed=self._closed())
+
+    def do_chore(self, chore: str) -> None:
+        """Adopt what other processes left, or take records of the backlog up into the queue."""
+        spool = self.spool
+        assert spool is not None
+        ledger = self._ledger
+        if chore == "adopt":
+            try:
+                spool.adopt()
+            except Exception:
+                _log.debug("spool adoption failed", exc_info=True)
+            finally:
+                with ledger.lock:
+                    self.backlog.adopting = False
+            return
+        with ledger.lock:
+            probing = self.backlog.failures > 0
+            room, byte_room = self._admission.room_locked(REFILL_BATCH)
+        taken: list[tuple[RecordRef, int, bytes]] = []
+        try:
+            # While the endpoint keeps failing, one record probes it per backoff period.
+            taken = spool.take_backlog(1 if probing else room, byte_room)
+        except Exception:
+            _log.debug("reading the spool's backlog failed", exc_info=True)
+        items = [backlog_item(ref, kind, payload) for ref, kind, payload in taken]
+        with ledger.lock:
+            self.backlog.refilled(probing, len(items))
+            if self.final:
+                return  # shutdown already counted these as left in the spool, where they are
+            ledger.spooled -= len(items)
+            for item in items:
+                ledger.enqueue_locked(item)
+            self._wake(max(1, len(items)))
+            if ledger.waiters:
+                ledger.settled_cond.notify_all()
+
+    def recovered_locked(self) -> None:
+        """The endpoint answers again: take the spool's backlog up at once (lock held)."""
+        if self.backlog.recovered() and self._ledger.spooled:
+            self._wake(1)
+
+    def ack(self, item: Item) -> None:
+        """Settle a trace's spool record, before the trace counts as settled: whoever sees it
+        settled (``flush()``, ``stats()``) must find its record settled too.  (Not under the
+        lock: the spool calls its listener, which takes the lock, with its own lock held.)"""
+        ref = item.ref
+        spool = self.spool
+        if ref is not None and spool is not None and not item.settled:
+            quietly(spool.ack, ref)
+
+    def keep(self, item: Item, ref: RecordRef, reason: str, error: str | None) -> bool:
+        """Leave a trace in the spool for a later attempt (or the next start, at shutdown)."""
+        spool = self.spool
+        assert spool is not None
+        with self._ledger.lock:
+            if not self._ledger.kept(item, error):
+                return False
+            if reason != "shutdown":
+                self.backlog.failed()
+        if item.loose and item.body is not None:
+            # Keep the exact wire body rather than the submitted dict: read back later, it is
+            # sent as it is, without coercing (and counting the fixes) a second time.
+            exact = quietly(spool.append, item.body, KIND_BODY)
+            if exact is not None:
+                quietly(spool.ack, ref)
+                ref = exact
+        # At the shutdown deadline it is not handed back: this process will not try it again.
+        kept = quietly(spool.holds if reason == "shutdown" else spool.release, ref)
+        if kept:
+            return True
+        self._ledger.spool_lost(1)
+        self._reporter.report(item, failure_response("spool_full", error))
+        return True
+
+    def left(self, kept: list[Item]) -> list[Item]:
+        """At shutdown: of the traces counted as left in the spool, those it does not hold
+        (counted as ``spool_full`` instead)."""
+        spool = self.spool
+        if spool is None:
+            return []
+        gone = [item for item in kept if not quietly(spool.holds, item.ref)]
+        if gone:
+            self._ledger.spool_lost(len(gone))
+        return gone
