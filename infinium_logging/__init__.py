@@ -73,6 +73,7 @@ from .model import (
     encode_task,
     utc_now_iso,
 )
+from .serverless import flush_after, flushing
 from .settings import Settings
 from .tasks import Task, TaskHandle, current_task, task
 
@@ -133,6 +134,8 @@ __all__ = [
     "decode_task",
     "encode_task",
     "fit_task",
+    "flush_after",
+    "flushing",
     "get_default_exporter",
     "in_export",
     "json_safe",

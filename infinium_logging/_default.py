@@ -10,12 +10,13 @@ import time
 from collections.abc import Mapping
 from typing import Any, Final, Protocol, runtime_checkable
 
+from . import signals
 from ._logsetup import LOGGER_NAME
 from .errors import ConfigurationError
 from .exporter import Exporter, in_export, submit_as_exporter
 from .mapping import PendingTrace
 from .model import TaskData
-from .settings import ENV_PREFIX, Settings
+from .settings import ENV_PREFIX, Settings, disabled_in_environment, settings_or_off
 
 __all__ = [
     "Options",
@@ -126,7 +127,7 @@ def configure(**settings_overrides: Any) -> Exporter:
     for a missing or invalid setting.
     """
     global _exporter, _options
-    settings = Settings.from_env(**settings_overrides)
+    settings = settings_or_off(**settings_overrides)
     exporter = Exporter(settings)
     with _lock:
         previous, _exporter, _options = _exporter, exporter, options_of(settings)
@@ -148,9 +149,9 @@ def get_default_exporter() -> Exporter:
         return exporter
     with _lock:
         if _exporter is None:
-            settings = Settings.from_env()
+            settings = settings_or_off()
             _exporter = Exporter(settings)
-            _options = options_of(settings)
+            _options = _default_options_of(settings)
         return _exporter
 
 
@@ -167,8 +168,26 @@ def default_options() -> Options:
         return options
     with _lock:
         if _options is None:
-            _options = options_of(Settings.from_env())
+            settings = settings_or_off()
+            _options = _default_options_of(settings)
+            if not settings.disabled:
+                # Where logging is configured (the main thread, before a server takes over
+                # the signals): the exporter itself may only be made later, on another thread.
+                signals.install(settings.handle_signals)
         return _options
+
+
+def _default_options_of(settings: Settings) -> Options:
+    """The options of the default exporter made from ``settings``.
+
+    Off for want of credentials (see :func:`~infinium_logging.settings.settings_or_off`),
+    traces are still captured, and the exporter, disabled, counts them as ``disabled``;
+    ``INFINIUM_DISABLED=true`` keeps to capturing nothing at all.
+    """
+    options = options_of(settings)
+    if settings.disabled and not disabled_in_environment():
+        return dataclasses.replace(options, disabled=False)
+    return options
 
 
 def peek_default_exporter() -> Exporter | None:

@@ -23,6 +23,7 @@ from typing import Any, ClassVar, Final, Protocol, TypeVar
 
 import msgspec
 
+from . import failures, signals, spill
 from ._logsetup import setup_logging
 from .convert import (
     Problem,
@@ -33,11 +34,11 @@ from .convert import (
     lenient_task,
     to_task,
 )
-from .errors import BatchError, ConfigurationError, InfiniumError, ValidationError
+from .errors import BatchError, ConfigurationError, InfiniumError, NetworkError, ValidationError
 from .mapping import PendingTrace, TaggedTrace
 from .model import MAX_BODY_BYTES, ApiResponse, BatchResult, PromptContent, TaskData, encode_task
 from .retry import RetryPolicy, classify, retry_after_of
-from .settings import Settings
+from .settings import Settings, settings_or_off
 from .spool import RecordRef, Spool, survey
 from .throttle import TokenBucket
 from .transport import Transport, redacted
@@ -390,7 +391,7 @@ class Exporter:
         **overrides: Any,
     ) -> None:
         if settings is None:
-            settings = Settings.from_env(**overrides)
+            settings = settings_or_off(**overrides)
         elif not isinstance(settings, Settings):
             # Exporter(agent_id, ...) as the official client is made: say how it is done here.
             raise TypeError(
@@ -422,6 +423,9 @@ class Exporter:
         _LIVE.add(self)
         if self._spool_dir is not None:
             self._start_with_spool()
+        if not settings.disabled:
+            signals.install(settings.handle_signals)
+            spill.replay_left(settings, replay_spool)
 
     def _init_state(self) -> None:
         """Fresh locks, an empty buffer and zero counts (at construction and in a forked child)."""
@@ -1488,7 +1492,10 @@ class Exporter:
                     self._bucket.pause(pause)
                 if not decision.retry:
                     self._settle(item, decision.reason, self._describe(error))
+                    self._explain(decision.reason, error)
                     return
+                if isinstance(error, NetworkError):
+                    self._explain("network", error)
                 retries += 1
                 with self._lock:
                     # Waiting to retry: let another sender start a trace meanwhile.
@@ -1543,20 +1550,14 @@ class Exporter:
             self._auth_failing = True
             self._auth_until = time.monotonic() + self._settings.auth_backoff
         self._settle(item, "auth", self._describe(error))
-        if first and not self._closed:
+        if first:
             fate = (
                 "kept in the spool for later"
                 if self._spool is not None
                 else "dropped (counted as 'auth')"
             )
-            _log.error(
-                "Infinium refused the agent credentials (HTTP %s): check INFINIUM_AGENT_ID and "
-                "INFINIUM_AGENT_SECRET. Traces are %s and sending pauses for %g s before each "
-                "new try.",
-                error.status_code,
-                fate,
-                self._settings.auth_backoff,
-            )
+            fate += f"; sending pauses for {self._settings.auth_backoff:g} s before each new try"
+            failures.tell(self, "auth", error, self._settings, fate, self._clean)
 
     def _rejected(self, item: _Item, error: InfiniumError) -> None:
         said = str(error.details.get("server_message") or error.message)
@@ -1566,12 +1567,11 @@ class Exporter:
             new = key not in self._rejections_logged
             if new and len(self._rejections_logged) < _MAX_REMEMBERED:
                 self._rejections_logged.add(key)
-        if new and not self._closed:
-            _log.warning(
-                "Infinium rejected a trace (HTTP %s): %s. It is not retried; later "
-                "rejections with the same message are only counted.",
-                error.status_code,
-                self._clean(said),
+        if new:
+            failures.say(
+                _log,
+                logging.WARNING,
+                self._clean(failures.explain("rejected", error, self._settings, "")),
             )
 
     def _delivered(self, item: _Item, response: ApiResponse, size: int) -> None:
@@ -1606,6 +1606,8 @@ class Exporter:
         spool = self._spool
         if ref is not None and spool is not None and reason in _KEEP_REASONS:
             return self._keep(item, ref, spool, reason, error)
+        if reason == "shutdown" and ref is None and spill.active(self._settings):
+            return self._spill(item)
         self._ack(item)
         with self._lock:
             if item.settled:
@@ -1615,6 +1617,20 @@ class Exporter:
             if error is not None:
                 self._last_error = error
         self._report(item, _failure_response(reason, error))
+        return True
+
+    def _spill(self, item: _Item) -> bool:
+        """At exit, keep a trace the deadline caught on disk (see :mod:`.spill`)."""
+        with self._lock:
+            if item.settled:
+                return False
+            self._mark_settled(item)
+            self._spooled += 1  # counted first: no reading sees it nowhere
+        if spill.keep(self._settings, [item], spill.record_of):
+            with self._lock:
+                self._spooled -= 1
+                self._dropped["shutdown"] += 1
+            self._report(item, _failure_response("shutdown", None))
         return True
 
     def _ack(self, item: _Item) -> None:
@@ -1740,10 +1756,15 @@ class Exporter:
             news = self._warner.news(self._dropped)
         if news:
             _log.warning(
-                "infinium_logging dropped %d trace(s) since the last report: %s",
+                "infinium_logging dropped %d trace(s) since the last report: %s%s",
                 sum(news.values()),
                 _describe_counts(news),
+                failures.last_error(self._last_error),
             )
+
+    def _explain(self, kind: str, error: InfiniumError) -> None:
+        fate = "kept in the spool for later" if self._spool is not None else "dropped"
+        failures.tell(self, kind, error, self._settings, fate, self._clean)
 
     def _describe(self, error: InfiniumError) -> str:
         return self._clean(f"{type(error).__name__}: {error.message}")
@@ -1893,7 +1914,11 @@ class Exporter:
                 self._work.notify_all()
                 self._settled_cond.notify_all()  # flushes waiting: everything is settled now
             gone = [item for item in kept if not _quietly(spool.holds, item.ref)] if spool else []
+            spilled = len(lost)
+            lost = spill.keep(self._settings, lost, spill.record_of)  # at exit: to disk
             with self._lock:
+                self._dropped["shutdown"] -= spilled - len(lost)
+                self._spooled += spilled - len(lost)
                 if gone:
                     self._spooled -= len(gone)
                     self._dropped["spool_full"] += len(gone)
@@ -1916,10 +1941,12 @@ class Exporter:
                 _quietly(spool.close)
             if news:
                 _log.warning(
-                    "infinium_logging dropped %d trace(s) since the last report: %s",
+                    "infinium_logging dropped %d trace(s) since the last report: %s%s",
                     sum(news.values()),
                     _describe_counts(news),
+                    failures.last_error(self._last_error),
                 )
+            spill.close(self._settings)
             if spooled and spool is not None:
                 _log.info(
                     "infinium_logging left %d trace(s) in the spool (%s) for the next start",
@@ -2227,6 +2254,8 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
+
+before_exit.append(spill.mark_exiting)
 
 # Registered now, not when the first exporter starts: atexit runs handlers last registered
 # first, so an application's own handlers (registered after importing this) still log and

@@ -34,7 +34,7 @@ from .mapping import (
     structlog_version,
     tagged_trace,
 )
-from .settings import Settings
+from .settings import settings_or_off
 from .tasks import (
     Recorder,
     _current,
@@ -115,7 +115,7 @@ class InfiniumHandler(logging.Handler):
             self._sink = exporter
             self._options = options_for(exporter, settings_overrides)
         elif settings_overrides:
-            settings = Settings.from_env(**settings_overrides)
+            settings = settings_or_off(**settings_overrides)
             self._options = options_of(settings)
             if settings.disabled:
                 self._sink = NULL_SINK

@@ -282,6 +282,9 @@ _SPECS: Final[dict[str, _Spec]] = {
     "spool_dir": _Spec(_parse_str, _check_optional_str),
     "spool_fsync": _Spec(_parse_bool_or_raise, _is_bool),
     "spool_max_bytes": _Spec(_parse_int, _is_int(_at_least(64 * 1024, 2**50))),
+    "required": _Spec(_parse_bool_or_raise, _is_bool),
+    "handle_signals": _Spec(_parse_bool_or_raise, _is_bool),
+    "exit_spool": _Spec(_parse_bool_or_raise, _is_bool),
 }
 
 
@@ -348,6 +351,14 @@ class Settings:
     spool_fsync: bool = False
     #: Bound of the spool, in bytes; past it the oldest records are evicted.
     spool_max_bytes: int = 256 * _MIB
+    #: Missing credentials are an error (production) rather than export switched off with a
+    #: warning (a developer's machine, CI).
+    required: bool = False
+    #: Deliver (or spool) what is buffered when SIGTERM would end the process: see signals.py.
+    handle_signals: bool = True
+    #: At exit, keep what the deadline or the throttle did not let through in a spool (the
+    #: configured one, else a per-user cache directory) for the next start.
+    exit_spool: bool = True
 
     def __post_init__(self) -> None:
         for name in _STRIPPED:
@@ -620,3 +631,44 @@ def _warn_unknown_variables(environ: Mapping[str, str]) -> None:
             # Also a Python warning: the line above goes nowhere (a NullHandler) until
             # logging is configured, and a misspelt INFINIUM_DISABLED must not pass unseen.
             warnings.warn(warning, ConfigurationWarning, stacklevel=2)
+
+
+#: The variables without which nothing can be sent.
+CREDENTIAL_VARIABLES: Final = (f"{ENV_PREFIX}AGENT_ID", f"{ENV_PREFIX}AGENT_SECRET")
+_warned_no_credentials: list[bool] = []
+
+
+def settings_or_off(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """:meth:`Settings.from_env`, except that no credentials at all switch export off.
+
+    A developer's machine or a CI job without ``INFINIUM_*`` variables must be
+    able to run the application (a logging handler in Django's settings runs at
+    every ``manage.py`` command): with neither an agent id nor a secret given
+    anywhere, the settings come back ``disabled`` with one
+    :class:`~infinium_logging.errors.ConfigurationWarning` per process.
+    ``INFINIUM_REQUIRED=true`` (or ``required=True``) makes it the error it is
+    otherwise; one credential without the other, or any wrong value, always is.
+    """
+    env = os.environ if environ is None else environ
+    try:
+        return Settings.from_env(env, **overrides)
+    except ConfigurationError as exc:
+        if exc.variable not in CREDENTIAL_VARIABLES or any(
+            overrides.get(name) or env.get(f"{ENV_PREFIX}{name.upper()}", "").strip()
+            for name in ("agent_id", "agent_secret")
+        ):
+            raise
+        off = Settings.from_env(env, **{**overrides, "disabled": True})
+        if off.required:
+            raise
+    if not _warned_no_credentials:
+        _warned_no_credentials.append(True)
+        warnings.warn(
+            f"No Infinium credentials: export is off and traces are counted as 'disabled'. "
+            f"Set {CREDENTIAL_VARIABLES[0]} and {CREDENTIAL_VARIABLES[1]} to send them, "
+            f"{ENV_PREFIX}DISABLED=true to say off on purpose (and silence this), or "
+            f"{ENV_PREFIX}REQUIRED=true to make missing credentials an error.",
+            ConfigurationWarning,
+            stacklevel=3,
+        )
+    return off
