@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
+import shlex
 import signal
 import sqlite3
 import sys
@@ -23,7 +25,7 @@ import urllib3
 from ._collector_store import MEMORY, is_uuid
 from ._version import __version__
 from .collector import DEFAULT_PORT, LocalCollector
-from .convert import to_task
+from .convert import Problem, to_task
 from .errors import (
     AuthenticationError,
     ConfigurationError,
@@ -138,6 +140,15 @@ def _add_serve(commands: _Commands) -> None:
     parser.add_argument(
         "--prompts", metavar="FILE", help="JSON file of prompts to serve to get_prompt()"
     )
+    parser.add_argument(
+        "--print-env",
+        action="store_true",
+        help=(
+            "print only the export lines on stdout, then close it and keep serving, so that "
+            'eval "$(infinium-logging serve --print-env &)" sets them in the current shell '
+            "and leaves the collector running in the background"
+        ),
+    )
     parser.set_defaults(run=_serve)
 
 
@@ -161,7 +172,10 @@ def _serve(args: argparse.Namespace) -> int:
     trace_log.setLevel(logging.INFO)
     restore = _stop_on_signals()
     try:
-        _print_banner(collector, args)
+        if args.print_env:
+            _print_env(collector, args)
+        else:
+            _print_banner(collector, args)
         wait_for_signal()
     except KeyboardInterrupt:
         pass
@@ -174,11 +188,46 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_banner(collector: LocalCollector, args: argparse.Namespace) -> None:
+def export_lines(base_url: str, agent_id: str, secret: str) -> str:
+    """The three ``INFINIUM_*`` variables as ``export`` lines that a POSIX shell reads as
+    printed, pasted or through ``eval`` (each value quoted when it needs to be)."""
+    return "\n".join(
+        f"export {name}={shlex.quote(value)}"
+        for name, value in (
+            ("INFINIUM_BASE_URL", base_url),
+            ("INFINIUM_AGENT_ID", agent_id),
+            ("INFINIUM_AGENT_SECRET", secret),
+        )
+    )
+
+
+def _credentials(args: argparse.Namespace) -> tuple[str, str]:
     # Open mode checks only that x-agent-id matches the path, so any id works; a fresh one
     # keeps traces of different runs apart.
-    agent_id = args.agent_id or str(uuid.uuid4())
-    secret = args.agent_secret or OPEN_SECRET
+    return args.agent_id or str(uuid.uuid4()), args.agent_secret or OPEN_SECRET
+
+
+def _print_env(collector: LocalCollector, args: argparse.Namespace) -> None:
+    """``--print-env``: the export lines alone on stdout, which is then let go of: a command
+    substitution (``$(...)``) reads until every writer has closed it, and the collector keeps
+    serving after printing.  What a person reads goes to stderr."""
+    pid = os.getpid()
+    # A shell variable, not exported: the shell that evaluates the lines can stop the
+    # collector, and no program it starts sees one more variable.
+    _say(
+        f"{export_lines(collector.base_url, *_credentials(args))}\n"
+        f"infinium_collector_pid={pid}  # kill $infinium_collector_pid stops the collector"
+    )
+    _silence(sys.stdout)
+    _say(
+        f"Infinium local collector listening on {collector.base_url} (process {pid}; "
+        f"kill {pid} stops it).",
+        err=True,
+    )
+
+
+def _print_banner(collector: LocalCollector, args: argparse.Namespace) -> None:
+    agent_id, secret = _credentials(args)
     where = "memory only" if args.db == MEMORY else os.path.abspath(args.db)
     if args.agent_id is None and args.agent_secret is None:
         mode = "any credentials"
@@ -191,10 +240,8 @@ def _print_banner(collector: LocalCollector, args: argparse.Namespace) -> None:
     _say(
         f"Infinium local collector listening on {collector.base_url}\n"
         f"Traces are stored in {where}; accepting {mode}.\n"
-        "Point an application at it with:\n\n"
-        f"INFINIUM_BASE_URL={collector.base_url}\n"
-        f"INFINIUM_AGENT_ID={agent_id}\n"
-        f"INFINIUM_AGENT_SECRET={secret}\n\n"
+        "Point an application at it: run these lines in its shell.\n\n"
+        f"{export_lines(collector.base_url, agent_id, secret)}\n\n"
         "Press Ctrl-C to stop."
     )
 
@@ -264,7 +311,8 @@ def _add_demo(commands: _Commands) -> None:
             "Start a local collector on a free port with a temporary SQLite file, configure the "
             "stdlib handler and a structlog chain against it, run a simulated agent (no real "
             "LLM, no network) through three tasks - one clean, one that recovers from a tool "
-            "failure, one that fails - and print what the collector received."
+            "failure, one that fails - and one tagged event (four traces in all), and print what "
+            "the collector received."
         ),
     )
     parser.add_argument(
@@ -594,6 +642,66 @@ def _read_traces(name: str) -> list[tuple[str, object]]:
     return found
 
 
+def _all_problems(obj: object, first: ValidationError) -> list[str]:
+    """Every problem of a trace that strict validation refused, not only the ``first``.
+
+    Strict validation stops at one problem: it is asked again with each problem's value taken
+    out (while the value can be, and the problem moves on), and lenient reading, which goes on
+    past every problem, names the rest (a numeric string where a number belongs, which lenient
+    reading accepts, is found only by the first way).
+    """
+    found = {first.path or "": first.message}
+    trial = msgspec.json.decode(msgspec.json.encode(obj))  # a copy of the decoded JSON
+    error = first
+    for _ in range(_MAX_PROBLEMS):
+        if error.path is None or not _take_out(trial, error.path):
+            break
+        try:
+            to_task(trial, strict=True)
+        except ValidationError as exc:
+            if (exc.path or "") in found:
+                break
+            found[exc.path or ""] = exc.message
+            error = exc
+        else:
+            break
+    lenient: list[Problem] = []
+    to_task(obj, strict=False, problems=lenient)
+    for problem in lenient:
+        if problem.path not in found and len(found) < _MAX_PROBLEMS:
+            found[problem.path] = f"{problem.path or '$'}: {problem.reason}"
+    return list(found.values())
+
+
+#: At most this many problems are reported for one trace.
+_MAX_PROBLEMS: Final = 50
+_PATH_PART: Final = re.compile(r"\.?([^.\[\]]+)|\[(\d+)\]")
+
+
+def _take_out(data: object, path: str) -> bool:
+    """Remove the value at ``path`` (``steps[2].llm_call.prompt_tokens``) from ``data``;
+    False when there is no such value."""
+    parts: list[str | int] = []
+    for match in _PATH_PART.finditer(path):
+        parts.append(match[1] if match[1] is not None else int(match[2]))
+    if not parts or "".join(m[0] for m in _PATH_PART.finditer(path)) != path:
+        return False
+    for part in parts[:-1]:
+        if not _holds(data, part):
+            return False
+        data = data[part]  # type: ignore[index]
+    if not _holds(data, parts[-1]):
+        return False
+    del data[parts[-1]]  # type: ignore[attr-defined]
+    return True
+
+
+def _holds(data: object, part: str | int) -> bool:
+    if isinstance(data, dict):
+        return isinstance(part, str) and part in data
+    return isinstance(data, list) and isinstance(part, int) and part < len(data)
+
+
 #: Why JSON that the decoder gives up on (a RecursionError, not a DecodeError) is refused.
 _TOO_DEEP: Final = "nested too deeply (deeper than the interpreter's recursion limit)"
 
@@ -612,16 +720,16 @@ def _send(args: argparse.Namespace) -> int:
     if not items:
         return _fail("send", f"no traces in {args.file}", 2)
     tasks = []
-    problems = []
+    invalid = 0
     for where, obj in items:
         try:
             tasks.append(to_task(obj, strict=True))
         except ValidationError as exc:
-            problems.append(f"{where}: {exc.message}")
-    if problems:
-        for problem in problems:
-            print(f"{_PROG} send: {problem}", file=sys.stderr)
-        return _fail("send", f"{len(problems)} invalid trace(s); nothing was sent", 2)
+            invalid += 1
+            for problem in _all_problems(obj, exc):
+                print(f"{_PROG} send: {where}: {problem}", file=sys.stderr)
+    if invalid:
+        return _fail("send", f"{invalid} invalid trace(s); nothing was sent", 2)
     if settings.disabled:
         return _fail(
             "send", f"INFINIUM_DISABLED is on: {len(tasks)} valid trace(s), nothing was sent", 2

@@ -6,6 +6,7 @@ import argparse
 import importlib.metadata
 import json
 import re
+import shlex
 import signal
 import socket
 import sqlite3
@@ -25,7 +26,7 @@ from infinium_logging.collector import LocalCollector
 from infinium_logging.model import ExecutionStep, LlmCall, LlmUsage, TaskData, encode_task
 
 AGENT = "3d9a7c1e-2b4f-4a6d-8e0c-1f2a3b4c5d6e"
-ENV_LINE = re.compile(r"(INFINIUM_[A-Z_]+)=(.*)")
+ENV_LINE = re.compile(r"export (INFINIUM_[A-Z_]+)=(.*)")
 
 
 class Served:
@@ -37,7 +38,7 @@ class Served:
         self.env: dict[str, str] = {}
         for line in banner:
             if match := ENV_LINE.fullmatch(line):
-                self.env[match[1]] = match[2]
+                (self.env[match[1]],) = shlex.split(match[2])  # as a shell reads it
 
     def stop(self, sig: signal.Signals = signal.SIGTERM) -> tuple[int, str]:
         """Send ``sig``; return the exit code and everything written to stderr."""

@@ -1,4 +1,5 @@
-"""The README's quick starts, run as printed (a user copies them verbatim)."""
+"""The quick starts of the README and of docs/logging.md, run as printed (a user copies them
+verbatim)."""
 
 from __future__ import annotations
 
@@ -8,15 +9,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from infinium_logging.collector import LocalCollector
 from infinium_logging.testing import TEST_AGENT_ID, TEST_AGENT_SECRET
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+#: Where the quick starts are printed: the front page, and the page that explains them.
+PAGES = [ROOT / "README.md", ROOT / "docs" / "logging.md"]
 
 
-def _snippet(heading: str) -> str:
-    """The first Python block after ``heading`` in the README."""
-    text = README.read_text(encoding="utf-8")
+def _snippet(page: Path, heading: str) -> str:
+    """The first Python block after ``heading`` in ``page``."""
+    text = page.read_text(encoding="utf-8")
     start = text.index(heading)
     match = re.compile(r"```python\n(.*?)```", re.S).search(text, start)
     assert match is not None, f"no Python block after {heading!r}"
@@ -42,11 +47,12 @@ def _run(code: str, collector: LocalCollector, tmp_path: Path) -> subprocess.Com
     )
 
 
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.relative_to(ROOT).as_posix())
 def test_the_stdlib_quick_start_sends_both_traces(
-    infinium_collector: LocalCollector, tmp_path: Path
+    page: Path, infinium_collector: LocalCollector, tmp_path: Path
 ) -> None:
     """Section 1 as printed: one tagged trace, and one task with its two steps and tokens."""
-    done = _run(_snippet("### 1. Standard-library logging"), infinium_collector, tmp_path)
+    done = _run(_snippet(page, "### 1. Standard-library logging"), infinium_collector, tmp_path)
     assert done.returncode == 0, done.stderr
     assert infinium_collector.wait_for(2, timeout=10)
     traces = {t.task.name: t.task for t in infinium_collector.traces()}
@@ -58,11 +64,12 @@ def test_the_stdlib_quick_start_sends_both_traces(
     assert answer.output_summary == "Refunded and replied"
 
 
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.relative_to(ROOT).as_posix())
 def test_the_structlog_quick_start_sends_its_trace(
-    infinium_collector: LocalCollector, tmp_path: Path
+    page: Path, infinium_collector: LocalCollector, tmp_path: Path
 ) -> None:
     """Section 2 as printed: the tagged event is a trace, and the renderer still prints it."""
-    done = _run(_snippet("### 2. structlog: one processor"), infinium_collector, tmp_path)
+    done = _run(_snippet(page, "### 2. structlog: one processor"), infinium_collector, tmp_path)
     assert done.returncode == 0, done.stderr
     assert infinium_collector.wait_for(1, timeout=10)
     (trace,) = [t.task for t in infinium_collector.traces()]
