@@ -12,11 +12,12 @@ from typing import Any, Final, Protocol, runtime_checkable
 
 from . import signals
 from ._logsetup import LOGGER_NAME
+from .credentials import settings_or_off
 from .errors import ConfigurationError
 from .exporter import Exporter, in_export, submit_as_exporter
 from .mapping import PendingTrace
 from .model import TaskData
-from .settings import ENV_PREFIX, Settings, disabled_in_environment, settings_or_off
+from .settings import ENV_PREFIX, Settings, disabled_in_environment
 
 __all__ = [
     "Options",

@@ -34,6 +34,7 @@ from .convert import (
     lenient_task,
     to_task,
 )
+from .credentials import settings_or_off
 from .errors import (
     BatchError,
     ConfigurationError,
@@ -54,7 +55,7 @@ from .model import (
 )
 from .official import send_task, wait_for_interpretation
 from .retry import RetryPolicy, classify, retry_after_of
-from .settings import Settings, settings_or_off
+from .settings import Settings
 from .spool import RecordRef, Spool, survey
 from .throttle import TokenBucket
 from .transport import Transport, redacted

@@ -17,6 +17,7 @@ from ._default import (
     options_for,
     options_of,
 )
+from .credentials import settings_or_off
 from .exporter import Exporter, submit_as_exporter
 from .exporter import exporting as in_export
 from .mapping import (
@@ -34,7 +35,6 @@ from .mapping import (
     structlog_version,
     tagged_trace,
 )
-from .settings import settings_or_off
 from .tasks import (
     Recorder,
     _current,

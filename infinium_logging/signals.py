@@ -23,6 +23,7 @@ process still ends in time.  ``INFINIUM_HANDLE_SIGNALS=false`` (or
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from collections.abc import Callable
@@ -39,6 +40,19 @@ _GRACE: Final = 0.75
 _lock = threading.Lock()
 #: Signal -> the handler ours replaced.
 _previous: dict[int, Any] = {}
+#: Signals this process installed ours for (a forked child may install it again: a server's
+#: worker sets handlers of its own after the fork, gunicorn's uvicorn worker the default).
+_done: set[int] = set()
+
+
+def _after_fork_in_child() -> None:
+    global _lock
+    _lock = threading.Lock()
+    _done.clear()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def install(enabled: bool = True) -> None:
@@ -50,18 +64,22 @@ def install(enabled: bool = True) -> None:
         return
     with _lock:
         for signum in HANDLED:
-            if signum in _previous:
+            if signum in _done:
                 continue
             try:
                 current = signal.getsignal(signum)
-                if current is _on_signal or current is None or current == signal.SIG_IGN:
-                    continue  # ours already; set from C; ignored on purpose
+                if current is _on_signal:  # inherited from the parent, with what it replaced
+                    _done.add(signum)
+                    continue
+                if current is None or current == signal.SIG_IGN:
+                    continue  # set from C; ignored on purpose
                 if current != signal.SIG_DFL and not callable(current):
                     continue
                 signal.signal(signum, _on_signal)
             except (ValueError, OSError, RuntimeError):
                 continue  # not the main interpreter's main thread, or no such signal here
             _previous[signum] = current
+            _done.add(signum)
 
 
 def installed(signum: int = HANDLED[0] if HANDLED else 15) -> bool:
@@ -77,6 +95,10 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
     live = [e for e in list(exporter._LIVE) if not e.closed]
     limit = max((e.settings.shutdown_timeout for e in live), default=0.0)
     if callable(previous):
+        # A framework's graceful shutdown follows: the exporters stay open for what it logs,
+        # unless what was logged before the signal could not all be delivered in time.  Then
+        # it is spilled now: the framework may well end the process by the signal afterwards
+        # (gunicorn's uvicorn worker does), and no exit hook would run.
         if live:
             _bounded(lambda: _flush(live, limit), limit + _GRACE)
         previous(signum, frame)
@@ -88,15 +110,26 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
 
 
 def _flush(exporters: list[Any], limit: float) -> None:
-    """Flush ``exporters`` side by side, all within ``limit`` seconds."""
+    """Flush ``exporters`` side by side within ``limit`` seconds; if any could not deliver
+    everything, shut them all down (what is left goes to the exit spill)."""
+    from . import exporter, spill  # noqa: PLC0415 - see _on_signal
+
+    flushed: list[bool] = []
+
+    def one(target: Any) -> None:
+        flushed.append(bool(target.flush(limit)))
+
     threads = [
-        threading.Thread(target=e.flush, args=(limit,), name="infinium-signal-flush", daemon=True)
+        threading.Thread(target=one, args=(e,), name="infinium-signal-flush", daemon=True)
         for e in exporters
     ]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(limit + _GRACE)
+    if len(flushed) < len(exporters) or not all(flushed):
+        spill.mark_exiting()
+        exporter._shutdown_all_at_exit()
 
 
 def _bounded(work: Callable[[], None], timeout: float) -> None:

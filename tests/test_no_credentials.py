@@ -4,16 +4,12 @@ error it is in production; wrong values stay errors naming the variable."""
 from __future__ import annotations
 
 import logging
-import subprocess
-import sys
 import warnings
-from pathlib import Path
 
 import pytest
 import structlog
-from exit_support import RECIPES, child_env
 
-from infinium_logging import _default, settings
+from infinium_logging import _default, credentials
 from infinium_logging.errors import ConfigurationError, ConfigurationWarning
 from infinium_logging.exporter import Exporter
 from infinium_logging.handler import InfiniumHandler
@@ -24,7 +20,7 @@ from infinium_logging.tasks import task
 @pytest.fixture
 def fresh(clean_environment: None, monkeypatch: pytest.MonkeyPatch) -> None:
     """No INFINIUM_* variables, no default exporter, and the once-per-process warning unsaid."""
-    monkeypatch.setattr(settings, "_warned_no_credentials", [])
+    monkeypatch.setattr(credentials, "_warned_no_credentials", [])
 
 
 @pytest.mark.usefixtures("fresh")
@@ -97,20 +93,3 @@ def test_wrong_values_still_fail_loudly(
         monkeypatch.setenv(name, value)
     with pytest.raises(ConfigurationError, match=named):
         InfiniumHandler()
-
-
-def test_django_manage_check_runs_without_credentials(tmp_path: Path) -> None:
-    """The Django recipe (the handler in settings.LOGGING) on a machine without INFINIUM_*:
-    ``manage.py check`` exits 0, with the one warning saying what to set."""
-    done = subprocess.run(
-        [sys.executable, "manage.py", "check"],
-        cwd=RECIPES / "django_site",
-        env=child_env(None, tmp_path / "cache"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    assert "System check identified no issues" in done.stdout
-    assert done.stderr.count("No Infinium credentials") == 1

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from exit_support import RECIPES, child_env, names
 
 from infinium_logging import InfiniumHandler, _default, configure, flush_after, flushing
 from infinium_logging.collector import LocalCollector
@@ -84,3 +88,21 @@ def test_flushing_is_bounded(collector: LocalCollector, stdlib_logger: logging.L
         stdlib_logger.info("stuck", extra={"infinium": True})
     assert block.flushed is False
     assert time.monotonic() - started < 3.0
+
+
+def test_the_lambda_recipe_delivers_before_the_process_is_frozen(
+    tmp_path: Path, infinium_collector: LocalCollector
+) -> None:
+    """examples/recipes/lambda_handler.py: two invocations, then ``os._exit`` (no exit hook
+    runs, as in a frozen sandbox): both traces arrived, delivered by the decorator."""
+    done = subprocess.run(
+        [sys.executable, str(RECIPES / "lambda_handler.py")],
+        env=child_env(infinium_collector, tmp_path / "cache"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert names(infinium_collector) == {"price order"}
+    assert infinium_collector.accepted_count == 2
