@@ -103,3 +103,17 @@ def test_exit_stays_within_the_deadline_with_a_spill(
     assert result.returncode == 0, result.stderr
     took = float(result.stdout.split("TOOK")[1])
     assert 0.5 < took < 1 + 1  # it did wait for the throttle, and not much longer
+
+
+def test_without_a_writable_disk_what_is_left_is_counted_as_before(
+    tmp_path: Path, infinium_collector: LocalCollector
+) -> None:
+    """A cache directory that cannot be created (here under /proc): the exit is not held up,
+    what is left is counted as ``shutdown`` and said, and the reason is logged."""
+    body = "import logging, sys\nlogging.basicConfig(stream=sys.stderr)\n" + SCRIPT
+    env = child_env(infinium_collector, tmp_path / "unused", INFINIUM_SHUTDOWN_TIMEOUT="0.3")
+    env["XDG_CACHE_HOME"] = "/proc/no-such-cache"
+    result = run_script(tmp_path, body, env)
+    assert result.returncode == 0, result.stderr
+    assert "could not open the exit spool in /proc/no-such-cache" in result.stderr
+    assert "shutdown=" in result.stderr
