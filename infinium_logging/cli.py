@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import re
 import shlex
 import signal
 import sqlite3
@@ -23,9 +22,11 @@ import msgspec
 import urllib3
 
 from ._collector_store import MEMORY, is_uuid
+from ._problems import all_problems
 from ._version import __version__
+from ._viewer import is_loopback
 from .collector import DEFAULT_PORT, LocalCollector
-from .convert import Problem, to_task
+from .convert import to_task
 from .errors import (
     AuthenticationError,
     ConfigurationError,
@@ -122,7 +123,10 @@ def _add_serve(commands: _Commands) -> None:
         ),
     )
     parser.add_argument(
-        "--host", default="127.0.0.1", help="address to bind (default: %(default)s)"
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default: %(default)s, this machine only); any other address lets "
+        "whoever reaches it read every trace in the viewer",
     )
     parser.add_argument(
         "--port",
@@ -170,6 +174,12 @@ def _serve(args: argparse.Namespace) -> int:
     trace_log.addHandler(handler)
     level = trace_log.level
     trace_log.setLevel(logging.INFO)
+    if not is_loopback(args.host):
+        _say(
+            f"{_PROG} serve: warning: listening on {args.host}, not on this machine only: anyone "
+            "who can reach it can read every trace in the viewer and send traces",
+            err=True,
+        )
     restore = _stop_on_signals()
     try:
         if args.print_env:
@@ -221,7 +231,7 @@ def _print_env(collector: LocalCollector, args: argparse.Namespace) -> None:
     _silence(sys.stdout)
     _say(
         f"Infinium local collector listening on {collector.base_url} (process {pid}; "
-        f"kill {pid} stops it).",
+        f"kill {pid} stops it).\nSee the traces in a browser at {collector.viewer_url}",
         err=True,
     )
 
@@ -240,6 +250,7 @@ def _print_banner(collector: LocalCollector, args: argparse.Namespace) -> None:
     _say(
         f"Infinium local collector listening on {collector.base_url}\n"
         f"Traces are stored in {where}; accepting {mode}.\n"
+        f"See them in a browser at {collector.viewer_url}\n"
         "Point an application at it: run these lines in its shell.\n\n"
         f"{export_lines(collector.base_url, agent_id, secret)}\n\n"
         "Press Ctrl-C to stop."
@@ -642,66 +653,6 @@ def _read_traces(name: str) -> list[tuple[str, object]]:
     return found
 
 
-def _all_problems(obj: object, first: ValidationError) -> list[str]:
-    """Every problem of a trace that strict validation refused, not only the ``first``.
-
-    Strict validation stops at one problem: it is asked again with each problem's value taken
-    out (while the value can be, and the problem moves on), and lenient reading, which goes on
-    past every problem, names the rest (a numeric string where a number belongs, which lenient
-    reading accepts, is found only by the first way).
-    """
-    found = {first.path or "": first.message}
-    trial = msgspec.json.decode(msgspec.json.encode(obj))  # a copy of the decoded JSON
-    error = first
-    for _ in range(_MAX_PROBLEMS):
-        if error.path is None or not _take_out(trial, error.path):
-            break
-        try:
-            to_task(trial, strict=True)
-        except ValidationError as exc:
-            if (exc.path or "") in found:
-                break
-            found[exc.path or ""] = exc.message
-            error = exc
-        else:
-            break
-    lenient: list[Problem] = []
-    to_task(obj, strict=False, problems=lenient)
-    for problem in lenient:
-        if problem.path not in found and len(found) < _MAX_PROBLEMS:
-            found[problem.path] = f"{problem.path or '$'}: {problem.reason}"
-    return list(found.values())
-
-
-#: At most this many problems are reported for one trace.
-_MAX_PROBLEMS: Final = 50
-_PATH_PART: Final = re.compile(r"\.?([^.\[\]]+)|\[(\d+)\]")
-
-
-def _take_out(data: object, path: str) -> bool:
-    """Remove the value at ``path`` (``steps[2].llm_call.prompt_tokens``) from ``data``;
-    False when there is no such value."""
-    parts: list[str | int] = []
-    for match in _PATH_PART.finditer(path):
-        parts.append(match[1] if match[1] is not None else int(match[2]))
-    if not parts or "".join(m[0] for m in _PATH_PART.finditer(path)) != path:
-        return False
-    for part in parts[:-1]:
-        if not _holds(data, part):
-            return False
-        data = data[part]  # type: ignore[index]
-    if not _holds(data, parts[-1]):
-        return False
-    del data[parts[-1]]  # type: ignore[attr-defined]
-    return True
-
-
-def _holds(data: object, part: str | int) -> bool:
-    if isinstance(data, dict):
-        return isinstance(part, str) and part in data
-    return isinstance(data, list) and isinstance(part, int) and part < len(data)
-
-
 #: Why JSON that the decoder gives up on (a RecursionError, not a DecodeError) is refused.
 _TOO_DEEP: Final = "nested too deeply (deeper than the interpreter's recursion limit)"
 
@@ -726,7 +677,7 @@ def _send(args: argparse.Namespace) -> int:
             tasks.append(to_task(obj, strict=True))
         except ValidationError as exc:
             invalid += 1
-            for problem in _all_problems(obj, exc):
+            for problem in all_problems(obj, exc):
                 print(f"{_PROG} send: {where}: {problem}", file=sys.stderr)
     if invalid:
         return _fail("send", f"{invalid} invalid trace(s); nothing was sent", 2)

@@ -257,6 +257,7 @@ def _keep_running(collector: LocalCollector, agent_id: str, secret: str, out: Te
     from .cli import export_lines, wait_for_signal  # noqa: PLC0415 - the CLI imports this module
 
     try:
+        print(f"\nSee the traces in a browser at {collector.viewer_url}", file=out)
         print("\nThe collector keeps running. Point an application at it: run these", file=out)
         print("lines in its shell.\n", file=out)
         print(export_lines(collector.base_url, agent_id, secret), file=out)

@@ -132,6 +132,7 @@ def test_demo_keep_leaves_the_collector_up_until_sigterm(tmp_path: Path) -> None
         for line in lines
         if line.startswith("export INFINIUM_BASE_URL=")
     )
+    assert f"See the traces in a browser at {base_url.removesuffix('api/v1')}\n" in lines
     with socket.create_connection(
         ("127.0.0.1", int(base_url.split(":")[2].split("/")[0])), timeout=5
     ):

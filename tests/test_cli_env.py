@@ -81,6 +81,7 @@ def test_serve_print_env_returns_to_the_shell_and_keeps_serving(tmp_path: Path) 
         time.sleep(0.05)
     said = log.read_text()
     assert f"listening on {base_url} (process {pid}; kill {pid} stops it)" in said
+    assert f"See the traces in a browser at {base_url.removesuffix('api/v1')}" in said
     assert "Stopped; 0 traces received." in said
 
 

@@ -262,3 +262,28 @@ def test_serve_refuses_a_secret_the_client_would_refuse(
     err = capsys.readouterr().err
     assert "at least 8 characters" in err
     assert "abc1234" not in err
+
+
+def test_serve_prints_the_viewer_url_and_serves_the_page_there(tmp_path: Path) -> None:
+    """The banner says where the trace viewer is, and that URL answers with its page."""
+    with serve("--db", str(tmp_path / "t.sqlite3")) as served, urllib3.PoolManager() as pool:
+        base_url = served.env["INFINIUM_BASE_URL"]
+        viewer = base_url.removesuffix("api/v1")
+        assert f"See them in a browser at {viewer}" in served.banner
+        page = pool.request("GET", viewer)
+        assert page.status == 200
+        assert page.headers["Content-Type"].startswith("text/html")
+        code, err = served.stop()
+    assert code == 0
+    assert "warning" not in err
+
+
+def test_serve_warns_when_bound_beyond_this_machine(tmp_path: Path) -> None:
+    """--host with an address other machines can reach works, with a warning on stderr."""
+    with serve("--host", "0.0.0.0", "--db", str(tmp_path / "t.sqlite3")) as served:
+        code, err = served.stop()
+    assert code == 0
+    assert (
+        "infinium-logging serve: warning: listening on 0.0.0.0, not on this machine only: "
+        "anyone who can reach it can read every trace in the viewer and send traces"
+    ) in err

@@ -3,6 +3,7 @@ verbatim)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -28,7 +29,9 @@ def _snippet(page: Path, heading: str) -> str:
     return match.group(1)
 
 
-def _run(code: str, collector: LocalCollector, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+def _run(
+    code: str, collector: LocalCollector, tmp_path: Path, **extra: str
+) -> subprocess.CompletedProcess[str]:
     script = tmp_path / "snippet.py"
     script.write_text(code, encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if not k.startswith("INFINIUM_")}
@@ -36,6 +39,7 @@ def _run(code: str, collector: LocalCollector, tmp_path: Path) -> subprocess.Com
         "INFINIUM_BASE_URL": collector.base_url,
         "INFINIUM_AGENT_ID": TEST_AGENT_ID,
         "INFINIUM_AGENT_SECRET": TEST_AGENT_SECRET,
+        **extra,
     }
     return subprocess.run(
         [sys.executable, str(script)],
@@ -76,3 +80,31 @@ def test_the_structlog_quick_start_sends_its_trace(
     assert (trace.name, trace.output_summary) == ("Classified ticket", "billing")
     assert '"event": "Classified ticket"' in done.stdout
     assert "infinium" not in done.stdout
+
+
+def _volatile_out(value: object) -> object:
+    """``value`` with what changes from run to run (times, versions) blanked, keys in order."""
+    if isinstance(value, dict):
+        blank = {"current_datetime", "duration", "start_time", "end_time"}
+        blank |= {"python_version", "sdk_version", "runtime"}
+        return [(k, "*" if k in blank else _volatile_out(v)) for k, v in value.items()]
+    if isinstance(value, list):
+        return [_volatile_out(v) for v in value]
+    return value
+
+
+def test_the_trace_shown_on_the_front_page_is_what_section_1_sends(
+    infinium_collector: LocalCollector, tmp_path: Path
+) -> None:
+    """The JSON under "What a trace looks like" is the body section 1's task() delivers: the
+    same keys in the same order and the same values, but for times and versions."""
+    readme = ROOT / "README.md"
+    text = readme.read_text(encoding="utf-8")
+    start = text.index("## What a trace looks like")
+    shown = json.loads(text[start:].split("```json\n", 1)[1].split("```", 1)[0])
+    code = _snippet(readme, "### 1. Standard-library logging")
+    done = _run(code, infinium_collector, tmp_path, INFINIUM_TAGS="team=support")
+    assert done.returncode == 0, done.stderr
+    assert infinium_collector.wait_for(2, timeout=10)
+    (sent,) = [t.body for t in infinium_collector.traces() if t.task.name == "Answer ticket"]
+    assert _volatile_out(json.loads(sent)) == _volatile_out(shown)
