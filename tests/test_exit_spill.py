@@ -4,6 +4,8 @@ per base URL and agent, and the agent's next exporter sends it by itself."""
 from __future__ import annotations
 
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -117,3 +119,25 @@ def test_without_a_writable_disk_what_is_left_is_counted_as_before(
     assert result.returncode == 0, result.stderr
     assert "could not open the exit spool in /proc/no-such-cache" in result.stderr
     assert "shutdown=" in result.stderr
+
+
+def test_replay_command_sends_the_exit_spill(
+    tmp_path: Path, infinium_collector: LocalCollector
+) -> None:
+    """``infinium-logging replay`` without a spool directory sends what exits left in the
+    user's cache directory for the agent and base URL."""
+    cache = tmp_path / "cache"
+    env = child_env(infinium_collector, cache, INFINIUM_SHUTDOWN_TIMEOUT="0.3")
+    assert run_script(tmp_path, SCRIPT, env).returncode == 0
+    assert len(names(infinium_collector)) < EVENTS
+    done = subprocess.run(
+        [sys.executable, "-m", "infinium_logging", "replay"],
+        env={**env, "INFINIUM_ENABLE_RATE_LIMITING": "false"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert str(spill_dir(infinium_collector, cache)) in done.stdout
+    assert names(infinium_collector) == {f"s{i:02}" for i in range(EVENTS)}
