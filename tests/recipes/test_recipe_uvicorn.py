@@ -101,7 +101,8 @@ def test_no_trace_is_lost_when_uvicorn_is_stopped(
     assert "Traceback" not in stderr.replace("KeyboardInterrupt", "") or signum == signal.SIGINT
     # The deadline plus a second, plus what uvicorn's own shutdown and a busy machine take.
     assert took < SHUTDOWN_TIMEOUT + 1 + 5
-    arrived = len(names(infinium_collector))
-    assert arrived < requests  # the throttle held some back: the spill is what is tested
+    if requests == 200:
+        # The throttle (bursts of 20, then 10/s) held some back: the spill is what is tested.
+        assert len(names(infinium_collector)) < requests
     replay_spill(infinium_collector, cache)
     assert names(infinium_collector) == {f"order {n}" for n in range(requests)}
