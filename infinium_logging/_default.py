@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import threading
 import time
 from collections.abc import Mapping
 from typing import Any, Final, Protocol, runtime_checkable
 
-from . import signals
+from . import lifecycle, signals
 from ._logsetup import LOGGER_NAME
 from .credentials import settings_or_off
 from .errors import ConfigurationError
-from .exporter import Exporter, in_export, submit_as_exporter
-from .mapping import PendingTrace
+from .exporter import Exporter
+from .guard import in_export, submit_as_exporter
+from .infino_default import deliver_default, infino_configured
 from .model import TaskData
+from .queued import PendingTrace
 from .settings import ENV_PREFIX, Settings, disabled_in_environment
 
 __all__ = [
@@ -30,7 +31,6 @@ __all__ = [
     "in_export",
     "options_for",
     "options_of",
-    "takes_pending",
     "warn_once",
 ]
 
@@ -112,8 +112,7 @@ def _after_fork_in_child() -> None:
     _lock = threading.Lock()
 
 
-if hasattr(os, "register_at_fork"):  # not on Windows
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+lifecycle.on_fork(_after_fork_in_child)
 
 
 def configure(**settings_overrides: Any) -> Exporter:
@@ -169,19 +168,23 @@ def default_options() -> Options:
         return options
     with _lock:
         if _options is None:
-            settings = settings_or_off()
-            _options = _default_options_of(settings)
-            if not settings.disabled:
-                # Where logging is configured (the main thread, before a server takes over
-                # the signals): the exporter itself may only be made later, on another thread.
-                signals.install(settings.handle_signals)
+            if infino_configured():
+                # With Infino configured, Infinium credentials are optional (traces go there).
+                _options = options_for(None, {})
+            else:
+                settings = settings_or_off()
+                _options = _default_options_of(settings)
+                if not settings.disabled:
+                    # Where logging is configured (the main thread, before a server takes
+                    # over the signals): the exporter may only be made later, elsewhere.
+                    signals.install(settings.handle_signals)
         return _options
 
 
 def _default_options_of(settings: Settings) -> Options:
     """The options of the default exporter made from ``settings``.
 
-    Off for want of credentials (see :func:`~infinium_logging.settings.settings_or_off`),
+    Off for want of credentials (see :func:`~infinium_logging.credentials.settings_or_off`),
     traces are still captured, and the exporter, disabled, counts them as ``disabled``;
     ``INFINIUM_DISABLED=true`` keeps to capturing nothing at all.
     """
@@ -249,14 +252,9 @@ NULL_SINK: Final[TaskSink] = _NullSink()
 _PENDING_SINKS: Final[frozenset[type]] = frozenset({Exporter})
 
 
-def takes_pending(sink: object) -> bool:
-    """Whether ``sink`` builds :class:`~infinium_logging.mapping.PendingTrace` objects itself
-    (``None``, the default exporter, does)."""
-    return sink is None or type(sink) in _PENDING_SINKS
-
-
 def deliver(sink: TaskSink | None, payload: TaskData | dict[str, Any] | PendingTrace) -> bool:
-    """Hand one trace to the active capture, else ``sink``, else the default exporter.
+    """Hand one trace to the active capture, else ``sink``, else the default exporter: the
+    one routing of the handler, the processor and ``task()``.
 
     ``None`` means the default exporter (created on first use; nothing is sent
     when the default settings say ``disabled``).  A trace not yet built is
@@ -270,6 +268,8 @@ def deliver(sink: TaskSink | None, payload: TaskData | dict[str, Any] | PendingT
     if sink is None:
         if default_options().disabled:
             return False
+        if infino_configured():  # to Infino too (or only, without Infinium credentials)
+            return deliver_default(payload, get_default_exporter)
         sink = get_default_exporter()
     if type(sink) in _PENDING_SINKS:
         return sink.submit(payload)  # type: ignore[arg-type]
@@ -299,8 +299,9 @@ def warn_once(key: str, message: str, *args: object) -> None:
 
 
 #: Our own loggers and urllib3's: their records and events must never become traces or steps
-#: (recursion, and the library's warnings filed as the application's steps).
-_IGNORED: Final = ("infinium_logging", "urllib3")
+#: (recursion, and the library's warnings filed as the application's steps); infino-sdk's,
+#: because it logs its secret key at DEBUG.
+_IGNORED: Final = ("infinium_logging", "urllib3", "infino_sdk")
 
 #: Logger name -> ignored?  Logger names are few; the bound only guards against abuse.
 ignored_names: dict[str, bool] = {}

@@ -26,6 +26,8 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, cast, overload
 
+from . import lifecycle
+
 __all__ = ["flush_after", "flush_all", "flushing"]
 
 _P = ParamSpec("_P")
@@ -35,10 +37,8 @@ _R = TypeVar("_R")
 def flush_all(timeout: float | None = None) -> bool:
     """Flush every live exporter (the default one included) within ``timeout`` seconds in
     all (default: the longest ``shutdown_timeout`` of them); True when all got through."""
-    # Imported here: the exporter module is heavy, and this one is imported by handlers' code.
-    from .exporter import _LIVE  # noqa: PLC0415
-
-    exporters = [e for e in list(_LIVE) if not e.closed and not e.settings.disabled]
+    live: list[Any] = list(lifecycle._live)  # exporters, as the registry holds them
+    exporters = [e for e in live if not e.closed and not e.settings.disabled]
     if not exporters:
         return True
     limit = max(e.settings.shutdown_timeout for e in exporters) if timeout is None else timeout

@@ -30,6 +30,8 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any, Final
 
+from . import lifecycle, spill
+
 __all__ = ["HANDLED", "install", "installed"]
 
 #: The signals handled: SIGINT's default handler raises KeyboardInterrupt, and exit runs.
@@ -89,10 +91,8 @@ def installed(signum: int = HANDLED[0] if HANDLED else 15) -> bool:
 
 def _on_signal(signum: int, frame: FrameType | None) -> None:
     # Imported here: the exporter module installs this handler, and imports this module.
-    from . import exporter  # noqa: PLC0415
-
     previous = _previous.get(signum, signal.SIG_DFL)
-    live = [e for e in list(exporter._LIVE) if not e.closed]
+    live: list[Any] = [e for e in list(lifecycle._live) if not getattr(e, "closed", True)]
     limit = max((e.settings.shutdown_timeout for e in live), default=0.0)
     if callable(previous):
         # A framework's graceful shutdown follows: the exporters stay open for what it logs,
@@ -104,7 +104,7 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
         previous(signum, frame)
         return
     if live:
-        _bounded(exporter._shutdown_all_at_exit, limit + _GRACE)
+        _bounded(lifecycle._shutdown_all_at_exit, limit + _GRACE)
     signal.signal(signum, signal.SIG_DFL)
     signal.raise_signal(signum)
 
@@ -112,8 +112,6 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
 def _flush(exporters: list[Any], limit: float) -> None:
     """Flush ``exporters`` side by side within ``limit`` seconds; if any could not deliver
     everything, shut them all down (what is left goes to the exit spill)."""
-    from . import exporter, spill  # noqa: PLC0415 - see _on_signal
-
     flushed: list[bool] = []
 
     def one(target: Any) -> None:
@@ -129,7 +127,7 @@ def _flush(exporters: list[Any], limit: float) -> None:
         thread.join(limit + _GRACE)
     if len(flushed) < len(exporters) or not all(flushed):
         spill.mark_exiting()
-        exporter._shutdown_all_at_exit()
+        lifecycle._shutdown_all_at_exit()
 
 
 def _bounded(work: Callable[[], None], timeout: float) -> None:

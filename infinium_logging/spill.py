@@ -20,8 +20,11 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any, Final, TypeVar
 
-from .mapping import PendingTrace
+from . import lifecycle
+from .destination_infinium import encode_trace
+from .durability import KIND_BODY, KIND_CAPTURED, captured_record, dict_record
 from .model import TaskData
+from .queued import PendingTrace
 from .settings import Settings
 from .spool import Spool
 
@@ -56,6 +59,9 @@ def mark_exiting() -> None:
     """Called at exit, before the exporters shut down."""
     if not _exiting:
         _exiting.append(True)
+
+
+lifecycle.on_exit(mark_exiting)
 
 
 def _cache_home() -> str:
@@ -187,18 +193,18 @@ def replay_left(settings: Settings, replay: Callable[[Settings], object]) -> Non
 def record_of(item: Any) -> tuple[int, bytes] | None:
     """The spool record ``(kind, payload)`` of an exporter's queued trace, as the exporter's
     own write-ahead would make it; None when it has none."""
-    from . import exporter as e  # noqa: PLC0415 - the exporter imports this module
+    from .exporter import _built  # noqa: PLC0415 - the exporter imports this module
 
     if item.body is not None:
-        return e._KIND_BODY, item.body
+        return KIND_BODY, bytes(item.body)
     task = item.task
     if isinstance(task, PendingTrace):
-        captured = e._captured_record(task)
+        captured = captured_record(task)
         if captured is not None:
-            return e._KIND_CAPTURED, captured
-        task = e._built(task)
+            return KIND_CAPTURED, captured
+        task = _built(task)
     if isinstance(task, TaskData):
-        return e._KIND_BODY, e._encode(task)
+        return KIND_BODY, encode_trace(task)
     if isinstance(task, dict):
-        return e._dict_record(task)
+        return dict_record(task)
     return None

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import infinium_logging
 from infinium_logging.collector import LocalCollector
-from infinium_logging.exporter import replay_spool
+from infinium_logging.durability import replay_spool
 from infinium_logging.settings import Settings
 from infinium_logging.spill import default_spool_dir
 from infinium_logging.testing import TEST_AGENT_ID, TEST_AGENT_SECRET
