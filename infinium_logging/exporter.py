@@ -1241,6 +1241,15 @@ class Exporter:
             self._report(item, _failure_response("shutdown", None))
         return True
 
+    def _spill_lost(self, lost: list[Item]) -> list[Item]:
+        """At exit, keep on disk what shutdown counted as lost (see :mod:`.spill`); what could
+        not be kept."""
+        left = spill.keep(self._settings, lost, spill.record_of)
+        with self._lock:
+            self._dropped["shutdown"] -= len(lost) - len(left)
+            self._spooled += len(lost) - len(left)
+        return left
+
     def _ack(self, item: Item) -> None:
         """Settle a trace's spool record, before the trace counts as settled: whoever sees it
         settled (``flush()``, ``stats()``) must find its record settled too.  (Not under the
@@ -1458,11 +1467,8 @@ class Exporter:
                 self._work.notify_all()
                 self._settled_cond.notify_all()  # flushes waiting: everything is settled now
             gone = [item for item in kept if not quietly(spool.holds, item.ref)] if spool else []
-            spilled = len(lost)
-            lost = spill.keep(self._settings, lost, spill.record_of)  # at exit: to disk
+            lost = self._spill_lost(lost)
             with self._lock:
-                self._dropped["shutdown"] -= spilled - len(lost)
-                self._spooled += spilled - len(lost)
                 if gone:
                     self._spooled -= len(gone)
                     self._dropped["spool_full"] += len(gone)
