@@ -24,7 +24,7 @@ from . import lifecycle
 from .destination_infinium import encode_trace
 from .durability import KIND_BODY, KIND_CAPTURED, captured_record, dict_record
 from .model import TaskData
-from .queued import PendingTrace
+from .queued import PendingTrace, build_quietly
 from .settings import Settings
 from .spool import Spool
 
@@ -193,8 +193,6 @@ def replay_left(settings: Settings, replay: Callable[[Settings], object]) -> Non
 def record_of(item: Any) -> tuple[int, bytes] | None:
     """The spool record ``(kind, payload)`` of an exporter's queued trace, as the exporter's
     own write-ahead would make it; None when it has none."""
-    from .exporter import _built  # noqa: PLC0415 - the exporter imports this module
-
     if item.body is not None:
         return KIND_BODY, bytes(item.body)
     task = item.task
@@ -202,7 +200,7 @@ def record_of(item: Any) -> tuple[int, bytes] | None:
         captured = captured_record(task)
         if captured is not None:
             return KIND_CAPTURED, captured
-        task = _built(task)
+        task = build_quietly(task)
     if isinstance(task, TaskData):
         return KIND_BODY, encode_trace(task)
     if isinstance(task, dict):
