@@ -38,6 +38,7 @@ from .errors import (
     ValidationError,
 )
 from .exporter import Exporter
+from .model import utc_now_iso
 from .settings import DEFAULT_BASE_URL, Settings, check_secret, unknown_variables
 from .transport import Transport
 
@@ -611,8 +612,9 @@ def _add_send(commands: _Commands) -> None:
         description=(
             "Read traces from FILE (one TaskData as a JSON object, a JSON array of them, or JSON "
             "lines; '-' reads standard input), validate every one strictly (nothing is sent if "
-            "any is invalid), then send them with the configured throttle and retries and print "
-            "each trace id. Settings come from INFINIUM_* variables and the flags."
+            "any is invalid; a trace without current_datetime is dated now), then send them "
+            "with the configured throttle and retries and print each trace id. Settings come "
+            "from INFINIUM_* variables and the flags."
         ),
         epilog="exit status: 0 all sent, 1 some failed, 2 invalid input or configuration",
     )
@@ -672,7 +674,10 @@ def _send(args: argparse.Namespace) -> int:
         return _fail("send", f"no traces in {args.file}", 2)
     tasks = []
     invalid = 0
+    now = utc_now_iso()
     for where, obj in items:
+        if isinstance(obj, dict) and obj.get("current_datetime") is None:
+            obj["current_datetime"] = now  # as Exporter.send fills it in for a dict
         try:
             tasks.append(to_task(obj, strict=True))
         except ValidationError as exc:

@@ -19,7 +19,7 @@ import pytest
 
 from infinium_logging.cli import CHECK_EXIT, main
 from infinium_logging.collector import LocalCollector
-from infinium_logging.model import TaskData, encode_task
+from infinium_logging.model import TaskData, encode_task, utc_now_iso
 from infinium_logging.testing import TEST_AGENT_ID, TEST_AGENT_SECRET
 
 NOW = "2026-11-22T08:51:00.000000Z"
@@ -370,6 +370,21 @@ def test_send_json_array_from_stdin(
     assert main(["send", "-"]) == 0
     assert len(capsys.readouterr().out.split()) == 2
     assert sorted(t.task.name for t in env.traces()) == ["a", "b"]
+
+
+def test_send_dates_a_trace_without_current_datetime_now(
+    env: LocalCollector, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A trace written by hand need not carry ``current_datetime``: it is sent dated now, as
+    ``Exporter.send`` dates a dict; one that carries it keeps its own."""
+    undated = {"name": "by hand", "description": "written in an editor", "duration": 1.0}
+    path = tmp_path / "traces.jsonl"
+    path.write_text(json.dumps(undated) + "\n" + json.dumps(_trace("dated")) + "\n")
+    before = utc_now_iso()
+    assert main(["send", str(path)]) == 0, capsys.readouterr().err
+    sent = {t.task.name: t.task.current_datetime for t in env.traces()}
+    assert before <= sent["by hand"] <= utc_now_iso()
+    assert sent["dated"] == NOW
 
 
 def test_send_refuses_invalid_input_without_sending(
