@@ -38,6 +38,7 @@ from .errors import (
     ValidationError,
 )
 from .exporter import Exporter
+from .infino_cli import add_infino_datasets, add_infino_query
 from .model import utc_now_iso
 from .settings import DEFAULT_BASE_URL, Settings, check_secret, unknown_variables
 from .transport import Transport
@@ -833,7 +834,7 @@ def _add_replay(commands: _Commands) -> None:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from .exporter import replay_spool  # noqa: PLC0415 - only this command replays
+    from .durability import replay_spool  # noqa: PLC0415 - only this command replays
 
     try:
         settings = _settings_from(args, spool_dir=args.spool_dir)
@@ -879,4 +880,6 @@ _COMMANDS: Final[tuple[Callable[[_Commands], None], ...]] = (
     _add_send,
     _add_spool,
     _add_replay,
+    add_infino_query,
+    add_infino_datasets,
 )
