@@ -569,6 +569,12 @@ def _network_problem(exc: NetworkError, base_url: str) -> tuple[str, str]:
     os_error = _os_error(cause)
     said = (os_error.strerror or str(os_error)) if os_error is not None else None
     if isinstance(cause, urllib3.exceptions.SSLError):
+        # OpenSSL's name for a first answer that is no TLS record: an https URL to an http server.
+        if "WRONG_VERSION_NUMBER" in str(os_error or cause):
+            return "tls", (
+                f"{where} does not speak TLS: it looks like a plain HTTP server; if it is one "
+                "(a local collector, say), INFINIUM_BASE_URL should start with http://"
+            )
         return "tls", (
             f"the TLS handshake with {where} failed ({os_error or cause}); check the "
             "certificate of the host in INFINIUM_BASE_URL (INFINIUM_VERIFY_SSL=false only for "

@@ -264,10 +264,14 @@ def test_check_reports_a_timeout(
 def test_check_reports_a_tls_failure(
     env: LocalCollector, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """https to a plain-http server: exit 5 with a TLS hint."""
+    """https to a plain-http server: exit 5, saying that the server speaks plain HTTP (not that
+    its certificate is wrong)."""
     url = env.base_url.replace("http://", "https://")
     assert main(["check", "--base-url", url, "--timeout", "5"]) == CHECK_EXIT["tls"]
-    assert "TLS" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"{env.host}:{env.port} does not speak TLS" in err
+    assert "INFINIUM_BASE_URL should start with http://" in err
+    assert "certificate" not in err
 
 
 def test_check_reports_bad_configuration(
