@@ -224,6 +224,13 @@ def _print_env(collector: LocalCollector, args: argparse.Namespace) -> None:
     substitution (``$(...)``) reads until every writer has closed it, and the collector keeps
     serving after printing.  What a person reads goes to stderr."""
     pid = os.getpid()
+    # Before stdout is let go of: once it is, the shell goes on and may stop the collector
+    # at once, and a signal must not find this line unwritten.
+    _say(
+        f"Infinium local collector listening on {collector.base_url} (process {pid}; "
+        f"kill {pid} stops it).\nSee the traces in a browser at {collector.viewer_url}",
+        err=True,
+    )
     # A shell variable, not exported: the shell that evaluates the lines can stop the
     # collector, and no program it starts sees one more variable.
     _say(
@@ -231,11 +238,6 @@ def _print_env(collector: LocalCollector, args: argparse.Namespace) -> None:
         f"infinium_collector_pid={pid}  # kill $infinium_collector_pid stops the collector"
     )
     _silence(sys.stdout)
-    _say(
-        f"Infinium local collector listening on {collector.base_url} (process {pid}; "
-        f"kill {pid} stops it).\nSee the traces in a browser at {collector.viewer_url}",
-        err=True,
-    )
 
 
 def _print_banner(collector: LocalCollector, args: argparse.Namespace) -> None:
