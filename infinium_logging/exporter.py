@@ -1,4 +1,13 @@
-"""The exporter: a bounded buffer drained by background sender threads, with deadlines and stats."""
+"""The Exporter: admission under the bounds, the buffer, and settling each trace exactly once.
+
+It calls one way: the workers (workers.py) run its take/process loop, delivery.py makes the
+attempts through a Destination, durability.py writes and reads spool records, results.py
+tells on_result, ledger.py holds the stats' types, lifecycle.py shuts it down at exit and
+resets it after fork, client.py is its synchronous API.  Over the size budget as one class:
+admission, settling and the spool's accounting change the same counters under one lock
+(``stats()`` must balance at every reading), and they are not yet split into a ledger object
+of their own.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +16,6 @@ import collections
 import dataclasses
 import logging
 import os
-import random
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -20,7 +27,7 @@ import msgspec
 from . import lifecycle
 from ._logsetup import setup_logging
 from .client import ApiClient
-from .convert import Problem, _object_fields, decode_task, lenient_task
+from .convert import Problem, lenient_task
 from .delivery import Deadline, Delivery
 from .destination_infinium import InfiniumDestination, encode_trace
 from .durability import (
@@ -30,6 +37,7 @@ from .durability import (
     KIND_CAPTURED,
     REFILL_BATCH,
     SPOOL_RETRY,
+    Backlog,
     backlog_item,
     captured_record,
     dict_record,
@@ -40,8 +48,17 @@ from .guard import EXPORTING
 from .ledger import DROP_REASONS, DropWarner, ExporterStats, warn_dropped
 from .model import MAX_BODY_BYTES, ApiResponse, BatchResult, PromptContent, TaskData, utc_now_iso
 from .official import send_task, wait_for_interpretation
-from .queued import BASE_ESTIMATE, Item, PendingTrace, fields_estimate, struct_estimate
+from .queued import (
+    BASE_ESTIMATE,
+    Item,
+    PendingTrace,
+    build_quietly,
+    fields_estimate,
+    struct_estimate,
+)
+from .results import OnResult, Reporter, failure_response
 from .retry import RetryPolicy
+from .sanitise import _object_fields
 from .settings import Settings
 from .spool import RecordRef, Spool
 from .throttle import TokenBucket
@@ -68,8 +85,6 @@ _JOIN_GRACE: Final = 0.1
 #: A sender starts on a trace while another is still starting (taken, not yet through its
 #: first request) only once that one has been at it this long: see Exporter._take.
 _OVERLAP_AFTER: Final = 0.002
-
-OnResult = Callable[[Any, ApiResponse], object]
 
 
 class OfficialTask(Protocol):
@@ -234,7 +249,7 @@ class Exporter:
         self._auth_until = 0.0
         self._auth_failing = False
         self._rejections_logged: set[str] = set()
-        self._callback_error_logged = False
+        self._reporter = Reporter(self._on_result)
         self._warner = DropWarner()
         # Pacing (see _take): traces being started, when the last was taken, who waits.
         self._starting = 0
@@ -251,11 +266,7 @@ class Exporter:
         self._adopted = 0
         self._spool_write_errors = 0
         self._spool_error_logged = False
-        self._adopting = False
-        self._next_adopt = 0.0
-        self._refilling = False
-        self._backlog_at = 0.0
-        self._backlog_failures = 0
+        self._backlog = Backlog(self._policy)
         self._bucket = TokenBucket(
             settings.requests_per_second,
             settings.burst_size,
@@ -278,7 +289,7 @@ class Exporter:
         if spool is not None and not spool.closed:
             # The parent's records stay the parent's; the child writes segments of its own.
             spool.after_fork_in_child()
-            self._next_adopt = time.monotonic() + ADOPT_INTERVAL
+            self._backlog.next_adopt = time.monotonic() + ADOPT_INTERVAL
 
     def _is_finished(self) -> bool:
         return self._until.finished.is_set()
@@ -394,7 +405,7 @@ class Exporter:
                 if isinstance(task, PendingTrace):
                     record = captured_record(task)
                     if record is None:
-                        trace = _built(task)
+                        trace = build_quietly(task)
                 if record is None and not isinstance(trace, (TaskData, Mapping)):
                     reason, size = "invalid", 0
                 else:
@@ -891,59 +902,31 @@ class Exporter:
                 self._spooled -= count
                 self._dropped["spool_full" if event == "evicted" else "invalid"] += count
 
-    def _backlog_failed(self) -> None:
-        """Back the spool's backlog off after a failed delivery (called with the lock held)."""
-        self._backlog_failures += 1
-        self._backlog_at = max(self._backlog_at, time.monotonic() + self._backlog_delay())
-
-    def _backlog_delay(self) -> float:
-        policy = self._policy
-        ceiling = min(
-            policy.backoff_max, policy.backoff_base * 2.0 ** min(self._backlog_failures, 64)
-        )
-        # Half fixed, half jitter: processes that failed together do not probe together,
-        # and the wait still grows.
-        return ceiling * (0.5 + 0.5 * random.random())
-
     def _spool_chore(self, now: float) -> str:
         """Spool work a sender thread should do now, outside the lock (lock held)."""
         if self._spool is None or self._final:
             return ""
-        if not self._closed and not self._adopting and now >= self._next_adopt:
-            self._adopting = True
-            self._next_adopt = now + ADOPT_INTERVAL
-            return "adopt"
-        if (
-            self._spooled > 0
-            and not self._refilling
-            and now >= self._backlog_at
-            and len(self._queue) <= self._max_items // 2
-            and (self._until.at is None or now < self._until.at)
-        ):
-            self._refilling = True
-            return "refill"
-        return ""
+        return self._backlog.chore(
+            now,
+            spooled=self._spooled,
+            closed=self._closed,
+            room=len(self._queue) <= self._max_items // 2,
+            deadline=self._until.at,
+        )
 
     def _backlog_due_by(self, limit: float) -> bool:
         """Whether spooled records may be taken up before ``limit`` (lock held)."""
         return (
             self._spool is not None
             and not self._final
-            and (self._refilling or (self._spooled > 0 and self._backlog_at < limit))
+            and self._backlog.due_by(limit, self._spooled)
         )
 
     def _idle_wait(self, now: float) -> float | None:
         """How long an idle sender may sleep before spool work is due (lock held)."""
         if self._spool is None or self._final:
             return None
-        due = []
-        if not self._closed:
-            due.append(self._next_adopt)
-        if self._spooled > 0 and not self._refilling:
-            due.append(self._backlog_at)
-        if not due:
-            return None
-        return max(0.001, min(due) - now)
+        return self._backlog.idle_wait(now, spooled=self._spooled, closed=self._closed)
 
     def _do_chore(self, chore: str) -> None:
         spool = self._spool
@@ -955,10 +938,10 @@ class Exporter:
                 _log.debug("spool adoption failed", exc_info=True)
             finally:
                 with self._lock:
-                    self._adopting = False
+                    self._backlog.adopting = False
             return
         with self._lock:
-            probing = self._backlog_failures > 0
+            probing = self._backlog.failures > 0
             room = max(1, min(REFILL_BATCH, self._max_items - len(self._queue)))
             byte_room = max(1, self._max_bytes - self._held_bytes)
         taken: list[tuple[RecordRef, int, bytes]] = []
@@ -969,7 +952,7 @@ class Exporter:
             _log.debug("reading the spool's backlog failed", exc_info=True)
         items = [backlog_item(ref, kind, payload) for ref, kind, payload in taken]
         with self._lock:
-            self._refilling = False
+            self._backlog.refilled(probing, len(items))
             if self._final:
                 return  # shutdown already counted these as left in the spool, where they are
             self._spooled -= len(items)
@@ -978,8 +961,6 @@ class Exporter:
                 self._seq += 1
                 self._held_bytes += item.size
                 self._queue.append(item)
-            if probing or not items:
-                self._backlog_at = time.monotonic() + self._backlog_delay()
             if self._idle:
                 self._work.notify(max(1, len(items)))
             if self._waiters:
@@ -1195,15 +1176,12 @@ class Exporter:
             self._last_success = time.time()
             recovered = self._auth_failing
             self._auth_failing = False
-            if self._backlog_failures:
-                # The endpoint answers again: take the spool's backlog up at once.
-                self._backlog_failures = 0
-                self._backlog_at = 0.0
-                if self._idle and self._spooled:
-                    self._work.notify()
+            # The endpoint answers again: take the spool's backlog up at once.
+            if self._backlog.recovered() and self._idle and self._spooled:
+                self._work.notify()
         if recovered and not self._closed:
             _log.info("Infinium accepted the agent credentials again; sending resumed")
-        self._report(item, response)
+        self._reporter.report(item, response)
 
     def _settle(self, item: Item, reason: str, error: str | None = None) -> bool:
         """Count a trace as lost for ``reason`` unless it is settled already; tell on_result.
@@ -1224,7 +1202,7 @@ class Exporter:
             self._dropped[reason] += 1
             if error is not None:
                 self._last_error = error
-        self._report(item, _failure_response(reason, error))
+        self._reporter.report(item, failure_response(reason, error))
         return True
 
     def _ack(self, item: Item) -> None:
@@ -1249,7 +1227,7 @@ class Exporter:
             if error is not None:
                 self._last_error = error
             if reason != "shutdown":
-                self._backlog_failed()
+                self._backlog.failed()
         if item.loose and item.body is not None:
             # Keep the exact wire body rather than the submitted dict: read back later, it is
             # sent as it is, without coercing (and counting the fixes) a second time.
@@ -1264,7 +1242,7 @@ class Exporter:
         with self._lock:
             self._spooled -= 1
             self._dropped["spool_full"] += 1
-        self._report(item, _failure_response("spool_full", error))
+        self._reporter.report(item, failure_response("spool_full", error))
         return True
 
     def _started_request(self, item: Item, *, waking: bool) -> None:
@@ -1292,55 +1270,6 @@ class Exporter:
             # Waking a flush for every trace settled costs the senders the lock and the GIL
             # thousands of times a second; it can only return once its target is reached.
             self._settled_cond.notify_all()
-
-    def _report(self, item: Item, response: ApiResponse) -> None:
-        callback = self._on_result
-        if callback is None:
-            return
-        token = EXPORTING.set(True)
-        # Called where a failure of ours is being handled: the callback's own exception would
-        # be shown as raised while handling it, as if the library had failed first.
-        handled = sys.exc_info()[1]
-        try:
-            task = item.task
-            if isinstance(task, PendingTrace):  # settled before a sender built it
-                task = _built(task)
-            elif task is None and item.body is not None:  # a spooled wire body
-                task = decode_task(item.body, strict=False)
-            callback(task, response)
-        except Exception as exc:
-            if not self._callback_error_logged:
-                self._callback_error_logged = True
-                if handled is not None:
-                    _unchain(exc, handled)
-                _log.warning("the on_result callback raised (logged once)", exc_info=exc)
-        finally:
-            EXPORTING.reset(token)
-
-    def _report_lost(self, items: list[Item], until: float) -> None:
-        """Report the traces lost at shutdown to ``on_result`` until ``until`` at the latest.
-
-        On a thread of their own, waited for until then: a callback that takes its time
-        must not hold the shutdown (or the interpreter's exit) past its deadline.  Here, on
-        this thread, when no thread can be started (at exit, Python 3.12+).
-        """
-        if self._on_result is None or not items:
-            return
-
-        def report() -> None:
-            for item in items:
-                if time.monotonic() > until:
-                    break
-                reason = "shutdown" if item.ref is None else "spool_full"
-                self._report(item, _failure_response(reason, None))
-
-        thread = threading.Thread(target=report, name="infinium-exporter-report", daemon=True)
-        try:
-            thread.start()
-        except RuntimeError:  # "can't create new thread at interpreter shutdown"
-            report()
-            return
-        thread.join(max(0.0, until - time.monotonic()))
 
     def _warn_drops(self) -> None:
         if self._closed or not self._warner.due():
@@ -1412,11 +1341,11 @@ class Exporter:
                         remaining = deadline - now
                         if remaining <= 0:
                             break
-                        if self._queue or self._in_flight or self._refilling:
+                        if self._queue or self._in_flight or self._backlog.refilling:
                             wait = remaining  # every settle and refill notifies
                         elif self._workers.alive and self._backlog_due_by(deadline):
                             # Spooled records a sender may still take up before the deadline.
-                            wait = min(remaining, max(0.01, self._backlog_at - now))
+                            wait = min(remaining, max(0.01, self._backlog.at - now))
                         else:
                             break
                         self._settled_cond.wait(wait)
@@ -1448,7 +1377,7 @@ class Exporter:
                 spooled = self._spooled
             self._until.finished.set()
             self._bucket.wake()
-            self._report_lost(lost + gone, deadline + _REPORT_GRACE)
+            self._reporter.report_lost(lost + gone, deadline + _REPORT_GRACE)
             if not stuck:
                 # Idle senders exit at once; a sender stuck in a request is a daemon thread
                 # and is left behind (its late answer is ignored: the trace is settled).
@@ -1470,15 +1399,6 @@ class Exporter:
             EXPORTING.reset(token)
 
 
-def _built(task: PendingTrace) -> TaskData | dict[str, Any] | None:
-    """A captured trace built now (off a sender thread), or None when it cannot be."""
-    try:
-        return task.materialize()
-    except Exception:
-        _log.debug("a captured trace could not be built", exc_info=True)
-        return None
-
-
 def _as_trace(task: Any) -> Any:
     """``task``, or the fields of the official client's TaskData (a dataclass) as a dict,
     read as a dict of TaskData fields is (its nested dataclasses included)."""
@@ -1487,21 +1407,3 @@ def _as_trace(task: Any) -> Any:
     if dataclasses.is_dataclass(task) and not isinstance(task, type):
         return _object_fields(task)
     return task
-
-
-def _failure_response(reason: str, error: str | None) -> ApiResponse:
-    message = f"not delivered ({reason})" + (f": {error}" if error else "")
-    return ApiResponse(success=False, status_code=None, message=message, data={"reason": reason})
-
-
-def _unchain(error: BaseException, handled: BaseException) -> None:
-    """Hide ``handled`` from the chain ``error`` is shown with (it was raised while ``handled``
-    was being handled, by no fault of its own); its other links stay."""
-    link: BaseException | None = error
-    seen: set[int] = set()
-    while link is not None and id(link) not in seen:
-        seen.add(id(link))
-        if link.__context__ is handled:
-            link.__suppress_context__ = True
-            return
-        link = link.__cause__ if link.__cause__ is not None else link.__context__
