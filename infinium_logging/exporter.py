@@ -19,13 +19,14 @@ from typing import Any, ClassVar, Final, Protocol
 
 import msgspec
 
-from . import lifecycle
+from . import lifecycle, signals, spill
 from ._logsetup import setup_logging
 from .admission import INBOX_BATCH, Admission, as_trace
 from .client import ApiClient
+from .credentials import settings_or_off
 from .delivery import Deadline, Delivery
 from .destination_infinium import InfiniumDestination
-from .durability import captured_record, quietly
+from .durability import captured_record, quietly, replay_spool
 from .guard import EXPORTING
 from .ledger import ExporterStats, Ledger, warn_dropped
 from .model import ApiResponse, BatchResult, PromptContent, TaskData, utc_now_iso
@@ -128,7 +129,7 @@ class Exporter:
         **overrides: Any,
     ) -> None:
         if settings is None:
-            settings = Settings.from_env(**overrides)
+            settings = settings_or_off(**overrides)
         elif not isinstance(settings, Settings):
             # Exporter(agent_id, ...) as the official client is made: say how it is done here.
             raise TypeError(
@@ -159,6 +160,9 @@ class Exporter:
         lifecycle.track(self)
         if self._durable is not None and self._durable.start():
             self._start_workers()
+        if not settings.disabled:
+            signals.install(settings.handle_signals)
+            spill.replay_left(settings, replay_spool)
 
     def _init_state(self) -> None:
         """Fresh locks, an empty buffer and zero counts (at construction and in a forked child)."""
@@ -203,6 +207,7 @@ class Exporter:
             durable=self._durable,
             closed=lambda: self._closed,
             clean=self._clean,
+            owner=self,
         )
         self._workers: Workers[Item] = Workers(
             settings.workers, self._lock, self._take, self._sender.process, self._worker_exited
@@ -719,6 +724,7 @@ class Exporter:
                 lost, kept = ledger.tally_left_locked(spool is not None)
                 self._work.notify_all()
             gone = durable.left(kept) if durable is not None else []
+            lost = self._spill_lost(lost)
             with self._lock:
                 news = self._sender.warner.news(ledger.dropped, force=True)
                 spooled = ledger.spooled
@@ -734,7 +740,8 @@ class Exporter:
                 # Unlocks the segments: the next start (or another process) adopts what is left.
                 quietly(spool.close)
             if news:
-                warn_dropped(news)
+                warn_dropped(news, ledger.last_error)
+            spill.close(self._settings)
             if spooled and spool is not None:
                 _log.info(
                     "infinium_logging left %d trace(s) in the spool (%s) for the next start",
@@ -744,6 +751,13 @@ class Exporter:
             return ledger.dropped["shutdown"] == 0
         finally:
             EXPORTING.reset(token)
+
+    def _spill_lost(self, lost: list[Item]) -> list[Item]:
+        """At exit, keep on disk what shutdown counted as lost (see :mod:`.spill`); what could
+        not be kept."""
+        left = spill.keep(self._settings, lost, spill.record_of)
+        self._ledger.spilled(len(lost) - len(left))
+        return left
 
     def _wait_for_senders(self, deadline: float) -> None:
         """Wait (lock held) until nothing is queued or in flight, or the deadline."""

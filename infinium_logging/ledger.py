@@ -143,12 +143,14 @@ def describe_counts(counts: Mapping[str, int]) -> str:
     return ", ".join(f"{reason}={count}" for reason, count in counts.items())
 
 
-def warn_dropped(news: Mapping[str, int]) -> None:
-    """The one warning about drops: how many since the last one, by reason."""
+def warn_dropped(news: Mapping[str, int], last_error: str | None = None) -> None:
+    """The one warning about drops: how many since the last one, by reason, and the last
+    error, if any."""
     _log.warning(
-        "infinium_logging dropped %d trace(s) since the last report: %s",
+        "infinium_logging dropped %d trace(s) since the last report: %s%s",
         sum(news.values()),
         describe_counts(news),
+        f" (last error: {last_error})" if last_error else "",
     )
 
 
@@ -264,6 +266,13 @@ class Ledger:
         with self.lock:
             self.spooled -= count
             self.dropped[reason] += count
+
+    def spilled(self, count: int) -> None:
+        """``count`` traces counted as lost to ``shutdown`` that the exit spill holds after all."""
+        if count:
+            with self.lock:
+                self.dropped["shutdown"] -= count
+                self.spooled += count
 
     def retried(self, item: Item, error: str) -> bool:
         """Count a retry of ``item``; False when it is settled already (lock held)."""

@@ -8,12 +8,13 @@ import time
 from collections.abc import Callable
 from typing import Final
 
+from . import failures, spill
 from .admission import Admission
 from .convert import Problem, lenient_task
 from .delivery import Delivery
 from .destination_infinium import encode_trace
 from .durability import KEEP_REASONS
-from .errors import InfiniumError
+from .errors import InfiniumError, NetworkError
 from .ledger import DropWarner, Ledger, warn_dropped
 from .model import MAX_BODY_BYTES, ApiResponse, TaskData
 from .queued import Item, PendingTrace
@@ -49,6 +50,7 @@ class Sender:
         durable: WriteAhead | None,
         closed: Callable[[], bool],
         clean: Callable[[str], str],
+        owner: object,
     ) -> None:
         self._settings = settings
         self._admission = admission
@@ -60,6 +62,8 @@ class Sender:
         self._durable = durable
         self._closed = closed
         self._clean = clean
+        #: Whose failures are explained once (see failures.tell): the exporter's.
+        self._owner = owner
         self.warner = DropWarner()
         self._auth_until = 0.0
         self._auth_failing = False
@@ -120,6 +124,8 @@ class Sender:
             return item.settled
 
         def on_retry(error: InfiniumError) -> bool:
+            if isinstance(error, NetworkError):
+                self._explain("network", error)
             with self._lock:
                 # Waiting to retry: let another sender start a trace meanwhile.
                 self._pacing.through(item, waking=True)
@@ -142,6 +148,7 @@ class Sender:
             self._rejected(item, error)
         else:
             self.settle(item, reason, self._describe(error))
+            self._explain(reason, error)
 
     def _credentials_at(self) -> float:
         """When sending may resume after refused credentials (0.0: now)."""
@@ -153,20 +160,12 @@ class Sender:
             self._auth_failing = True
             self._auth_until = time.monotonic() + self._settings.auth_backoff
         self.settle(item, "auth", self._describe(error))
-        if first and not self._closed():
+        if first:
             fate = (
-                "kept in the spool for later"
-                if self._durable is not None and self._durable.spool is not None
-                else "dropped (counted as 'auth')"
+                "kept in the spool for later" if self._spooling() else "dropped (counted as 'auth')"
             )
-            _log.error(
-                "Infinium refused the agent credentials (HTTP %s): check INFINIUM_AGENT_ID and "
-                "INFINIUM_AGENT_SECRET. Traces are %s and sending pauses for %g s before each "
-                "new try.",
-                error.status_code,
-                fate,
-                self._settings.auth_backoff,
-            )
+            fate += f"; sending pauses for {self._settings.auth_backoff:g} s before each new try"
+            failures.tell(self._owner, "auth", error, self._settings, fate, self._clean)
 
     def _rejected(self, item: Item, error: InfiniumError) -> None:
         said = str(error.details.get("server_message") or error.message)
@@ -176,13 +175,9 @@ class Sender:
             new = key not in self._rejections_logged
             if new and len(self._rejections_logged) < _MAX_REMEMBERED:
                 self._rejections_logged.add(key)
-        if new and not self._closed():
-            _log.warning(
-                "Infinium rejected a trace (HTTP %s): %s. It is not retried; later "
-                "rejections with the same message are only counted.",
-                error.status_code,
-                self._clean(said),
-            )
+        if new:
+            explained = failures.explain("rejected", error, self._settings, "")
+            failures.say(_log, logging.WARNING, self._clean(explained))
 
     def _delivered(self, item: Item, response: ApiResponse, size: int) -> None:
         self._ack(item)
@@ -213,6 +208,8 @@ class Sender:
         keep = reason in KEEP_REASONS and ref is not None
         if keep and durable is not None and durable.spool is not None:
             return durable.keep(item, ref, reason, error)
+        if reason == "shutdown" and ref is None and spill.active(self._settings):
+            return self._spill(item)
         self._ack(item)
         if not self._ledger.lost(item, reason, error):
             return False
@@ -230,7 +227,23 @@ class Sender:
         with self._lock:
             news = self.warner.news(self._ledger.dropped)
         if news:
-            warn_dropped(news)
+            warn_dropped(news, self._ledger.last_error)
+
+    def _spooling(self) -> bool:
+        return self._durable is not None and self._durable.spool is not None
+
+    def _explain(self, kind: str, error: InfiniumError) -> None:
+        fate = "kept in the spool for later" if self._spooling() else "dropped"
+        failures.tell(self._owner, kind, error, self._settings, fate, self._clean)
+
+    def _spill(self, item: Item) -> bool:
+        """At exit, keep a trace the deadline caught on disk (see :mod:`.spill`)."""
+        if not self._ledger.kept(item, None):  # counted first: no reading sees it nowhere
+            return False
+        if spill.keep(self._settings, [item], spill.record_of):
+            self._ledger.spool_lost(1, "shutdown")
+            self._reporter.report(item, failure_response("shutdown", None))
+        return True
 
     def _describe(self, error: InfiniumError) -> str:
         return self._clean(f"{type(error).__name__}: {error.message}")
