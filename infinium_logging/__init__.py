@@ -13,9 +13,11 @@ The flow, one module per stage (docs/architecture.md draws it)::
     exporter.py                 the Exporter: the façade over the layers below
     admission.py                the inbox and the buffer's bounds (count, bytes, estimates)
     ledger.py                   every count, settling once, flush targets, ExporterStats, drops
+    dispatch.py                 handing queued traces to idle senders, pacing, spool chores
     workers.py                  sender threads started lazily, their one run loop, pacing
     sending.py                  one trace on a sender: build, encode, deliver, settle
     writeahead.py               the exporter's spool: write-ahead, keeping, the backlog
+    closing.py                  the end of a shutdown: the wait, the tally, the exit spill
     results.py                  what on_result is told
     durability.py               spool records, the backlog's schedule, replay_spool
     delivery.py                 one deliver(): throttle, timeout, retries, the 429 rule

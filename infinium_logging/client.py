@@ -6,7 +6,7 @@ import re
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Final
+from typing import Any, ClassVar, Final, Protocol
 
 from .convert import to_task
 from .delivery import Delivery
@@ -14,14 +14,118 @@ from .destination_infinium import InfiniumDestination
 from .errors import BatchError, InfiniumError, NotFoundError
 from .guard import EXPORTING
 from .model import ApiResponse, BatchResult, PromptContent, TaskData, utc_now_iso
+from .official import send_task, wait_for_interpretation
 from .queued import PendingTrace
 from .settings import Settings
 from .transport import Transport, redacted
 
-__all__ = ["MAX_BATCH_SIZE", "ApiClient", "disabled_response"]
+__all__ = ["MAX_BATCH_SIZE", "ApiCalls", "ApiClient", "OfficialTask", "disabled_response"]
 
 #: ``send_batch`` takes at most this many traces (the platform's documented limit).
 MAX_BATCH_SIZE: Final = 100
+
+
+class OfficialTask(Protocol):
+    """The official client's ``TaskData`` (or any dataclass of TaskData fields)."""
+
+    __dataclass_fields__: ClassVar[dict[str, Any]]
+
+
+class ApiCalls:
+    """The official client's calls as methods of an :class:`~infinium_logging.Exporter`,
+    on the caller's thread, through its :class:`ApiClient` (``_client``)."""
+
+    _client: ApiClient
+
+    def send(self, task: TaskData | Mapping[str, Any] | PendingTrace | OfficialTask) -> ApiResponse:
+        """Send one trace now and return the platform's answer (``data["traceId"]``).
+
+        Synchronous, on the caller's thread, through the same throttle and
+        retry policy as the background delivery.  A dict is validated strictly.
+        Raises :class:`~infinium_logging.errors.ValidationError` for an invalid
+        trace, :class:`~infinium_logging.errors.AuthenticationError` for refused
+        credentials, and the last error (``ServerError``, ``RateLimitError``,
+        ``NetworkError``...) when the retries run out.  With
+        ``INFINIUM_DISABLED`` on, nothing is sent and the answer says so.
+        """
+        return self._client.send(task)
+
+    def send_batch(
+        self,
+        tasks: Iterable[TaskData | Mapping[str, Any] | OfficialTask],
+        *,
+        max_concurrent: int | None = None,
+        fail_fast: bool = False,
+    ) -> BatchResult:
+        """Send up to 100 traces now, concurrently over the pool; results in input order.
+
+        ``max_concurrent`` bounds the requests in flight (default: ``workers``;
+        ``1`` sends one after the other, the official synchronous client's way).
+        One trace's failure never stops the others: each gets its own
+        ApiResponse in ``results`` (``success=False`` and the error's text for a
+        failure, also listed in ``errors``) -- unless ``fail_fast=True``: then
+        the first failure stops what is not yet sent and raises
+        :class:`~infinium_logging.errors.BatchError` with the counts.  More than
+        100 traces is a ``ValueError``.  ``BatchError`` is also raised when
+        nothing at all could be sent (for example refused credentials).
+        """
+        return self._client.send_batch(tasks, max_concurrent=max_concurrent, fail_fast=fail_fast)
+
+    def get_interpreted_result(self, trace_id: str) -> ApiResponse:
+        """The platform's interpretation of a trace sent earlier.
+
+        ``data["interpretedTraceResult"]`` is None until the platform graded it.
+        Same throttle, retries and errors as :meth:`send`.
+        """
+        return self._client.get_interpreted_result(trace_id)
+
+    def wait_for_interpretation(
+        self, trace_id: str, timeout: float = 120.0, poll_interval: float = 3.0
+    ) -> ApiResponse:
+        """Poll :meth:`get_interpreted_result` until Maestro has interpreted the trace.
+
+        Returns the answer whose ``data["interpretedTraceResult"]`` is set; raises
+        :class:`~infinium_logging.errors.InfiniumTimeoutError` after ``timeout``
+        seconds, as the official client's ``wait_for_interpretation`` does.
+        """
+        return wait_for_interpretation(self, trace_id, timeout, poll_interval)
+
+    def send_task(
+        self,
+        name: str,
+        description: str,
+        duration: float,
+        current_datetime: str | None = None,
+        **fields: Any,
+    ) -> ApiResponse:
+        """The official ``send_task``: build a trace from keyword arguments (strictly, see
+        :func:`~infinium_logging.official.create_task_data`) and send it now."""
+        return send_task(self, name, description, duration, current_datetime, **fields)
+
+    def get_prompt(
+        self,
+        prompt_id: str,
+        prompt_key: str,
+        version: int | str = "latest",
+        variables: Mapping[str, str] | None = None,
+    ) -> PromptContent:
+        """A Prompt Studio prompt; ``variables`` fill its ``{{placeholders}}`` into
+        ``rendered_content`` (unknown ones are left as they are)."""
+        prompt = self._client.get_prompt(prompt_id, prompt_key, version, variables)
+        # The capture side imports this module: linking reaches back to it only here.
+        from .tasks import link_prompt  # noqa: PLC0415
+
+        link_prompt(
+            {
+                "prompt_id": prompt.prompt_id,
+                "prompt_name": prompt.name,
+                "version": prompt.version,
+                "source": "prompt_studio",
+                "variables_used": list(variables) if variables else None,
+                "fetched_at": utc_now_iso(),
+            }
+        )
+        return prompt
 
 
 class ApiClient:

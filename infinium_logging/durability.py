@@ -250,11 +250,7 @@ def replay_spool(
 
 def _replay_delivery(settings: Settings) -> Delivery:
     """Delivery to the settings' endpoint, with their throttle and retry policy."""
-    bucket = TokenBucket(
-        settings.requests_per_second,
-        settings.burst_size,
-        enabled=settings.enable_rate_limiting,
-    )
+    bucket = TokenBucket.from_settings(settings)
     return Delivery(
         InfiniumDestination(settings),
         RetryPolicy.from_settings(settings),

@@ -1,61 +1,48 @@
 """The Exporter: the façade that wires admission, the ledger, the workers and delivery.
 
 It calls one way: admission.py takes submitted traces into the ledger's queue (ledger.py
-keeps every count), workers.py runs the sender threads on its take loop, sending.py builds,
-encodes and delivers each trace through delivery.py and a Destination and settles it once,
-writeahead.py keeps the spool, results.py tells on_result, lifecycle.py shuts it down at
-exit and resets it after fork, client.py is its synchronous API.
+keeps every count), dispatch.py hands them to the threads of workers.py, sending.py builds,
+encodes and delivers each through delivery.py and a Destination and settles it once,
+writeahead.py keeps the spool, closing.py ends a shutdown, results.py tells on_result,
+lifecycle.py shuts it down at exit and resets it after fork, client.py is its synchronous API.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
+import functools
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Any, ClassVar, Final, Protocol
+from typing import Any
 
 import msgspec
 
 from . import lifecycle, signals, spill
 from ._logsetup import setup_logging
 from .admission import INBOX_BATCH, Admission, as_trace
-from .client import ApiClient
+from .client import ApiCalls, ApiClient, OfficialTask
+from .closing import Closing
 from .credentials import settings_or_off
 from .delivery import Deadline, Delivery
 from .destination_infinium import InfiniumDestination
-from .durability import captured_record, quietly, replay_spool
+from .dispatch import Dispatch
+from .durability import replay_spool
 from .guard import EXPORTING
-from .ledger import ExporterStats, Ledger, warn_dropped
-from .model import ApiResponse, BatchResult, PromptContent, TaskData, utc_now_iso
-from .official import send_task, wait_for_interpretation
-from .queued import Item, PendingTrace, build_quietly
+from .ledger import ExporterStats, Ledger
+from .model import TaskData
+from .queued import Item, PendingTrace
 from .results import OnResult, Reporter
 from .retry import RetryPolicy
 from .sending import Sender
 from .settings import Settings
-from .spool import RecordRef
 from .throttle import TokenBucket
 from .transport import redacted
-from .workers import Pacing, Workers
+from .workers import Workers
 from .writeahead import WriteAhead
 
 __all__ = ["Exporter", "OfficialTask"]
-
-_log = logging.getLogger("infinium_logging.exporter")
-
-#: Time allowed past a shutdown deadline for reporting its losses to ``on_result``.
-_REPORT_GRACE: Final = 0.25
-#: How long shutdown waits for idle sender threads to end (they are daemons: only tidiness).
-_JOIN_GRACE: Final = 0.1
-
-
-class OfficialTask(Protocol):
-    """The official client's ``TaskData`` (or any dataclass of TaskData fields)."""
-
-    __dataclass_fields__: ClassVar[dict[str, Any]]
 
 
 def _prepare_msgspec() -> None:
@@ -76,7 +63,7 @@ _prepare_msgspec()
 # --- the exporter ---------------------------------------------------------------------------------
 
 
-class Exporter:
+class Exporter(ApiCalls):
     """Delivers traces to Infinium in the background, one POST per trace.
 
     ``submit`` takes a trace from any thread in about a microsecond (tens of
@@ -144,18 +131,22 @@ class Exporter:
         self._disabled = settings.disabled
         self._on_result = on_result
         self._policy = RetryPolicy.from_settings(settings)
-        self._client = ApiClient(settings, lambda: self._delivery, self._is_finished)
-        self._secret = settings.agent_secret
+        # Lambdas: a forked child gets a new delivery and deadline.
+        finished = lambda: self._until.finished.is_set()  # noqa: E731, PLW0108
+        self._client = ApiClient(settings, lambda: self._delivery, finished)
+        #: Any text the exporter logs passes here: the secret never appears in it.
+        self._clean = functools.partial(redacted, secrets=(settings.agent_secret,))
         if settings.enable_logging:
             setup_logging(settings.log_level)
         # The spool outlives a fork (the child writes segments of its own), so it is not
         # part of _init_state.
-        spool_dir = None if settings.disabled else settings.spool_dir
-        self._durable: WriteAhead | None = None
-        if spool_dir is not None:
-            self._durable = WriteAhead(settings, self._policy, lambda: self._closed, self._clean)
+        self._durable = (
+            None
+            if settings.disabled or settings.spool_dir is None
+            else WriteAhead(settings, self._policy, lambda: self._closed, self._clean)
+        )
         #: Whether submit may take its shortest path (no spool to write first, not disabled).
-        self._light = spool_dir is None and not settings.disabled
+        self._light = self._durable is None and not settings.disabled
         self._init_state()
         lifecycle.track(self)
         if self._durable is not None and self._durable.start():
@@ -176,42 +167,33 @@ class Exporter:
         # Read on every submit: plain attributes are cheaper than going through the others.
         self._inbox = self._admission.inbox
         self._queue = ledger.queue
-        # Sender threads wait on _work for traces; flush/shutdown wait on the ledger's.
-        self._work = threading.Condition(self._lock)
         #: The shutdown deadline, and the events that wake sleepers when it is set or met.
         self._until = Deadline()
         self._closed = False
         self._shutdown_begun = False
-        self._idle = 0
-        #: A sender was woken for admitted traces and has not run yet (see submit).
-        self._waking = False
         self._reporter = Reporter(self._on_result)
-        self._pacing = Pacing(self._work, self._queue)
-        if self._durable is not None:
-            self._durable.reset(self._admission, self._wake, self._reporter)
-        self._bucket = TokenBucket(
-            settings.requests_per_second,
-            settings.burst_size,
-            enabled=settings.enable_rate_limiting,
+        self._dispatch = dispatch = Dispatch(
+            self._admission, self._durable, self._until, lambda: self._closed
         )
+        self._admit_locked = dispatch.admit_locked
+        if self._durable is not None:
+            self._durable.reset(self._admission, dispatch.wake, self._reporter)
+        self._bucket = TokenBucket.from_settings(settings)
         # A new pool too: the parent's connections are the parent's.
         self._delivery = Delivery(
             InfiniumDestination(settings), self._policy, self._bucket, self._until, settings.timeout
         )
         self._sender = Sender(
-            settings,
-            self._admission,
-            self._delivery,
-            pacing=self._pacing,
-            reporter=self._reporter,
-            durable=self._durable,
-            closed=lambda: self._closed,
-            clean=self._clean,
-            owner=self,
+            settings, dispatch, self._delivery, self._reporter, clean=self._clean, owner=self
         )
         self._workers: Workers[Item] = Workers(
-            settings.workers, self._lock, self._take, self._sender.process, self._worker_exited
+            settings.workers,
+            self._lock,
+            dispatch.take,
+            self._sender.process,
+            ledger.wake_waiters_locked,
         )
+        self._closing = Closing(dispatch, self._sender, self._workers, self._bucket)
 
     def _reset_after_fork(self) -> None:
         # The child owns none of the parent's traces (they are the parent's to deliver: no
@@ -224,23 +206,10 @@ class Exporter:
         if self._durable is not None:
             self._durable.after_fork()
 
-    def _wake(self, count: int) -> None:
-        """Wake up to ``count`` idle senders (lock held)."""
-        if self._idle:
-            self._work.notify(count)
-
-    def _is_finished(self) -> bool:
-        return self._until.finished.is_set()
-
     def __repr__(self) -> str:
-        if self._until.finished.is_set():
-            state = "shut down"
-        elif self._closed:
-            state = "shutting down"
-        elif self._workers.started:
-            state = "running"
-        else:
-            state = "idle"
+        state = "running" if self._workers.started else "idle"
+        if self._closed:
+            state = "shut down" if self._until.finished.is_set() else "shutting down"
         return (
             f"Exporter(base_url={self._settings.base_url!r}, agent_id={self._settings.agent_id!r}, "
             f"workers={self._settings.workers}, {state})"
@@ -310,7 +279,7 @@ class Exporter:
                 inbox.append(task)
                 if (
                     len(inbox) >= INBOX_BATCH
-                    or (self._idle and not self._waking)
+                    or (self._dispatch.idle and not self._dispatch.waking)
                     or self._closed
                     or not self._workers.started
                 ):
@@ -331,69 +300,16 @@ class Exporter:
             return False
 
     def _submit_durably(self, task: object) -> bool:
-        """``submit`` with a spool to write first (or disabled)."""
+        """``submit`` with a spool to write first, or disabled."""
         if not isinstance(task, PendingTrace):
             task = as_trace(task)
         durable = self._durable
-        ref: RecordRef | None = None
-        body: bytes | None = None
-        reason = ""
-        if self._disabled:
-            reason = "disabled"
-            size = 0
-        elif durable is not None and not self._closed:
-            # The write-ahead needs what the trace is made of: what a handler or processor
-            # captured, as it is when the spool can keep it so (a sender builds it, as
-            # without a spool), else the trace, built now.
-            record: bytes | None = None
-            trace: Any = task
-            if isinstance(task, PendingTrace):
-                record = captured_record(task)
-                if record is None:
-                    trace = build_quietly(task)
-            if record is None and not isinstance(trace, (TaskData, Mapping)):
-                reason, size = "invalid", 0
-            else:
-                task = trace  # what the queue holds: built once, here or by a sender
-                ref, body, size = durable.write(trace, record)
-        else:  # with a spool, once closed: refused below
-            size = self._admission.estimate(task)
-            if size < 0:
-                reason = "invalid"
-        park = False
-        ledger = self._ledger
-        # ``with``, not acquire() then try: an exception raised by a signal handler
-        # between the two (sys.exit on SIGTERM) would leave the lock held, and exit hung.
-        with self._lock:
-            ledger.submitted += 1
-            if self._closed:
-                reason = "closed"
-            if not reason and self._admission.full_locked(size):
-                if ref is not None:
-                    park = True  # it waits in the spool until the queue has room
-                    ledger.spooled += 1
-                else:
-                    reason = "queue_full"
-            if reason:
-                ledger.dropped[reason] += 1
-            elif not park:
-                # With the body encoded, the task itself is only kept for on_result.
-                held = task if body is None or self._on_result is not None else None
-                ledger.enqueue_locked(
-                    Item(held, 0, size, body, ref, ref is not None and body is None)
-                )
-                self._wake(1)
-            started = self._workers.started
-        if ref is not None and (reason or park):
-            assert durable is not None
-            kept = durable.refused(ref, park)
-            if not kept or started:
-                return kept
-        elif reason:
-            return False
-        if not started:
+        if durable is None:  # disabled
+            return self._ledger.refused("closed" if self._closed else "disabled")
+        accepted = durable.submit(task, keep_task=self._on_result is not None)
+        if accepted and not self._workers.started:
             self._start_workers()
-        return True
+        return accepted
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every trace submitted before this call is settled; False on timeout.
@@ -434,12 +350,7 @@ class Exporter:
         counted as ``closed``.  Returns True when nothing was lost to the
         deadline.
         """
-        if timeout is not None:
-            limit = max(0.0, timeout)
-        elif self._stuck_since_flush():
-            limit = 0.0
-        else:
-            limit = self._settings.shutdown_timeout
+        limit = self._limit(timeout)
         if not self._begin_shutdown(limit):
             # Someone else is shutting down: wait for them, within our own timeout.
             if not EXPORTING.get():
@@ -455,13 +366,16 @@ class Exporter:
         self.shutdown()
 
     def _stuck_since_flush(self) -> bool:
-        """Whether a flush gave up after waiting ``shutdown_timeout``, less than that long
-        ago, with nothing submitted since: waiting again would wait for the same stuck
-        traces (``logging.shutdown()`` flushes every handler, then closes them, then the
-        exit hook shuts the exporter down: an exit would otherwise wait three times)."""
+        """See :meth:`~infinium_logging.ledger.Ledger.stuck_since_flush_locked`."""
         with self._lock:
             self._admit_locked()
             return self._ledger.stuck_since_flush_locked()
+
+    def _limit(self, timeout: float | None) -> float:
+        """A shutdown's time: ``timeout``, else ``shutdown_timeout`` (none after a stuck flush)."""
+        if timeout is not None:
+            return max(0.0, timeout)
+        return 0.0 if self._stuck_since_flush() else self._settings.shutdown_timeout
 
     def stats(self) -> ExporterStats:
         """A consistent snapshot of the counters (the ``spool_*`` figures are the spool's own,
@@ -471,101 +385,7 @@ class Exporter:
         held = spool.stats() if spool is not None else None
         with self._lock:
             self._admit_locked()
-            if held is None:
-                return self._ledger.snapshot_locked()
-            return self._ledger.snapshot_locked(
-                held.pending_records, held.pending_bytes, held.corrupt
-            )
-
-    def send(self, task: TaskData | Mapping[str, Any] | PendingTrace | OfficialTask) -> ApiResponse:
-        """Send one trace now and return the platform's answer (``data["traceId"]``).
-
-        Synchronous, on the caller's thread, through the same throttle and
-        retry policy as the background delivery.  A dict is validated strictly.
-        Raises :class:`~infinium_logging.errors.ValidationError` for an invalid
-        trace, :class:`~infinium_logging.errors.AuthenticationError` for refused
-        credentials, and the last error (``ServerError``, ``RateLimitError``,
-        ``NetworkError``...) when the retries run out.  With
-        ``INFINIUM_DISABLED`` on, nothing is sent and the answer says so.
-        """
-        return self._client.send(task)
-
-    def send_batch(
-        self,
-        tasks: Iterable[TaskData | Mapping[str, Any] | OfficialTask],
-        *,
-        max_concurrent: int | None = None,
-        fail_fast: bool = False,
-    ) -> BatchResult:
-        """Send up to 100 traces now, concurrently over the pool; results in input order.
-
-        ``max_concurrent`` bounds the requests in flight (default: ``workers``;
-        ``1`` sends one after the other, the official synchronous client's way).
-        One trace's failure never stops the others: each gets its own
-        ApiResponse in ``results`` (``success=False`` and the error's text for a
-        failure, also listed in ``errors``) -- unless ``fail_fast=True``: then
-        the first failure stops what is not yet sent and raises
-        :class:`~infinium_logging.errors.BatchError` with the counts.  More than
-        100 traces is a ``ValueError``.  ``BatchError`` is also raised when
-        nothing at all could be sent (for example refused credentials).
-        """
-        return self._client.send_batch(tasks, max_concurrent=max_concurrent, fail_fast=fail_fast)
-
-    def get_interpreted_result(self, trace_id: str) -> ApiResponse:
-        """The platform's interpretation of a trace sent earlier.
-
-        ``data["interpretedTraceResult"]`` is None until the platform graded it.
-        Same throttle, retries and errors as :meth:`send`.
-        """
-        return self._client.get_interpreted_result(trace_id)
-
-    def wait_for_interpretation(
-        self, trace_id: str, timeout: float = 120.0, poll_interval: float = 3.0
-    ) -> ApiResponse:
-        """Poll :meth:`get_interpreted_result` until Maestro has interpreted the trace.
-
-        Returns the answer whose ``data["interpretedTraceResult"]`` is set; raises
-        :class:`~infinium_logging.errors.InfiniumTimeoutError` after ``timeout``
-        seconds, as the official client's ``wait_for_interpretation`` does.
-        """
-        return wait_for_interpretation(self, trace_id, timeout, poll_interval)
-
-    def send_task(
-        self,
-        name: str,
-        description: str,
-        duration: float,
-        current_datetime: str | None = None,
-        **fields: Any,
-    ) -> ApiResponse:
-        """The official ``send_task``: build a trace from keyword arguments (strictly, see
-        :func:`~infinium_logging.official.create_task_data`) and send it now."""
-        return send_task(self, name, description, duration, current_datetime, **fields)
-
-    def get_prompt(
-        self,
-        prompt_id: str,
-        prompt_key: str,
-        version: int | str = "latest",
-        variables: Mapping[str, str] | None = None,
-    ) -> PromptContent:
-        """A Prompt Studio prompt; ``variables`` fill its ``{{placeholders}}`` into
-        ``rendered_content`` (unknown ones are left as they are)."""
-        prompt = self._client.get_prompt(prompt_id, prompt_key, version, variables)
-        # The capture side imports this module: linking reaches back to it only here.
-        from .tasks import link_prompt  # noqa: PLC0415
-
-        link_prompt(
-            {
-                "prompt_id": prompt.prompt_id,
-                "prompt_name": prompt.name,
-                "version": prompt.version,
-                "source": "prompt_studio",
-                "variables_used": list(variables) if variables else None,
-                "fetched_at": utc_now_iso(),
-            }
-        )
-        return prompt
+            return self._ledger.snapshot_locked(held)
 
     def __enter__(self) -> Exporter:
         return self
@@ -608,69 +428,9 @@ class Exporter:
             self._start_workers()
         return accepted
 
-    def _admit_locked(self) -> bool:
-        """Admit the inbox's traces in order (lock held) and wake senders waiting for work;
-        whether the last one was accepted."""
-        if not self._inbox:
-            return True
-        accepted, added = self._admission.admit_locked(self._closed)
-        if added and self._idle:
-            self._work.notify(added)
-            self._waking = True
-        return accepted
-
     def _start_workers(self) -> None:
         if self._workers.start(lambda: self._closed):
             lifecycle.ensure_exit_hooks()
-
-    # --- sender threads -----------------------------------------------------------------------
-
-    def _worker_exited(self) -> None:
-        # Called with the lock held.
-        if self._ledger.waiters:
-            self._ledger.settled_cond.notify_all()
-
-    def _take(self) -> Item | None:
-        """The next trace to send; spool chores (adoption, taking up the backlog) on the way."""
-        durable = self._durable
-        pacing = self._pacing
-        while True:
-            with self._lock:
-                while True:
-                    self._admit_locked()
-                    now = time.monotonic()
-                    chore = durable.chore(now, self._until.at) if durable is not None else ""
-                    if chore:
-                        break
-                    if self._queue:
-                        # Not paced after close: the shutdown deadline wants everything out.
-                        if not self._closed and pacing.wait(now):
-                            self._waking = False  # whoever was woken is running
-                            continue
-                        item = self._queue.popleft()
-                        self._ledger.in_flight.add(item)
-                        pacing.started(item, now)
-                        return item
-                    if self._closed and not (
-                        durable is not None and durable.due_by(self._until.at or now)
-                    ):
-                        return None
-                    self._idle += 1
-                    try:
-                        # A caller that saw no sender idle left its trace in the inbox for
-                        # us: look once more now that we count as idle (callers check after
-                        # adding to it), so that no trace waits there with every sender asleep.
-                        if self._inbox:
-                            continue
-                        self._work.wait(durable.idle_wait(now) if durable is not None else None)
-                    finally:
-                        self._idle -= 1
-                        self._waking = False
-            assert durable is not None
-            durable.do_chore(chore)
-
-    def _clean(self, text: str) -> str:
-        return redacted(text, (self._secret,))
 
     # --- shutdown ---------------------------------------------------------------------------------
 
@@ -682,9 +442,7 @@ class Exporter:
 
     def _begin_exit(self) -> bool:
         """Begin the shutdown at exit, within ``shutdown_timeout`` (none after a stuck flush)."""
-        return self._begin_shutdown(
-            0.0 if self._stuck_since_flush() else self._settings.shutdown_timeout
-        )
+        return self._begin_shutdown(self._limit(None))
 
     def _begin_shutdown(self, timeout: float) -> bool:
         """Close the door and set the deadline; False if a shutdown had already begun."""
@@ -695,7 +453,7 @@ class Exporter:
             self._admit_locked()  # submitted before the door closed
             self._closed = True
             self._until.at = time.monotonic() + timeout
-            self._work.notify_all()
+            self._dispatch.work.notify_all()
         self._until.stopping.set()
         self._bucket.wake()
         return True
@@ -703,86 +461,4 @@ class Exporter:
     def _finish_shutdown(self) -> bool:
         """Wait for the senders until the deadline, then count what is left as ``shutdown``
         (with a spool: leave it there for the next start)."""
-        deadline = self._until.at if self._until.at is not None else time.monotonic()
-        token = EXPORTING.set(True)
-        durable = self._durable
-        spool = durable.spool if durable is not None else None
-        ledger = self._ledger
-        try:
-            if not self._workers.alive and (self._queue or self._inbox):
-                # No sender runs (none could start at exit, or none was needed): send what
-                # waits from this thread, as a sender would, until the deadline.
-                self._workers.run_here()
-            with self._lock:
-                self._admit_locked()  # added while the door closed: counted as closed
-                self._wait_for_senders(deadline)
-                if durable is not None:
-                    durable.final = True
-                stuck = bool(ledger.in_flight)
-                for item in ledger.in_flight:
-                    self._pacing.through(item, waking=False)
-                lost, kept = ledger.tally_left_locked(spool is not None)
-                self._work.notify_all()
-            gone = durable.left(kept) if durable is not None else []
-            lost = self._spill_lost(lost)
-            with self._lock:
-                news = self._sender.warner.news(ledger.dropped, force=True)
-                spooled = ledger.spooled
-            self._until.finished.set()
-            self._bucket.wake()
-            self._reporter.report_lost(lost + gone, deadline + _REPORT_GRACE)
-            if not stuck:
-                # Idle senders exit at once; a sender stuck in a request is a daemon thread
-                # and is left behind (its late answer is ignored: the trace is settled).
-                self._workers.join(_JOIN_GRACE)
-            self._delivery.destination.close()
-            if spool is not None:
-                # Unlocks the segments: the next start (or another process) adopts what is left.
-                quietly(spool.close)
-            if news:
-                warn_dropped(news, ledger.last_error)
-            spill.close(self._settings)
-            if spooled and spool is not None:
-                _log.info(
-                    "infinium_logging left %d trace(s) in the spool (%s) for the next start",
-                    spooled,
-                    spool.root,
-                )
-            return ledger.dropped["shutdown"] == 0
-        finally:
-            EXPORTING.reset(token)
-
-    def _spill_lost(self, lost: list[Item]) -> list[Item]:
-        """At exit, keep on disk what shutdown counted as lost (see :mod:`.spill`); what could
-        not be kept."""
-        left = spill.keep(self._settings, lost, spill.record_of)
-        self._ledger.spilled(len(lost) - len(left))
-        return left
-
-    def _wait_for_senders(self, deadline: float) -> None:
-        """Wait (lock held) until nothing is queued or in flight, or the deadline."""
-        ledger = self._ledger
-        durable = self._durable
-        backlog = durable.backlog if durable is not None else None
-        ledger.waiters += 1
-        try:
-            while True:
-                now = time.monotonic()
-                remaining = deadline - now
-                if remaining <= 0:
-                    break
-                if ledger.queue or ledger.in_flight or (backlog is not None and backlog.refilling):
-                    wait = remaining  # every settle and refill notifies
-                elif (
-                    backlog is not None
-                    and durable is not None
-                    and self._workers.alive
-                    and durable.due_by(deadline)
-                ):
-                    # Spooled records a sender may still take up before the deadline.
-                    wait = min(remaining, max(0.01, backlog.at - now))
-                else:
-                    break
-                ledger.settled_cond.wait(wait)
-        finally:
-            ledger.waiters -= 1
+        return self._closing.finish()

@@ -13,6 +13,7 @@ from typing import Final
 import msgspec
 
 from .queued import Item
+from .spool import SpoolStats
 
 __all__ = [
     "DROP_REASONS",
@@ -267,6 +268,18 @@ class Ledger:
             self.spooled -= count
             self.dropped[reason] += count
 
+    def refused(self, reason: str) -> bool:
+        """Count a submitted trace refused for ``reason`` before admission; False."""
+        with self.lock:
+            self.submitted += 1
+            self.dropped[reason] += 1
+        return False
+
+    def wake_waiters_locked(self) -> None:
+        """Wake a shutdown waiting for whatever settles (a sender thread ended)."""
+        if self.waiters:
+            self.settled_cond.notify_all()
+
     def spilled(self, count: int) -> None:
         """``count`` traces counted as lost to ``shutdown`` that the exit spill holds after all."""
         if count:
@@ -335,10 +348,11 @@ class Ledger:
         self.settled_cond.notify_all()  # flushes waiting: everything is settled now
         return lost, kept
 
-    def snapshot_locked(
-        self, pending_records: int = 0, pending_bytes: int = 0, corrupt: int = 0
-    ) -> ExporterStats:
-        """The counts as :class:`ExporterStats` (the spool's own figures given)."""
+    def snapshot_locked(self, spool: SpoolStats | None = None) -> ExporterStats:
+        """The counts as :class:`ExporterStats` (with the spool's own figures, if any)."""
+        pending_records = spool.pending_records if spool is not None else 0
+        pending_bytes = spool.pending_bytes if spool is not None else 0
+        corrupt = spool.corrupt if spool is not None else 0
         return ExporterStats(
             submitted=self.submitted,
             sent=self.sent,

@@ -9,10 +9,10 @@ from collections.abc import Callable
 from typing import Final
 
 from . import failures, spill
-from .admission import Admission
 from .convert import Problem, lenient_task
 from .delivery import Delivery
 from .destination_infinium import encode_trace
+from .dispatch import Dispatch
 from .durability import KEEP_REASONS
 from .errors import InfiniumError, NetworkError
 from .ledger import DropWarner, Ledger, warn_dropped
@@ -20,8 +20,6 @@ from .model import MAX_BODY_BYTES, ApiResponse, TaskData
 from .queued import Item, PendingTrace
 from .results import Reporter, failure_response
 from .settings import Settings
-from .workers import Pacing
-from .writeahead import WriteAhead
 
 __all__ = ["Sender"]
 
@@ -42,25 +40,22 @@ class Sender:
     def __init__(
         self,
         settings: Settings,
-        admission: Admission,
+        dispatch: Dispatch,
         delivery: Delivery,
-        *,
-        pacing: Pacing,
         reporter: Reporter,
-        durable: WriteAhead | None,
-        closed: Callable[[], bool],
+        *,
         clean: Callable[[str], str],
         owner: object,
     ) -> None:
-        self._settings = settings
-        self._admission = admission
-        self._ledger: Ledger = admission.ledger
+        self.settings = settings
+        self._admission = dispatch.admission
+        self._ledger: Ledger = dispatch.ledger
         self._lock: threading.RLock = self._ledger.lock
-        self._delivery = delivery
-        self._pacing = pacing
-        self._reporter = reporter
-        self._durable = durable
-        self._closed = closed
+        self.delivery = delivery
+        self._pacing = dispatch.pacing
+        self.reporter = reporter
+        self._durable = dispatch.durable
+        self._closed = dispatch.closed
         self._clean = clean
         #: Whose failures are explained once (see failures.tell): the exporter's.
         self._owner = owner
@@ -131,7 +126,7 @@ class Sender:
                 self._pacing.through(item, waking=True)
                 return self._ledger.retried(item, self._describe(error))
 
-        outcome = self._delivery.deliver(
+        outcome = self.delivery.deliver(
             body, given_up=given_up, on_retry=on_retry, not_before=self._credentials_at
         )
         reason, error = outcome.reason, outcome.error
@@ -158,14 +153,14 @@ class Sender:
         with self._lock:
             first = not self._auth_failing
             self._auth_failing = True
-            self._auth_until = time.monotonic() + self._settings.auth_backoff
+            self._auth_until = time.monotonic() + self.settings.auth_backoff
         self.settle(item, "auth", self._describe(error))
         if first:
             fate = (
                 "kept in the spool for later" if self._spooling() else "dropped (counted as 'auth')"
             )
-            fate += f"; sending pauses for {self._settings.auth_backoff:g} s before each new try"
-            failures.tell(self._owner, "auth", error, self._settings, fate, self._clean)
+            fate += f"; sending pauses for {self.settings.auth_backoff:g} s before each new try"
+            failures.tell(self._owner, "auth", error, self.settings, fate, self._clean)
 
     def _rejected(self, item: Item, error: InfiniumError) -> None:
         said = str(error.details.get("server_message") or error.message)
@@ -176,7 +171,7 @@ class Sender:
             if new and len(self._rejections_logged) < _MAX_REMEMBERED:
                 self._rejections_logged.add(key)
         if new:
-            explained = failures.explain("rejected", error, self._settings, "")
+            explained = failures.explain("rejected", error, self.settings, "")
             failures.say(_log, logging.WARNING, self._clean(explained))
 
     def _delivered(self, item: Item, response: ApiResponse, size: int) -> None:
@@ -192,7 +187,7 @@ class Sender:
                 self._durable.recovered_locked()
         if recovered and not self._closed():
             _log.info("Infinium accepted the agent credentials again; sending resumed")
-        self._reporter.report(item, response)
+        self.reporter.report(item, response)
 
     def settle(self, item: Item, reason: str, error: str | None = None) -> bool:
         """Count a trace as lost for ``reason`` unless it is settled already; tell on_result.
@@ -208,12 +203,12 @@ class Sender:
         keep = reason in KEEP_REASONS and ref is not None
         if keep and durable is not None and durable.spool is not None:
             return durable.keep(item, ref, reason, error)
-        if reason == "shutdown" and ref is None and spill.active(self._settings):
+        if reason == "shutdown" and ref is None and spill.active(self.settings):
             return self._spill(item)
         self._ack(item)
         if not self._ledger.lost(item, reason, error):
             return False
-        self._reporter.report(item, failure_response(reason, error))
+        self.reporter.report(item, failure_response(reason, error))
         return True
 
     def _ack(self, item: Item) -> None:
@@ -234,15 +229,15 @@ class Sender:
 
     def _explain(self, kind: str, error: InfiniumError) -> None:
         fate = "kept in the spool for later" if self._spooling() else "dropped"
-        failures.tell(self._owner, kind, error, self._settings, fate, self._clean)
+        failures.tell(self._owner, kind, error, self.settings, fate, self._clean)
 
     def _spill(self, item: Item) -> bool:
         """At exit, keep a trace the deadline caught on disk (see :mod:`.spill`)."""
         if not self._ledger.kept(item, None):  # counted first: no reading sees it nowhere
             return False
-        if spill.keep(self._settings, [item], spill.record_of):
+        if spill.keep(self.settings, [item], spill.record_of):
             self._ledger.spool_lost(1, "shutdown")
-            self._reporter.report(item, failure_response("shutdown", None))
+            self.reporter.report(item, failure_response("shutdown", None))
         return True
 
     def _describe(self, error: InfiniumError) -> str:

@@ -6,6 +6,10 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .settings import Settings
 
 __all__ = ["TokenBucket"]
 
@@ -59,6 +63,16 @@ class TokenBucket:
         self._tokens = float(burst)
         self._stamp = clock()
         self._paused_until = -math.inf
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TokenBucket:
+        """The bucket of ``settings``: ``requests_per_second``, ``burst_size`` and
+        ``enable_rate_limiting``."""
+        return cls(
+            settings.requests_per_second,
+            settings.burst_size,
+            enabled=settings.enable_rate_limiting,
+        )
 
     @property
     def rate(self) -> float:

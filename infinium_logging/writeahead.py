@@ -19,12 +19,13 @@ from .durability import (
     SPOOL_RETRY,
     Backlog,
     backlog_item,
+    captured_record,
     dict_record,
     quietly,
 )
 from .ledger import Ledger
 from .model import TaskData
-from .queued import Item, PendingTrace
+from .queued import Item, PendingTrace, build_quietly
 from .results import Reporter, failure_response
 from .retry import RetryPolicy
 from .settings import Settings
@@ -118,6 +119,58 @@ class WriteAhead:
         if spool is not None and not spool.closed:
             spool.after_fork_in_child()
             self.backlog.next_adopt = time.monotonic() + ADOPT_INTERVAL
+
+    def submit(self, task: object, *, keep_task: bool) -> bool:
+        """Write a submitted trace ahead, then queue it, or keep it in the spool when the
+        queue is full; whether it was accepted.  ``keep_task``: the queue keeps the trace
+        itself beside its encoded body (``on_result`` is told it)."""
+        ref: RecordRef | None = None
+        body: bytes | None = None
+        reason = ""
+        if not self._closed():
+            # The write-ahead needs what the trace is made of: what a handler or processor
+            # captured, as it is when the spool can keep it so (a sender builds it, as
+            # without a spool), else the trace, built now.
+            record: bytes | None = None
+            trace: Any = task
+            if isinstance(task, PendingTrace):
+                record = captured_record(task)
+                if record is None:
+                    trace = build_quietly(task)
+            if record is None and not isinstance(trace, (TaskData, Mapping)):
+                reason, size = "invalid", 0
+            else:
+                task = trace  # what the queue holds: built once, here or by a sender
+                ref, body, size = self.write(trace, record)
+        else:  # refused below
+            size = self._admission.estimate(task)
+            if size < 0:
+                reason = "invalid"
+        park = False
+        ledger = self._ledger
+        # ``with``, not acquire() then try: an exception raised by a signal handler
+        # between the two (sys.exit on SIGTERM) would leave the lock held, and exit hung.
+        with ledger.lock:
+            ledger.submitted += 1
+            if self._closed():
+                reason = "closed"
+            if not reason and self._admission.full_locked(size):
+                if ref is not None:
+                    park = True  # it waits in the spool until the queue has room
+                    ledger.spooled += 1
+                else:
+                    reason = "queue_full"
+            if reason:
+                ledger.dropped[reason] += 1
+            elif not park:
+                # With the body encoded, the task itself is only kept for on_result.
+                held = task if body is None or keep_task else None
+                loose = ref is not None and body is None
+                ledger.enqueue_locked(Item(held, 0, size, body, ref, loose))
+                self._wake(1)
+        if ref is not None and (reason or park):
+            return self.refused(ref, park)
+        return not reason
 
     def write(
         self, task: TaskData | Mapping[str, Any] | PendingTrace, captured: bytes | None = None

@@ -1121,7 +1121,7 @@ def test_an_idle_sender_takes_a_captured_trace_at_once(collector: LocalCollector
     with make_exporter(collector, workers=1) as exporter:
         assert exporter.submit(_Captured("warm-up"))
         assert wait_until(lambda: collector.accepted_count == 1)
-        assert wait_until(lambda: exporter._idle == 1)
+        assert wait_until(lambda: exporter._dispatch.idle == 1)
         assert exporter.submit(_Captured("alone"))
         assert wait_until(lambda: collector.accepted_count == 2, 5)
 
@@ -1134,7 +1134,7 @@ def test_a_burst_after_a_quiet_spell_wakes_a_sender_once(collector: LocalCollect
     with make_exporter(collector, workers=2) as exporter:
         assert exporter.submit(_Captured("warm-up"))
         assert wait_until(lambda: collector.accepted_count == 1)
-        assert wait_until(lambda: exporter._idle == 2)
+        assert wait_until(lambda: exporter._dispatch.idle == 2)
         interval = sys.getswitchinterval()
         sys.setswitchinterval(30.0)  # the woken sender cannot run during the burst
         try:
@@ -1145,7 +1145,7 @@ def test_a_burst_after_a_quiet_spell_wakes_a_sender_once(collector: LocalCollect
             sys.setswitchinterval(interval)
         assert waiting == 19
         assert wait_until(lambda: collector.accepted_count == 21, 5)
-        assert wait_until(lambda: exporter._idle == 2)
+        assert wait_until(lambda: exporter._dispatch.idle == 2)
         assert exporter.submit(_Captured("alone"))
         assert wait_until(lambda: collector.accepted_count == 22, 5)
         stats = exporter.stats()
