@@ -26,6 +26,7 @@ from ._default import TaskSink, configure, get_default_exporter
 from ._ignore import DEFAULT_IGNORED_LOGGERS
 from ._logsetup import setup_logging
 from ._version import __version__
+from .aio import AsyncClient
 from .collector import LocalCollector, ReceivedTrace
 from .convert import Problem, decode_task, fit_task, json_safe, to_task
 from .errors import (
@@ -67,6 +68,8 @@ from .model import (
     Marketing,
     Project,
     PromptContent,
+    PromptStudio,
+    PromptUse,
     Research,
     Sales,
     Support,
@@ -76,6 +79,7 @@ from .model import (
     encode_task,
     utc_now_iso,
 )
+from .official import create_task_data
 from .settings import Settings
 from .tasks import Task, TaskHandle, current_task, task
 
@@ -84,6 +88,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ApiResponse",
+    "AsyncClient",
     "AuthenticationError",
     "BatchError",
     "BatchResult",
@@ -115,6 +120,8 @@ __all__ = [
     "Problem",
     "Project",
     "PromptContent",
+    "PromptStudio",
+    "PromptUse",
     "RateLimitError",
     "ReceivedTrace",
     "ReplayReport",
@@ -133,6 +140,7 @@ __all__ = [
     "__version__",
     "capture_tasks",
     "configure",
+    "create_task_data",
     "current_task",
     "decode_task",
     "encode_task",
