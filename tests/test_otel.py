@@ -190,6 +190,15 @@ def test_anthropic_through_openinference(world: World) -> None:
     assert trace.llm_usage is not None and trace.llm_usage.total_tokens == 2 * 33
 
 
+def test_embeddings_are_llm_calls(world: World) -> None:
+    """An embeddings call is an llm_call step too, its prompt tokens counted."""
+    with task("Embed the ticket"):
+        world.client.embeddings.create(model="text-embedding-3-small", input="refund")
+    (step,) = world.trace_named("Embed the ticket").steps or []
+    assert step.description == "embeddings openai/text-embedding-3-small"
+    assert step.llm_call is not None and step.llm_call.prompt_tokens == 4
+
+
 def test_a_stream_consumed_on_another_thread_is_a_step_of_its_task(world: World) -> None:
     """The span starts in the task and ends where the stream is read: still the task's step."""
     with task("Stream elsewhere"):
@@ -271,6 +280,8 @@ def test_instrument_is_the_one_line(infinium_collector: LocalCollector, tmp_path
             from infinium_logging import get_default_exporter, task
             from infinium_logging.otel import instrument
 
+            import logging
+            logging.basicConfig(level=logging.INFO)
             print(instrument(capture_content=True))
             print(instrument(capture_content=True))
             with FakeProvider() as fake:

@@ -206,3 +206,30 @@ def test_open_traces_are_bounded_by_count_bytes_and_age() -> None:
         root.end()
     assert [t["name"] if isinstance(t, dict) else t.name for t in sink.traces] == ["root 3"]
     provider.shutdown()
+
+
+class Refusing:
+    """A sink that raises, as a broken sink of one's own might."""
+
+    def submit(self, trace: Any) -> bool:
+        raise RuntimeError("sink broken")
+
+
+def test_span_processing_never_raises_into_the_code_that_ends_the_span() -> None:
+    """A sink that raises and attributes of the wrong types: the span still ends quietly,
+    and the failure is reported on the library's logger, not raised."""
+    processor = InfiniumSpanProcessor(Refusing())
+    provider, tracer = _tracer(processor)
+    with tracer.start_as_current_span("chat") as span:
+        span.set_attributes(
+            {
+                "gen_ai.operation.name": "chat",
+                "gen_ai.usage.input_tokens": "many",
+                "gen_ai.input.messages": "{not json",
+                "gen_ai.response.finish_reasons": ["stop"],
+            }
+        )
+    with task("in a task", exporter=Sink()), tracer.start_as_current_span("tool") as tool:
+        tool.set_attribute("gen_ai.operation.name", "execute_tool")
+    provider.shutdown()
+    assert processor.open_traces == 0
