@@ -21,6 +21,7 @@ from exporters import make_exporter, wait_until
 from fake_provider import ANSWER, ANTHROPIC_USAGE, STREAM_USAGE, USAGE, FakeProvider
 from openinference.instrumentation.anthropic import AnthropicInstrumentor
 from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
+from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -93,8 +94,10 @@ def world() -> Iterator[World]:
         provider.add_span_processor(BatchSpanProcessor(InMemorySpanExporter()))
         processor = InfiniumSpanProcessor(exporter)
         provider.add_span_processor(processor)
+        logger_provider = LoggerProvider()
+        logger_provider.add_log_record_processor(processor.log_processor)
         instrumentor = OpenAIInstrumentor()  # type: ignore[no-untyped-call]
-        instrumentor.instrument(tracer_provider=provider)
+        instrumentor.instrument(tracer_provider=provider, logger_provider=logger_provider)
         openinference = AnthropicInstrumentor()
         openinference.instrument(tracer_provider=provider)
         client = openai.OpenAI(
@@ -125,8 +128,8 @@ def test_importing_the_package_never_imports_opentelemetry() -> None:
 
 def test_calls_in_a_task_are_its_steps_with_usage(world: World) -> None:
     """A plain answer, a tool-call answer, a stream with include_usage and an error answer,
-    made inside task(): four llm_call steps with model, provider and tokens, the error on
-    its step, and llm_usage summed as for logged calls."""
+    made inside task(): four llm_call steps with model, provider and tokens, the tool the
+    answer asks for, the error on its step, and llm_usage summed as for logged calls."""
     client = world.client
     with task("Answer ticket T-1"):
         client.chat.completions.create(model="gpt-4o-mini", messages=ASK, temperature=0.2)
@@ -152,6 +155,8 @@ def test_calls_in_a_task_are_its_steps_with_usage(world: World) -> None:
     assert (streamed.prompt_tokens, streamed.completion_tokens) == (17, 5)
     assert failed.model == "missing-model" and failed.prompt_tokens is None
     assert steps[1].metadata is not None and steps[1].metadata["finish_reasons"] == ["tool_calls"]
+    # The tool the answer asks for, from the instrumentation's gen_ai.choice log event.
+    assert steps[1].metadata["tool_calls"] == ["get_weather"]
     error = steps[3].error
     assert error is not None and error.error_type == "NotFoundError"
     assert "missing-model" in error.message

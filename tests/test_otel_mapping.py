@@ -233,3 +233,45 @@ def test_span_processing_never_raises_into_the_code_that_ends_the_span() -> None
         tool.set_attribute("gen_ai.operation.name", "execute_tool")
     provider.shutdown()
     assert processor.open_traces == 0
+
+
+def test_content_from_the_instrumentations_log_events() -> None:
+    """Messages and choices emitted as GenAI log events inside the span (as the openai-v2
+    instrumentation emits them with content capture on) become its previews and tools."""
+    from opentelemetry._logs import LogRecord  # noqa: PLC0415
+    from opentelemetry.sdk._logs import LoggerProvider  # noqa: PLC0415
+
+    processor = InfiniumSpanProcessor(Sink())
+    provider, tracer = _tracer(processor)
+    logs = LoggerProvider()
+    logs.add_log_record_processor(processor.log_processor)
+    logger = logs.get_logger("tests.otel.events")
+    choice: Any = {
+        "index": 0,
+        "finish_reason": "tool_calls",
+        "message": {
+            "role": "assistant",
+            "content": "Checking.",
+            "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "lookup"}}],
+        },
+    }
+    with capture_tasks() as traces:
+        with task("events"), tracer.start_as_current_span("chat m") as span:
+            span.set_attributes({"gen_ai.operation.name": "chat", "gen_ai.request.model": "m"})
+            logger.emit(LogRecord(event_name="gen_ai.user.message", body={"content": "Order 7?"}))
+            logger.emit(LogRecord(event_name="gen_ai.choice", body=choice))
+        with task("details"), tracer.start_as_current_span("chat m") as span:
+            span.set_attributes({"gen_ai.operation.name": "chat", "gen_ai.request.model": "m"})
+            answer = [{"role": "assistant", "parts": [{"type": "text", "content": "Shipped."}]}]
+            details = {"gen_ai.output.messages": json.dumps(answer)}
+            logger.emit(
+                LogRecord(
+                    event_name="gen_ai.client.inference.operation.details", attributes=details
+                )
+            )
+    provider.shutdown()
+    (step,) = traces[0].steps or []
+    assert (step.input_preview, step.output_preview) == ("[user] Order 7?", "Checking.")
+    assert step.metadata is not None and step.metadata["tool_calls"] == ["lookup"]
+    (detailed,) = traces[1].steps or []
+    assert detailed.output_preview == "Shipped."

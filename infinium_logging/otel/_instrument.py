@@ -9,7 +9,8 @@ import os
 import threading
 from typing import Any, Final
 
-from opentelemetry import trace
+from opentelemetry import _logs, trace
+from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk.trace import TracerProvider
 
 from infinium_logging._default import TaskSink
@@ -110,6 +111,18 @@ def _provider(given: Any) -> Any:
     return found if callable(getattr(found, "add_span_processor", None)) else provider
 
 
+def _logger_provider() -> Any:
+    """The global LoggerProvider, an SDK one made the global one when there is none: the
+    instrumentations that record tool calls and content as log events emit them there."""
+    current = _logs.get_logger_provider()
+    if callable(getattr(current, "add_log_record_processor", None)):
+        return current
+    provider = LoggerProvider()
+    _logs.set_logger_provider(provider)
+    found = _logs.get_logger_provider()
+    return found if callable(getattr(found, "add_log_record_processor", None)) else provider
+
+
 def _activate(provider: Any, only: frozenset[str] | None) -> list[str]:
     activated: list[str] = []
     for library, candidates in INSTRUMENTORS:
@@ -145,7 +158,9 @@ def instrument(
     Adds an :class:`InfiniumSpanProcessor` (sending to ``exporter``, by default
     the process-wide default exporter) to ``tracer_provider``, by default the
     global one (an SDK ``TracerProvider`` is made and set as the global one when
-    there is none), and activates the GenAI instrumentations that are installed
+    there is none), its ``log_processor`` to the global ``LoggerProvider`` (made
+    likewise), for the instrumentations that record tool calls and content as log
+    events, and activates the GenAI instrumentations that are installed
     (:data:`INSTRUMENTORS`; ``libraries`` names the ones to look for, e.g.
     ``("openai",)``).  ``capture_content=True`` asks the OpenTelemetry GenAI
     instrumentations to record prompts and answers on their spans (where the
@@ -164,6 +179,7 @@ def instrument(
             processor = InfiniumSpanProcessor(exporter)
             provider.add_span_processor(processor)
             _installed.update(provider=provider, processor=processor)
+            _logger_provider().add_log_record_processor(processor.log_processor)
         only = None if libraries is None else frozenset(libraries)
         for name in _activate(provider, only):
             if name not in _activated:

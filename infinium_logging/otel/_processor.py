@@ -35,6 +35,7 @@ from infinium_logging.exporter import in_export
 from infinium_logging.mapping import FROM_EVENT, ErrorInfo, RawEvent, held_text, iso_timestamp
 from infinium_logging.tasks import Recorder, _TaskState, active_state, open_tasks, task
 
+from ._events import GenAIEvents, with_logged
 from ._mapping import LLM, describe, error_of, kind_of, llm_fields, tool_fields
 
 __all__ = ["InfiniumSpanProcessor"]
@@ -77,6 +78,11 @@ def _events(span: ReadableSpan) -> list[tuple[str, Any]]:
     return [(event.name, event.attributes or {}) for event in span.events]
 
 
+#: What a step's fields are read from: the span, its attributes, its kind, whether content
+#: is taken, and its GenAI log events.
+_Source = tuple[ReadableSpan, dict[str, Any], int, bool, list[tuple[str, Any]] | None]
+
+
 class SpanFields(dict[str, Any]):
     """The fields of a span's step, as a user would log them (``llm_call``, previews, ...),
     read from the span's attributes when the step is built: by the exporter, on its sender
@@ -89,22 +95,24 @@ class SpanFields(dict[str, Any]):
     __slots__ = ("description", "source")
 
     def __init__(
-        self, span: ReadableSpan, attributes: dict[str, Any], kind: int, content: bool
+        self,
+        span: ReadableSpan,
+        attributes: dict[str, Any],
+        kind: int,
+        content: bool,
+        logged: list[tuple[str, Any]] | None = None,
     ) -> None:
         super().__init__()
         self.description = describe(attributes, kind, span.name)
-        self.source: tuple[ReadableSpan, dict[str, Any], int, bool] | None = (
-            span,
-            attributes,
-            kind,
-            content,
-        )
+        self.source: _Source | None = (span, attributes, kind, content, logged)
 
     def _fill(self) -> None:
         source, self.source = self.source, None
         if source is None:
             return
-        span, attributes, kind, content = source
+        span, attributes, kind, content, logged = source
+        if logged:
+            attributes = with_logged(attributes, logged)
         start, end = span.start_time or 0, span.end_time or 0
         duration_ms = max(0, (end - start) // 1_000_000)
         if kind == LLM:
@@ -245,6 +253,9 @@ class InfiniumSpanProcessor(SpanProcessor):
         self._open_bytes = 0
         self._lock = threading.Lock()
         self.dropped: dict[str, int] = dict.fromkeys(OTEL_DROP_REASONS, 0)
+        #: Add it to an SDK ``LoggerProvider`` to read the GenAI log events of instrumentations
+        #: that record tool calls and content as log events (instrument() does).
+        self.log_processor = GenAIEvents()
         _processors.add(self)
 
     def __repr__(self) -> str:
@@ -336,7 +347,8 @@ class InfiniumSpanProcessor(SpanProcessor):
         status = span.status
         if status.status_code is StatusCode.ERROR:
             error = error_of(attributes, status.description, _events(span))
-        fields = SpanFields(span, attributes, kind, self.capture_content)
+        logged = self.log_processor.take(span.context.span_id) if span.context else None
+        fields = SpanFields(span, attributes, kind, self.capture_content, logged)
         return (FROM_EVENT, 40 if error else 20, fields, "", error, fields.description), error
 
     # --- traces outside any task ----------------------------------------------------------------
