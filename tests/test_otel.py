@@ -22,7 +22,7 @@ from fake_provider import ANSWER, ANTHROPIC_USAGE, STREAM_USAGE, USAGE, FakeProv
 from openinference.instrumentation.anthropic import AnthropicInstrumentor
 from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
 from opentelemetry.sdk._logs import LoggerProvider
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Status, StatusCode, Tracer
@@ -31,6 +31,7 @@ from opentelemetry.util.genai.handler import TelemetryHandler
 from infinium_logging import InfiniumHandler, task
 from infinium_logging.collector import LocalCollector
 from infinium_logging.exporter import Exporter
+from infinium_logging.mapping import iso_timestamp
 from infinium_logging.model import TaskData
 from infinium_logging.otel import InfiniumSpanProcessor
 from infinium_logging.testing import TEST_AGENT_ID, TEST_AGENT_SECRET
@@ -239,7 +240,13 @@ def test_outside_a_task_the_otel_trace_is_one_trace(world: World) -> None:
     assert trace.llm_usage.total_tokens == 2 * USAGE["total_tokens"]
     assert trace.errors is not None and trace.errors[0].message == "the customer hung up"
     assert trace.environment is not None and trace.environment.framework == "opentelemetry"
-    assert 0 < trace.duration < 10
+    assert isinstance(root, ReadableSpan)
+    start, end = root.start_time, root.end_time
+    assert start is not None and end is not None
+    assert trace.current_datetime == iso_timestamp(start / 1e9)
+    assert trace.time_tracking is not None
+    assert trace.time_tracking.end_time == iso_timestamp(end / 1e9)
+    assert trace.duration == pytest.approx((end - start) / 1e9, abs=1e-5)
 
 
 def test_a_lone_call_outside_any_span_is_a_trace_of_its_own(world: World) -> None:

@@ -16,7 +16,6 @@ events; nothing here touches the network.
 from __future__ import annotations
 
 import collections
-import contextvars
 import importlib.metadata
 import os
 import threading
@@ -32,8 +31,8 @@ from opentelemetry.trace import StatusCode
 from infinium_logging import _default
 from infinium_logging._default import Options, TaskSink, default_options, options_for
 from infinium_logging.exporter import in_export
-from infinium_logging.mapping import FROM_EVENT, ErrorInfo, RawEvent, held_text, iso_timestamp
-from infinium_logging.tasks import Recorder, _TaskState, active_state, open_tasks, task
+from infinium_logging.mapping import FROM_EVENT, ErrorInfo, RawEvent, held_text
+from infinium_logging.tasks import Recorder, _TaskState, active_state, open_tasks
 
 from ._events import GenAIEvents, with_logged
 from ._mapping import LLM, describe, error_of, kind_of, llm_fields, tool_fields
@@ -400,34 +399,21 @@ class InfiniumSpanProcessor(SpanProcessor):
 
     def _send(self, root: ReadableSpan, entry: _OpenTrace) -> None:
         """One Infinium trace of an OpenTelemetry trace whose root span ended: named and timed
-        by the root, its steps in start order, the root's error among its errors."""
-        start, end = root.start_time or 0, root.end_time or 0
-        fields: dict[str, Any] = {
-            "current_datetime": iso_timestamp(start / 1e9),
-            "duration": round(max(0, end - start) / 1e9, 6),
-            "time_tracking": {
-                "start_time": iso_timestamp(start / 1e9),
-                "end_time": iso_timestamp(end / 1e9),
-            },
-        }
-        attributes = root.attributes or {}
+        by the root, its steps in start order, the root's error among its errors.
+
+        Built as a task's trace is (the same steps, llm_usage and limits), by a task that
+        runs in no context: it is no child of a task active where the root ends, and its
+        start and end are the root's, so that the trace reads its times from them."""
+        if not entry.steps:
+            return
+        fields: dict[str, Any] = {"name": root.name or "trace"}
+        attributes = _attributes_of(root)
         if root.status.status_code is StatusCode.ERROR and not kind_of(attributes):
             error = error_of(attributes, root.status.description, _events(root))
             fields["errors"] = [error.detail]
-        if not entry.steps:
-            return
-        steps = sorted(entry.steps, key=lambda step: step[0])
-        # A context of its own: the trace is no child of a task active where its root ends.
-        contextvars.Context().run(self._deliver, root.name or "trace", fields, steps)
-
-    def _deliver(
-        self,
-        name: str,
-        fields: dict[str, Any],
-        steps: list[tuple[int, RawEvent, ErrorInfo | None]],
-    ) -> None:
-        with task(name, exporter=self._sink, **fields):
-            state = active_state()
-            if state is not None:
-                for _, event, error in steps:
-                    state.record(event, error, self._recorder, None)
+        state = _TaskState(fields, self._sink, None, None)
+        start, end = root.start_time or 0, root.end_time or 0
+        state.start_wall = start / 1e9
+        for _, event, error_info in sorted(entry.steps, key=lambda step: step[0]):
+            state.record(event, error_info, self._recorder, None)
+        state.finish(None, end_mono=state.start_mono + max(0, end - start) / 1e9)
