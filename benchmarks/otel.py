@@ -1,4 +1,4 @@
-"""Figure 11: what a GenAI span costs with InfiniumSpanProcessor beside a BatchSpanProcessor.
+"""Figure 12: what a GenAI span costs with InfiniumSpanProcessor beside a BatchSpanProcessor.
 
 Both sides make the same span (a chat call's request and response attributes,
 as the openai-v2 instrumentation sets them) on an SDK ``TracerProvider`` with a
@@ -22,7 +22,7 @@ from .caller import _DISCARD, _Held, _row
 from .common import Plan
 from .timing import Row, compare, loop
 
-__all__ = ["figure_11"]
+__all__ = ["figure_12"]
 
 REQUEST = {
     "gen_ai.operation.name": "chat",
@@ -77,7 +77,7 @@ def _side(held: _Held | None) -> tuple[Callable[[int], float], TracerProvider]:
     return ours, provider
 
 
-def figure_11(plan: Plan, base_url: str) -> list[Row]:
+def figure_12(plan: Plan, base_url: str) -> list[Row]:
     """A GenAI span in a task: with InfiniumSpanProcessor vs BatchSpanProcessor alone."""
     held = _Held(base_url)
     ours, ours_provider = _side(held)
@@ -92,7 +92,7 @@ def figure_11(plan: Plan, base_url: str) -> list[Row]:
         held.close()
     return [
         _row(
-            "11",
+            "12",
             "GenAI span in task(), InfiniumSpanProcessor added",
             pair,
             "BatchSpanProcessor alone",

@@ -1,12 +1,25 @@
 """Ship what your AI agents do to Infinium just by logging.
 
-The flow, one module per stage::
+The flow, one module per stage (docs/architecture.md draws it)::
 
     handler.py / processor.py   log events in (stdlib logging / structlog)
     mapping.py / tasks.py       events -> TaskData traces (task() aggregation); _default.py
                                 the process-wide default exporter (configure())
-    model.py / convert.py       the trace types, their wire encoding, validation and fitting
-    exporter.py                 bounded buffer and background workers
+    model.py                    the trace types and their wire encoding
+    convert.py                  reading outside data as traces (strict or lenient)
+    sanitise.py / fitting.py    JSON-safe copies and truncation; shrinking to the size limit
+    guard.py                    the recursion guard (in_export)
+    queued.py                   what the delivery core queues (PendingTrace, Item)
+    exporter.py                 the Exporter: admission, the bounded buffer, settling each trace
+    workers.py                  sender threads started lazily and their one run loop
+    ledger.py                   ExporterStats, drop reasons and drop warnings
+    results.py                  what on_result is told
+    durability.py               spool records, the backlog's schedule, replay_spool
+    delivery.py                 one deliver(): throttle, timeout, retries, the 429 rule
+    destination.py              the Destination seam; destination_infinium.py: the Infinium one
+    client.py                   send, send_batch, get_prompt, get_interpreted_result
+    infino*.py / sigv4.py       the Infino sink: signed bulk uploads as Destinations
+    lifecycle.py                one registry for exit, multiprocessing finalizers and fork
     throttle.py / retry.py      token bucket, backoff and Retry-After
     transport.py                one pooled urllib3 client
     spool.py                    the durable write-ahead spool (INFINIUM_SPOOL_DIR)
@@ -27,8 +40,6 @@ from ._ignore import DEFAULT_IGNORED_LOGGERS
 from ._logsetup import setup_logging
 from ._version import __version__
 from .aio import AsyncClient
-from .collector import LocalCollector, ReceivedTrace
-from .convert import Problem, decode_task, fit_task, json_safe, to_task
 from .errors import (
     AuthenticationError,
     BatchError,
@@ -42,15 +53,11 @@ from .errors import (
     ServerError,
     ValidationError,
 )
-from .exporter import (
-    DROP_REASONS,
-    Exporter,
-    ExporterStats,
-    ReplayReport,
-    in_export,
-    replay_spool,
-)
+from .exporter import Exporter
 from .handler import InfiniumHandler
+from .infino import InfinoSink, InfinoStats
+from .infino_settings import InfinoSettings
+from .ledger import ExporterStats
 from .model import (
     ApiResponse,
     BatchResult,
@@ -76,7 +83,6 @@ from .model import (
     TaskData,
     TimeTracking,
     ToolCall,
-    encode_task,
     utc_now_iso,
 )
 from .official import create_task_data
@@ -97,7 +103,6 @@ __all__ = [
     "Content",
     "Customer",
     "DEFAULT_IGNORED_LOGGERS",
-    "DROP_REASONS",
     "Development",
     "EnvironmentContext",
     "ErrorDetail",
@@ -111,20 +116,19 @@ __all__ = [
     "InfiniumHandler",
     "InfiniumProcessor",
     "InfiniumTimeoutError",
+    "InfinoSettings",
+    "InfinoSink",
+    "InfinoStats",
     "LlmCall",
     "LlmUsage",
-    "LocalCollector",
     "Marketing",
     "NetworkError",
     "NotFoundError",
-    "Problem",
     "Project",
     "PromptContent",
     "PromptStudio",
     "PromptUse",
     "RateLimitError",
-    "ReceivedTrace",
-    "ReplayReport",
     "Research",
     "Sales",
     "ServerError",
@@ -142,16 +146,9 @@ __all__ = [
     "configure",
     "create_task_data",
     "current_task",
-    "decode_task",
-    "encode_task",
-    "fit_task",
     "get_default_exporter",
-    "in_export",
-    "json_safe",
-    "replay_spool",
     "setup_logging",
     "task",
-    "to_task",
     "utc_now_iso",
 ]
 

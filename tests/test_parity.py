@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import http.server
 import json
+import logging
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +24,7 @@ from infinium_logging import (
     BatchError,
     ConfigurationError,
     Exporter,
+    InfiniumHandler,
     InfiniumTimeoutError,
     NotFoundError,
     Settings,
@@ -29,10 +32,10 @@ from infinium_logging import (
     ValidationError,
     create_task_data,
     task,
-    to_task,
 )
 from infinium_logging._collector_store import PromptCatalog
 from infinium_logging.collector import LocalCollector
+from infinium_logging.convert import to_task
 from infinium_logging.model import ApiResponse, encode_task
 from infinium_logging.official import call_summary, result_summary, wait_for_interpretation
 from infinium_logging.testing import TEST_AGENT_ID, TEST_AGENT_SECRET
@@ -508,3 +511,33 @@ def test_captured_io_is_bounded_on_the_callers_thread() -> None:
 class _Unprintable:
     def __repr__(self) -> str:
         raise RuntimeError("no")
+
+
+def test_a_tagged_records_other_fields_reach_the_trace(
+    infinium_collector: LocalCollector, stdlib_logger: logging.Logger, tmp_path: Path
+) -> None:
+    """``extra={"infinium": True, "ticket_id": 42}`` keeps ``ticket_id`` (a custom tag), with
+    a spool too; a record with the tag alone gets no tag of its own."""
+    with Exporter(settings_for(infinium_collector, spool_dir=tmp_path)) as exporter:
+        stdlib_logger.addHandler(InfiniumHandler(exporter=exporter))
+        stdlib_logger.info("Routed", extra={"infinium": True, "ticket_id": 42})
+        stdlib_logger.info(
+            "Answered",
+            extra={
+                "infinium": {"output_summary": "done"},
+                "channel": "email",
+                "customer": {"customer_name": "Ada"},
+            },
+        )
+        stdlib_logger.info("Bare", extra={"infinium": {}})
+        assert exporter.flush(10)
+    by_name = {t.task.name: t.task for t in infinium_collector.traces()}
+    tags = {
+        name: (t.environment.custom_tags if t.environment else None) or {}
+        for name, t in by_name.items()
+    }
+    assert tags["Routed"]["ticket_id"] == "42"
+    assert tags["Answered"]["channel"] == "email"
+    customer = by_name["Answered"].customer
+    assert customer is not None and customer.customer_name == "Ada"
+    assert set(tags["Bare"]) == {"logger"}

@@ -26,9 +26,10 @@ from viewer_support import (
     simple_trace,
 )
 
-from infinium_logging import encode_task, to_task
 from infinium_logging._collector_store import StoredRow, TraceStore
 from infinium_logging.collector import LocalCollector
+from infinium_logging.convert import to_task
+from infinium_logging.model import encode_task
 
 T = TypeVar("T")
 # Generous: the list polls every second, and CI machines are busy.
