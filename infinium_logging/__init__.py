@@ -86,6 +86,7 @@ from .model import (
     utc_now_iso,
 )
 from .official import create_task_data
+from .serverless import flush_after, flushing
 from .settings import Settings
 from .tasks import Task, TaskHandle, current_task, task
 
@@ -146,6 +147,8 @@ __all__ = [
     "configure",
     "create_task_data",
     "current_task",
+    "flush_after",
+    "flushing",
     "get_default_exporter",
     "setup_logging",
     "task",

@@ -816,8 +816,9 @@ def _add_replay(commands: _Commands) -> None:
             "showing progress; then report how many were sent and how many were not. Traces a "
             "live process holds are left to it. Sent and rejected traces leave the spool; at "
             "the first trace that still fails after its retries the replay stops, and the rest "
-            "stay for a later replay or the agent's next start. Settings come from INFINIUM_* "
-            "variables and the flags."
+            "stay for a later replay or the agent's next start. Without a spool directory it "
+            "replays the exit spill (what exits left in the user's cache directory for the "
+            "agent and base URL). Settings come from INFINIUM_* variables and the flags."
         ),
         epilog=(
             "exit status: 0 all sent (or nothing to send), 1 some not sent (failed, or "
@@ -832,14 +833,21 @@ def _add_replay(commands: _Commands) -> None:
 
 def _replay(args: argparse.Namespace) -> int:
     from .durability import replay_spool  # noqa: PLC0415 - only this command replays
+    from .spill import default_spool_dir  # noqa: PLC0415
 
     try:
         settings = _settings_from(args, spool_dir=args.spool_dir)
     except ConfigurationError as exc:
         return _fail("replay", exc.message, 2)
+    # Without one, what exits left in the per-user cache directory (the exit spill), if any.
+    directory = settings.spool_dir or default_spool_dir(settings)
     if settings.spool_dir is None:
-        return _fail("replay", "no spool directory: pass --spool-dir or set INFINIUM_SPOOL_DIR", 2)
-    if (problem := _spool_dir_problem(settings.spool_dir)) is not None:
+        if not os.path.isdir(directory):
+            return _fail(
+                "replay", "no spool directory: pass --spool-dir or set INFINIUM_SPOOL_DIR", 2
+            )
+        settings = settings.replace(spool_dir=directory)
+    if (problem := _spool_dir_problem(directory)) is not None:
         return _fail("replay", problem, 2)
     if settings.disabled:
         return _fail("replay", "INFINIUM_DISABLED is on: nothing would be sent", 2)

@@ -24,10 +24,11 @@ from typing import Any, ClassVar, Final, Protocol
 
 import msgspec
 
-from . import lifecycle
+from . import failures, lifecycle, signals, spill
 from ._logsetup import setup_logging
 from .client import ApiClient
 from .convert import Problem, lenient_task
+from .credentials import settings_or_off
 from .delivery import Deadline, Delivery
 from .destination_infinium import InfiniumDestination, encode_trace
 from .durability import (
@@ -42,8 +43,9 @@ from .durability import (
     captured_record,
     dict_record,
     quietly,
+    replay_spool,
 )
-from .errors import InfiniumError
+from .errors import InfiniumError, NetworkError
 from .guard import EXPORTING
 from .ledger import DROP_REASONS, DropWarner, ExporterStats, warn_dropped
 from .model import MAX_BODY_BYTES, ApiResponse, BatchResult, PromptContent, TaskData, utc_now_iso
@@ -168,7 +170,7 @@ class Exporter:
         **overrides: Any,
     ) -> None:
         if settings is None:
-            settings = Settings.from_env(**overrides)
+            settings = settings_or_off(**overrides)
         elif not isinstance(settings, Settings):
             # Exporter(agent_id, ...) as the official client is made: say how it is done here.
             raise TypeError(
@@ -201,6 +203,9 @@ class Exporter:
         lifecycle.track(self)
         if self._spool_dir is not None:
             self._start_with_spool()
+        if not settings.disabled:
+            signals.install(settings.handle_signals)
+            spill.replay_left(settings, replay_spool)
 
     def _init_state(self) -> None:
         """Fresh locks, an empty buffer and zero counts (at construction and in a forked child)."""
@@ -1097,6 +1102,8 @@ class Exporter:
             return item.settled
 
         def on_retry(error: InfiniumError) -> bool:
+            if isinstance(error, NetworkError):
+                self._explain("network", error)
             with self._lock:
                 # Waiting to retry: let another sender start a trace meanwhile.
                 self._started_request(item, waking=True)
@@ -1123,6 +1130,7 @@ class Exporter:
             self._rejected(item, error)
         else:
             self._settle(item, reason, self._describe(error))
+            self._explain(reason, error)
 
     def _credentials_at(self) -> float:
         """When sending may resume after refused credentials (0.0: now)."""
@@ -1134,20 +1142,14 @@ class Exporter:
             self._auth_failing = True
             self._auth_until = time.monotonic() + self._settings.auth_backoff
         self._settle(item, "auth", self._describe(error))
-        if first and not self._closed:
+        if first:
             fate = (
                 "kept in the spool for later"
                 if self._spool is not None
                 else "dropped (counted as 'auth')"
             )
-            _log.error(
-                "Infinium refused the agent credentials (HTTP %s): check INFINIUM_AGENT_ID and "
-                "INFINIUM_AGENT_SECRET. Traces are %s and sending pauses for %g s before each "
-                "new try.",
-                error.status_code,
-                fate,
-                self._settings.auth_backoff,
-            )
+            fate += f"; sending pauses for {self._settings.auth_backoff:g} s before each new try"
+            failures.tell(self, "auth", error, self._settings, fate, self._clean)
 
     def _rejected(self, item: Item, error: InfiniumError) -> None:
         said = str(error.details.get("server_message") or error.message)
@@ -1157,13 +1159,9 @@ class Exporter:
             new = key not in self._rejections_logged
             if new and len(self._rejections_logged) < _MAX_REMEMBERED:
                 self._rejections_logged.add(key)
-        if new and not self._closed:
-            _log.warning(
-                "Infinium rejected a trace (HTTP %s): %s. It is not retried; later "
-                "rejections with the same message are only counted.",
-                error.status_code,
-                self._clean(said),
-            )
+        if new:
+            explained = failures.explain("rejected", error, self._settings, "")
+            failures.say(_log, logging.WARNING, self._clean(explained))
 
     def _delivered(self, item: Item, response: ApiResponse, size: int) -> None:
         self._ack(item)
@@ -1194,6 +1192,8 @@ class Exporter:
         spool = self._spool
         if ref is not None and spool is not None and reason in KEEP_REASONS:
             return self._keep(item, ref, spool, reason, error)
+        if reason == "shutdown" and ref is None and spill.active(self._settings):
+            return self._spill(item)
         self._ack(item)
         with self._lock:
             if item.settled:
@@ -1204,6 +1204,29 @@ class Exporter:
                 self._last_error = error
         self._reporter.report(item, failure_response(reason, error))
         return True
+
+    def _spill(self, item: Item) -> bool:
+        """At exit, keep a trace the deadline caught on disk (see :mod:`.spill`)."""
+        with self._lock:
+            if item.settled:
+                return False
+            self._mark_settled(item)
+            self._spooled += 1  # counted first: no reading sees it nowhere
+        if spill.keep(self._settings, [item], spill.record_of):
+            with self._lock:
+                self._spooled -= 1
+                self._dropped["shutdown"] += 1
+            self._reporter.report(item, failure_response("shutdown", None))
+        return True
+
+    def _spill_lost(self, lost: list[Item]) -> list[Item]:
+        """At exit, keep on disk what shutdown counted as lost (see :mod:`.spill`); what could
+        not be kept."""
+        left = spill.keep(self._settings, lost, spill.record_of)
+        with self._lock:
+            self._dropped["shutdown"] -= len(lost) - len(left)
+            self._spooled += len(lost) - len(left)
+        return left
 
     def _ack(self, item: Item) -> None:
         """Settle a trace's spool record, before the trace counts as settled: whoever sees it
@@ -1278,7 +1301,11 @@ class Exporter:
         with self._lock:
             news = self._warner.news(self._dropped)
         if news:
-            warn_dropped(news)
+            warn_dropped(news, self._last_error)
+
+    def _explain(self, kind: str, error: InfiniumError) -> None:
+        fate = "kept in the spool for later" if self._spool is not None else "dropped"
+        failures.tell(self, kind, error, self._settings, fate, self._clean)
 
     def _describe(self, error: InfiniumError) -> str:
         return self._clean(f"{type(error).__name__}: {error.message}")
@@ -1369,6 +1396,7 @@ class Exporter:
                 self._work.notify_all()
                 self._settled_cond.notify_all()  # flushes waiting: everything is settled now
             gone = [item for item in kept if not quietly(spool.holds, item.ref)] if spool else []
+            lost = self._spill_lost(lost)
             with self._lock:
                 if gone:
                     self._spooled -= len(gone)
@@ -1387,7 +1415,8 @@ class Exporter:
                 # Unlocks the segments: the next start (or another process) adopts what is left.
                 quietly(spool.close)
             if news:
-                warn_dropped(news)
+                warn_dropped(news, self._last_error)
+            spill.close(self._settings)
             if spooled and spool is not None:
                 _log.info(
                     "infinium_logging left %d trace(s) in the spool (%s) for the next start",
