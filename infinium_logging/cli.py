@@ -39,6 +39,7 @@ from .errors import (
 )
 from .exporter import Exporter
 from .infino_cli import add_infino_datasets, add_infino_query
+from .model import utc_now_iso
 from .settings import DEFAULT_BASE_URL, Settings, check_secret, unknown_variables
 from .transport import Transport
 
@@ -570,6 +571,12 @@ def _network_problem(exc: NetworkError, base_url: str) -> tuple[str, str]:
     os_error = _os_error(cause)
     said = (os_error.strerror or str(os_error)) if os_error is not None else None
     if isinstance(cause, urllib3.exceptions.SSLError):
+        # OpenSSL's name for a first answer that is no TLS record: an https URL to an http server.
+        if "WRONG_VERSION_NUMBER" in str(os_error or cause):
+            return "tls", (
+                f"{where} does not speak TLS: it looks like a plain HTTP server; if it is one "
+                "(a local collector, say), INFINIUM_BASE_URL should start with http://"
+            )
         return "tls", (
             f"the TLS handshake with {where} failed ({os_error or cause}); check the "
             "certificate of the host in INFINIUM_BASE_URL (INFINIUM_VERIFY_SSL=false only for "
@@ -614,8 +621,9 @@ def _add_send(commands: _Commands) -> None:
         description=(
             "Read traces from FILE (one TaskData as a JSON object, a JSON array of them, or JSON "
             "lines; '-' reads standard input), validate every one strictly (nothing is sent if "
-            "any is invalid), then send them with the configured throttle and retries and print "
-            "each trace id. Settings come from INFINIUM_* variables and the flags."
+            "any is invalid; a trace without current_datetime is dated now), then send them "
+            "with the configured throttle and retries and print each trace id. Settings come "
+            "from INFINIUM_* variables and the flags."
         ),
         epilog="exit status: 0 all sent, 1 some failed, 2 invalid input or configuration",
     )
@@ -675,7 +683,10 @@ def _send(args: argparse.Namespace) -> int:
         return _fail("send", f"no traces in {args.file}", 2)
     tasks = []
     invalid = 0
+    now = utc_now_iso()
     for where, obj in items:
+        if isinstance(obj, dict) and obj.get("current_datetime") is None:
+            obj["current_datetime"] = now  # as Exporter.send fills it in for a dict
         try:
             tasks.append(to_task(obj, strict=True))
         except ValidationError as exc:

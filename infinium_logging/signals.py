@@ -38,6 +38,8 @@ __all__ = ["HANDLED", "install", "installed"]
 HANDLED: Final = (signal.SIGTERM,) if hasattr(signal, "SIGTERM") else ()
 #: Time allowed past the longest ``shutdown_timeout`` before the signal goes on regardless.
 _GRACE: Final = 0.75
+#: The deadline when no exporter was running at the signal: the default ``shutdown_timeout``.
+_FIRST_LIMIT: Final = 5.0
 
 _lock = threading.Lock()
 #: Signal -> the handler ours replaced.
@@ -103,8 +105,9 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
             _bounded(lambda: _flush(live, limit), limit + _GRACE)
         previous(signum, frame)
         return
-    if live:
-        _bounded(lifecycle._shutdown_all_at_exit, limit + _GRACE)
+    # Even with no exporter running yet: the exit hooks end the tasks still open (a script
+    # stopped in the middle of its task()), whose traces then start the exporter they go to.
+    _bounded(lifecycle._shutdown_all_at_exit, (limit if live else _FIRST_LIMIT) + _GRACE)
     signal.signal(signum, signal.SIG_DFL)
     signal.raise_signal(signum)
 

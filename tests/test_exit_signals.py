@@ -141,3 +141,28 @@ def test_installed_only_from_the_main_thread_and_never_over_ignore(
     assert result.returncode == 0, result.stderr
     assert "FROM_THREAD SIG_DFL" in result.stdout
     assert "OVER_IGNORE SIG_IGN" in result.stdout
+
+
+def test_a_task_open_at_sigterm_is_sent_as_abandoned(
+    tmp_path: Path, infinium_collector: LocalCollector
+) -> None:
+    """A script stopped by SIGTERM in the middle of its ``task()``, before any trace went out
+    (no exporter running yet): the task ends as abandoned and its trace, with its steps, is
+    delivered; the process still ends by the signal."""
+    script = """
+import logging, os, signal, time
+from infinium_logging import InfiniumHandler, task
+log = logging.getLogger("job")
+log.setLevel(logging.INFO)
+log.addHandler(InfiniumHandler())
+with task("Long job"):
+    log.info("step one")
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(30)
+"""
+    result = run_script(tmp_path, script, child_env(infinium_collector, tmp_path / "cache"))
+    assert result.returncode == -signal.SIGTERM, result.stderr
+    [received] = infinium_collector.traces()
+    assert received.task.name == "Long job"
+    assert [step.description for step in received.task.steps or []] == ["step one"]
+    assert [error.error_type for error in received.task.errors or []] == ["TaskAbandoned"]
