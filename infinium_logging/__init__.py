@@ -3,8 +3,10 @@
 The flow, one module per stage (docs/architecture.md draws it)::
 
     handler.py / processor.py   log events in (stdlib logging / structlog)
-    mapping.py / tasks.py       events -> TaskData traces (task() aggregation); _default.py
-                                the process-wide default exporter (configure())
+    mapping.py                  events -> TaskData traces (TaggedTrace, steps, usage)
+    tasks.py                    task(): the public API; task_state.py: a running task's state;
+                                task_trace.py: its trace built; bridging.py: bridged dedup
+    _default.py                 the process-wide default exporter (configure()), routing
     model.py                    the trace types and their wire encoding
     convert.py                  reading outside data as traces (strict or lenient)
     sanitise.py / fitting.py    JSON-safe copies and truncation; shrinking to the size limit

@@ -17,6 +17,7 @@ from ._default import (
     options_of,
 )
 from ._ignore import DEFAULT_IGNORED_LOGGERS, IgnoredLoggers
+from .bridging import bridge, bridge_in_use, marked, record_identity
 from .credentials import settings_or_off
 from .exporter import Exporter
 from .guard import in_export
@@ -35,18 +36,14 @@ from .mapping import (
     structlog_version,
     tagged_trace,
 )
-from .tasks import (
+from .task_state import (
     Recorder,
     _current,
     _TaskState,
     active_state,
     add_recorder_source,
-    bridge,
-    bridge_in_use,
     drain_deferred,
-    marked,
     open_tasks,
-    record_identity,
     remove_recorder_source,
 )
 

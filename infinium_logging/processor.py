@@ -22,6 +22,7 @@ from ._default import (
     options_for,
 )
 from ._ignore import DEFAULT_IGNORED_LOGGERS, IgnoredLoggers
+from .bridging import bridge, bridge_in_use, record_identity
 from .guard import in_export
 from .mapping import (
     FROM_EVENT,
@@ -38,23 +39,14 @@ from .mapping import (
     structlog_version,
     tagged_trace,
 )
-from .tasks import (
-    Recorder,
-    _current,
-    active_state,
-    add_recorder_source,
-    bridge,
-    bridge_in_use,
-    open_tasks,
-    record_identity,
-)
+from .task_state import Recorder, _current, active_state, add_recorder_source, open_tasks
 
 __all__ = ["InfiniumProcessor"]
 
 
 _STRUCTLOG_VERSION: Final = structlog_version()
 # structlog's call into the wrapped logger: a record made inside it is the event a processor
-# saw (tasks.marked).  Read defensively: a structlog that renamed it gets duplicates, not errors.
+# saw (bridging.marked).  Read defensively: a structlog that renamed it gets duplicates, not errors.
 _proxy_code = getattr(getattr(BoundLoggerBase, "_proxy_to_logger", None), "__code__", None)
 bridge_in_use.calls = frozenset() if _proxy_code is None else frozenset({_proxy_code})
 _current_get: Final = _current.get
@@ -63,7 +55,7 @@ _MISSING: Final = object()
 
 def _mark(logger: logging.Logger, levelno: int, event_dict: EventDict) -> None:
     """The event goes on to this stdlib logger's handlers: tell an InfiniumHandler among
-    them that it is already recorded (see tasks.marked)."""
+    them that it is already recorded (see bridging.marked)."""
     if logger.isEnabledFor(levelno):
         bridge_in_use.in_use = True
         bridge.mark = (logger.name, levelno, event_dict)
@@ -210,18 +202,10 @@ class InfiniumProcessor:
                         return event_dict
             event = event_dict.get("event", _MISSING)
             renamed: str | None = None  # where EventRenamer put the message: not a field
-            if event is _MISSING:
-                if type(event_dict.get("extra")) is dict and "msg" in event_dict:
-                    # render_to_log_kwargs ran: what is left is logging's keyword arguments.
-                    _default.warn_once(
-                        "processor-placement",
-                        "infinium_logging: InfiniumProcessor was handed logging's keyword "
-                        "arguments (render_to_log_kwargs ran), so it records nothing: put it "
-                        "before the bridge in the processor chain",
-                    )
+            if event is _MISSING:  # rare: a call of its own
+                renamed = _renamed(event_dict)
+                if renamed is None:
                     return event_dict
-                # EventRenamer ran first: the message is under its usual new names.
-                renamed = "message" if "message" in event_dict else "msg"
                 event = event_dict.get(renamed, "")
             message = event if type(event) is str else safe_str(event)
             last = self._last_logger
@@ -229,7 +213,7 @@ class InfiniumProcessor:
                 last = self._remember_logger(logger)
             # In a ProcessorFormatter (whose logger is None or a stdlib one): the LogRecord,
             # which an InfiniumHandler or another formatter's chain may see too (see
-            # tasks.record_identity).
+            # bridging.record_identity).
             record = event_dict.get("_record") if logger is None or last[2] else None
             if record is not None and not isinstance(record, logging.LogRecord):
                 record = None
@@ -289,10 +273,8 @@ class InfiniumProcessor:
                     _mark(logger, levelno, event_dict)
                 return event_dict
             recorder = self._recorder
-            if recorder.options is not options:
-                recorder = self._recorder = Recorder(
-                    self._sink, options, "structlog", _STRUCTLOG_VERSION
-                )
+            if recorder.options is not options:  # rare: configure() ran since
+                recorder = self._recorder = self._new_recorder(options)
             source = event_dict.copy() if type(event_dict) is dict else dict(event_dict)
             if renamed is not None:
                 source.pop(renamed, None)
@@ -312,6 +294,9 @@ class InfiniumProcessor:
                 "processor", "infinium_logging: InfiniumProcessor could not record: %r", exc
             )
         return event_dict
+
+    def _new_recorder(self, options: Options) -> Recorder:
+        return Recorder(self._sink, options, "structlog", _STRUCTLOG_VERSION)
 
     def _remember_logger(self, logger: WrappedLogger) -> tuple[object, str | None, bool]:
         """The wrapped logger's name, if it has one, and whether it is a stdlib logger,
@@ -335,3 +320,18 @@ class InfiniumProcessor:
                 "structlog", logger_name, options.tags, _STRUCTLOG_VERSION
             )
         return env
+
+
+def _renamed(event_dict: EventDict) -> str | None:
+    """Where the message of an event without an ``event`` key is: EventRenamer ran first and
+    put it under one of its usual names; None when render_to_log_kwargs ran first (what is
+    left is logging's keyword arguments: nothing to record, said once)."""
+    if type(event_dict.get("extra")) is dict and "msg" in event_dict:
+        _default.warn_once(
+            "processor-placement",
+            "infinium_logging: InfiniumProcessor was handed logging's keyword "
+            "arguments (render_to_log_kwargs ran), so it records nothing: put it "
+            "before the bridge in the processor chain",
+        )
+        return None
+    return "message" if "message" in event_dict else "msg"

@@ -29,7 +29,8 @@ from infinium_logging._capture import capture_tasks
 from infinium_logging.collector import LocalCollector
 from infinium_logging.handler import InfiniumHandler
 from infinium_logging.model import LlmCall, LlmUsage, TaskData, encode_task
-from infinium_logging.tasks import TaskHandle, _current, current_task, open_tasks, task
+from infinium_logging.task_state import _current, open_tasks
+from infinium_logging.tasks import TaskHandle, current_task, task
 from infinium_logging.testing import TEST_AGENT_ID, TEST_AGENT_SECRET
 
 pytestmark = pytest.mark.usefixtures("clean_environment")
