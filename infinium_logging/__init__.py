@@ -4,6 +4,7 @@ The flow, one module per stage (docs/architecture.md draws it)::
 
     handler.py / processor.py   log events in (stdlib logging / structlog)
     mapping.py                  events -> TaskData traces (TaggedTrace, steps, usage)
+    timestamps.py               levels and times; errorinfo.py: exceptions and tracebacks
     tasks.py                    task(): the public API; task_state.py: a running task's state;
                                 task_trace.py: its trace built; bridging.py: bridged dedup
     _default.py                 the process-wide default exporter (configure()), routing

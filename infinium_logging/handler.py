@@ -19,23 +19,21 @@ from ._default import (
 from ._ignore import DEFAULT_IGNORED_LOGGERS, IgnoredLoggers
 from .bridging import bridge, bridge_in_use, marked, record_identity
 from .credentials import settings_or_off
+from .errorinfo import ErrorInfo, error_from_exc_info, error_from_rendered
 from .exporter import Exporter
 from .guard import in_export
 from .mapping import (
     FROM_EVENT,
     FROM_RECORD,
-    ErrorInfo,
     TaggedTrace,
     environment,
-    error_from_exc_info,
-    error_from_rendered,
     event_fields,
     is_tag,
     record_fields,
-    safe_str,
     structlog_version,
     tagged_trace,
 )
+from .sanitise import safe_str
 from .task_state import (
     Recorder,
     _current,

@@ -20,25 +20,20 @@ not mutate them after logging them: the contract of
 from __future__ import annotations
 
 import dataclasses
-import datetime as _dt
 import functools
 import importlib.metadata
 import logging
 import math
 import platform
-import re
-import sys
-import time
-import traceback
 from collections.abc import Callable, Iterable, Mapping
-from types import TracebackType
 from typing import Any, Final
 
 import msgspec
 
 from ._version import __version__
 from .convert import MAX_DESCRIPTION_LENGTH, MAX_NAME_LENGTH, MAX_PREVIEW_LENGTH
-from .model import LlmCall, TaskData, ToolCall, _builtin_float, format_timestamp
+from .errorinfo import ErrorInfo
+from .model import LlmCall, TaskData, ToolCall, _builtin_float
 from .queued import PendingTrace, fields_estimate, set_captured_reader
 from .sanitise import (
     _SURE_INT,
@@ -46,33 +41,28 @@ from .sanitise import (
     _marked_copy,
     _object_fields,
     json_safe,
+    safe_str,
     truncate,
+)
+from .timestamps import (
+    event_timestamp,
+    iso_timestamp,
 )
 
 __all__ = [
-    "LEVELS",
     "STEP_FIELDS",
     "STRUCTLOG_RESERVED",
     "TASK_FIELDS",
-    "ErrorInfo",
     "RawEvent",
     "TaggedTrace",
     "build_step",
     "event_fields",
     "event_step",
     "environment",
-    "error_from_exc_info",
-    "error_from_rendered",
-    "captured_timestamp",
-    "event_time",
-    "event_timestamp",
-    "iso_timestamp",
-    "level_number",
     "is_tag",
     "preview",
     "record_fields",
     "record_message",
-    "safe_str",
     "safe_value",
     "tagged_payload",
 ]
@@ -112,169 +102,13 @@ _CALL_INTS: Final = frozenset(
 _LLM_CALL_FIELDS: Final = frozenset(LlmCall.__struct_fields__)
 _TOOL_CALL_FIELDS: Final = frozenset(ToolCall.__struct_fields__)
 
-#: Longest ErrorDetail message and stack trace kept from an exception.
-MAX_ERROR_MESSAGE: Final = 10_000
-MAX_STACK_TRACE: Final = 32_768
 #: A custom tag made of a tagged event's field is cut to this many characters.
 MAX_TAG_VALUE: Final = 1_000
 
 _PYTHON_VERSION: Final = platform.python_version()
 _RUNTIME: Final = platform.python_implementation()
 
-# --- levels ---------------------------------------------------------------------------------------
-
-#: structlog level and method names (lower case) as stdlib numbers.
-LEVELS: Final[dict[str, int]] = {
-    "notset": 0,
-    "debug": 10,
-    "info": 20,
-    "warning": 30,
-    "warn": 30,
-    "error": 40,
-    "exception": 40,
-    "critical": 50,
-    "fatal": 50,
-    # structlog's BoundLogger.msg() logs at info.
-    "msg": 20,
-}
-
-
-def level_number(level: object, default: int = 20) -> int:
-    """A level name (any case, structlog's method names included) or number as a stdlib number."""
-    if isinstance(level, int) and not isinstance(level, bool):
-        return level
-    if isinstance(level, str):
-        found = LEVELS.get(level.lower())
-        if found is not None:
-            return found
-    return default
-
-
-# --- time -----------------------------------------------------------------------------------------
-
-# (whole second, its "YYYY-MM-DDTHH:MM:SS" text): one tuple, replaced atomically, so that
-# threads share it safely.
-_second_text: tuple[int, str] = (-1, "")
-# Inside this range time.gmtime and datetime agree on the text; outside it, use the slow path.
-_FAST_MIN: Final = 946_684_800.0  # 2000-01-01
-_FAST_MAX: Final = 4_102_444_800.0  # 2100-01-01
-
-
-def iso_timestamp(timestamp: float) -> str:
-    """Exactly :func:`~infinium_logging.model.format_timestamp`, several times faster.
-
-    The date and time of the current second are cached; only the microseconds
-    are formatted per call, rounded half to even as ``datetime`` rounds them
-    (``timestamp - int(timestamp)`` is exact, like the ``modf`` it uses).
-    """
-    global _second_text
-    if not _FAST_MIN <= timestamp < _FAST_MAX:
-        try:
-            return format_timestamp(timestamp)
-        except (OverflowError, OSError, ValueError):
-            return format_timestamp(time.time())
-    second = int(timestamp)
-    micros = round((timestamp - second) * 1e6)
-    if micros >= 1_000_000:
-        second += 1
-        micros -= 1_000_000
-    cached = _second_text
-    if cached[0] != second:
-        cached = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
-        _second_text = cached
-    return "%s.%06dZ" % (cached[1], micros)  # noqa: UP031 - measurably faster than an f-string
-
-
-def event_timestamp(value: object) -> float | str:
-    """:func:`event_time`, except that a timestamp already in the wire format is kept as text.
-
-    ``TimeStamper(fmt="iso")`` (UTC, the default) writes exactly the format
-    traces use, so the common case costs a few character checks.
-    """
-    if (
-        type(value) is str
-        and len(value) == 27
-        and value[26] == "Z"
-        and value[10] == "T"
-        and value[19] == "."
-        and value[4] == "-"
-    ):
-        return value
-    return event_time(value)
-
-
-def captured_timestamp(value: object) -> object:
-    """A structlog ``timestamp`` as the processor keeps it until the trace is built: as it
-    is when it needs no clock to be read (a number, text with ``Z`` or an offset), else read
-    now (see :func:`event_time`), while the time it was logged can still tell local time
-    from UTC."""
-    if type(value) is str:
-        tail = value[10:]
-        if value[-1:] in ("Z", "z") or "+" in tail or "-" in tail:
-            return value
-    elif not isinstance(value, _dt.datetime):
-        return value
-    return event_time(value, time.time())
-
-
-def event_time(value: object, now: float | None = None) -> float:
-    """The POSIX time of a structlog ``timestamp`` value, or now when it cannot be read.
-
-    Accepts what ``TimeStamper`` produces: epoch numbers (``fmt=None``, or as text with
-    ``fmt="%s"``), ISO 8601 strings with ``Z`` or an offset, and strings without one.
-    Those are local time (``utc=False``, as in structlog's default configuration) or UTC
-    (``utc=True`` with a format of one's own): given ``now``, the time the event was
-    logged, the reading nearer to it is taken, else local time, as Python reads a naive
-    datetime.
-    """
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        number = float(value)
-        if math.isfinite(number) and number > 0:
-            return number
-    elif isinstance(value, str):
-        text = value.strip()
-        if text[:1].isdigit() and text.replace(".", "", 1).isdigit():
-            # TimeStamper(fmt="%s") writes the epoch seconds as text.
-            number = float(text)
-            return number if math.isfinite(number) and number > 0 else time.time()
-        if text[-1:] in ("Z", "z"):
-            text = text[:-1] + "+00:00"
-        try:
-            moment = _dt.datetime.fromisoformat(text)
-        except ValueError:
-            return time.time()
-        return _posix(moment, now)
-    elif isinstance(value, _dt.datetime):
-        return _posix(value, now)
-    return time.time()
-
-
-def _posix(moment: _dt.datetime, now: float | None) -> float:
-    if moment.tzinfo is not None:
-        return moment.timestamp()
-    local = moment.timestamp()  # Python reads a naive datetime as local time
-    if now is None:
-        return local
-    utc = moment.replace(tzinfo=_dt.timezone.utc).timestamp()
-    return utc if abs(utc - now) < abs(local - now) else local
-
-
 # --- values ---------------------------------------------------------------------------------------
-
-
-def safe_str(value: object) -> str:
-    """``str(value)``, or its ``repr`` when ``__str__`` fails, or a placeholder when both fail."""
-    if type(value) is str:
-        return value
-    try:
-        text = str(value)
-    except Exception:
-        try:
-            text = repr(value)
-        except Exception:
-            return f"<unprintable {type(value).__name__}>"
-    # A str subclass could run its own code again later (len, slicing, encoding).
-    return text if type(text) is str else str.__str__(text)
 
 
 def safe_value(value: Any) -> Any:
@@ -344,148 +178,6 @@ def _as_float(value: object) -> float | None:
     except Exception:  # not a number, or a subclass whose __float__ or strip raises
         return None
     return number if math.isfinite(number) else None
-
-
-# --- errors ---------------------------------------------------------------------------------------
-
-
-class ErrorInfo:
-    """An ErrorDetail (as a dict, sent as is) and the identity of the exception it describes.
-
-    The identity (``id`` plus type and message) lets ``task()`` recognise an
-    exception it already recorded when it later escapes the block, without
-    keeping the exception (and its frames) alive.
-    """
-
-    __slots__ = ("detail", "key")
-
-    def __init__(self, detail: dict[str, Any], key: tuple[int, str, str] | None) -> None:
-        self.detail = detail
-        self.key = key
-
-
-def _exc_triple(
-    exc_info: object,
-) -> tuple[type[BaseException], BaseException, TracebackType | None] | None:
-    if exc_info is True:
-        exc_info = sys.exc_info()
-    if isinstance(exc_info, BaseException):
-        return type(exc_info), exc_info, exc_info.__traceback__
-    if isinstance(exc_info, tuple) and len(exc_info) == 3:
-        exc = exc_info[1]
-        if not isinstance(exc, BaseException):
-            return None
-        return type(exc), exc, exc_info[2]
-    return None
-
-
-def error_from_exc_info(exc_info: object) -> ErrorInfo | None:
-    """An :class:`ErrorInfo` from ``exc_info`` (``True``, an exception or a 3-tuple), else None.
-
-    ``True`` means ``sys.exc_info()``, read now: this must run on the thread
-    that logs, inside its ``except`` block.
-    """
-    triple = _exc_triple(exc_info)
-    if triple is None:
-        return None
-    kind, exc, tb = triple
-    error_type = getattr(kind, "__name__", "Exception")
-    message = safe_str(exc) or error_type
-    try:
-        stack = "".join(traceback.format_exception(kind, exc, tb))
-    except Exception:
-        stack = f"{error_type}: {message}"
-    detail = {
-        "error_type": error_type,
-        "message": truncate(message, MAX_ERROR_MESSAGE),
-        "recoverable": False,
-        "stack_trace": truncate(stack, MAX_STACK_TRACE),
-    }
-    return ErrorInfo(detail, (id(exc), error_type, message))
-
-
-#: An exception's line in a rendered traceback: its type (dotted name), then ": message".
-_EXCEPTION_LINE: Final = re.compile(r"([A-Za-z_][\w.]*)(?:: (.*))?")
-_TRACEBACK_HEADERS: Final = (
-    "Traceback (most recent call last)",
-    "Exception Group Traceback (most recent call last)",
-)
-#: The frame lines of an exception group's traceback start with "|" (after the indent).
-_GROUP_LINE: Final = re.compile(r"\s*\| ?")
-
-
-def _rendered_exception(text: str) -> tuple[str, str]:
-    """The type and message of the exception ``text`` renders (``traceback`` style).
-
-    The last exception of a chain is the one after the last ``Traceback``
-    header: the first line after its frames (they are indented), and every
-    line after it is its message (a message over several lines, notes).  An
-    exception group's own line is the first ``| Type: ...`` after its header.
-    Without a header (an exception that was never raised), the first line.
-    """
-    lines = text.strip().splitlines()
-    start = 0
-    for index in range(len(lines) - 1, -1, -1):
-        line = lines[index].lstrip(" +|")
-        if line.startswith(_TRACEBACK_HEADERS):
-            start = index + 1
-            if line.startswith("Exception Group"):
-                for candidate in lines[start:]:
-                    group = _GROUP_LINE.match(candidate)
-                    inner = candidate[group.end() :] if group else candidate
-                    found = _EXCEPTION_LINE.fullmatch(inner)
-                    if found and not inner.startswith("File "):
-                        return found.group(1), found.group(2) or ""
-            break
-    if start:
-        while start < len(lines) and lines[start][:1] in (" ", "\t"):
-            start += 1  # the frames
-    rest = lines[start:] or lines[-1:]
-    found = _EXCEPTION_LINE.fullmatch(rest[0])
-    if found is None:
-        return "Exception", "\n".join(rest)
-    message = "\n".join([found.group(2) or "", *rest[1:]]).strip("\n")
-    return found.group(1), message
-
-
-def error_from_rendered(value: object) -> ErrorInfo | None:
-    """An :class:`ErrorInfo` from what structlog's ``format_exc_info`` / ``dict_tracebacks`` left.
-
-    Used when such a processor ran before :class:`InfiniumProcessor`, so that
-    ``exc_info`` is gone and only its rendering (``event_dict["exception"]``) is left.
-    """
-    if isinstance(value, str) and value.strip():
-        error_type, message = _rendered_exception(value)
-        detail = {
-            "error_type": error_type,
-            "message": truncate(message or error_type, MAX_ERROR_MESSAGE),
-            "recoverable": False,
-            "stack_trace": truncate(value, MAX_STACK_TRACE),
-        }
-        return ErrorInfo(detail, None)
-    if isinstance(value, list) and value and isinstance(value[0], Mapping):
-        first = value[0]
-        error_type = safe_str(first.get("exc_type") or "Exception")
-        message = safe_str(first.get("exc_value") or "") or error_type
-        lines = ["Traceback (most recent call last):"]
-        for stack in reversed(value):
-            if not isinstance(stack, Mapping):
-                continue
-            for frame in stack.get("frames") or ():
-                if isinstance(frame, Mapping):
-                    lines.append(
-                        f'  File "{frame.get("filename")}", line {frame.get("lineno")}, '
-                        f"in {frame.get('name')}"
-                    )
-            lines.append(f"{stack.get('exc_type')}: {stack.get('exc_value')}")
-        detail = {
-            "error_type": error_type,
-            "message": truncate(message, MAX_ERROR_MESSAGE),
-            "recoverable": False,
-            "stack_trace": truncate("\n".join(lines), MAX_STACK_TRACE),
-        }
-        return ErrorInfo(detail, None)
-    return None
 
 
 # --- environment ----------------------------------------------------------------------------------

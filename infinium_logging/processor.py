@@ -23,23 +23,12 @@ from ._default import (
 )
 from ._ignore import DEFAULT_IGNORED_LOGGERS, IgnoredLoggers
 from .bridging import bridge, bridge_in_use, record_identity
+from .errorinfo import ErrorInfo, error_from_exc_info, error_from_rendered
 from .guard import in_export
-from .mapping import (
-    FROM_EVENT,
-    LEVELS,
-    ErrorInfo,
-    TaggedTrace,
-    captured_timestamp,
-    environment,
-    error_from_exc_info,
-    error_from_rendered,
-    is_tag,
-    level_number,
-    safe_str,
-    structlog_version,
-    tagged_trace,
-)
+from .mapping import FROM_EVENT, TaggedTrace, environment, is_tag, structlog_version, tagged_trace
+from .sanitise import safe_str
 from .task_state import Recorder, _current, active_state, add_recorder_source, open_tasks
+from .timestamps import LEVELS, captured_timestamp, level_number
 
 __all__ = ["InfiniumProcessor"]
 

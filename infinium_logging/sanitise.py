@@ -13,7 +13,7 @@ from typing import Any, Final
 
 import msgspec
 
-__all__ = ["MAX_FREEFORM_STRING", "TRUNCATION_MARK", "json_safe", "truncate"]
+__all__ = ["MAX_FREEFORM_STRING", "TRUNCATION_MARK", "json_safe", "safe_str", "truncate"]
 
 #: Appended to every string the library shortens, so a reader can see it was cut.
 TRUNCATION_MARK: Final = "…[truncated]"
@@ -239,3 +239,18 @@ def _object_fields(value: Any) -> dict[str, Any]:
     if linked is not None and "prompt_studio" not in fields:
         fields["prompt_studio"] = linked
     return fields
+
+
+def safe_str(value: object) -> str:
+    """``str(value)``, or its ``repr`` when ``__str__`` fails, or a placeholder when both fail."""
+    if type(value) is str:
+        return value
+    try:
+        text = str(value)
+    except Exception:
+        try:
+            text = repr(value)
+        except Exception:
+            return f"<unprintable {type(value).__name__}>"
+    # A str subclass could run its own code again later (len, slicing, encoding).
+    return text if type(text) is str else str.__str__(text)

@@ -17,13 +17,8 @@ from typing import Any, Final
 from . import _default, lifecycle
 from ._default import Options, TaskSink
 from .convert import MAX_DESCRIPTION_LENGTH
-from .mapping import (
-    ErrorInfo,
-    RawEvent,
-    Usage,
-    error_from_exc_info,
-    event_step,
-)
+from .errorinfo import ErrorInfo, error_from_exc_info
+from .mapping import RawEvent, Usage, event_step
 from .sanitise import truncate
 from .settings import disabled_in_environment
 from .task_trace import TaskTrace, fallback_options

@@ -6,16 +6,9 @@ from typing import TYPE_CHECKING, Any, cast
 
 from . import _default
 from ._default import Options
-from .mapping import (
-    RawEvent,
-    Usage,
-    environment,
-    event_step,
-    held_by_events,
-    iso_timestamp,
-    merge_environment,
-)
+from .mapping import RawEvent, Usage, environment, event_step, held_by_events, merge_environment
 from .queued import PendingTrace
+from .timestamps import iso_timestamp
 
 if TYPE_CHECKING:
     from .task_state import _TaskState

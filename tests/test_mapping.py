@@ -18,7 +18,7 @@ from hostile import FloatRaises, IndexRaises, IsoformatRaises, ItemsRaise, IterR
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from infinium_logging import __version__, mapping
+from infinium_logging import __version__, errorinfo, mapping, sanitise, timestamps
 from infinium_logging._capture import CapturingSink
 from infinium_logging.collector import LocalCollector
 from infinium_logging.convert import MAX_PREVIEW_LENGTH, Problem, to_task
@@ -53,7 +53,7 @@ class _BadRepr:
 @given(st.floats(min_value=946_684_800.0, max_value=4_102_444_799.0, allow_nan=False))
 def test_iso_timestamp_matches_format_timestamp(timestamp: float) -> None:
     """The cached fast formatter writes exactly what model.format_timestamp writes."""
-    assert mapping.iso_timestamp(timestamp) == format_timestamp(timestamp)
+    assert timestamps.iso_timestamp(timestamp) == format_timestamp(timestamp)
 
 
 @pytest.mark.parametrize(
@@ -69,7 +69,7 @@ def test_iso_timestamp_matches_format_timestamp(timestamp: float) -> None:
 )
 def test_iso_timestamp_edges(timestamp: float) -> None:
     """Rounding at second boundaries and the slow path outside the cached range agree too."""
-    assert mapping.iso_timestamp(timestamp) == format_timestamp(timestamp)
+    assert timestamps.iso_timestamp(timestamp) == format_timestamp(timestamp)
 
 
 @freeze_time("2026-03-01T12:00:00Z")
@@ -90,7 +90,7 @@ def test_iso_timestamp_edges(timestamp: float) -> None:
 )
 def test_event_time_reads_structlog_timestamps(value: object, expected: str) -> None:
     """TimeStamper's outputs are read as the event's time; anything else means now."""
-    assert format_timestamp(mapping.event_time(value)) == expected
+    assert format_timestamp(timestamps.event_time(value)) == expected
 
 
 def test_event_time_without_a_zone_takes_the_reading_nearer_to_when_it_was_logged(
@@ -104,14 +104,14 @@ def test_event_time_without_a_zone_takes_the_reading_nearer_to_when_it_was_logge
         as_utc = dt.datetime(2026, 2, 3, 4, 5, 6, tzinfo=dt.timezone.utc).timestamp()
         as_local = as_utc + 5 * 3600  # New York is 5 hours behind UTC in February
         for value in ("2026-02-03 04:05:06", dt.datetime(2026, 2, 3, 4, 5, 6)):
-            assert mapping.event_time(value, now=as_utc + 2) == as_utc
-            assert mapping.event_time(value, now=as_local + 2) == as_local
-            assert mapping.event_time(value) == as_local
-        assert mapping.captured_timestamp("2026-02-03T04:05:06Z") == "2026-02-03T04:05:06Z"
-        assert mapping.captured_timestamp("2026-02-03T04:05:06-05:00") == (
+            assert timestamps.event_time(value, now=as_utc + 2) == as_utc
+            assert timestamps.event_time(value, now=as_local + 2) == as_local
+            assert timestamps.event_time(value) == as_local
+        assert timestamps.captured_timestamp("2026-02-03T04:05:06Z") == "2026-02-03T04:05:06Z"
+        assert timestamps.captured_timestamp("2026-02-03T04:05:06-05:00") == (
             "2026-02-03T04:05:06-05:00"
         )
-        assert mapping.captured_timestamp(1.5) == 1.5
+        assert timestamps.captured_timestamp(1.5) == 1.5
     finally:
         monkeypatch.undo()
         time.tzset()
@@ -120,8 +120,8 @@ def test_event_time_without_a_zone_takes_the_reading_nearer_to_when_it_was_logge
 def test_event_timestamp_keeps_wire_format_text() -> None:
     """A timestamp already in the wire format is used as it is, without parsing."""
     text = "2026-02-03T04:05:06.123456Z"
-    assert mapping.event_timestamp(text) is text
-    assert mapping.event_timestamp(1_770_091_506.0) == 1_770_091_506.0
+    assert timestamps.event_timestamp(text) is text
+    assert timestamps.event_timestamp(1_770_091_506.0) == 1_770_091_506.0
 
 
 # --- values ---------------------------------------------------------------------------------------
@@ -154,17 +154,17 @@ def test_preview_truncates_and_renders() -> None:
     assert long.endswith(TRUNCATION_MARK)
     assert mapping.preview({"q": [1, 2]}) == '{"q":[1,2]}'
     assert mapping.preview(42) == "42"
-    assert mapping.safe_str(_BadRepr()) == "<unprintable _BadRepr>"
+    assert sanitise.safe_str(_BadRepr()) == "<unprintable _BadRepr>"
 
 
 def test_level_number() -> None:
     """structlog method names and stdlib names map to stdlib numbers."""
-    assert mapping.level_number("warn") == 30
-    assert mapping.level_number("exception") == 40
-    assert mapping.level_number("CRITICAL") == 50
-    assert mapping.level_number("msg") == 20
-    assert mapping.level_number(15) == 15
-    assert mapping.level_number("nonsense", -1) == -1
+    assert timestamps.level_number("warn") == 30
+    assert timestamps.level_number("exception") == 40
+    assert timestamps.level_number("CRITICAL") == 50
+    assert timestamps.level_number("msg") == 20
+    assert timestamps.level_number(15) == 15
+    assert timestamps.level_number("nonsense", -1) == -1
 
 
 # --- errors ---------------------------------------------------------------------------------------
@@ -179,13 +179,13 @@ def test_error_from_exc_info_true_reads_the_current_exception() -> None:
     try:
         _raise()
     except ValueError:
-        info = mapping.error_from_exc_info(True)
+        info = errorinfo.error_from_exc_info(True)
     assert info is not None
     assert info.detail["error_type"] == "ValueError"
     assert info.detail["message"] == "bad input"
     assert info.detail["recoverable"] is False
     assert "in _raise" in info.detail["stack_trace"]
-    assert mapping.error_from_exc_info(True) is None  # outside any except block
+    assert errorinfo.error_from_exc_info(True) is None  # outside any except block
 
 
 def test_error_from_exc_info_accepts_exceptions_and_tuples() -> None:
@@ -195,17 +195,17 @@ def test_error_from_exc_info_accepts_exceptions_and_tuples() -> None:
     except ValueError as exc:
         caught = exc
         triple = sys.exc_info()
-    from_exc = mapping.error_from_exc_info(caught)
-    from_tuple = mapping.error_from_exc_info(triple)
+    from_exc = errorinfo.error_from_exc_info(caught)
+    from_tuple = errorinfo.error_from_exc_info(triple)
     assert from_exc is not None
     assert from_tuple is not None
     assert from_exc.detail == from_tuple.detail
     assert from_exc.key == from_tuple.key
-    empty = mapping.error_from_exc_info(KeyError())
+    empty = errorinfo.error_from_exc_info(KeyError())
     assert empty is not None
     assert empty.detail["message"] == "KeyError"
-    assert mapping.error_from_exc_info((None, None, None)) is None
-    assert mapping.error_from_exc_info(False) is None
+    assert errorinfo.error_from_exc_info((None, None, None)) is None
+    assert errorinfo.error_from_exc_info(False) is None
 
 
 def test_error_from_rendered_formatted_traceback() -> None:
@@ -213,7 +213,7 @@ def test_error_from_rendered_formatted_traceback() -> None:
     text = (
         'Traceback (most recent call last):\n  File "a.py", line 1, in f\nValueError: bad input\n'
     )
-    info = mapping.error_from_rendered(text)
+    info = errorinfo.error_from_rendered(text)
     assert info is not None
     assert (info.detail["error_type"], info.detail["message"]) == ("ValueError", "bad input")
     assert info.detail["stack_trace"] == text
@@ -265,7 +265,7 @@ def test_error_from_rendered_reads_every_shape_of_traceback(
     """The exception's own line is found after the last traceback's frames, whatever follows
     it or comes before: a message without text, chained exceptions, lines of a message or a
     note, an exception group, an exception never raised (no traceback)."""
-    info = mapping.error_from_rendered("".join(traceback.format_exception(exc)))
+    info = errorinfo.error_from_rendered("".join(traceback.format_exception(exc)))
     assert info is not None
     assert (info.detail["error_type"], info.detail["message"]) == expected
 
@@ -279,11 +279,11 @@ def test_error_from_rendered_dict_tracebacks() -> None:
             "frames": [{"filename": "a.py", "lineno": 3, "name": "f"}],
         }
     ]
-    info = mapping.error_from_rendered(value)
+    info = errorinfo.error_from_rendered(value)
     assert info is not None
     assert info.detail["error_type"] == "ValueError"
     assert 'File "a.py", line 3, in f' in info.detail["stack_trace"]
-    assert mapping.error_from_rendered(42) is None
+    assert errorinfo.error_from_rendered(42) is None
 
 
 # --- tagged traces --------------------------------------------------------------------------------
@@ -397,7 +397,7 @@ def test_tagged_taskdata_gets_environment_and_error_without_being_changed() -> N
     try:
         _raise()
     except ValueError:
-        error = mapping.error_from_exc_info(True)
+        error = errorinfo.error_from_exc_info(True)
     task = _payload(original, error=error)
     assert original.environment is None
     assert original.errors is None
@@ -419,7 +419,7 @@ def test_tagged_error_is_appended_to_given_errors() -> None:
     try:
         _raise()
     except ValueError:
-        error = mapping.error_from_exc_info(True)
+        error = errorinfo.error_from_exc_info(True)
     task = _payload({"errors": [{"error_type": "Timeout", "message": "slow"}]}, error=error)
     assert task.errors is not None
     assert [e.error_type for e in task.errors] == ["Timeout", "ValueError"]
@@ -567,7 +567,7 @@ def test_a_captured_dict_tag_read_back_from_its_spool_form_builds_the_same_trace
     try:
         raise ValueError("bad ticket")
     except ValueError as exc:
-        error = mapping.error_from_exc_info(exc)
+        error = errorinfo.error_from_exc_info(exc)
     pending = mapping.tagged_trace(
         {"description": "Route", "input_summary": b"caf\xc3\xa9"},
         "Classified %s",
@@ -763,7 +763,7 @@ def test_a_tag_whose_errors_cannot_be_iterated_keeps_the_events_error() -> None:
     try:
         _raise()
     except ValueError:
-        error = mapping.error_from_exc_info(True)
+        error = errorinfo.error_from_exc_info(True)
     payload = mapping.tagged_payload(
         {"name": "n", "errors": IterRaises([{"error_type": "E", "message": "m"}])},
         "m",

@@ -31,10 +31,10 @@ from opentelemetry.util.genai.handler import TelemetryHandler
 from infinium_logging import InfiniumHandler, task
 from infinium_logging.collector import LocalCollector
 from infinium_logging.exporter import Exporter
-from infinium_logging.mapping import iso_timestamp
 from infinium_logging.model import TaskData
 from infinium_logging.otel import InfiniumSpanProcessor
 from infinium_logging.testing import TEST_AGENT_ID, TEST_AGENT_SECRET
+from infinium_logging.timestamps import iso_timestamp
 
 TOOLS: list[Any] = [
     {

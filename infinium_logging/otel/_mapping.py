@@ -19,7 +19,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
 from infinium_logging.convert import MAX_NAME_LENGTH
-from infinium_logging.mapping import MAX_ERROR_MESSAGE, MAX_STACK_TRACE, ErrorInfo, preview
+from infinium_logging.errorinfo import MAX_ERROR_MESSAGE, MAX_STACK_TRACE, ErrorInfo
+from infinium_logging.mapping import preview
 from infinium_logging.sanitise import truncate
 
 __all__ = ["LLM", "TOOL", "describe", "error_of", "kind_of", "llm_fields", "tool_fields"]

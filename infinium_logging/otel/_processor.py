@@ -30,8 +30,9 @@ from opentelemetry.trace import StatusCode
 
 from infinium_logging import _default
 from infinium_logging._default import Options, TaskSink, default_options, options_for
+from infinium_logging.errorinfo import ErrorInfo
 from infinium_logging.guard import in_export
-from infinium_logging.mapping import FROM_EVENT, ErrorInfo, RawEvent, held_text
+from infinium_logging.mapping import FROM_EVENT, RawEvent, held_text
 from infinium_logging.task_state import Recorder, _TaskState, active_state, open_tasks
 
 from ._events import GenAIEvents, with_logged
