@@ -1467,6 +1467,13 @@ class Exporter:
             if timeout is not None and timeout <= 0:
                 self._settle(item, "shutdown")
                 return
+            # The last attempt ends by max_elapsed too (the transport's timeout is a deadline).
+            left = started + self._policy.max_elapsed - time.monotonic()
+            if left <= 0 and retries:
+                self._settle(item, "max_elapsed", self._last_error)
+                return
+            if 0 < left < (self._settings.timeout if timeout is None else timeout):
+                timeout = left
             try:
                 response = transport.post_trace(body, timeout=timeout)
             except InfiniumError as error:
