@@ -99,7 +99,7 @@ def options_for(sink: object, overrides: Mapping[str, Any]) -> Options:
 
 # --- the default exporter ------------------------------------------------------------------------
 
-_lock = threading.Lock()
+_lock = threading.RLock()  # reentrant: a signal handler or a finalizer may log while held
 _exporter: Exporter | None = None
 _options: Options | None = None
 
@@ -107,7 +107,7 @@ _options: Options | None = None
 def _after_fork_in_child() -> None:
     # A lock held by another thread at fork() would stay held forever in the child.
     global _lock
-    _lock = threading.Lock()
+    _lock = threading.RLock()
 
 
 if hasattr(os, "register_at_fork"):  # not on Windows

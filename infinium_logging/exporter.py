@@ -1112,6 +1112,7 @@ class Exporter:
                         fsync=settings.spool_fsync,
                         adopt=False,
                         listener=self._spool_event,
+                        kinds=(_KIND_BODY, *_LOOSE_KINDS),
                     )
                 except Exception as exc:
                     self._spool_retry_at = time.monotonic() + _SPOOL_RETRY
@@ -2124,6 +2125,7 @@ def replay_spool(
         settings.agent_id,
         max_bytes=settings.spool_max_bytes,
         fsync=settings.spool_fsync,
+        kinds=(_KIND_BODY, *_LOOSE_KINDS),
     )
     sender = Exporter(settings.replace(spool_dir=None))
     total = spool.backlog_size()
