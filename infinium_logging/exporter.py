@@ -23,6 +23,7 @@ from typing import Any, ClassVar, Final, Protocol, TypeVar
 
 import msgspec
 
+from ._collections import watch_collections
 from ._logsetup import setup_logging
 from .convert import (
     Problem,
@@ -130,6 +131,8 @@ _EXPORTING: Final[contextvars.ContextVar[bool]] = contextvars.ContextVar(
 )
 #: :func:`in_export` without the function call (for the logging hot paths).
 exporting: Final[Callable[[], bool]] = _EXPORTING.get
+# Finalizers the garbage collector runs on a sender thread log the application's events.
+watch_collections(_EXPORTING)
 
 
 def submit_as_exporter(sink: Any, task: object) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import gc
 import logging
 import os
 import threading
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from exporters import wait_until
 from reliability_support import (
     STATS_PRINTER,
     child_accounted,
@@ -27,6 +29,8 @@ from reliability_support import (
 
 import infinium_logging.spool as spool_module
 from infinium_logging.collector import LocalCollector
+from infinium_logging.exporter import Exporter
+from infinium_logging.handler import InfiniumHandler
 from infinium_logging.spool import Spool
 from infinium_logging.testing import TEST_AGENT_ID as AGENT_ID
 from infinium_logging.testing import TEST_AGENT_SECRET
@@ -445,3 +449,51 @@ def test_an_unreadable_ack_file_skips_its_segment_only(
     warnings = [r for r in caplog.records if "cannot be read" in r.getMessage()]
     assert [r.levelno for r in warnings] == [logging.WARNING]
     assert str(segments[1]) in warnings[0].getMessage()
+
+
+# --- 6. finalizers run by the garbage collector on a sender thread ------------------------------
+
+
+class _LogsWhenCollected:
+    """Garbage only the collector frees (it refers to itself); logs a tagged event then."""
+
+    def __init__(self, log: logging.Logger, name: str) -> None:
+        self.log, self.name, self.cycle = log, name, self
+
+    def __del__(self) -> None:
+        self.log.info("collected", extra={"infinium": self.name})
+
+
+@pytest.mark.parametrize("spooled", [False, True])
+def test_events_logged_by_finalizers_on_a_sender_thread_are_recorded(
+    infinium_collector: LocalCollector, tmp_path: Path, spooled: bool
+) -> None:
+    """A garbage collection that runs on a sender thread (here forced from ``on_result``)
+    runs the application's ``__del__`` methods there: the events they log are delivered,
+    not dropped as the exporter's own logging (they vanished, counted nowhere)."""
+    collector = infinium_collector
+    log = logging.getLogger(f"app.finalizers.{spooled}")
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    collected: list[bool] = []
+
+    def on_result(task: Any, response: Any) -> None:
+        if not collected:  # on the sender thread, exporting
+            collected.append(True)
+            _LogsWhenCollected(log, "from a finalizer")
+            gc.collect()
+
+    exporter = Exporter(settings_for(collector, tmp_path if spooled else None), on_result=on_result)
+    handler = InfiniumHandler(exporter=exporter)
+    log.addHandler(handler)
+    try:
+        log.info("first", extra={"infinium": "first"})
+        assert wait_until(lambda: len(collector.traces()) == 2, 20)
+        assert exporter.flush(10)
+        stats = exporter.stats()
+        assert (stats.sent, stats.dropped_total) == (2, 0)
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+        exporter.shutdown(5)
+    assert sorted(t.task.name for t in collector.traces()) == ["first", "from a finalizer"]
