@@ -36,6 +36,7 @@ from typing import Any, Final
 
 import msgspec
 
+from ._bounded import bounded
 from ._version import __version__
 from .convert import (
     _SURE_INT,
@@ -810,8 +811,11 @@ class TaggedTrace(msgspec.Struct, PendingTrace, eq=False, gc=False):
         elif type(message) is not str:
             message = safe_str(message)
         error = None if self.error is None else self.error.detail
+        # Cut to what a trace can carry now: a huge value would be encoded whole on the
+        # caller's thread (and a record over the body limit is built there in full).
+        basis, message, env = bounded(self.basis, message, self.env)
         # No fields: only a tag of True has them, and its basis is not a dict.
-        return (self.basis, message, self.timestamp, error, self.env)
+        return (basis, message, self.timestamp, error, env)
 
     @classmethod
     def from_spool_form(cls, form: object) -> TaggedTrace:

@@ -29,9 +29,11 @@ from reliability_support import (
 
 import infinium_logging.spool as spool_module
 from infinium_logging.collector import LocalCollector
+from infinium_logging.convert import TRUNCATION_MARK
 from infinium_logging.exporter import Exporter
 from infinium_logging.handler import InfiniumHandler
-from infinium_logging.spool import Spool
+from infinium_logging.model import MAX_BODY_BYTES
+from infinium_logging.spool import Spool, read_segment
 from infinium_logging.testing import TEST_AGENT_ID as AGENT_ID
 from infinium_logging.testing import TEST_AGENT_SECRET
 
@@ -497,3 +499,44 @@ def test_events_logged_by_finalizers_on_a_sender_thread_are_recorded(
         handler.close()
         exporter.shutdown(5)
     assert sorted(t.task.name for t in collector.traces()) == ["first", "from a finalizer"]
+
+
+# --- 8. huge values: cut when captured -----------------------------------------------------------
+
+
+def test_a_huge_logged_value_is_cut_at_capture_and_the_record_stays_bounded(
+    infinium_collector: LocalCollector, tmp_path: Path
+) -> None:
+    """With a spool, an event whose tag carries an 8 MB value is written as captured (its
+    record under the 1 MiB body limit, the value cut and marked as ``fit_task`` marks a
+    shrunk trace) instead of being built and encoded whole on the caller's thread; the trace
+    delivered carries the mark."""
+    collector = infinium_collector
+    collector.set_down()
+    exporter = Exporter(settings_for(collector, tmp_path, max_retries=0))
+    log = logging.getLogger("app.huge")
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    handler = InfiniumHandler(exporter=exporter)
+    log.addHandler(handler)
+    try:
+        fields = {"description": "a retrieved document", "input_summary": "x" * 8_000_000}
+        log.info("huge", extra={"infinium": fields})
+        [segment] = (tmp_path / AGENT_ID).glob("*.log")
+        # The first record is the one written before log.info returned (a sender that already
+        # failed to deliver it may have added the trace's exact body after it).
+        records = read_segment(segment.read_bytes())[0]
+        assert records[0][1] == 3  # as captured: built by a sender, not on the caller's thread
+        assert all(len(payload) <= MAX_BODY_BYTES for _, _, payload in records)
+        collector.set_up()
+        assert wait_until(lambda: exporter.stats().sent == 1, 30)
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+        exporter.shutdown(5)
+    [received] = collector.traces()
+    assert received.task.input_summary is not None
+    assert received.task.input_summary.endswith(TRUNCATION_MARK)
+    assert received.task.environment is not None
+    assert received.task.environment.custom_tags is not None
+    assert received.task.environment.custom_tags["truncated"] == "true"
