@@ -1,12 +1,20 @@
 """Ship what your AI agents do to Infinium just by logging.
 
-The flow, one module per stage::
+The flow, one module per stage (docs/architecture.md draws it)::
 
     handler.py / processor.py   log events in (stdlib logging / structlog)
     mapping.py / tasks.py       events -> TaskData traces (task() aggregation); _default.py
                                 the process-wide default exporter (configure())
     model.py / convert.py       the trace types, their wire encoding, validation and fitting
-    exporter.py                 bounded buffer and background workers
+    guard.py                    the recursion guard (in_export)
+    queued.py                   what the delivery core queues (PendingTrace, Item)
+    exporter.py                 the Exporter: admission, bounded buffer and sender threads
+    ledger.py                   ExporterStats, drop reasons and drop warnings
+    durability.py               spool records, reading them back, replay_spool
+    delivery.py                 one deliver(): throttle, timeout, retries, the 429 rule
+    destination.py              the Destination seam; destination_infinium.py: the Infinium one
+    client.py                   send, send_batch, get_prompt, get_interpreted_result
+    lifecycle.py                one registry for exit, multiprocessing finalizers and fork
     throttle.py / retry.py      token bucket, backoff and Retry-After
     transport.py                one pooled urllib3 client
     spool.py                    the durable write-ahead spool (INFINIUM_SPOOL_DIR)
@@ -23,6 +31,7 @@ from ._capture import capture_tasks
 from ._default import TaskSink, configure, get_default_exporter
 from ._logsetup import setup_logging
 from ._version import __version__
+from .aio import AsyncClient
 from .collector import LocalCollector, ReceivedTrace
 from .convert import Problem, decode_task, fit_task, json_safe, to_task
 from .errors import (
@@ -38,15 +47,11 @@ from .errors import (
     ServerError,
     ValidationError,
 )
-from .exporter import (
-    DROP_REASONS,
-    Exporter,
-    ExporterStats,
-    ReplayReport,
-    in_export,
-    replay_spool,
-)
+from .exporter import Exporter
 from .handler import InfiniumHandler
+from .infino import InfinoSink, InfinoStats
+from .infino_settings import InfinoSettings
+from .ledger import ExporterStats
 from .model import (
     ApiResponse,
     BatchResult,
@@ -64,6 +69,8 @@ from .model import (
     Marketing,
     Project,
     PromptContent,
+    PromptStudio,
+    PromptUse,
     Research,
     Sales,
     Support,
@@ -73,6 +80,7 @@ from .model import (
     encode_task,
     utc_now_iso,
 )
+from .official import create_task_data
 from .settings import Settings
 from .tasks import Task, TaskHandle, current_task, task
 
@@ -81,6 +89,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ApiResponse",
+    "AsyncClient",
     "AuthenticationError",
     "BatchError",
     "BatchResult",
@@ -88,7 +97,6 @@ __all__ = [
     "ConfigurationWarning",
     "Content",
     "Customer",
-    "DROP_REASONS",
     "Development",
     "EnvironmentContext",
     "ErrorDetail",
@@ -102,6 +110,9 @@ __all__ = [
     "InfiniumHandler",
     "InfiniumProcessor",
     "InfiniumTimeoutError",
+    "InfinoSettings",
+    "InfinoSink",
+    "InfinoStats",
     "LlmCall",
     "LlmUsage",
     "LocalCollector",
@@ -111,9 +122,10 @@ __all__ = [
     "Problem",
     "Project",
     "PromptContent",
+    "PromptStudio",
+    "PromptUse",
     "RateLimitError",
     "ReceivedTrace",
-    "ReplayReport",
     "Research",
     "Sales",
     "ServerError",
@@ -129,14 +141,13 @@ __all__ = [
     "__version__",
     "capture_tasks",
     "configure",
+    "create_task_data",
     "current_task",
     "decode_task",
     "encode_task",
     "fit_task",
     "get_default_exporter",
-    "in_export",
     "json_safe",
-    "replay_spool",
     "setup_logging",
     "task",
     "to_task",

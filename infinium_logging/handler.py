@@ -17,8 +17,8 @@ from ._default import (
     options_for,
     options_of,
 )
-from .exporter import Exporter, submit_as_exporter
-from .exporter import exporting as in_export
+from .exporter import Exporter
+from .guard import in_export
 from .mapping import (
     FROM_EVENT,
     FROM_RECORD,
@@ -53,6 +53,9 @@ from .tasks import (
 __all__ = ["InfiniumHandler"]
 
 _LogRecord: Final = logging.LogRecord
+#: The attributes of a record that carries a tag and nothing else: past this many, it has
+#: fields of its own (or a formatter's ``message``), and record_fields looks for them.
+_BARE_TAGGED: Final = len(logging.LogRecord("", logging.INFO, "", 0, "", (), None).__dict__) + 1
 
 
 #: InfiniumHandlers made and not closed.  With one, no record can reach a second: the
@@ -130,8 +133,6 @@ class InfiniumHandler(logging.Handler):
         global _handlers_open
         with _count_lock:
             _handlers_open += 1
-        #: Whether the sink builds deferred traces itself (else they are built before submit).
-        self._sink_takes_pending = _default.takes_pending(self._sink)
         self._env_options: Options | None = None
         # Rebuilt when the options object changes (the default exporter reconfigured).
         self._recorder = Recorder(self._sink, Options(), "logging")
@@ -251,29 +252,18 @@ class InfiniumHandler(logging.Handler):
             else:
                 message, args = self._message(record), None
             error = error_from_exc_info(exc_info) if exc_info else None
+            # Fields beyond the standard attributes and the tag: only then are they read.
+            fields = (
+                record_fields(attributes, self.tag_key) if len(attributes) > _BARE_TAGGED else None
+            )
             payload = (
-                TaggedTrace(value.copy(), message, args, record.created, None, error, env)
+                TaggedTrace(value.copy(), message, args, record.created, fields, error, env)
                 if type(value) is dict  # the usual case, without a call to tagged_trace
-                else tagged_trace(
-                    value,
-                    message,
-                    args,
-                    record.created,
-                    record_fields(attributes, self.tag_key) if value is True else None,
-                    error,
-                    env,
-                )
+                else tagged_trace(value, message, args, record.created, fields, error, env)
             )
             if ident is not None:
                 bridge_in_use.last_tagged = ident
-            if capture is not None:
-                capture.submit(payload)  # type: ignore[arg-type] # it builds the trace itself
-            elif sink is None:
-                _default.deliver(None, payload)
-            elif self._sink_takes_pending:
-                sink.submit(payload)  # type: ignore[arg-type] # takes_pending(): it builds it
-            else:
-                submit_as_exporter(sink, payload.materialize())
+            _default.deliver(sink, payload)
             return
         state = _current.get()
         if state is not None:
