@@ -38,19 +38,17 @@ import msgspec
 
 from ._bounded import bounded
 from ._version import __version__
-from .convert import (
+from .convert import MAX_DESCRIPTION_LENGTH, MAX_NAME_LENGTH, MAX_PREVIEW_LENGTH
+from .model import LlmCall, TaskData, ToolCall, _builtin_float, format_timestamp
+from .queued import PendingTrace, fields_estimate, set_captured_reader
+from .sanitise import (
     _SURE_INT,
-    MAX_DESCRIPTION_LENGTH,
     MAX_FREEFORM_STRING,
-    MAX_NAME_LENGTH,
-    MAX_PREVIEW_LENGTH,
     _marked_copy,
     _object_fields,
     json_safe,
     truncate,
 )
-from .model import LlmCall, TaskData, ToolCall, _builtin_float, format_timestamp
-from .queued import PendingTrace, fields_estimate, set_captured_reader
 
 __all__ = [
     "LEVELS",

@@ -502,7 +502,7 @@ class TaskData(_Model):
 
     Field names, order and defaults are those of the official client's
     ``TaskData``.  Build one directly, or from a dict with
-    :func:`infinium_logging.to_task`; send it with an exporter or encode it with
+    :func:`infinium_logging.convert.to_task`; send it with an exporter or encode it with
     :func:`encode_task`.
     """
 
@@ -710,7 +710,7 @@ def encode_task(task: TaskData) -> bytes:
     float field (naming it, e.g. ``duration: expected a finite number, got
     nan``), or a free-form value nested past the recursion limit.  Free-form
     values (``metadata``, ``custom_tags``, ``performance_metrics``) are written
-    as they are: :func:`~infinium_logging.to_task` checks them.
+    as they are: :func:`~infinium_logging.convert.to_task` checks them.
     """
     tt = task.time_tracking
     cu = task.customer

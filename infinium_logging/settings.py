@@ -282,6 +282,9 @@ _SPECS: Final[dict[str, _Spec]] = {
     "spool_dir": _Spec(_parse_str, _check_optional_str),
     "spool_fsync": _Spec(_parse_bool_or_raise, _is_bool),
     "spool_max_bytes": _Spec(_parse_int, _is_int(_at_least(64 * 1024, 2**50))),
+    "required": _Spec(_parse_bool_or_raise, _is_bool),
+    "handle_signals": _Spec(_parse_bool_or_raise, _is_bool),
+    "exit_spool": _Spec(_parse_bool_or_raise, _is_bool),
 }
 
 
@@ -348,6 +351,14 @@ class Settings:
     spool_fsync: bool = False
     #: Bound of the spool, in bytes; past it the oldest records are evicted.
     spool_max_bytes: int = 256 * _MIB
+    #: Missing credentials are an error (production) rather than export switched off with a
+    #: warning (a developer's machine, CI).
+    required: bool = False
+    #: Deliver (or spool) what is buffered when SIGTERM would end the process: see signals.py.
+    handle_signals: bool = True
+    #: At exit, keep what the deadline or the throttle did not let through in a spool (the
+    #: configured one, else a per-user cache directory) for the next start.
+    exit_spool: bool = True
 
     def __post_init__(self) -> None:
         for name in _STRIPPED:

@@ -32,10 +32,10 @@ from infinium_logging import (
     ValidationError,
     create_task_data,
     task,
-    to_task,
 )
 from infinium_logging._collector_store import PromptCatalog
 from infinium_logging.collector import LocalCollector
+from infinium_logging.convert import to_task
 from infinium_logging.model import ApiResponse, encode_task
 from infinium_logging.official import call_summary, result_summary, wait_for_interpretation
 from infinium_logging.testing import TEST_AGENT_ID, TEST_AGENT_SECRET
