@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
-from .convert import truncate
 from .model import MAX_BODY_BYTES
+from .sanitise import truncate
 
 __all__ = ["CAPTURE_BUDGET", "bounded"]
 

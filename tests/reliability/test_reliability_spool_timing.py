@@ -29,10 +29,10 @@ from reliability_support import (
 
 import infinium_logging.spool as spool_module
 from infinium_logging.collector import LocalCollector
-from infinium_logging.convert import TRUNCATION_MARK
 from infinium_logging.exporter import Exporter
 from infinium_logging.handler import InfiniumHandler
 from infinium_logging.model import MAX_BODY_BYTES
+from infinium_logging.sanitise import TRUNCATION_MARK
 from infinium_logging.spool import Spool, read_segment
 from infinium_logging.testing import TEST_AGENT_ID as AGENT_ID
 from infinium_logging.testing import TEST_AGENT_SECRET
@@ -171,7 +171,7 @@ def test_an_event_logged_while_the_default_exporter_is_set_up_does_not_hang(
 _ACK_REENTRY_CHILD = """
 import json, signal
 import infinium_logging.spool as spool_module
-from infinium_logging.convert import TRUNCATION_MARK
+from infinium_logging.sanitise import TRUNCATION_MARK
 from infinium_logging.model import MAX_BODY_BYTES
 from infinium_logging.spool import Spool, read_segment
 from infinium_logging.testing import TEST_AGENT_ID as AGENT_ID
