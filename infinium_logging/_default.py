@@ -150,8 +150,12 @@ def get_default_exporter() -> Exporter:
     with _lock:
         if _exporter is None:
             settings = settings_or_off()
-            _exporter = Exporter(settings)
-            _options = _default_options_of(settings)
+            exporter = Exporter(settings)
+            # The lock is reentrant: an event logged meanwhile by a signal handler or a
+            # finalizer may have made one already, and holds its trace: that one stays.
+            if _exporter is None:
+                _exporter = exporter
+                _options = _default_options_of(settings)
         return _exporter
 
 

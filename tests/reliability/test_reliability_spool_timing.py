@@ -124,7 +124,7 @@ def test_an_event_logged_from_inside_the_spool_neither_hangs_nor_is_lost(
 
 
 _DEFAULT_REENTRY_CHILD = """
-import json, logging, os, signal, types
+import json, logging, os, signal
 os.environ.update({env!r})
 import infinium_logging._default as default
 from infinium_logging.handler import InfiniumHandler
@@ -132,21 +132,22 @@ log = logging.getLogger("app")
 log.addHandler(InfiniumHandler())  # the default exporter, configured from the environment
 log.setLevel(logging.INFO)
 log.propagate = False
-real = default.Settings.from_env
+real = default.settings_or_off
 fired = []
 
-def from_env(*args, **kwargs):
+def settings_or_off(*args, **kwargs):
     # Reading the environment to create the default exporter, its lock held.
     if not fired:
         fired.append(1)
         signal.raise_signal(signal.SIGUSR1)
     return real(*args, **kwargs)
 
-default.Settings = types.SimpleNamespace(from_env=from_env)
+default.settings_or_off = settings_or_off
 signal.signal(
     signal.SIGUSR1, lambda signum, frame: log.info("again", extra={{"infinium": "re-entrant"}})
 )
 log.info("the outer event", extra={{"infinium": "outer"}})
+print("FIRED", json.dumps(bool(fired)), flush=True)
 print("FLUSHED", json.dumps(default.get_default_exporter().flush(20)), flush=True)
 """
 
@@ -164,6 +165,7 @@ def test_an_event_logged_while_the_default_exporter_is_set_up_does_not_hang(
     }
     done = run_child(_DEFAULT_REENTRY_CHILD.format(env=env), timeout=60)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert reported(done.stdout, "FIRED") is True
     assert reported(done.stdout, "FLUSHED") is True
     assert sorted(t.task.name for t in collector.traces()) == ["outer", "re-entrant"]
 
