@@ -15,7 +15,7 @@ from .credentials import settings_or_off
 from .errors import ConfigurationError
 from .exporter import Exporter
 from .guard import in_export, submit_as_exporter
-from .infino_default import deliver_default, infino_configured
+from .infino_default import DefaultExporter, deliver_default, infino_configured, infino_only
 from .model import TaskData
 from .queued import PendingTrace
 from .settings import ENV_PREFIX, Settings, disabled_in_environment
@@ -149,8 +149,9 @@ def get_default_exporter() -> Exporter:
         return exporter
     with _lock:
         if _exporter is None:
-            settings = settings_or_off()
-            exporter = Exporter(settings)
+            # With Infino alone, Infinium is off on purpose: no warning about credentials.
+            settings = Settings.from_env(disabled=True) if infino_only() else settings_or_off()
+            exporter = (DefaultExporter if infino_configured() else Exporter)(settings)
             # The lock is reentrant: an event logged meanwhile by a signal handler or a
             # finalizer may have made one already, and holds its trace: that one stays.
             if _exporter is None:

@@ -432,13 +432,18 @@ def _to_task_lenient(obj: Any, problems: list[Problem]) -> TaskData:
     return task
 
 
-# An error detail's ``None`` means "not given": the official client leaves the key out, where
-# json_safe would drop the None and let the default (``false`` / ``0``) be sent instead.
-_NOT_GIVEN_WHEN_NONE: Final = ("recoverable", "retry_count")
+# json_safe drops a ``None``; where it means something other than "absent", it is put back:
+# an error detail's defaulted fields (``None`` is "not given": the key is left out, where
+# absence would send the default ``false`` / ``0``), and a linked prompt's
+# ``variables_used`` (``None`` is written ``null``, as the official client writes it).
+_NONE_KEPT: Final = (
+    ("error_type", ("recoverable", "retry_count")),
+    ("prompt_id", ("variables_used",)),
+)
 
 
 def _restore_not_given(original: Any, safe: Any, depth: int) -> None:
-    """Put back the ``None`` of an error detail's defaulted fields that json_safe dropped."""
+    """Put back the ``None`` values of :data:`_NONE_KEPT` that json_safe dropped."""
     if depth > 6:
         return
     if isinstance(original, msgspec.Struct) or (
@@ -446,10 +451,11 @@ def _restore_not_given(original: Any, safe: Any, depth: int) -> None:
     ):
         original = _object_fields(original)
     if isinstance(original, Mapping) and type(safe) is dict:
-        if "error_type" in original:
-            for name in _NOT_GIVEN_WHEN_NONE:
-                if name in original and original[name] is None:
-                    safe[name] = None
+        for marker, names in _NONE_KEPT:
+            if marker in original:
+                for name in names:
+                    if name in original and original[name] is None:
+                        safe[name] = None
         for key, value in original.items():
             if type(key) is str and key in safe and value is not None:
                 _restore_not_given(value, safe[key], depth + 1)

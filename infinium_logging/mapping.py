@@ -550,6 +550,8 @@ def _as_dict(value: object) -> dict[str, Any] | None:
             return None
     if isinstance(value, msgspec.Struct):
         return {name: getattr(value, name) for name in value.__struct_fields__}
+    if _is_dataclass_object(value):  # the official client's EnvironmentContext
+        return _object_fields(value)
     return None
 
 
@@ -668,6 +670,8 @@ def _take_fields(trace: dict[str, Any], fields: Iterable[tuple[str, Any]] | dict
         if key in TASK_FIELDS:
             if trace.get(key) is None:
                 trace[key] = item
+        elif item is None or (type(item) is float and not math.isfinite(item)):
+            continue  # "not given", as None is everywhere else (and NaN has no JSON)
         else:
             if tags is None:
                 tags = {}

@@ -487,7 +487,9 @@ class PromptUse(msgspec.Struct, kw_only=True):
     prompt_name: str
     version: int
     source: str = "prompt_studio"
-    variables_used: list[str] | None = None
+    #: ``None`` is written ``null`` (what the official client writes for a fetch without
+    #: variables); left out when not given at all, as the official client passes its dict on.
+    variables_used: list[str] | msgspec.UnsetType | None = msgspec.UNSET
     fetched_at: str
 
 
