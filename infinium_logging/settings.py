@@ -303,7 +303,7 @@ class Settings:
     agent_secret: str = ""
     #: API root; traces go to ``{base_url}/agents/{agent_id}/trace``.
     base_url: str = DEFAULT_BASE_URL
-    #: Connect and read timeout of one request, in seconds.
+    #: Connect timeout, and deadline for the whole answer, of one request attempt, in seconds.
     timeout: float = 30.0
     #: Retries of a retryable failure (connection, timeout, 408, 429, 5xx) per trace.
     max_retries: int = 3
