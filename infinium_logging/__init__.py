@@ -10,6 +10,7 @@ The flow, one module per stage::
     throttle.py / retry.py      token bucket, backoff and Retry-After
     transport.py                one pooled urllib3 client
     spool.py                    the durable write-ahead spool (INFINIUM_SPOOL_DIR)
+    redact.py / sampling.py     secrets (and PII) out of every trace; the head sampling rate
     settings.py / errors.py     configuration from INFINIUM_* and the exception hierarchy
     collector.py / cli.py       the local collector (infinium-logging serve) and the command line
     testing.py                  pytest fixture and capture_tasks() for users' own tests
@@ -73,6 +74,7 @@ from .model import (
     encode_task,
     utc_now_iso,
 )
+from .redact import Redactor, set_redaction_hook
 from .settings import Settings
 from .tasks import Task, TaskHandle, current_task, task
 
@@ -113,6 +115,7 @@ __all__ = [
     "PromptContent",
     "RateLimitError",
     "ReceivedTrace",
+    "Redactor",
     "ReplayReport",
     "Research",
     "Sales",
@@ -137,6 +140,7 @@ __all__ = [
     "in_export",
     "json_safe",
     "replay_spool",
+    "set_redaction_hook",
     "setup_logging",
     "task",
     "to_task",

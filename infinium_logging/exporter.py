@@ -36,7 +36,9 @@ from .convert import (
 from .errors import BatchError, ConfigurationError, InfiniumError, ValidationError
 from .mapping import PendingTrace, TaggedTrace
 from .model import MAX_BODY_BYTES, ApiResponse, BatchResult, PromptContent, TaskData, encode_task
+from .redact import Redactor, redacted_record, sink_redactor
 from .retry import RetryPolicy, classify, retry_after_of
+from .sampling import sampled_in
 from .settings import Settings
 from .spool import RecordRef, Spool, survey
 from .throttle import TokenBucket
@@ -136,6 +138,11 @@ def submit_as_exporter(sink: Any, task: object) -> bool:
     """``sink.submit(task)`` for a sink of the application's own, with what it logs meanwhile
     ignored as the exporter's own logging is: a sink that logs a tagged event (or anything
     inside a task) through the handler that called it would otherwise recurse."""
+    try:
+        task = sink_redactor().task(task)
+    except Exception:  # never handed over unredacted
+        _log.debug("a trace could not be redacted for a sink", exc_info=True)
+        return False
     token = _EXPORTING.set(True)
     try:
         return bool(sink.submit(task))
@@ -167,7 +174,8 @@ class ExporterStats(msgspec.Struct, frozen=True, kw_only=True):
     Every submitted trace is exactly one of: sent, dropped (counted by reason
     in ``dropped``), queued, in flight, or (with a spool) spooled; traces
     adopted from the spool of an earlier process join them, so at every reading
-    ``submitted + adopted == sent + dropped_total + queued + in_flight + spooled``.
+    ``submitted + adopted == sent + dropped_total + queued + in_flight + spooled +
+    sampled_out``.
     Traces sent with :meth:`Exporter.send` / :meth:`Exporter.send_batch` are not
     counted here: their caller gets the outcome directly.
     """
@@ -207,6 +215,10 @@ class ExporterStats(msgspec.Struct, frozen=True, kw_only=True):
     spool_corrupt: int = 0
     #: Traces kept in memory only because the spool could not be written (disk full, permissions).
     spool_write_errors: int = 0
+    #: Traces left out by ``sample_rate`` (settled, not lost: not counted in ``dropped``).
+    sampled_out: int = 0
+    #: Values redacted from traces, by kind (``api_key``, ``secret``, ``email``, ``hook``...).
+    redacted: dict[str, int] = msgspec.field(default_factory=dict)
 
     @property
     def dropped_total(self) -> int:
@@ -409,6 +421,8 @@ class Exporter:
         self._on_result = on_result
         self._policy = RetryPolicy.from_settings(settings)
         self._secret = settings.agent_secret
+        self._redactor = Redactor.from_settings(settings)
+        self._sample_rate = settings.sample_rate
         if settings.enable_logging:
             setup_logging(settings.log_level)
         # The spool outlives a fork (the child writes segments of its own), so it is not
@@ -488,6 +502,7 @@ class Exporter:
         self._spooled = 0
         self._adopted = 0
         self._spool_write_errors = 0
+        self._sampled_out = 0
         self._spool_error_logged = False
         self._adopting = False
         self._next_adopt = 0.0
@@ -793,6 +808,8 @@ class Exporter:
                 spool_pending_bytes=held.pending_bytes if held is not None else 0,
                 spool_corrupt=held.corrupt if held is not None else 0,
                 spool_write_errors=self._spool_write_errors,
+                sampled_out=self._sampled_out,
+                redacted=self._redactor.counts(),
             )
 
     def send(self, task: TaskData | Mapping[str, Any] | PendingTrace | OfficialTask) -> ApiResponse:
@@ -811,7 +828,7 @@ class Exporter:
         if isinstance(task, PendingTrace):
             task = task.materialize()
         trace = task if isinstance(task, TaskData) else to_task(task, strict=True)
-        body = _encode(trace)
+        body = _encode(self._redactor.task(trace))
         transport = self._get_transport()
         return self._call(lambda timeout: transport.post_trace(body, timeout=timeout))
 
@@ -1130,15 +1147,21 @@ class Exporter:
         """
         body: bytes | None = None
         try:
+            # Redacted before it touches the disk (a scan, nearly always all it costs).
+            redactor = self._redactor
             if captured is not None:
+                captured = redacted_record(redactor, captured, msgspec.msgpack.decode, _pack)
                 payload, kind, size = captured, _KIND_CAPTURED, len(captured)
             elif isinstance(task, TaskData):
-                body = _encode(task)
+                raw = _encode(task)
+                redacted = redactor.encoded(task, raw)
+                body = raw if redacted is task else _encode(redacted)
                 payload, kind, size = body, _KIND_BODY, len(body)
             else:
                 # Lenient coercion stays on the sender thread; the record keeps the dict as
                 # submitted, read back when the trace is taken up from the spool.
                 kind, payload = _dict_record(task)
+                payload = redacted_record(redactor, payload, *_RECORD_CODECS[kind])
                 size = len(payload)
         except Exception:
             # The sender thread finds it invalid and says why.
@@ -1437,12 +1460,16 @@ class Exporter:
                     self._settle(item, "invalid", "could not be read as a trace")
                     return
             item.task = task
-        if body is None or len(body) > MAX_BODY_BYTES:
-            try:
+        try:
+            if body is None or len(body) > MAX_BODY_BYTES:
                 body = _encode(task)
-            except Exception as exc:
-                self._settle(item, "invalid", f"could not be encoded: {exc}")
-                return
+            redacted = self._redactor.encoded(task, body)
+            if redacted is not task:
+                item.task = task = redacted
+                body = _encode(task)
+        except Exception as exc:
+            self._settle(item, "invalid", f"could not be encoded: {exc}")
+            return
         self._learn_step_size(task, len(body))
         with self._lock:
             if item.settled:
@@ -1454,6 +1481,9 @@ class Exporter:
         self._deliver(item, body)
 
     def _deliver(self, item: _Item, body: bytes) -> None:
+        if self._sample_rate < 1.0 and not sampled_in(body, self._sample_rate):
+            self._sampled_away(item)
+            return
         transport = self._get_transport()
         started = time.monotonic()
         retries = 0
@@ -1594,6 +1624,16 @@ class Exporter:
         if recovered and not self._closed:
             _log.info("Infinium accepted the agent credentials again; sending resumed")
         self._report(item, response)
+
+    def _sampled_away(self, item: _Item) -> None:
+        """Settle a trace ``sample_rate`` leaves out: counted apart from the losses."""
+        self._ack(item)
+        with self._lock:
+            if item.settled:
+                return
+            self._mark_settled(item)
+            self._sampled_out += 1
+        self._report(item, _failure_response("sampled_out", None))
 
     def _settle(self, item: _Item, reason: str, error: str | None = None) -> bool:
         """Count a trace as lost for ``reason`` unless it is settled already; tell on_result.
@@ -1804,7 +1844,7 @@ class Exporter:
                 task = to_task(fields, strict=False, problems=problems)
                 if any(p.path == "" and p.action == "replaced" for p in problems):
                     return "rejected", "a spool record could not be read as a trace"
-                body = _encode(task)
+                body = _encode(self._redactor.task(task))
             else:
                 return "rejected", f"a spool record of unknown kind {kind}"
         except Exception as exc:
@@ -1991,6 +2031,13 @@ def _dict_record(task: Any) -> tuple[int, bytes]:
         return _KIND_DICT, payload
     # A string longer than the body limit could never be sent whole: none is kept longer.
     return _KIND_DICT_JSON, msgspec.json.encode(json_safe(task, max_string=MAX_BODY_BYTES))
+
+
+#: How a record of each loose kind is read and written again once redacted.
+_RECORD_CODECS: Final[dict[int, tuple[Callable[[bytes], Any], Callable[[Any], bytes]]]] = {
+    _KIND_DICT: (msgspec.msgpack.decode, _pack),
+    _KIND_DICT_JSON: (msgspec.json.decode, msgspec.json.encode),
+}
 
 
 def _captured_record(task: PendingTrace) -> bytes | None:
