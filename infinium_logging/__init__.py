@@ -24,6 +24,7 @@ from ._capture import capture_tasks
 from ._default import TaskSink, configure, get_default_exporter
 from ._logsetup import setup_logging
 from ._version import __version__
+from .aio import AsyncClient
 from .collector import LocalCollector, ReceivedTrace
 from .convert import Problem, decode_task, fit_task, json_safe, to_task
 from .errors import (
@@ -65,6 +66,8 @@ from .model import (
     Marketing,
     Project,
     PromptContent,
+    PromptStudio,
+    PromptUse,
     Research,
     Sales,
     Support,
@@ -74,6 +77,7 @@ from .model import (
     encode_task,
     utc_now_iso,
 )
+from .official import create_task_data
 from .redact import Redactor, set_redaction_hook
 from .settings import Settings
 from .tasks import Task, TaskHandle, current_task, task
@@ -83,6 +87,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ApiResponse",
+    "AsyncClient",
     "AuthenticationError",
     "BatchError",
     "BatchResult",
@@ -113,6 +118,8 @@ __all__ = [
     "Problem",
     "Project",
     "PromptContent",
+    "PromptStudio",
+    "PromptUse",
     "RateLimitError",
     "ReceivedTrace",
     "Redactor",
@@ -132,6 +139,7 @@ __all__ = [
     "__version__",
     "capture_tasks",
     "configure",
+    "create_task_data",
     "current_task",
     "decode_task",
     "encode_task",

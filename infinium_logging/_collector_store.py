@@ -13,7 +13,16 @@ import msgspec
 
 from .errors import ConfigurationError
 
-__all__ = ["MEMORY", "PromptCatalog", "PromptVersion", "StoredRow", "TraceStore", "is_uuid"]
+__all__ = [
+    "MEMORY",
+    "ListedTrace",
+    "PromptCatalog",
+    "PromptVersion",
+    "StoredRow",
+    "TraceQuery",
+    "TraceStore",
+    "is_uuid",
+]
 
 #: The database name that keeps traces in memory only.
 MEMORY: Final = ":memory:"
@@ -32,6 +41,19 @@ CREATE TABLE IF NOT EXISTS traces (
     body TEXT NOT NULL
 )
 """
+# What the viewer lists and filters on, kept beside each body so that a page of a large
+# database is one indexed query instead of decoding every body. Added to older files on open.
+_SUMMARY_COLUMNS: Final = (
+    ("duration", "REAL"),
+    ("steps", "INTEGER"),
+    ("tokens", "INTEGER"),
+    ("errors", "INTEGER"),
+)
+_INDEXES: Final = (
+    "CREATE INDEX IF NOT EXISTS traces_agent ON traces (agent_id, seq)",
+    "CREATE INDEX IF NOT EXISTS traces_errors ON traces (errors, seq)",
+)
+_LISTED: Final = "seq, trace_id, agent_id, received_at, name, duration, steps, tokens, errors"
 
 
 def is_uuid(text: str) -> bool:
@@ -47,6 +69,87 @@ class StoredRow(NamedTuple):
     received_at: str
     name: str
     body: bytes
+
+
+class ListedTrace(NamedTuple):
+    """One line of the viewer's trace list."""
+
+    seq: int
+    trace_id: str
+    agent_id: str
+    received_at: str
+    name: str
+    duration: float
+    steps: int
+    tokens: int
+    errors: int
+
+
+class TraceQuery(NamedTuple):
+    """Which traces to list: newest first, ``limit`` of them older than ``before`` (a ``seq``),
+    or newer than ``after`` (oldest of those first, for paging back)."""
+
+    text: str = ""
+    agent_id: str = ""
+    errors_only: bool = False
+    before: int | None = None
+    after: int | None = None
+    limit: int = 50
+
+
+class _DigestUsage(msgspec.Struct):
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
+
+
+class _DigestStep(msgspec.Struct):
+    error: dict[str, Any] | None = None
+    tool_call: dict[str, Any] | None = None
+    llm_call: _DigestUsage | None = None
+
+
+class _Digest(msgspec.Struct):
+    """The few fields of a body that the trace list shows; the rest is skipped unread."""
+
+    duration: float = 0.0
+    steps: list[_DigestStep] | None = None
+    llm_usage: _DigestUsage | None = None
+    errors: list[Any] | None = None
+
+
+_DIGEST: Final = msgspec.json.Decoder(_Digest)
+
+
+def summarize(body: bytes) -> tuple[float, int, int, int]:
+    """Duration, step count, total tokens and error count of a trace body.
+
+    Tokens are ``llm_usage``'s when it says, else the sum over the steps; errors
+    count the trace's own and those of its steps and tool calls.
+    """
+    try:
+        digest = _DIGEST.decode(body)
+    except msgspec.DecodeError:
+        # Bodies were checked on arrival; an old file's odd one still gets listed.
+        return 0.0, 0, 0, 0
+    steps = digest.steps or []
+    usage = digest.llm_usage
+    tokens: int | None = None
+    if usage is not None:
+        if usage.total_tokens is not None:
+            tokens = usage.total_tokens
+        elif usage.prompt_tokens is not None or usage.completion_tokens is not None:
+            tokens = (usage.prompt_tokens or 0) + (usage.completion_tokens or 0)
+    if tokens is None:
+        tokens = sum(
+            (s.llm_call.prompt_tokens or 0) + (s.llm_call.completion_tokens or 0)
+            for s in steps
+            if s.llm_call is not None
+        )
+    errors = len(digest.errors or ()) + sum(
+        (s.error is not None) + (s.tool_call is not None and "error" in s.tool_call) for s in steps
+    )
+    return digest.duration, len(steps), tokens, errors
 
 
 class TraceStore:
@@ -69,27 +172,118 @@ class TraceStore:
                 self._conn.execute("PRAGMA journal_mode=WAL")
                 self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.execute(_SCHEMA)
+            self._add_summaries()
         except BaseException:
             self._conn.close()
             raise
 
-    def add(self, row: StoredRow) -> None:
-        """Store one accepted trace."""
+    def _add_summaries(self) -> None:
+        """Give a file written before the summary columns existed its columns and values."""
+        present = {item[1] for item in self._conn.execute("PRAGMA table_info(traces)")}
+        for name, kind in _SUMMARY_COLUMNS:
+            if name not in present:
+                self._conn.execute(f"ALTER TABLE traces ADD COLUMN {name} {kind}")
+        missing = self._conn.execute("SELECT seq, body FROM traces WHERE errors IS NULL")
+        updates = [(*summarize(body.encode()), seq) for seq, body in missing.fetchall()]
+        if updates:
+            self._conn.executemany(
+                "UPDATE traces SET duration = ?, steps = ?, tokens = ?, errors = ? WHERE seq = ?",
+                updates,
+            )
+        for statement in _INDEXES:
+            self._conn.execute(statement)
+
+    def add(self, row: StoredRow) -> tuple[float, int, int, int]:
+        """Store one accepted trace; returns its :func:`summarize` figures."""
+        summary = summarize(row.body)
         with self._lock:
             self._conn.execute(
-                "INSERT INTO traces (trace_id, agent_id, received_at, name, body)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (row.trace_id, row.agent_id, row.received_at, row.name, row.body.decode()),
+                "INSERT INTO traces (trace_id, agent_id, received_at, name, body,"
+                " duration, steps, tokens, errors) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    row.trace_id,
+                    row.agent_id,
+                    row.received_at,
+                    row.name,
+                    row.body.decode(),
+                    *summary,
+                ),
             )
+        return summary
 
     def add_many(self, rows: list[StoredRow]) -> None:
-        """Store traces kept from an earlier run, in their order."""
+        """Store traces kept from an earlier run, in their order (ones already stored are kept)."""
+        values = [
+            (r.trace_id, r.agent_id, r.received_at, r.name, r.body.decode(), *summarize(r.body))
+            for r in rows
+        ]
         with self._lock:
             self._conn.executemany(
-                "INSERT OR IGNORE INTO traces (trace_id, agent_id, received_at, name, body)"
-                " VALUES (?, ?, ?, ?, ?)",
-                [(r.trace_id, r.agent_id, r.received_at, r.name, r.body.decode()) for r in rows],
+                "INSERT OR IGNORE INTO traces (trace_id, agent_id, received_at, name, body,"
+                " duration, steps, tokens, errors) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                values,
             )
+
+    def page(self, query: TraceQuery) -> tuple[list[ListedTrace], int]:
+        """One page of the trace list, newest first, and how many traces match in all."""
+        where: list[str] = []
+        params: list[Any] = []
+        if query.text:
+            # LIKE's wildcards in the text are matched literally.
+            pattern = "%" + re.sub(r"([\\%_])", r"\\\1", query.text) + "%"
+            where.append(
+                "(name LIKE ? ESCAPE '\\' OR trace_id LIKE ? ESCAPE '\\'"
+                " OR agent_id LIKE ? ESCAPE '\\')"
+            )
+            params += [pattern, pattern, pattern]
+        if query.agent_id:
+            where.append("agent_id = ?")
+            params.append(query.agent_id)
+        if query.errors_only:
+            where.append("errors > 0")
+        matching = " AND ".join(where) or "1"
+        window, order, bound = matching, "DESC", []
+        if query.before is not None:
+            window, bound = window + " AND seq < ?", [query.before]
+        elif query.after is not None:
+            window, order, bound = window + " AND seq > ?", "ASC", [query.after]
+        with self._lock:
+            total = self._conn.execute(
+                # Only fixed fragments are formatted in; every value is a parameter.
+                f"SELECT COUNT(*) FROM traces WHERE {matching}",  # noqa: S608
+                params,
+            ).fetchone()[0]
+            found = self._conn.execute(
+                f"SELECT {_LISTED} FROM traces WHERE {window} ORDER BY seq {order} LIMIT ?",  # noqa: S608
+                [*params, *bound, query.limit],
+            ).fetchall()
+        listed = [ListedTrace(*item) for item in found]
+        if order == "ASC":
+            listed.reverse()
+        return listed, int(total)
+
+    def agents(self) -> list[str]:
+        """Every agent id that sent a trace."""
+        with self._lock:
+            found = self._conn.execute("SELECT DISTINCT agent_id FROM traces ORDER BY 1")
+            return [item[0] for item in found.fetchall()]
+
+    def newest(self) -> int:
+        """The ``seq`` of the newest trace (0 when there is none): changes when one arrives."""
+        with self._lock:
+            found = self._conn.execute("SELECT MAX(seq) FROM traces").fetchone()
+        return int(found[0] or 0)
+
+    def find(self, trace_id: str) -> tuple[ListedTrace, bytes] | None:
+        """A trace's list line and its body, by trace id alone."""
+        with self._lock:
+            found = self._conn.execute(
+                f"SELECT {_LISTED}, body FROM traces WHERE trace_id = ?",  # noqa: S608
+                (trace_id,),
+            ).fetchone()
+        if found is None:
+            return None
+        return ListedTrace(*found[:-1]), found[-1].encode()
 
     def get(self, trace_id: str, agent_id: str) -> StoredRow | None:
         """The trace ``trace_id`` if ``agent_id`` sent it, else None."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
 import signal
 import sqlite3
 import sys
@@ -21,7 +22,9 @@ import msgspec
 import urllib3
 
 from ._collector_store import MEMORY, is_uuid
+from ._problems import all_problems
 from ._version import __version__
+from ._viewer import is_loopback
 from .collector import DEFAULT_PORT, LocalCollector
 from .convert import to_task
 from .errors import (
@@ -120,7 +123,10 @@ def _add_serve(commands: _Commands) -> None:
         ),
     )
     parser.add_argument(
-        "--host", default="127.0.0.1", help="address to bind (default: %(default)s)"
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default: %(default)s, this machine only); any other address lets "
+        "whoever reaches it read every trace in the viewer",
     )
     parser.add_argument(
         "--port",
@@ -137,6 +143,15 @@ def _add_serve(commands: _Commands) -> None:
     )
     parser.add_argument(
         "--prompts", metavar="FILE", help="JSON file of prompts to serve to get_prompt()"
+    )
+    parser.add_argument(
+        "--print-env",
+        action="store_true",
+        help=(
+            "print only the export lines on stdout, then close it and keep serving, so that "
+            'eval "$(infinium-logging serve --print-env &)" sets them in the current shell '
+            "and leaves the collector running in the background"
+        ),
     )
     parser.set_defaults(run=_serve)
 
@@ -159,9 +174,18 @@ def _serve(args: argparse.Namespace) -> int:
     trace_log.addHandler(handler)
     level = trace_log.level
     trace_log.setLevel(logging.INFO)
+    if not is_loopback(args.host):
+        _say(
+            f"{_PROG} serve: warning: listening on {args.host}, not on this machine only: anyone "
+            "who can reach it can read every trace in the viewer and send traces",
+            err=True,
+        )
     restore = _stop_on_signals()
     try:
-        _print_banner(collector, args)
+        if args.print_env:
+            _print_env(collector, args)
+        else:
+            _print_banner(collector, args)
         wait_for_signal()
     except KeyboardInterrupt:
         pass
@@ -174,11 +198,46 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_banner(collector: LocalCollector, args: argparse.Namespace) -> None:
+def export_lines(base_url: str, agent_id: str, secret: str) -> str:
+    """The three ``INFINIUM_*`` variables as ``export`` lines that a POSIX shell reads as
+    printed, pasted or through ``eval`` (each value quoted when it needs to be)."""
+    return "\n".join(
+        f"export {name}={shlex.quote(value)}"
+        for name, value in (
+            ("INFINIUM_BASE_URL", base_url),
+            ("INFINIUM_AGENT_ID", agent_id),
+            ("INFINIUM_AGENT_SECRET", secret),
+        )
+    )
+
+
+def _credentials(args: argparse.Namespace) -> tuple[str, str]:
     # Open mode checks only that x-agent-id matches the path, so any id works; a fresh one
     # keeps traces of different runs apart.
-    agent_id = args.agent_id or str(uuid.uuid4())
-    secret = args.agent_secret or OPEN_SECRET
+    return args.agent_id or str(uuid.uuid4()), args.agent_secret or OPEN_SECRET
+
+
+def _print_env(collector: LocalCollector, args: argparse.Namespace) -> None:
+    """``--print-env``: the export lines alone on stdout, which is then let go of: a command
+    substitution (``$(...)``) reads until every writer has closed it, and the collector keeps
+    serving after printing.  What a person reads goes to stderr."""
+    pid = os.getpid()
+    # A shell variable, not exported: the shell that evaluates the lines can stop the
+    # collector, and no program it starts sees one more variable.
+    _say(
+        f"{export_lines(collector.base_url, *_credentials(args))}\n"
+        f"infinium_collector_pid={pid}  # kill $infinium_collector_pid stops the collector"
+    )
+    _silence(sys.stdout)
+    _say(
+        f"Infinium local collector listening on {collector.base_url} (process {pid}; "
+        f"kill {pid} stops it).\nSee the traces in a browser at {collector.viewer_url}",
+        err=True,
+    )
+
+
+def _print_banner(collector: LocalCollector, args: argparse.Namespace) -> None:
+    agent_id, secret = _credentials(args)
     where = "memory only" if args.db == MEMORY else os.path.abspath(args.db)
     if args.agent_id is None and args.agent_secret is None:
         mode = "any credentials"
@@ -191,10 +250,9 @@ def _print_banner(collector: LocalCollector, args: argparse.Namespace) -> None:
     _say(
         f"Infinium local collector listening on {collector.base_url}\n"
         f"Traces are stored in {where}; accepting {mode}.\n"
-        "Point an application at it with:\n\n"
-        f"INFINIUM_BASE_URL={collector.base_url}\n"
-        f"INFINIUM_AGENT_ID={agent_id}\n"
-        f"INFINIUM_AGENT_SECRET={secret}\n\n"
+        f"See them in a browser at {collector.viewer_url}\n"
+        "Point an application at it: run these lines in its shell.\n\n"
+        f"{export_lines(collector.base_url, agent_id, secret)}\n\n"
         "Press Ctrl-C to stop."
     )
 
@@ -264,7 +322,8 @@ def _add_demo(commands: _Commands) -> None:
             "Start a local collector on a free port with a temporary SQLite file, configure the "
             "stdlib handler and a structlog chain against it, run a simulated agent (no real "
             "LLM, no network) through three tasks - one clean, one that recovers from a tool "
-            "failure, one that fails - and print what the collector received."
+            "failure, one that fails - and one tagged event (four traces in all), and print what "
+            "the collector received."
         ),
     )
     parser.add_argument(
@@ -612,16 +671,16 @@ def _send(args: argparse.Namespace) -> int:
     if not items:
         return _fail("send", f"no traces in {args.file}", 2)
     tasks = []
-    problems = []
+    invalid = 0
     for where, obj in items:
         try:
             tasks.append(to_task(obj, strict=True))
         except ValidationError as exc:
-            problems.append(f"{where}: {exc.message}")
-    if problems:
-        for problem in problems:
-            print(f"{_PROG} send: {problem}", file=sys.stderr)
-        return _fail("send", f"{len(problems)} invalid trace(s); nothing was sent", 2)
+            invalid += 1
+            for problem in all_problems(obj, exc):
+                print(f"{_PROG} send: {where}: {problem}", file=sys.stderr)
+    if invalid:
+        return _fail("send", f"{invalid} invalid trace(s); nothing was sent", 2)
     if settings.disabled:
         return _fail(
             "send", f"INFINIUM_DISABLED is on: {len(tasks)} valid trace(s), nothing was sent", 2

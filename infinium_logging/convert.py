@@ -313,7 +313,13 @@ def _key_text(key: object) -> str:
 def _object_fields(value: Any) -> dict[str, Any]:
     if isinstance(value, msgspec.Struct):
         return {name: getattr(value, name) for name in value.__struct_fields__}
-    return {field.name: getattr(value, field.name) for field in dataclasses.fields(value)}
+    fields = {field.name: getattr(value, field.name) for field in dataclasses.fields(value)}
+    # The official client's TraceBuilder links Prompt Studio prompts through an attribute
+    # that is no dataclass field; its body carries it as ``prompt_studio``.
+    linked = getattr(value, "_prompt_studio", None)
+    if linked is not None and "prompt_studio" not in fields:
+        fields["prompt_studio"] = linked
+    return fields
 
 
 # --- to_task ----------------------------------------------------------------------------------
@@ -617,6 +623,8 @@ def _to_task_lenient(obj: Any, problems: list[Problem]) -> TaskData:
     ):
         seen: set[int] = set()
         source = _json_safe(obj, None, 0, seen)
+        if type(source) is dict:
+            _restore_not_given(obj, source, 0)
     else:
         problems.append(Problem("", f"expected a dict, got {type(obj).__name__}", "replaced"))
         source, seen = {}, set()
@@ -643,6 +651,32 @@ def _to_task_lenient(obj: Any, problems: list[Problem]) -> TaskData:
         raise ValueError("too many invalid fields")
     _apply_limits(task, strict=False, problems=problems)
     return task
+
+
+# An error detail's ``None`` means "not given": the official client leaves the key out, where
+# json_safe would drop the None and let the default (``false`` / ``0``) be sent instead.
+_NOT_GIVEN_WHEN_NONE: Final = ("recoverable", "retry_count")
+
+
+def _restore_not_given(original: Any, safe: Any, depth: int) -> None:
+    """Put back the ``None`` of an error detail's defaulted fields that json_safe dropped."""
+    if depth > 6:
+        return
+    if isinstance(original, msgspec.Struct) or (
+        dataclasses.is_dataclass(original) and not isinstance(original, type)
+    ):
+        original = _object_fields(original)
+    if isinstance(original, Mapping) and type(safe) is dict:
+        if "error_type" in original:
+            for name in _NOT_GIVEN_WHEN_NONE:
+                if name in original and original[name] is None:
+                    safe[name] = None
+        for key, value in original.items():
+            if type(key) is str and key in safe and value is not None:
+                _restore_not_given(value, safe[key], depth + 1)
+    elif isinstance(original, (list, tuple)) and type(safe) is list and len(original) == len(safe):
+        for item, safe_item in zip(original, safe, strict=True):
+            _restore_not_given(item, safe_item, depth + 1)
 
 
 def _shape(source: Mapping[str, Any], *, strict: bool, problems: list[Problem]) -> dict[str, Any]:

@@ -186,7 +186,11 @@ def run_demo(*, keep: bool = False, out: TextIO | None = None) -> int:
     exporter = Exporter(settings)
     try:
         print(f"Local collector on {collector.base_url} (no account, no network)\n", file=out)
-        print("The agent logs as usual:", file=out)
+        print(
+            "A simulated agent logs three tasks (one clean, one that recovers from a tool\n"
+            "failure, one that fails) and one tagged event: four traces. It logs as usual:",
+            file=out,
+        )
 
         log = logging.getLogger("infinium_demo.agent")
         log.setLevel(logging.INFO)
@@ -250,13 +254,14 @@ def run_demo(*, keep: bool = False, out: TextIO | None = None) -> int:
 def _keep_running(collector: LocalCollector, agent_id: str, secret: str, out: TextIO) -> None:
     # Everything after the first line printed sits inside the try: SIGINT/SIGTERM (turned into
     # KeyboardInterrupt by the command line) may arrive as soon as the banner is out.
+    from .cli import export_lines, wait_for_signal  # noqa: PLC0415 - the CLI imports this module
+
     try:
-        print("\nThe collector keeps running. Point an application at it with:\n", file=out)
-        print(f"INFINIUM_BASE_URL={collector.base_url}", file=out)
-        print(f"INFINIUM_AGENT_ID={agent_id}", file=out)
-        print(f"INFINIUM_AGENT_SECRET={secret}", file=out)
+        print(f"\nSee the traces in a browser at {collector.viewer_url}", file=out)
+        print("\nThe collector keeps running. Point an application at it: run these", file=out)
+        print("lines in its shell.\n", file=out)
+        print(export_lines(collector.base_url, agent_id, secret), file=out)
         print("\nPress Ctrl-C to stop.", file=out, flush=True)
-        from .cli import wait_for_signal  # noqa: PLC0415 - the command line imports this module
 
         wait_for_signal()
     except KeyboardInterrupt:

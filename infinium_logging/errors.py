@@ -46,9 +46,16 @@ class ConfigurationError(InfiniumError):
     the message can say exactly what to fix.
     """
 
-    def __init__(self, message: str, variable: str | None = None) -> None:
+    def __init__(
+        self, message: str, variable: str | None = None, *, config_key: str | None = None
+    ) -> None:
         super().__init__(message)
-        self.variable = variable
+        self.variable = variable if variable is not None else config_key
+
+    @property
+    def config_key(self) -> str | None:
+        """The official client's name for :attr:`variable`."""
+        return self.variable
 
 
 class ConfigurationWarning(UserWarning):
@@ -64,9 +71,14 @@ class ValidationError(InfiniumError):
     ``path`` is where the problem is, e.g. ``steps[2].llm_call.prompt_tokens``.
     """
 
-    def __init__(self, message: str, path: str | None = None) -> None:
+    def __init__(self, message: str, path: str | None = None, *, field: str | None = None) -> None:
         super().__init__(message)
-        self.path = path
+        self.path = path if path is not None else field
+
+    @property
+    def field(self) -> str | None:
+        """The official client's name for :attr:`path`."""
+        return self.path
 
 
 class AuthenticationError(InfiniumError):
@@ -133,21 +145,31 @@ class ServerError(InfiniumError):
 
 
 class NotFoundError(InfiniumError):
-    """The platform answered 404 (unknown agent, trace or prompt)."""
+    """The platform answered 404 (unknown agent, trace or prompt).
+
+    ``resource_type`` (``"trace"``, ``"prompt"``) and ``resource_id`` say what was not found,
+    when the request was for one thing.
+    """
 
     def __init__(
         self,
         message: str = "Resource not found",
+        resource_type: str | None = None,
+        resource_id: str | None = None,
         details: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message, 404, details)
+        self.resource_type = resource_type
+        self.resource_id = resource_id
 
 
 class BatchError(InfiniumError):
-    """Nothing in a batch could be sent (for example the credentials were refused).
+    """Nothing in a batch could be sent (for example the credentials were refused), or,
+    with ``fail_fast=True``, one trace failed and the rest were not sent.
 
     A batch in which only some traces failed does not raise: read its
-    :class:`~infinium_logging.model.BatchResult` instead.
+    :class:`~infinium_logging.model.BatchResult` instead.  The official client's
+    attribute names (``successful_count``, ``failed_count``) work too.
     """
 
     def __init__(
@@ -156,8 +178,25 @@ class BatchError(InfiniumError):
         total_tasks: int = 0,
         failed_tasks: int = 0,
         errors: list[str] | None = None,
+        *,
+        successful_count: int | None = None,
+        failed_count: int | None = None,
     ) -> None:
         super().__init__(message)
+        if failed_count is not None:
+            failed_tasks = failed_count
+        if successful_count is not None and not total_tasks:
+            total_tasks = successful_count + failed_tasks
         self.total_tasks = total_tasks
         self.failed_tasks = failed_tasks
         self.errors: list[str] = errors if errors is not None else []
+
+    @property
+    def successful_count(self) -> int:
+        """The traces of the batch that were sent (the official client's name)."""
+        return self.total_tasks - self.failed_tasks
+
+    @property
+    def failed_count(self) -> int:
+        """The official client's name for :attr:`failed_tasks`."""
+        return self.failed_tasks

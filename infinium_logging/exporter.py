@@ -33,9 +33,18 @@ from .convert import (
     lenient_task,
     to_task,
 )
-from .errors import BatchError, ConfigurationError, InfiniumError, ValidationError
+from .errors import BatchError, ConfigurationError, InfiniumError, NotFoundError, ValidationError
 from .mapping import PendingTrace, TaggedTrace
-from .model import MAX_BODY_BYTES, ApiResponse, BatchResult, PromptContent, TaskData, encode_task
+from .model import (
+    MAX_BODY_BYTES,
+    ApiResponse,
+    BatchResult,
+    PromptContent,
+    TaskData,
+    encode_task,
+    utc_now_iso,
+)
+from .official import send_task, wait_for_interpretation
 from .redact import Redactor, redacted_record, sink_redactor
 from .retry import RetryPolicy, classify, retry_after_of
 from .sampling import sampled_in
@@ -827,25 +836,41 @@ class Exporter:
             return _disabled_response()
         if isinstance(task, PendingTrace):
             task = task.materialize()
+        if isinstance(task, Mapping) and task.get("current_datetime") is None:
+            task = {**task, "current_datetime": utc_now_iso()}  # as submit() fills it in
         trace = task if isinstance(task, TaskData) else to_task(task, strict=True)
         body = _encode(self._redactor.task(trace))
         transport = self._get_transport()
         return self._call(lambda timeout: transport.post_trace(body, timeout=timeout))
 
     def send_batch(
-        self, tasks: Iterable[TaskData | Mapping[str, Any] | OfficialTask]
+        self,
+        tasks: Iterable[TaskData | Mapping[str, Any] | OfficialTask],
+        *,
+        max_concurrent: int | None = None,
+        fail_fast: bool = False,
     ) -> BatchResult:
         """Send up to 100 traces now, concurrently over the pool; results in input order.
 
+        ``max_concurrent`` bounds the requests in flight (default: ``workers``;
+        ``1`` sends one after the other, the official synchronous client's way).
         One trace's failure never stops the others: each gets its own
         ApiResponse in ``results`` (``success=False`` and the error's text for a
-        failure, also listed in ``errors``).  More than 100 traces is a
-        ``ValueError``.  :class:`~infinium_logging.errors.BatchError` is raised
-        only when nothing at all could be sent (for example refused credentials).
+        failure, also listed in ``errors``) -- unless ``fail_fast=True``: then
+        the first failure stops what is not yet sent and raises
+        :class:`~infinium_logging.errors.BatchError` with the counts.  More than
+        100 traces is a ``ValueError``.  ``BatchError`` is also raised when
+        nothing at all could be sent (for example refused credentials).
         """
         batch = list(tasks)
         if len(batch) > MAX_BATCH_SIZE:
             raise ValueError(f"send_batch takes at most {MAX_BATCH_SIZE} traces, got {len(batch)}")
+        if max_concurrent is not None and (
+            isinstance(max_concurrent, bool)
+            or not isinstance(max_concurrent, int)
+            or max_concurrent < 1
+        ):
+            raise ValueError(f"max_concurrent must be an int >= 1, got {max_concurrent!r}")
         if not batch:
             return BatchResult(successful=0, failed=0, results=[], errors=[], total=0)
         if self._settings.disabled:
@@ -853,10 +878,20 @@ class Exporter:
             errors = [f"task {i}: {r.message}" for i, r in enumerate(results)]
             return BatchResult(0, len(batch), results, errors, total=len(batch))
 
+        stop = threading.Event()
+
         def one(index: int) -> ApiResponse:
+            if stop.is_set():
+                return ApiResponse(
+                    success=False,
+                    message="not sent: an earlier trace failed (fail_fast)",
+                    data={"task_index": index, "error": "NotSent"},
+                )
             try:
                 return self.send(batch[index])
             except Exception as exc:
+                if fail_fast:
+                    stop.set()
                 text = exc.message if isinstance(exc, InfiniumError) else str(exc)
                 status = exc.status_code if isinstance(exc, InfiniumError) else None
                 return ApiResponse(
@@ -866,7 +901,8 @@ class Exporter:
                     data={"task_index": index, "error": type(exc).__name__},
                 )
 
-        concurrency = min(self._settings.workers, len(batch))
+        limit = self._settings.workers if max_concurrent is None else max_concurrent
+        concurrency = min(limit, len(batch))
         if concurrency == 1:
             results = [one(i) for i in range(len(batch))]
         else:
@@ -878,6 +914,13 @@ class Exporter:
             if not r.success
         ]
         successful = len(batch) - len(errors)
+        if fail_fast and errors:
+            raise BatchError(
+                f"batch stopped at the first failure; {errors[0]}",
+                total_tasks=len(batch),
+                failed_tasks=len(errors),
+                errors=errors,
+            )
         if successful == 0:
             raise BatchError(
                 f"none of the {len(batch)} traces could be sent; first error: {results[0].message}",
@@ -894,7 +937,34 @@ class Exporter:
         Same throttle, retries and errors as :meth:`send`.
         """
         transport = self._get_transport()
-        return self._call(lambda _timeout: transport.get_interpreted_result(trace_id))
+        try:
+            return self._call(lambda _timeout: transport.get_interpreted_result(trace_id))
+        except NotFoundError as error:
+            error.resource_type, error.resource_id = "trace", trace_id
+            raise
+
+    def wait_for_interpretation(
+        self, trace_id: str, timeout: float = 120.0, poll_interval: float = 3.0
+    ) -> ApiResponse:
+        """Poll :meth:`get_interpreted_result` until Maestro has interpreted the trace.
+
+        Returns the answer whose ``data["interpretedTraceResult"]`` is set; raises
+        :class:`~infinium_logging.errors.InfiniumTimeoutError` after ``timeout``
+        seconds, as the official client's ``wait_for_interpretation`` does.
+        """
+        return wait_for_interpretation(self, trace_id, timeout, poll_interval)
+
+    def send_task(
+        self,
+        name: str,
+        description: str,
+        duration: float,
+        current_datetime: str | None = None,
+        **fields: Any,
+    ) -> ApiResponse:
+        """The official ``send_task``: build a trace from keyword arguments (strictly, see
+        :func:`~infinium_logging.official.create_task_data`) and send it now."""
+        return send_task(self, name, description, duration, current_datetime, **fields)
 
     def get_prompt(
         self,
@@ -906,7 +976,13 @@ class Exporter:
         """A Prompt Studio prompt; ``variables`` fill its ``{{placeholders}}`` into
         ``rendered_content`` (unknown ones are left as they are)."""
         transport = self._get_transport()
-        response = self._call(lambda _timeout: transport.get_prompt(prompt_id, prompt_key, version))
+        try:
+            response = self._call(
+                lambda _timeout: transport.get_prompt(prompt_id, prompt_key, version)
+            )
+        except NotFoundError as error:
+            error.resource_type, error.resource_id = "prompt", prompt_id
+            raise
         data = response.data or {}
         content = data.get("content")
         text = content if isinstance(content, str) else ""
@@ -916,7 +992,7 @@ class Exporter:
                 r"\{\{(\w+)\}\}", lambda m: str(variables.get(m.group(1), m.group(0))), text
             )
         version_number = data.get("version")
-        return PromptContent(
+        prompt = PromptContent(
             prompt_id=str(data.get("promptId", prompt_id)),
             name=str(data.get("name", "")),
             version=version_number if isinstance(version_number, int) else 0,
@@ -924,6 +1000,20 @@ class Exporter:
             created_at=str(data.get("createdAt", "")),
             rendered_content=rendered,
         )
+        # The capture side imports this module: linking reaches back to it only here.
+        from .tasks import link_prompt  # noqa: PLC0415
+
+        link_prompt(
+            {
+                "prompt_id": prompt.prompt_id,
+                "prompt_name": prompt.name,
+                "version": prompt.version,
+                "source": "prompt_studio",
+                "variables_used": list(variables) if variables else None,
+                "fetched_at": utc_now_iso(),
+            }
+        )
+        return prompt
 
     def __enter__(self) -> Exporter:
         return self

@@ -53,6 +53,9 @@ from .tasks import (
 __all__ = ["InfiniumHandler"]
 
 _LogRecord: Final = logging.LogRecord
+#: The attributes of a record that carries a tag and nothing else: past this many, it has
+#: fields of its own (or a formatter's ``message``), and record_fields looks for them.
+_BARE_TAGGED: Final = len(logging.LogRecord("", logging.INFO, "", 0, "", (), None).__dict__) + 1
 
 
 #: InfiniumHandlers made and not closed.  With one, no record can reach a second: the
@@ -251,18 +254,14 @@ class InfiniumHandler(logging.Handler):
             else:
                 message, args = self._message(record), None
             error = error_from_exc_info(exc_info) if exc_info else None
+            # Fields beyond the standard attributes and the tag: only then are they read.
+            fields = (
+                record_fields(attributes, self.tag_key) if len(attributes) > _BARE_TAGGED else None
+            )
             payload = (
-                TaggedTrace(value.copy(), message, args, record.created, None, error, env)
+                TaggedTrace(value.copy(), message, args, record.created, fields, error, env)
                 if type(value) is dict  # the usual case, without a call to tagged_trace
-                else tagged_trace(
-                    value,
-                    message,
-                    args,
-                    record.created,
-                    record_fields(attributes, self.tag_key) if value is True else None,
-                    error,
-                    env,
-                )
+                else tagged_trace(value, message, args, record.created, fields, error, env)
             )
             if ident is not None:
                 bridge_in_use.last_tagged = ident

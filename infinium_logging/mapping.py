@@ -117,6 +117,8 @@ _TOOL_CALL_FIELDS: Final = frozenset(ToolCall.__struct_fields__)
 #: Longest ErrorDetail message and stack trace kept from an exception.
 MAX_ERROR_MESSAGE: Final = 10_000
 MAX_STACK_TRACE: Final = 32_768
+#: A custom tag made of a tagged event's field is cut to this many characters.
+MAX_TAG_VALUE: Final = 1_000
 
 _PYTHON_VERSION: Final = platform.python_version()
 _RUNTIME: Final = platform.python_implementation()
@@ -592,7 +594,7 @@ def tagged_payload(  # noqa: PLR0917 - positional: keyword passing costs on this
     value: object,
     message: str | Callable[[], str],
     timestamp: float | str,
-    fields: Iterable[tuple[str, Any]] | None,
+    fields: Iterable[tuple[str, Any]] | dict[str, Any] | None,
     error: ErrorInfo | None,
     env: Mapping[str, Any],
 ) -> TaskData | dict[str, Any] | None:
@@ -623,12 +625,10 @@ def tagged_payload(  # noqa: PLR0917 - positional: keyword passing costs on this
         trace = _object_fields(value)
     elif value:
         trace = {}
-        if fields is not None:
-            for key, item in fields:
-                if key in TASK_FIELDS:
-                    trace[key] = item
     else:
         return None
+    if fields:
+        _take_fields(trace, fields)
     get = trace.get
     if get("name") is None:
         if not isinstance(message, str):
@@ -656,6 +656,38 @@ def tagged_payload(  # noqa: PLR0917 - positional: keyword passing costs on this
         else:
             trace["errors"] = [error.detail]
     return trace
+
+
+def _take_fields(trace: dict[str, Any], fields: Iterable[tuple[str, Any]] | dict[str, Any]) -> None:
+    """A tagged event's own fields into its trace: those named like TaskData fields fill what
+    the tag left unset, the others become custom tags (the tag's own win; the library's tags,
+    ``logger`` and ``INFINIUM_TAGS``, give way to them)."""
+    if isinstance(fields, dict):  # a structlog event dict, copied when it was logged
+        fields = event_fields(fields, "")
+    tags: dict[str, str] | None = None
+    for key, item in fields:
+        if key in TASK_FIELDS:
+            if trace.get(key) is None:
+                trace[key] = item
+        else:
+            if tags is None:
+                tags = {}
+            tags[key] = _fit(item, MAX_TAG_VALUE) if type(item) is str else tag_text(item)
+    if tags:
+        trace["environment"] = merge_environment(trace.get("environment"), {"custom_tags": tags})
+
+
+def tag_text(value: object) -> str:
+    """A field's value as a custom tag, which is text: JSON for numbers, booleans and
+    containers (``42``, ``true``, ``{"a":1}``), cut to :data:`MAX_TAG_VALUE` characters."""
+    if isinstance(value, str):
+        text = str.__str__(value)
+    else:
+        try:
+            text = msgspec.json.encode(json_safe(value)).decode()
+        except Exception:
+            text = safe_str(value)
+    return _fit(text, MAX_TAG_VALUE)
 
 
 def _struct_trace(value: TaskData) -> dict[str, Any]:
@@ -775,14 +807,20 @@ class TaggedTrace(msgspec.Struct, PendingTrace, eq=False, gc=False):
     message: object
     args: object
     timestamp: object
-    fields: Iterable[tuple[str, Any]] | None
+    # A LogRecord's fields as pairs, or a copy of a structlog event dict (the tag key taken
+    # out) to be read when the trace is built: a copy costs a fifth of reading it on the
+    # caller's thread.
+    fields: Iterable[tuple[str, Any]] | dict[str, Any] | None
     error: ErrorInfo | None
     env: Mapping[str, Any]
 
     @property
     def held(self) -> int:  # type: ignore[override]
-        """Long text among the message and the fields of a tag of ``True``."""
-        return held_text((self.message, *(value for _, value in self.fields or ())))
+        """Long text among the message and the event's fields."""
+        fields = self.fields
+        if isinstance(fields, dict):
+            return held_text((self.message, *fields.values()))
+        return held_text((self.message, *(value for _, value in fields or ())))
 
     def materialize(self) -> TaskData | dict[str, Any]:
         """The trace (see :func:`tagged_payload`)."""
@@ -800,8 +838,9 @@ class TaggedTrace(msgspec.Struct, PendingTrace, eq=False, gc=False):
         return payload
 
     def spool_form(self) -> tuple[Any, ...] | None:
-        """``(basis, message, timestamp, error detail, env)`` when the tag's value is a dict
-        (the usual case), read back by :meth:`from_spool_form`; the message is formatted now."""
+        """``(basis, message, timestamp, error detail, env[, fields])`` when the tag's value is
+        a dict (the usual case), read back by :meth:`from_spool_form`; the message is formatted
+        now, and the event's own fields (if any) are listed as pairs."""
         if type(self.basis) is not dict:
             return None
         message = self.message
@@ -810,16 +849,29 @@ class TaggedTrace(msgspec.Struct, PendingTrace, eq=False, gc=False):
         elif type(message) is not str:
             message = safe_str(message)
         error = None if self.error is None else self.error.detail
-        # No fields: only a tag of True has them, and its basis is not a dict.
+        fields = self.fields
+        if isinstance(fields, dict):
+            fields = event_fields(fields, "")
+        if fields:
+            return (self.basis, message, self.timestamp, error, self.env, list(fields))
         return (self.basis, message, self.timestamp, error, self.env)
 
     @classmethod
     def from_spool_form(cls, form: object) -> TaggedTrace:
         """The captured trace a :meth:`spool_form` read back describes (``ValueError`` when
         it does not describe one)."""
-        if not isinstance(form, (list, tuple)) or len(form) != 5:
+        if not isinstance(form, (list, tuple)) or len(form) not in (5, 6):
             raise ValueError("not the record of a captured event")
-        basis, message, timestamp, error, env = form
+        basis, message, timestamp, error, env = form[:5]
+        fields = None
+        if len(form) == 6:
+            pairs = form[5]
+            if not isinstance(pairs, (list, tuple)) or not all(
+                isinstance(pair, (list, tuple)) and len(pair) == 2 and type(pair[0]) is str
+                for pair in pairs
+            ):
+                raise ValueError("not the record of a captured event")
+            fields = [(key, item) for key, item in pairs]
         if (
             type(basis) is not dict
             or type(message) is not str
@@ -828,7 +880,7 @@ class TaggedTrace(msgspec.Struct, PendingTrace, eq=False, gc=False):
         ):
             raise ValueError("not the record of a captured event")
         info = None if error is None else ErrorInfo(error, None)
-        return cls(basis, message, None, timestamp, None, info, env)
+        return cls(basis, message, None, timestamp, fields, info, env)
 
 
 def tagged_trace(  # noqa: PLR0917 - positional: keyword passing costs on this hot path
@@ -836,7 +888,7 @@ def tagged_trace(  # noqa: PLR0917 - positional: keyword passing costs on this h
     message: object,
     args: object,
     timestamp: object,
-    fields: Iterable[tuple[str, Any]] | None,
+    fields: Iterable[tuple[str, Any]] | dict[str, Any] | None,
     error: ErrorInfo | None,
     env: Mapping[str, Any],
 ) -> TaggedTrace:

@@ -31,6 +31,8 @@ __all__ = [
     "Research",
     "Sales",
     "Support",
+    "PromptStudio",
+    "PromptUse",
     "TaskData",
     "TimeTracking",
     "ToolCall",
@@ -354,14 +356,23 @@ class ErrorDetail(_Model):
     ``recoverable`` and ``retry_count`` are always sent, defaults included, as
     the official client does: a factory default is never "the default" for
     msgspec's ``omit_defaults``, which is exactly what keeps them on the wire.
+    ``None`` in either means "not given" and leaves the key out, as the official
+    client's ``dataclass_to_dict`` does (it reads back as ``msgspec.UNSET``).
     """
 
     error_type: str
     message: str
-    recoverable: bool = msgspec.field(default_factory=bool)
-    retry_count: int = msgspec.field(default_factory=int)
+    recoverable: bool | msgspec.UnsetType | None = msgspec.field(default_factory=bool)
+    retry_count: int | msgspec.UnsetType | None = msgspec.field(default_factory=int)
     stack_trace: str | None = None
     error_code: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.recoverable is None:
+            self.recoverable = msgspec.UNSET
+        if self.retry_count is None:
+            self.retry_count = msgspec.UNSET
+        super().__post_init__()
 
 
 class ToolCall(_Model):
@@ -465,6 +476,27 @@ class General(_Model):
     tags: list[str] | None = None
 
 
+class PromptUse(msgspec.Struct, kw_only=True):
+    """One Prompt Studio prompt fetched while a trace ran (``get_prompt`` inside a task).
+
+    Written as the official client writes it: every key, ``variables_used`` as
+    ``null`` when the prompt was fetched without variables.
+    """
+
+    prompt_id: str
+    prompt_name: str
+    version: int
+    source: str = "prompt_studio"
+    variables_used: list[str] | None = None
+    fetched_at: str
+
+
+class PromptStudio(msgspec.Struct, kw_only=True):
+    """The ``prompt_studio`` section: the prompts a trace used, linked to Prompt Studio."""
+
+    prompts_used: list[PromptUse]
+
+
 class TaskData(_Model):
     """One trace: a complete record of an agent's task.
 
@@ -496,6 +528,7 @@ class TaskData(_Model):
     expected_outcome: ExpectedOutcome | None = None
     environment: EnvironmentContext | None = None
     errors: list[ErrorDetail] | None = None
+    prompt_studio: PromptStudio | None = None
 
     def __post_init__(self) -> None:
         duration = self.duration
@@ -652,6 +685,7 @@ class _WireTask(msgspec.Struct, omit_defaults=True):
     llm_usage: LlmUsage | None = None
     sections: _WireSections | None = None
     environment: EnvironmentContext | None = None
+    prompt_studio: PromptStudio | None = None
 
 
 _ENCODER: Final = msgspec.json.Encoder(enc_hook=_enc_hook)
@@ -734,6 +768,7 @@ def encode_task(task: TaskData) -> bytes:
         _section(task.llm_usage),
         sections,
         _section(task.environment),
+        task.prompt_studio,
     )
     try:
         return _ENCODER.encode(wire)

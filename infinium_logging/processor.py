@@ -33,7 +33,6 @@ from .mapping import (
     environment,
     error_from_exc_info,
     error_from_rendered,
-    event_fields,
     is_tag,
     level_number,
     safe_str,
@@ -264,9 +263,11 @@ class InfiniumProcessor:
                         timestamp = captured_timestamp(timestamp)  # see its doc
                 elif type(timestamp) is not float:  # an epoch float is kept as it is
                     timestamp = captured_timestamp(timestamp)
-                fields = event_fields(event_dict, self.tag_key) if value is True else None
-                if fields and renamed is not None:
-                    fields = [field for field in fields if field[0] != renamed]
+                # The event's other fields go with its trace (see tagged_payload), read from a
+                # copy when the trace is built.
+                fields = dict(event_dict)  # the tag is out already
+                if renamed is not None:
+                    fields.pop(renamed, None)
                 payload = (
                     TaggedTrace(value.copy(), message, None, timestamp, fields, error, env)
                     if type(value) is dict

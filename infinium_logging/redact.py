@@ -12,8 +12,10 @@ phone numbers, Luhn-checked card numbers, IBANs) is opt-in.
 
 from __future__ import annotations
 
+import os
 import re
 import threading
+import weakref
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
@@ -151,6 +153,7 @@ class Redactor:
         self._first_pii = first_pii
         self._counts: Counter[str] = Counter()
         self._lock = threading.Lock()
+        _LIVE.add(self)
 
     @classmethod
     def from_settings(cls, settings: Any) -> Redactor:
@@ -294,6 +297,18 @@ class Redactor:
 
 _pack: Final = msgspec.msgpack.Encoder().encode
 
+#: Every redactor, for a fresh lock in a forked child (a sender may hold one at the fork).
+_LIVE: weakref.WeakSet[Redactor] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for redactor in list(_LIVE):
+        redactor._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
 
 _FIELDS_OF: dict[type, tuple[str, ...]] = {}
 
@@ -399,8 +414,6 @@ def default_redactor() -> Redactor:
     redactor = _default
     if redactor is not None:
         return redactor
-    import os  # noqa: PLC0415 - only here: the environment is read once
-
     with _default_lock:
         if _default is None:
             text = os.environ.get("INFINIUM_REDACT", "").strip() or "secrets"

@@ -73,6 +73,7 @@ from .mapping import (
     merge_environment,
 )
 from .model import SECTION_NAMES
+from .official import call_summary, docstring_description, result_summary
 from .settings import disabled_in_environment
 
 __all__ = ["Recorder", "Task", "TaskHandle", "TaskTrace", "current_task", "task"]
@@ -851,17 +852,19 @@ def _checked_fields(fields: dict[str, Any]) -> dict[str, Any]:
 class Task:
     """A task as a context manager (sync and async) and as a decorator; made by :func:`task`."""
 
-    __slots__ = ("_active", "_exporter", "_fields", "_max_steps")
+    __slots__ = ("_active", "_capture_io", "_exporter", "_fields", "_max_steps")
 
     def __init__(
         self,
         fields: dict[str, Any],
         exporter: TaskSink | None,
         max_steps: int | None,
+        capture_io: bool = False,
     ) -> None:
         self._fields = fields
         self._exporter = exporter
         self._max_steps = max_steps
+        self._capture_io = capture_io
         self._active: list[tuple[_TaskState, contextvars.Token[_TaskState | None]]] = []
 
     def __enter__(self) -> TaskHandle:
@@ -940,6 +943,9 @@ class Task:
         fields = dict(self._fields)
         if fields.get("name") is None:
             fields["name"] = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", "task")
+        capture_io = self._capture_io
+        if capture_io and fields.get("description") is None:
+            fields["description"] = docstring_description(fn)
         exporter, max_steps = self._exporter, self._max_steps
         if inspect.isgeneratorfunction(fn):
             return cast(F, _generator_wrapper(fn, Task(fields, exporter, max_steps)))
@@ -950,8 +956,13 @@ class Task:
 
             @functools.wraps(fn)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                with Task(fields, exporter, max_steps):
-                    return await coroutine_fn(*args, **kwargs)
+                with Task(fields, exporter, max_steps) as handle:
+                    if capture_io:
+                        _capture_call(handle._state, args, kwargs)
+                    result = await coroutine_fn(*args, **kwargs)
+                    if capture_io:
+                        _capture_result(handle._state, result)
+                    return result
 
             return cast(F, async_wrapper)
 
@@ -960,6 +971,8 @@ class Task:
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             state = runs._start()
+            if capture_io:
+                _capture_call(state, args, kwargs)
             token = _current.set(state)
             try:
                 result = fn(*args, **kwargs)
@@ -972,14 +985,32 @@ class Task:
                 # An async callable that inspect does not recognise as one (an object whose
                 # __call__ is async, a plain decorator around an async def): its work runs
                 # when the coroutine is awaited, so that is when the task is active and ends.
-                return _awaited(state, result)
+                return _awaited(state, result, capture_io)
+            if capture_io:
+                _capture_result(state, result)
             _end(state, None)
             return result
 
         return cast(F, wrapper)
 
 
-async def _awaited(state: _TaskState, coroutine: Coroutine[Any, Any, Any]) -> Any:
+def _capture_call(state: _TaskState, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """``capture_io``: the call's arguments as input_summary, unless the task set one."""
+    if state.fields.get("input_summary") is None:
+        state.fields["input_summary"] = call_summary(args, kwargs)
+
+
+def _capture_result(state: _TaskState, result: object) -> None:
+    """``capture_io``: the result as output_summary (none for ``None``), unless one was set."""
+    if result is not None:
+        with state.lock:
+            if state.fields.get("output_summary") is None:
+                state.fields["output_summary"] = result_summary(result)
+
+
+async def _awaited(
+    state: _TaskState, coroutine: Coroutine[Any, Any, Any], capture_io: bool = False
+) -> Any:
     """Await ``coroutine`` as the running task ``state``, then end it."""
     token = _current.set(state)
     try:
@@ -989,6 +1020,8 @@ async def _awaited(state: _TaskState, coroutine: Coroutine[Any, Any, Any]) -> An
         _end(state, exc)
         raise
     _current.reset(token)
+    if capture_io:
+        _capture_result(state, value)
     _end(state, None)
     return value
 
@@ -1116,6 +1149,7 @@ def task(
     *,
     exporter: TaskSink | None = None,
     max_steps: int | None = None,
+    capture_io: bool = False,
     **fields: Any,
 ) -> Task: ...
 
@@ -1126,6 +1160,7 @@ def task(
     *,
     exporter: TaskSink | None = None,
     max_steps: int | None = None,
+    capture_io: bool = False,
     **fields: Any,
 ) -> Task | Callable[..., Any]:
     """One trace made of every event logged while it runs.
@@ -1137,7 +1172,12 @@ def task(
     ``fields`` are TaskData fields (``description``, ``input_summary``,
     ``expected_outcome``, ``customer``, ...); ``t.update(...)`` sets more while
     it runs.  ``exporter`` overrides where the trace goes; ``max_steps``
-    overrides ``INFINIUM_MAX_STEPS`` (500).
+    overrides ``INFINIUM_MAX_STEPS`` (500).  ``capture_io=True`` on a decorated
+    function or coroutine function records what the official ``@trace_agent``
+    does: the call's arguments as ``input_summary`` (at most 3,000 characters),
+    its result as ``output_summary`` (8,000) and its docstring as
+    ``description``, each unless given.  Off by default: arguments can hold
+    what should not leave the process.
 
     On exit the trace gets ``duration`` (monotonic clock), ``time_tracking``,
     ``current_datetime`` (the start), its steps and errors, and ``llm_usage``
@@ -1159,7 +1199,7 @@ def task(
         raise TypeError(f"a task's name must be a string, got {type(name).__name__} {name!r}")
     fields = _checked_fields(fields)
     fields = {"name": name, **fields} if name is not None else fields
-    return Task(fields, exporter, max_steps)
+    return Task(fields, exporter, max_steps, bool(capture_io))
 
 
 def current_task() -> TaskHandle | None:
@@ -1168,6 +1208,19 @@ def current_task() -> TaskHandle | None:
     if state is None or state.finished:
         return None
     return TaskHandle(state)
+
+
+def link_prompt(use: dict[str, Any]) -> None:
+    """Add a Prompt Studio fetch to the running task's ``prompt_studio`` section, as the
+    official client links the prompts fetched inside a trace; no task, nothing to link."""
+    state = active_state()
+    if state is None:
+        return
+    with state.lock:
+        section = state.fields.get("prompt_studio")
+        if not isinstance(section, dict) or not isinstance(section.get("prompts_used"), list):
+            section = state.fields["prompt_studio"] = {"prompts_used": []}
+        section["prompts_used"].append(use)
 
 
 def active_state() -> _TaskState | None:

@@ -101,6 +101,7 @@ def test_demo_runs_and_shows_what_was_received(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
     out = done.stdout
+    assert "three tasks" in out and "one tagged event: four traces" in out
     assert "The collector received 4 traces" in out
     assert "Classify support ticket #4821" in out
     assert "ok, recovered from 1 error(s)" in out
@@ -127,8 +128,11 @@ def test_demo_keep_leaves_the_collector_up_until_sigterm(tmp_path: Path) -> None
         if line.startswith("Press Ctrl-C"):
             break
     base_url = next(
-        line.split("=", 1)[1].strip() for line in lines if line.startswith("INFINIUM_BASE_URL=")
+        line.split("=", 1)[1].strip()
+        for line in lines
+        if line.startswith("export INFINIUM_BASE_URL=")
     )
+    assert f"See the traces in a browser at {base_url.removesuffix('api/v1')}\n" in lines
     with socket.create_connection(
         ("127.0.0.1", int(base_url.split(":")[2].split("/")[0])), timeout=5
     ):

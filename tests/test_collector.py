@@ -479,7 +479,13 @@ def test_healthz(collector: LocalCollector, pool: urllib3.PoolManager) -> None:
 
 @pytest.mark.parametrize(
     "path",
-    ["/", "/api/v1", "/api/v1/agents", f"/api/v1/agents/{AGENT}", f"/api/v1/agents/{AGENT}/traces"],
+    [
+        "/api",
+        "/api/v1",
+        "/api/v1/agents",
+        f"/api/v1/agents/{AGENT}",
+        f"/api/v1/agents/{AGENT}/traces",
+    ],
 )
 def test_unknown_paths_are_404_json(
     collector: LocalCollector, pool: urllib3.PoolManager, path: str

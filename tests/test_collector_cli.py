@@ -6,6 +6,7 @@ import argparse
 import importlib.metadata
 import json
 import re
+import shlex
 import signal
 import socket
 import sqlite3
@@ -25,7 +26,7 @@ from infinium_logging.collector import LocalCollector
 from infinium_logging.model import ExecutionStep, LlmCall, LlmUsage, TaskData, encode_task
 
 AGENT = "3d9a7c1e-2b4f-4a6d-8e0c-1f2a3b4c5d6e"
-ENV_LINE = re.compile(r"(INFINIUM_[A-Z_]+)=(.*)")
+ENV_LINE = re.compile(r"export (INFINIUM_[A-Z_]+)=(.*)")
 
 
 class Served:
@@ -37,7 +38,7 @@ class Served:
         self.env: dict[str, str] = {}
         for line in banner:
             if match := ENV_LINE.fullmatch(line):
-                self.env[match[1]] = match[2]
+                (self.env[match[1]],) = shlex.split(match[2])  # as a shell reads it
 
     def stop(self, sig: signal.Signals = signal.SIGTERM) -> tuple[int, str]:
         """Send ``sig``; return the exit code and everything written to stderr."""
@@ -261,3 +262,28 @@ def test_serve_refuses_a_secret_the_client_would_refuse(
     err = capsys.readouterr().err
     assert "at least 8 characters" in err
     assert "abc1234" not in err
+
+
+def test_serve_prints_the_viewer_url_and_serves_the_page_there(tmp_path: Path) -> None:
+    """The banner says where the trace viewer is, and that URL answers with its page."""
+    with serve("--db", str(tmp_path / "t.sqlite3")) as served, urllib3.PoolManager() as pool:
+        base_url = served.env["INFINIUM_BASE_URL"]
+        viewer = base_url.removesuffix("api/v1")
+        assert f"See them in a browser at {viewer}" in served.banner
+        page = pool.request("GET", viewer)
+        assert page.status == 200
+        assert page.headers["Content-Type"].startswith("text/html")
+        code, err = served.stop()
+    assert code == 0
+    assert "warning" not in err
+
+
+def test_serve_warns_when_bound_beyond_this_machine(tmp_path: Path) -> None:
+    """--host with an address other machines can reach works, with a warning on stderr."""
+    with serve("--host", "0.0.0.0", "--db", str(tmp_path / "t.sqlite3")) as served:
+        code, err = served.stop()
+    assert code == 0
+    assert (
+        "infinium-logging serve: warning: listening on 0.0.0.0, not on this machine only: "
+        "anyone who can reach it can read every trace in the viewer and send traces"
+    ) in err

@@ -304,7 +304,8 @@ def _payload(value: object, **kw: Any) -> TaskData:
 
 
 def test_tagged_true_builds_the_trace_from_the_event() -> None:
-    """``True``: name and description from the message, time from the event, TaskData fields."""
+    """``True``: name and description from the message, time from the event, TaskData fields;
+    the event's other fields are custom tags, as text, before the library's own."""
     task = _payload(True, fields=[("output_summary", "billing"), ("ticket", 7)])
     assert task.name == task.description == "Classified ticket"
     assert task.current_datetime == "2026-02-03T04:05:06.250000Z"
@@ -315,8 +316,34 @@ def test_tagged_true_builds_the_trace_from_the_event() -> None:
         python_version=mapping._PYTHON_VERSION,
         sdk_version=__version__,
         runtime=mapping._RUNTIME,
-        custom_tags={"team": "search", "logger": "app.agent"},
+        custom_tags={"ticket": "7", "team": "search", "logger": "app.agent"},
     )
+
+
+def test_a_tagged_events_other_fields_are_kept() -> None:
+    """Beside a dict tag, fields named like TaskData fields fill what the tag left unset and
+    the others are custom tags (JSON text, cut); the tag's own tags and fields win."""
+    task = _payload(
+        {"output_summary": "given", "environment": {"custom_tags": {"ticket": "from tag"}}},
+        fields=[
+            ("output_summary", "ignored"),
+            ("input_summary", "from field"),
+            ("ticket", 7),
+            ("flags", {"vip": True, "ids": [1, 2]}),
+            ("ok", False),
+            ("team", "overrides INFINIUM_TAGS"),
+            ("blob", "x" * 5000),
+        ],
+    )
+    assert (task.output_summary, task.input_summary) == ("given", "from field")
+    assert task.environment is not None
+    tags = task.environment.custom_tags or {}
+    assert tags["ticket"] == "from tag"
+    assert tags["flags"] == '{"vip":true,"ids":[1,2]}'
+    assert tags["ok"] == "false"
+    assert tags["team"] == "overrides INFINIUM_TAGS"
+    assert tags["logger"] == "app.agent"
+    assert len(tags["blob"]) == mapping.MAX_TAG_VALUE
 
 
 def test_tagged_dict_overwrites_nothing_it_gives() -> None:

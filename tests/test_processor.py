@@ -212,7 +212,8 @@ def test_tagged_events_reach_the_collector(
     assert traces["Classified ticket"].output_summary == "billing"
     environment = traces["Classified ticket"].environment
     assert environment is not None
-    assert environment.custom_tags == {"team": "search"}
+    # The event's own fields (a bound request id here) are its trace's custom tags.
+    assert environment.custom_tags == {"team": "search", "request_id": "r-9"}
     (step,) = traces["Answer"].steps or []
     assert (step.action, step.metadata) == ("tool_use", {"request_id": "r-9"})
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import string
 from collections.abc import Iterator
 from typing import Any
@@ -483,3 +484,17 @@ def test_counts_are_by_kind_across_a_trace() -> None:
     assert isinstance(out, TaskData)
     assert redactor.counts() == {"api_key": 1, "aws_access_key_id": 1, "email": 1}
     assert msgspec.json.decode(encode_task(out))["input_summary"] == "[REDACTED:email]"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX")
+def test_a_forked_child_never_waits_for_a_lock_its_parent_held() -> None:
+    """A sender counting at the moment of a fork leaves the lock held in the child: the child
+    gets a fresh one, and reading the counts there returns."""
+    redactor = Redactor()
+    redactor.text(SEEDED["openai"][0])
+    with redactor._lock:
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            os._exit(0 if redactor.counts() == {"api_key": 1} else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
