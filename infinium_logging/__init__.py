@@ -1,12 +1,20 @@
 """Ship what your AI agents do to Infinium just by logging.
 
-The flow, one module per stage::
+The flow, one module per stage (docs/architecture.md draws it)::
 
     handler.py / processor.py   log events in (stdlib logging / structlog)
     mapping.py / tasks.py       events -> TaskData traces (task() aggregation); _default.py
                                 the process-wide default exporter (configure())
     model.py / convert.py       the trace types, their wire encoding, validation and fitting
-    exporter.py                 bounded buffer and background workers
+    guard.py                    the recursion guard (in_export)
+    queued.py                   what the delivery core queues (PendingTrace, Item)
+    exporter.py                 the Exporter: admission, bounded buffer and sender threads
+    ledger.py                   ExporterStats, drop reasons and drop warnings
+    durability.py               spool records, reading them back, replay_spool
+    delivery.py                 one deliver(): throttle, timeout, retries, the 429 rule
+    destination.py              the Destination seam; destination_infinium.py: the Infinium one
+    client.py                   send, send_batch, get_prompt, get_interpreted_result
+    lifecycle.py                one registry for exit, multiprocessing finalizers and fork
     throttle.py / retry.py      token bucket, backoff and Retry-After
     transport.py                one pooled urllib3 client
     spool.py                    the durable write-ahead spool (INFINIUM_SPOOL_DIR)
@@ -40,15 +48,11 @@ from .errors import (
     ServerError,
     ValidationError,
 )
-from .exporter import (
-    DROP_REASONS,
-    Exporter,
-    ExporterStats,
-    ReplayReport,
-    in_export,
-    replay_spool,
-)
+from .exporter import Exporter
 from .handler import InfiniumHandler
+from .infino import InfinoSink, InfinoStats
+from .infino_settings import InfinoSettings
+from .ledger import ExporterStats
 from .model import (
     ApiResponse,
     BatchResult,
@@ -95,7 +99,6 @@ __all__ = [
     "ConfigurationWarning",
     "Content",
     "Customer",
-    "DROP_REASONS",
     "Development",
     "EnvironmentContext",
     "ErrorDetail",
@@ -109,6 +112,9 @@ __all__ = [
     "InfiniumHandler",
     "InfiniumProcessor",
     "InfiniumTimeoutError",
+    "InfinoSettings",
+    "InfinoSink",
+    "InfinoStats",
     "LlmCall",
     "LlmUsage",
     "LocalCollector",
@@ -123,7 +129,6 @@ __all__ = [
     "RateLimitError",
     "ReceivedTrace",
     "Redactor",
-    "ReplayReport",
     "Research",
     "Sales",
     "ServerError",
@@ -145,9 +150,7 @@ __all__ = [
     "encode_task",
     "fit_task",
     "get_default_exporter",
-    "in_export",
     "json_safe",
-    "replay_spool",
     "set_redaction_hook",
     "setup_logging",
     "task",

@@ -9,8 +9,8 @@ from typing import Any
 
 from . import _default
 from .convert import to_task
-from .mapping import PendingTrace
 from .model import TaskData
+from .queued import PendingTrace
 from .redact import default_redactor
 
 __all__ = ["CapturingSink", "capture_tasks"]

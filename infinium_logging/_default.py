@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import threading
 import time
 from collections.abc import Mapping
 from typing import Any, Final, Protocol, runtime_checkable
 
+from . import lifecycle
 from ._logsetup import LOGGER_NAME
 from .errors import ConfigurationError
-from .exporter import Exporter, in_export, submit_as_exporter
-from .mapping import PendingTrace
+from .exporter import Exporter
+from .guard import in_export, submit_as_exporter
+from .infino_default import deliver_default, infino_configured
 from .model import TaskData
+from .queued import PendingTrace
 from .settings import ENV_PREFIX, Settings
 
 __all__ = [
@@ -28,7 +30,6 @@ __all__ = [
     "in_export",
     "options_for",
     "options_of",
-    "takes_pending",
     "warn_once",
 ]
 
@@ -110,8 +111,7 @@ def _after_fork_in_child() -> None:
     _lock = threading.Lock()
 
 
-if hasattr(os, "register_at_fork"):  # not on Windows
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+lifecycle.on_fork(_after_fork_in_child)
 
 
 def configure(**settings_overrides: Any) -> Exporter:
@@ -167,7 +167,10 @@ def default_options() -> Options:
         return options
     with _lock:
         if _options is None:
-            _options = options_of(Settings.from_env())
+            # With Infino configured, Infinium credentials are optional (traces go to Infino).
+            _options = (
+                options_for(None, {}) if infino_configured() else options_of(Settings.from_env())
+            )
         return _options
 
 
@@ -229,14 +232,9 @@ NULL_SINK: Final[TaskSink] = _NullSink()
 _PENDING_SINKS: Final[frozenset[type]] = frozenset({Exporter})
 
 
-def takes_pending(sink: object) -> bool:
-    """Whether ``sink`` builds :class:`~infinium_logging.mapping.PendingTrace` objects itself
-    (``None``, the default exporter, does)."""
-    return sink is None or type(sink) in _PENDING_SINKS
-
-
 def deliver(sink: TaskSink | None, payload: TaskData | dict[str, Any] | PendingTrace) -> bool:
-    """Hand one trace to the active capture, else ``sink``, else the default exporter.
+    """Hand one trace to the active capture, else ``sink``, else the default exporter: the
+    one routing of the handler, the processor and ``task()``.
 
     ``None`` means the default exporter (created on first use; nothing is sent
     when the default settings say ``disabled``).  A trace not yet built is
@@ -250,6 +248,8 @@ def deliver(sink: TaskSink | None, payload: TaskData | dict[str, Any] | PendingT
     if sink is None:
         if default_options().disabled:
             return False
+        if infino_configured():  # to Infino too (or only, without Infinium credentials)
+            return deliver_default(payload, get_default_exporter)
         sink = get_default_exporter()
     if type(sink) in _PENDING_SINKS:
         return sink.submit(payload)  # type: ignore[arg-type]
@@ -279,8 +279,9 @@ def warn_once(key: str, message: str, *args: object) -> None:
 
 
 #: Our own loggers and urllib3's: their records and events must never become traces or steps
-#: (recursion, and the library's warnings filed as the application's steps).
-_IGNORED: Final = ("infinium_logging", "urllib3")
+#: (recursion, and the library's warnings filed as the application's steps); infino-sdk's,
+#: because it logs its secret key at DEBUG.
+_IGNORED: Final = ("infinium_logging", "urllib3", "infino_sdk")
 
 #: Logger name -> ignored?  Logger names are few; the bound only guards against abuse.
 ignored_names: dict[str, bool] = {}

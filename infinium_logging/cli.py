@@ -38,6 +38,7 @@ from .errors import (
     ValidationError,
 )
 from .exporter import Exporter
+from .infino_cli import add_infino_datasets, add_infino_query
 from .settings import DEFAULT_BASE_URL, Settings, check_secret, unknown_variables
 from .transport import Transport
 
@@ -222,6 +223,13 @@ def _print_env(collector: LocalCollector, args: argparse.Namespace) -> None:
     substitution (``$(...)``) reads until every writer has closed it, and the collector keeps
     serving after printing.  What a person reads goes to stderr."""
     pid = os.getpid()
+    # Before stdout is let go of: once it is, the shell goes on and may stop the collector
+    # at once, and a signal must not find this line unwritten.
+    _say(
+        f"Infinium local collector listening on {collector.base_url} (process {pid}; "
+        f"kill {pid} stops it).\nSee the traces in a browser at {collector.viewer_url}",
+        err=True,
+    )
     # A shell variable, not exported: the shell that evaluates the lines can stop the
     # collector, and no program it starts sees one more variable.
     _say(
@@ -229,11 +237,6 @@ def _print_env(collector: LocalCollector, args: argparse.Namespace) -> None:
         f"infinium_collector_pid={pid}  # kill $infinium_collector_pid stops the collector"
     )
     _silence(sys.stdout)
-    _say(
-        f"Infinium local collector listening on {collector.base_url} (process {pid}; "
-        f"kill {pid} stops it).\nSee the traces in a browser at {collector.viewer_url}",
-        err=True,
-    )
 
 
 def _print_banner(collector: LocalCollector, args: argparse.Namespace) -> None:
@@ -828,7 +831,7 @@ def _add_replay(commands: _Commands) -> None:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from .exporter import replay_spool  # noqa: PLC0415 - only this command replays
+    from .durability import replay_spool  # noqa: PLC0415 - only this command replays
 
     try:
         settings = _settings_from(args, spool_dir=args.spool_dir)
@@ -874,4 +877,6 @@ _COMMANDS: Final[tuple[Callable[[_Commands], None], ...]] = (
     _add_send,
     _add_spool,
     _add_replay,
+    add_infino_query,
+    add_infino_datasets,
 )

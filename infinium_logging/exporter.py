@@ -3,90 +3,58 @@
 from __future__ import annotations
 
 import asyncio
-import atexit
 import collections
-import contextvars
 import dataclasses
 import logging
-import math
 import os
 import random
-import re
 import sys
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
-from typing import Any, ClassVar, Final, Protocol, TypeVar
+from typing import Any, ClassVar, Final, Protocol
 
 import msgspec
 
+from . import lifecycle
 from ._logsetup import setup_logging
-from .convert import (
-    Problem,
-    _object_fields,
-    decode_task,
-    fit_task,
-    json_safe,
-    lenient_task,
-    to_task,
+from .client import ApiClient
+from .convert import Problem, _object_fields, decode_task, lenient_task
+from .delivery import Deadline, Delivery
+from .destination_infinium import InfiniumDestination, encode_trace
+from .durability import (
+    ADOPT_INTERVAL,
+    KEEP_REASONS,
+    KIND_BODY,
+    KIND_CAPTURED,
+    RECORD_CODECS,
+    REFILL_BATCH,
+    SPOOL_RETRY,
+    backlog_item,
+    captured_record,
+    dict_record,
+    quietly,
 )
-from .errors import BatchError, ConfigurationError, InfiniumError, NotFoundError, ValidationError
-from .mapping import PendingTrace, TaggedTrace
-from .model import (
-    MAX_BODY_BYTES,
-    ApiResponse,
-    BatchResult,
-    PromptContent,
-    TaskData,
-    encode_task,
-    utc_now_iso,
-)
+from .errors import InfiniumError
+from .guard import EXPORTING
+from .ledger import DROP_REASONS, DropWarner, ExporterStats, warn_dropped
+from .model import MAX_BODY_BYTES, ApiResponse, BatchResult, PromptContent, TaskData, utc_now_iso
 from .official import send_task, wait_for_interpretation
-from .redact import Redactor, redacted_record, sink_redactor
-from .retry import RetryPolicy, classify, retry_after_of
+from .queued import BASE_ESTIMATE, Item, PendingTrace, fields_estimate, struct_estimate
+from .redact import Redactor, redacted_record
+from .retry import RetryPolicy
 from .sampling import sampled_in
 from .settings import Settings
-from .spool import RecordRef, Spool, survey
+from .spool import RecordRef, Spool
 from .throttle import TokenBucket
-from .transport import Transport, redacted
+from .transport import redacted
+from .workers import Workers
 
-__all__ = [
-    "DROP_REASONS",
-    "MAX_BATCH_SIZE",
-    "Exporter",
-    "ExporterStats",
-    "ReplayReport",
-    "exporting",
-    "in_export",
-    "replay_spool",
-]
+__all__ = ["Exporter", "OfficialTask"]
 
 _log = logging.getLogger("infinium_logging.exporter")
 
-#: Every reason a submitted trace can be lost for, as counted in :attr:`ExporterStats.dropped`.
-DROP_REASONS: Final = (
-    "queue_full",  # the buffer was full (by count or by bytes) when it was submitted
-    "closed",  # submitted after shutdown() started
-    "shutdown",  # still queued or in flight when the shutdown deadline came
-    "rejected",  # the platform refused it for good (400, 404, 413, 422, ...): not retried
-    "auth",  # the platform refused the credentials (401/403)
-    "retries_exhausted",  # still failing after max_retries retries
-    "max_elapsed",  # still failing when its max_elapsed budget ran out
-    "invalid",  # could not be read as a trace, or encoded
-    "disabled",  # submitted while INFINIUM_DISABLED is on
-    "spool_full",  # evicted from the spool past spool_max_bytes before it could be delivered
-)
-#: Reasons counted in ``ExporterStats.failed``: lost for good other than by the buffer or shutdown.
-_FAILURE_REASONS: Final = ("rejected", "auth", "retries_exhausted", "max_elapsed", "invalid")
-#: ``send_batch`` takes at most this many traces (the platform's documented limit).
-MAX_BATCH_SIZE: Final = 100
-
-_WARN_INTERVAL: Final = 60.0
-#: Fixed part of a trace's size estimate: its small fields, containers and the queue's item.
-_BASE_ESTIMATE: Final = 512
 #: Memory a trace's steps take per byte of their JSON (dicts, structs, small strings and
 #: numbers as Python objects; measured on realistic traces: 2.1 for dicts, 1.6 for TaskData).
 _MEMORY_PER_WIRE_BYTE: Final = 2.0
@@ -100,75 +68,11 @@ _REPORT_GRACE: Final = 0.25
 #: How long shutdown waits for idle sender threads to end (they are daemons: only tidiness).
 _JOIN_GRACE: Final = 0.1
 
-#: No request starts closer than this to the shutdown deadline: it could hardly be answered in
-#: time, yet the server might store it after the exporter gave up, and the trace (kept in the
-#: spool) would then arrive twice.
-_LAST_REQUEST_WINDOW: Final = 0.05
-#: Spool record kinds: an encoded wire body, sent as is; a submitted dict, read leniently later,
-#: as MessagePack or (when MessagePack cannot hold it as it is) as JSON of its JSON-safe copy.
-_KIND_BODY: Final = 0
-_KIND_DICT_JSON: Final = 1
-_KIND_DICT: Final = 2
-#: A tagged event as a handler or processor captured it, as MessagePack (built when read).
-_KIND_CAPTURED: Final = 3
-#: Records that hold what a trace is made of rather than its wire body (see _read_record).
-_LOOSE_KINDS: Final = frozenset({_KIND_DICT_JSON, _KIND_DICT, _KIND_CAPTURED})
-#: With a spool, a trace that fails for one of these reasons stays in the spool for a later
-#: attempt instead of being dropped.
-_KEEP_REASONS: Final = frozenset({"auth", "retries_exhausted", "max_elapsed", "shutdown"})
-#: How often a running exporter looks for segments that dead processes left (seconds).
-_ADOPT_INTERVAL: Final = 30.0
-#: After the spool could not be opened, how long submits go memory-only before trying again.
-_SPOOL_RETRY: Final = 30.0
-#: Most records moved from the spool's backlog into the queue at once.
-_REFILL_BATCH: Final = 256
 #: A sender starts on a trace while another is still starting (taken, not yet through its
 #: first request) only once that one has been at it this long: see Exporter._take.
 _OVERLAP_AFTER: Final = 0.002
 
 OnResult = Callable[[Any, ApiResponse], object]
-
-
-# --- the recursion guard ------------------------------------------------------------------------
-
-
-#: Set on sender threads and while the exporter sends on a caller's thread.  A ContextVar
-#: rather than a thread-local: every event logged reads it, and ``ContextVar.get`` is the
-#: cheapest per-thread read there is (as OpenTelemetry suppresses its own instrumentation).
-#: Contexts copied from an exporting one (``copy_context`` inside ``on_result``) inherit it.
-_EXPORTING: Final[contextvars.ContextVar[bool]] = contextvars.ContextVar(
-    "infinium_logging_exporting", default=False
-)
-#: :func:`in_export` without the function call (for the logging hot paths).
-exporting: Final[Callable[[], bool]] = _EXPORTING.get
-
-
-def submit_as_exporter(sink: Any, task: object) -> bool:
-    """``sink.submit(task)`` for a sink of the application's own, with what it logs meanwhile
-    ignored as the exporter's own logging is: a sink that logs a tagged event (or anything
-    inside a task) through the handler that called it would otherwise recurse."""
-    try:
-        task = sink_redactor().task(task)
-    except Exception:  # never handed over unredacted
-        _log.debug("a trace could not be redacted for a sink", exc_info=True)
-        return False
-    token = _EXPORTING.set(True)
-    try:
-        return bool(sink.submit(task))
-    finally:
-        _EXPORTING.reset(token)
-
-
-def in_export() -> bool:
-    """True on a thread that is exporting right now (a sender thread, or inside ``send``).
-
-    Log handlers and processors must ignore events while this is true: whatever
-    the exporter or urllib3 logs while delivering must not become a trace again.
-    """
-    return _EXPORTING.get()
-
-
-# --- stats ----------------------------------------------------------------------------------------
 
 
 class OfficialTask(Protocol):
@@ -177,156 +81,8 @@ class OfficialTask(Protocol):
     __dataclass_fields__: ClassVar[dict[str, Any]]
 
 
-class ExporterStats(msgspec.Struct, frozen=True, kw_only=True):
-    """What an exporter did, read at one instant (under one lock).
-
-    Every submitted trace is exactly one of: sent, dropped (counted by reason
-    in ``dropped``), queued, in flight, or (with a spool) spooled; traces
-    adopted from the spool of an earlier process join them, so at every reading
-    ``submitted + adopted == sent + dropped_total + queued + in_flight + spooled +
-    sampled_out``.
-    Traces sent with :meth:`Exporter.send` / :meth:`Exporter.send_batch` are not
-    counted here: their caller gets the outcome directly.
-    """
-
-    #: Calls of ``submit`` (accepted or not).
-    submitted: int
-    #: Traces the platform accepted.
-    sent: int
-    #: Retries made (not counting the immediate repeat on a closed pooled connection).
-    retries: int
-    #: Traces lost, by reason (every reason of :data:`DROP_REASONS` is present).
-    dropped: dict[str, int]
-    #: Traces waiting in the buffer.
-    queued: int
-    #: Traces a sender thread is working on (encoding, sending, or waiting to retry).
-    in_flight: int
-    #: Bytes held: the memory queued traces are estimated to hold, the encoded body's size
-    #: once a sender has it (see ``max_queue_bytes``).
-    buffered_bytes: int
-    #: Body bytes of the traces the platform accepted.
-    bytes_sent: int
-    #: Fixes made while reading submitted dicts, by kind (``dropped``, ``truncated``, ...).
-    coerced: dict[str, int]
-    #: The last failure, as text (never containing the secret).
-    last_error: str | None
-    #: When the platform last accepted a trace (POSIX time), if it ever did.
-    last_success_time: float | None
-    #: Traces held only in the spool: waiting for another attempt (queue full, retries
-    #: exhausted, credentials refused), or left there at shutdown for the next start.
-    spooled: int = 0
-    #: Traces taken over from the spool of an earlier or dead process, to be delivered here.
-    adopted: int = 0
-    #: Records in the spool not yet settled (queued, in flight and spooled ones), and their bytes.
-    spool_pending_records: int = 0
-    spool_pending_bytes: int = 0
-    #: Damaged spool records skipped (a torn record after a crash, a bad checksum).
-    spool_corrupt: int = 0
-    #: Traces kept in memory only because the spool could not be written (disk full, permissions).
-    spool_write_errors: int = 0
-    #: Traces left out by ``sample_rate`` (settled, not lost: not counted in ``dropped``).
-    sampled_out: int = 0
-    #: Values redacted from traces, by kind (``api_key``, ``secret``, ``email``, ``hook``...).
-    redacted: dict[str, int] = msgspec.field(default_factory=dict)
-
-    @property
-    def dropped_total(self) -> int:
-        """All traces lost, whatever the reason."""
-        return sum(self.dropped.values())
-
-    @property
-    def failed(self) -> int:
-        """Traces lost for good other than by the buffer or shutdown: refused by the platform
-        (``rejected``, ``auth``), out of retries (``retries_exhausted``, ``max_elapsed``), or
-        unreadable (``invalid``, which also counts what ``submit`` refused as no trace)."""
-        return sum(self.dropped[reason] for reason in _FAILURE_REASONS)
-
-
-# --- internals --------------------------------------------------------------------------------
-
-
-class _Item:
-    """One submitted trace on its way: queued, then in flight, then settled exactly once."""
-
-    __slots__ = ("body", "loose", "ref", "seq", "settled", "size", "starting", "task")
-
-    def __init__(  # noqa: PLR0917 - positional: an item is made on every submit
-        self,
-        task: Any,
-        seq: int,
-        size: int,
-        body: bytes | None = None,
-        ref: RecordRef | None = None,
-        loose: bool = False,
-    ) -> None:
-        self.task = task
-        self.seq = seq
-        self.size = size
-        #: The encoded wire body, once there is one.
-        self.body = body
-        #: Its record in the spool, if it has one.
-        self.ref = ref
-        #: Whether that record holds the submitted dict rather than the wire body.
-        self.loose = loose
-        self.settled = False
-        #: Taken by a sender and not yet through its first request (see Exporter._take).
-        self.starting = False
-
-    def done(self) -> bool:
-        """Whether it is settled; re-read after anything that can block (another thread may
-        have settled it meanwhile, at the shutdown deadline)."""
-        return self.settled
-
-
 #: Captured traces a caller leaves in the inbox before admitting them itself (see submit).
 _INBOX_BATCH: Final = 32
-
-#: A trace as submit queues it: (task, seq, estimated size).
-_Entry = tuple[Any, int, int]
-
-
-def _seq_of(entry: _Item | _Entry) -> int:
-    return entry.seq if isinstance(entry, _Item) else entry[1]
-
-
-def _as_item(entry: _Item | _Entry) -> _Item:
-    return entry if isinstance(entry, _Item) else _Item(entry[0], entry[1], entry[2])
-
-
-class _DropWarner:
-    """Decides when to warn about drops: at most once per ``interval``, with the new counts."""
-
-    def __init__(
-        self, interval: float = _WARN_INTERVAL, clock: Callable[[], float] = time.monotonic
-    ):
-        self._interval = interval
-        self._clock = clock
-        self._last = -math.inf
-        self._reported: dict[str, int] = {}
-
-    def due(self) -> bool:
-        """Whether a warning may be given now (cheap, without the counts)."""
-        return self._clock() - self._last >= self._interval
-
-    def news(self, dropped: Mapping[str, int], *, force: bool = False) -> dict[str, int] | None:
-        """The drops since the last warning if one is due now (or ``force``), else None."""
-        now = self._clock()
-        if not force and now - self._last < self._interval:
-            return None
-        new = {
-            reason: count - self._reported.get(reason, 0)
-            for reason, count in dropped.items()
-            if count > self._reported.get(reason, 0)
-        }
-        if not new:
-            return None
-        self._last = now
-        self._reported = dict(dropped)
-        return new
-
-
-def _describe_counts(counts: Mapping[str, int]) -> str:
-    return ", ".join(f"{reason}={count}" for reason, count in counts.items())
 
 
 def _prepare_msgspec() -> None:
@@ -343,17 +99,6 @@ def _prepare_msgspec() -> None:
 
 
 _prepare_msgspec()
-
-_LIVE: Final[weakref.WeakSet[Exporter]] = weakref.WeakSet()
-_hooks = {"atexit": False, "multiprocessing": False}
-
-#: Called at exit before the exporters shut down, so that what they hand over is sent with
-#: the rest (tasks.py adds one that ends the tasks still open).
-before_exit: Final[list[Callable[[], None]]] = []
-#: Run by flush() first (tasks.py: the traces of tasks ended where exporting was not safe,
-#: generators closed early, are submitted then, so that a flush before os._exit covers them).
-before_flush: Final[list[Callable[[], None]]] = []
-
 
 # --- the exporter ---------------------------------------------------------------------------------
 
@@ -429,9 +174,12 @@ class Exporter:
         self._max_bytes = settings.max_queue_bytes
         self._on_result = on_result
         self._policy = RetryPolicy.from_settings(settings)
-        self._secret = settings.agent_secret
         self._redactor = Redactor.from_settings(settings)
         self._sample_rate = settings.sample_rate
+        self._client = ApiClient(
+            settings, lambda: self._delivery, self._is_finished, redactor=self._redactor
+        )
+        self._secret = settings.agent_secret
         if settings.enable_logging:
             setup_logging(settings.log_level)
         # The spool outlives a fork (the child writes segments of its own), so it is not
@@ -442,7 +190,7 @@ class Exporter:
         self._spool: Spool | None = None
         self._spool_retry_at = 0.0
         self._init_state()
-        _LIVE.add(self)
+        lifecycle.track(self)
         if self._spool_dir is not None:
             self._start_with_spool()
 
@@ -457,20 +205,19 @@ class Exporter:
         self._work = threading.Condition(self._lock)
         self._settled_cond = threading.Condition(self._lock)
         self._start_lock = threading.RLock()
-        self._stopping = threading.Event()  # set when shutdown starts: wakes every sleeper
-        self._finished = threading.Event()  # set when shutdown is over
-        #: Waiting traces, oldest first: an _Item, or what submit queues as (task, seq, size).
-        self._queue: collections.deque[_Item | _Entry] = collections.deque()
+        self._workers: Workers[Item] = Workers(
+            settings.workers, self._lock, self._take, self._process_safely, self._worker_exited
+        )
+        #: The shutdown deadline, and the events that wake sleepers when it is set or met.
+        self._until = Deadline()
+        #: Waiting traces, oldest first.
+        self._queue: collections.deque[Item] = collections.deque()
         #: Traces submitted and not yet admitted to the queue (see submit): captured ones wait
         #: here for a batch; others pass through under the lock.
         self._inbox: collections.deque[object] = collections.deque()
-        self._in_flight: set[_Item] = set()
-        self._threads: list[threading.Thread] = []
-        self._transport: Transport | None = None
-        self._started = False
+        self._in_flight: set[Item] = set()
         self._closed = False
         self._shutdown_begun = False
-        self._deadline: float | None = None
         self._idle = 0
         #: A sender was woken for admitted traces and has not run yet (see submit).
         self._waking = False
@@ -495,7 +242,7 @@ class Exporter:
         self._auth_failing = False
         self._rejections_logged: set[str] = set()
         self._callback_error_logged = False
-        self._warner = _DropWarner()
+        self._warner = DropWarner()
         # Pacing (see _take): traces being started, when the last was taken, who waits.
         self._starting = 0
         self._last_start = 0.0
@@ -504,8 +251,7 @@ class Exporter:
         #: Memory counted per step of a queued trace (see _estimate).
         self._step_estimate = int(_INITIAL_STEP_BYTES * _MEMORY_PER_WIRE_BYTE)
         #: Memory counted for the rest of a captured trace (learnt like the steps' share).
-        self._fixed_estimate = _BASE_ESTIMATE
-        self._alive = 0  # sender threads running
+        self._fixed_estimate = BASE_ESTIMATE
         self._final = False  # shutdown has counted what is left: nothing more is queued
         # Spool state: records held only there, adoption, and the backoff of the backlog.
         self._spooled = 0
@@ -523,6 +269,10 @@ class Exporter:
             settings.burst_size,
             enabled=settings.enable_rate_limiting,
         )
+        # A new pool too: the parent's connections are the parent's.
+        self._delivery = Delivery(
+            InfiniumDestination(settings), self._policy, self._bucket, self._until, settings.timeout
+        )
 
     def _reset_after_fork(self) -> None:
         # The child owns none of the parent's traces (they are the parent's to deliver: no
@@ -531,19 +281,22 @@ class Exporter:
         self._init_state()
         if was_closed:
             self._closed = self._shutdown_begun = True
-            self._finished.set()
+            self._until.finished.set()
         spool = self._spool
         if spool is not None and not spool.closed:
             # The parent's records stay the parent's; the child writes segments of its own.
             spool.after_fork_in_child()
-            self._next_adopt = time.monotonic() + _ADOPT_INTERVAL
+            self._next_adopt = time.monotonic() + ADOPT_INTERVAL
+
+    def _is_finished(self) -> bool:
+        return self._until.finished.is_set()
 
     def __repr__(self) -> str:
-        if self._finished.is_set():
+        if self._until.finished.is_set():
             state = "shut down"
         elif self._closed:
             state = "shutting down"
-        elif self._started:
+        elif self._workers.started:
             state = "running"
         else:
             state = "idle"
@@ -617,7 +370,7 @@ class Exporter:
                         len(inbox) >= _INBOX_BATCH
                         or (self._idle and not self._waking)
                         or self._closed
-                        or not self._started
+                        or not self._workers.started
                     ):
                         return self._admit()
                     return True
@@ -628,7 +381,7 @@ class Exporter:
                 with self._lock:
                     self._inbox.append(task)  # behind the traces waiting there
                     accepted = self._admit_locked()
-                    started = self._started
+                    started = self._workers.started
                 if not started:
                     self._start_workers()
                 return accepted
@@ -647,7 +400,7 @@ class Exporter:
                 record: bytes | None = None
                 trace: Any = task
                 if isinstance(task, PendingTrace):
-                    record = _captured_record(task)
+                    record = captured_record(task)
                     if record is None:
                         trace = _built(task)
                 if record is None and not isinstance(trace, (TaskData, Mapping)):
@@ -680,13 +433,13 @@ class Exporter:
                     # With the body encoded, the task itself is only kept for on_result.
                     held = task if body is None or self._on_result is not None else None
                     self._queue.append(
-                        _Item(held, self._seq, size, body, ref, ref is not None and body is None)
+                        Item(held, self._seq, size, body, ref, ref is not None and body is None)
                     )
                     self._seq += 1
                     self._held_bytes += size
                     if self._idle:
                         self._work.notify()
-                started = self._started
+                started = self._workers.started
             if ref is not None and (reason or park):
                 kept = self._refused_with_record(ref, park)
                 if not kept or started:
@@ -710,20 +463,16 @@ class Exporter:
         """
         limit = self._settings.shutdown_timeout if timeout is None else max(0.0, timeout)
         deadline = time.monotonic() + limit
-        if not _EXPORTING.get() and not self._lock_owned():
-            for hook in before_flush:
-                try:
-                    hook()
-                except Exception:  # a flush never raises; the trace it was for is lost, logged
-                    _log.debug("flush hook failed", exc_info=True)
+        if not EXPORTING.get() and not self._lock_owned():
+            lifecycle.run_flush_hooks()
         with self._lock:
             self._admit_locked()
             target = self._seq
-            idle = not self._started and bool(self._queue)
+            idle = not self._workers.started and bool(self._queue)
         if idle:  # traces left in the inbox by a submit that could not admit them (see _admit)
             self._start_workers()
         with self._lock:
-            if _EXPORTING.get():
+            if EXPORTING.get():
                 return self._settled_before(target)
             # Woken only once the earliest target of the waiting flushes can have been reached
             # (see _mark_settled), not at every trace settled.
@@ -765,10 +514,10 @@ class Exporter:
             limit = self._settings.shutdown_timeout
         if not self._begin_shutdown(limit):
             # Someone else is shutting down: wait for them, within our own timeout.
-            if not _EXPORTING.get():
-                self._finished.wait(limit)
-            return self._finished.is_set() and self._dropped["shutdown"] == 0
-        if _EXPORTING.get():
+            if not EXPORTING.get():
+                self._until.finished.wait(limit)
+            return self._until.finished.is_set() and self._dropped["shutdown"] == 0
+        if EXPORTING.get():
             # Called from a sender thread (on_result): waiting here would wait for ourselves.
             return False
         return self._finish_shutdown()
@@ -832,16 +581,7 @@ class Exporter:
         ``NetworkError``...) when the retries run out.  With
         ``INFINIUM_DISABLED`` on, nothing is sent and the answer says so.
         """
-        if self._settings.disabled:
-            return _disabled_response()
-        if isinstance(task, PendingTrace):
-            task = task.materialize()
-        if isinstance(task, Mapping) and task.get("current_datetime") is None:
-            task = {**task, "current_datetime": utc_now_iso()}  # as submit() fills it in
-        trace = task if isinstance(task, TaskData) else to_task(task, strict=True)
-        body = _encode(self._redactor.task(trace))
-        transport = self._get_transport()
-        return self._call(lambda timeout: transport.post_trace(body, timeout=timeout))
+        return self._client.send(task)
 
     def send_batch(
         self,
@@ -862,73 +602,7 @@ class Exporter:
         100 traces is a ``ValueError``.  ``BatchError`` is also raised when
         nothing at all could be sent (for example refused credentials).
         """
-        batch = list(tasks)
-        if len(batch) > MAX_BATCH_SIZE:
-            raise ValueError(f"send_batch takes at most {MAX_BATCH_SIZE} traces, got {len(batch)}")
-        if max_concurrent is not None and (
-            isinstance(max_concurrent, bool)
-            or not isinstance(max_concurrent, int)
-            or max_concurrent < 1
-        ):
-            raise ValueError(f"max_concurrent must be an int >= 1, got {max_concurrent!r}")
-        if not batch:
-            return BatchResult(successful=0, failed=0, results=[], errors=[], total=0)
-        if self._settings.disabled:
-            results = [_disabled_response() for _ in batch]
-            errors = [f"task {i}: {r.message}" for i, r in enumerate(results)]
-            return BatchResult(0, len(batch), results, errors, total=len(batch))
-
-        stop = threading.Event()
-
-        def one(index: int) -> ApiResponse:
-            if stop.is_set():
-                return ApiResponse(
-                    success=False,
-                    message="not sent: an earlier trace failed (fail_fast)",
-                    data={"task_index": index, "error": "NotSent"},
-                )
-            try:
-                return self.send(batch[index])
-            except Exception as exc:
-                if fail_fast:
-                    stop.set()
-                text = exc.message if isinstance(exc, InfiniumError) else str(exc)
-                status = exc.status_code if isinstance(exc, InfiniumError) else None
-                return ApiResponse(
-                    success=False,
-                    status_code=status,
-                    message=self._clean(f"{type(exc).__name__}: {text}"),
-                    data={"task_index": index, "error": type(exc).__name__},
-                )
-
-        limit = self._settings.workers if max_concurrent is None else max_concurrent
-        concurrency = min(limit, len(batch))
-        if concurrency == 1:
-            results = [one(i) for i in range(len(batch))]
-        else:
-            with ThreadPoolExecutor(concurrency, thread_name_prefix="infinium-batch") as pool:
-                results = list(pool.map(one, range(len(batch))))
-        errors = [
-            f"task {i} ({_name_of(batch[i])}): {r.message}"
-            for i, r in enumerate(results)
-            if not r.success
-        ]
-        successful = len(batch) - len(errors)
-        if fail_fast and errors:
-            raise BatchError(
-                f"batch stopped at the first failure; {errors[0]}",
-                total_tasks=len(batch),
-                failed_tasks=len(errors),
-                errors=errors,
-            )
-        if successful == 0:
-            raise BatchError(
-                f"none of the {len(batch)} traces could be sent; first error: {results[0].message}",
-                total_tasks=len(batch),
-                failed_tasks=len(batch),
-                errors=errors,
-            )
-        return BatchResult(successful, len(errors), results, errors, total=len(batch))
+        return self._client.send_batch(tasks, max_concurrent=max_concurrent, fail_fast=fail_fast)
 
     def get_interpreted_result(self, trace_id: str) -> ApiResponse:
         """The platform's interpretation of a trace sent earlier.
@@ -936,12 +610,7 @@ class Exporter:
         ``data["interpretedTraceResult"]`` is None until the platform graded it.
         Same throttle, retries and errors as :meth:`send`.
         """
-        transport = self._get_transport()
-        try:
-            return self._call(lambda _timeout: transport.get_interpreted_result(trace_id))
-        except NotFoundError as error:
-            error.resource_type, error.resource_id = "trace", trace_id
-            raise
+        return self._client.get_interpreted_result(trace_id)
 
     def wait_for_interpretation(
         self, trace_id: str, timeout: float = 120.0, poll_interval: float = 3.0
@@ -975,31 +644,7 @@ class Exporter:
     ) -> PromptContent:
         """A Prompt Studio prompt; ``variables`` fill its ``{{placeholders}}`` into
         ``rendered_content`` (unknown ones are left as they are)."""
-        transport = self._get_transport()
-        try:
-            response = self._call(
-                lambda _timeout: transport.get_prompt(prompt_id, prompt_key, version)
-            )
-        except NotFoundError as error:
-            error.resource_type, error.resource_id = "prompt", prompt_id
-            raise
-        data = response.data or {}
-        content = data.get("content")
-        text = content if isinstance(content, str) else ""
-        rendered = None
-        if variables is not None:
-            rendered = re.sub(
-                r"\{\{(\w+)\}\}", lambda m: str(variables.get(m.group(1), m.group(0))), text
-            )
-        version_number = data.get("version")
-        prompt = PromptContent(
-            prompt_id=str(data.get("promptId", prompt_id)),
-            name=str(data.get("name", "")),
-            version=version_number if isinstance(version_number, int) else 0,
-            content=text,
-            created_at=str(data.get("createdAt", "")),
-            rendered_content=rendered,
-        )
+        prompt = self._client.get_prompt(prompt_id, prompt_key, version, variables)
         # The capture side imports this module: linking reaches back to it only here.
         from .tasks import link_prompt  # noqa: PLC0415
 
@@ -1051,7 +696,7 @@ class Exporter:
             return True
         with self._lock:
             accepted = self._admit_locked()
-            started = self._started
+            started = self._workers.started
         if not started:
             self._start_workers()
         return accepted
@@ -1079,23 +724,13 @@ class Exporter:
         while inbox:
             task = inbox.popleft()
             taken += 1
-            # A tagged event's dict, nearly every trace that comes this way: what _estimate
-            # reads of it, read here (a call per trace would cost as much as the rest of its
-            # admission).  Anything else goes to _estimate.
-            fields = task.basis if type(task) is TaggedTrace else None
-            if type(fields) is dict:
-                listed = fields.get("steps")
-                size = fixed
-                if type(listed) is list or type(listed) is tuple:
-                    size += len(listed) * per_step
-                text = fields.get("input_summary")
-                if type(text) is str:
-                    size += len(text)
-                text = fields.get("output_summary")
-                if type(text) is str:
-                    size += len(text)
-            else:
-                size = estimate(task)
+            try:
+                if isinstance(task, PendingTrace):  # nearly every trace that comes this way
+                    size = task.estimate(fixed, per_step)
+                else:
+                    size = estimate(task)
+            except Exception:  # a trace of the application's own whose estimate fails
+                size = -1
             if size < 0:
                 dropped["invalid"] += 1
                 accepted = False
@@ -1106,7 +741,7 @@ class Exporter:
                 dropped["queue_full"] += 1
                 accepted = False
             else:
-                queue.append((task, seq, size))
+                queue.append(Item(task, seq, size))
                 seq += 1
                 held += size
                 room -= 1
@@ -1133,57 +768,20 @@ class Exporter:
         :data:`_MEMORY_PER_WIRE_BYTE`: dicts, structs and small objects take
         about twice the room of their JSON.
         """
-        # For a dict of fields (submitted, or the basis of a captured trace): what can grow
-        # without bound (steps, summaries) is counted, the rest (name and description, capped
-        # by lenient coercion, and small fields) taken to weigh what it did in the traces
-        # built so far (see _learn_step_size).  One function, no helper: it runs for every
-        # trace, under the lock.  try costs nothing until something raises (3.11+).
-        # _admit_locked reads a tagged event's dict the same way, in place: keep the two in
-        # step (test_a_tagged_event_counts_the_memory_its_dict_would compares them).
-        fields: Any
-        steps = 0
-        held = 0
+        fixed = self._fixed_estimate
+        per_step = self._step_estimate
         try:
             if type(task) is dict:
-                fields = task
-            elif isinstance(task, PendingTrace):
-                fields = task.basis
-                steps = task.steps
-                held = task.held
-                if type(fields) is not dict:
-                    size = steps * self._step_estimate + held
-                    if isinstance(fields, TaskData):
-                        return size + self._struct_estimate(fields)
-                    return size + _BASE_ESTIMATE
-            elif isinstance(task, TaskData):
-                return self._struct_estimate(task)
-            elif isinstance(task, Mapping):
-                fields = task
-            else:
-                return -1
-            listed = fields.get("steps")  # fields.get each time: no bound method to make
-            if type(listed) is list or type(listed) is tuple:
-                steps += len(listed)
-            size = self._fixed_estimate + steps * self._step_estimate + held
-            text = fields.get("input_summary")
-            if type(text) is str:
-                size += len(text)
-            text = fields.get("output_summary")
-            if type(text) is str:
-                size += len(text)
+                return fields_estimate(task, fixed, per_step)
+            if isinstance(task, PendingTrace):
+                return task.estimate(fixed, per_step)
+            if isinstance(task, TaskData):
+                return struct_estimate(task, per_step)
+            if isinstance(task, Mapping):
+                return fields_estimate(task, fixed, per_step)
         except Exception:  # a mapping whose get() fails, say: not a trace
             return -1
-        return size
-
-    def _struct_estimate(self, task: TaskData) -> int:
-        size = _BASE_ESTIMATE + len(task.name) + len(task.description)
-        if task.input_summary is not None:
-            size += len(task.input_summary)
-        if task.output_summary is not None:
-            size += len(task.output_summary)
-        if task.steps:
-            size += len(task.steps) * self._step_estimate
-        return size
+        return -1
 
     # --- the spool ------------------------------------------------------------------------------
 
@@ -1221,7 +819,7 @@ class Exporter:
                         listener=self._spool_event,
                     )
                 except Exception as exc:
-                    self._spool_retry_at = time.monotonic() + _SPOOL_RETRY
+                    self._spool_retry_at = time.monotonic() + SPOOL_RETRY
                     self._spool_trouble(exc)
             return self._spool
 
@@ -1230,7 +828,7 @@ class Exporter:
     ) -> tuple[RecordRef | None, bytes | None, int]:
         """Write a submitted trace to the spool: ``(record, encoded body or None, size)``.
 
-        ``captured`` is the record of a captured trace (see :func:`_captured_record`).
+        ``captured`` is the record of a captured trace (see :func:`captured_record`).
         The size is exact for a TaskData and the record's size otherwise (a
         better guess than :meth:`_estimate`).  Never raises: a trace that
         cannot be written goes on in memory only.
@@ -1240,18 +838,18 @@ class Exporter:
             # Redacted before it touches the disk (a scan, nearly always all it costs).
             redactor = self._redactor
             if captured is not None:
-                captured = redacted_record(redactor, captured, msgspec.msgpack.decode, _pack)
-                payload, kind, size = captured, _KIND_CAPTURED, len(captured)
+                captured = redacted_record(redactor, captured, *RECORD_CODECS[KIND_CAPTURED])
+                payload, kind, size = captured, KIND_CAPTURED, len(captured)
             elif isinstance(task, TaskData):
-                raw = _encode(task)
-                redacted = redactor.encoded(task, raw)
-                body = raw if redacted is task else _encode(redacted)
-                payload, kind, size = body, _KIND_BODY, len(body)
+                raw = encode_trace(task)
+                redacted_task = redactor.encoded(task, raw)
+                body = raw if redacted_task is task else encode_trace(redacted_task)
+                payload, kind, size = body, KIND_BODY, len(body)
             else:
                 # Lenient coercion stays on the sender thread; the record keeps the dict as
                 # submitted, read back when the trace is taken up from the spool.
-                kind, payload = _dict_record(task)
-                payload = redacted_record(redactor, payload, *_RECORD_CODECS[kind])
+                kind, payload = dict_record(task)
+                payload = redacted_record(redactor, payload, *RECORD_CODECS[kind])
                 size = len(payload)
         except Exception:
             # The sender thread finds it invalid and says why.
@@ -1288,9 +886,9 @@ class Exporter:
         spool = self._spool
         if not park:
             if spool is not None:
-                _quietly(spool.ack, ref)
+                quietly(spool.ack, ref)
             return False
-        if spool is not None and _quietly(spool.release, ref):
+        if spool is not None and quietly(spool.release, ref):
             return True
         with self._lock:
             self._spooled -= 1
@@ -1329,14 +927,14 @@ class Exporter:
             return ""
         if not self._closed and not self._adopting and now >= self._next_adopt:
             self._adopting = True
-            self._next_adopt = now + _ADOPT_INTERVAL
+            self._next_adopt = now + ADOPT_INTERVAL
             return "adopt"
         if (
             self._spooled > 0
             and not self._refilling
             and now >= self._backlog_at
             and len(self._queue) <= self._max_items // 2
-            and (self._deadline is None or now < self._deadline)
+            and (self._until.at is None or now < self._until.at)
         ):
             self._refilling = True
             return "refill"
@@ -1377,7 +975,7 @@ class Exporter:
             return
         with self._lock:
             probing = self._backlog_failures > 0
-            room = max(1, min(_REFILL_BATCH, self._max_items - len(self._queue)))
+            room = max(1, min(REFILL_BATCH, self._max_items - len(self._queue)))
             byte_room = max(1, self._max_bytes - self._held_bytes)
         taken: list[tuple[RecordRef, int, bytes]] = []
         try:
@@ -1385,7 +983,7 @@ class Exporter:
             taken = spool.take_backlog(1 if probing else room, byte_room)
         except Exception:
             _log.debug("reading the spool's backlog failed", exc_info=True)
-        items = [_backlog_item(ref, kind, payload) for ref, kind, payload in taken]
+        items = [backlog_item(ref, kind, payload) for ref, kind, payload in taken]
         with self._lock:
             self._refilling = False
             if self._final:
@@ -1407,7 +1005,7 @@ class Exporter:
         """Learn from a trace just encoded (``size`` bytes) what a step weighs, and what the
         part of a trace that submit does not count field by field weighs."""
         summaries = len(task.input_summary or "") + len(task.output_summary or "")
-        rest = _BASE_ESTIMATE + len(task.name) + len(task.description)
+        rest = BASE_ESTIMATE + len(task.name) + len(task.description)
         steps = task.steps
         # Moving averages: unlocked, since a lost update only makes one estimate a bit off.
         if steps:
@@ -1420,63 +1018,26 @@ class Exporter:
         self._fixed_estimate = int(0.9 * self._fixed_estimate + 0.1 * min(rest, MAX_BODY_BYTES))
 
     def _start_workers(self) -> None:
-        with self._start_lock:
-            if self._started or self._closed:
-                return
-            self._get_transport()
-            threads = []
-            for number in range(1, self._settings.workers + 1):
-                thread = threading.Thread(
-                    target=self._run, name=f"infinium-exporter-{number}", daemon=True
-                )
-                try:
-                    thread.start()
-                except RuntimeError:  # e.g. "can't create new thread at interpreter shutdown"
-                    break
-                threads.append(thread)
-            if not threads:
-                return
-            self._threads = threads
-            with self._lock:
-                self._started = True
-                self._alive += len(threads)
-            _ensure_exit_hooks()
-
-    def _get_transport(self) -> Transport:
-        transport = self._transport
-        if transport is None:
-            token = _EXPORTING.set(True)  # urllib3 logs while it builds the pool
-            try:
-                with self._start_lock:
-                    if self._transport is None:
-                        self._transport = Transport(self._settings)
-                    transport = self._transport
-            finally:
-                _EXPORTING.reset(token)
-        return transport
+        if self._workers.start(lambda: self._closed):
+            lifecycle.ensure_exit_hooks()
 
     # --- sender threads -----------------------------------------------------------------------
 
-    def _run(self) -> None:
-        _EXPORTING.set(True)  # for the whole of this thread
+    def _process_safely(self, item: Item) -> None:
+        """Process one trace; a bug costs that trace (counted invalid), not the sender."""
         try:
-            while True:
-                item = self._take()
-                if item is None:
-                    return
-                try:
-                    self._process(item)
-                except Exception as exc:  # a bug must cost one trace, not the sender thread
-                    if self._settle(item, "invalid", f"internal error: {exc!r}"):
-                        _log.exception("infinium_logging could not process a trace")
-                self._warn_drops()
-        finally:
-            with self._lock:
-                self._alive -= 1
-                if self._waiters:
-                    self._settled_cond.notify_all()
+            self._process(item)
+        except Exception as exc:
+            if self._settle(item, "invalid", f"internal error: {exc!r}"):
+                _log.exception("infinium_logging could not process a trace")
+        self._warn_drops()
 
-    def _take(self) -> _Item | None:
+    def _worker_exited(self) -> None:
+        # Called with the lock held.
+        if self._waiters:
+            self._settled_cond.notify_all()
+
+    def _take(self) -> Item | None:
         """The next trace to send; spool chores (adoption, taking up the backlog) on the way."""
         while True:
             with self._lock:
@@ -1504,13 +1065,13 @@ class Exporter:
                                 self._pacing -= 1
                                 self._waking = False  # whoever was woken is running
                             continue
-                        item = _as_item(self._queue.popleft())
+                        item = self._queue.popleft()
                         self._in_flight.add(item)
                         item.starting = True
                         self._starting += 1
                         self._last_start = now
                         return item
-                    if self._closed and not self._backlog_due_by(self._deadline or now):
+                    if self._closed and not self._backlog_due_by(self._until.at or now):
                         return None
                     self._idle += 1
                     try:
@@ -1525,7 +1086,7 @@ class Exporter:
                         self._waking = False
             self._do_chore(chore)
 
-    def _process(self, item: _Item) -> None:
+    def _process(self, item: Item) -> None:
         if item.body is not None:  # encoded on the caller's thread, or a spooled wire body
             self._deliver(item, item.body)
             return
@@ -1552,11 +1113,11 @@ class Exporter:
             item.task = task
         try:
             if body is None or len(body) > MAX_BODY_BYTES:
-                body = _encode(task)
-            redacted = self._redactor.encoded(task, body)
-            if redacted is not task:
-                item.task = task = redacted
-                body = _encode(task)
+                body = encode_trace(task)
+            redacted_task = self._redactor.encoded(task, body)
+            if redacted_task is not task:
+                item.task = task = redacted_task
+                body = encode_trace(task)
         except Exception as exc:
             self._settle(item, "invalid", f"could not be encoded: {exc}")
             return
@@ -1570,94 +1131,47 @@ class Exporter:
             item.body = body  # for _keep, should the trace stay in the spool
         self._deliver(item, body)
 
-    def _deliver(self, item: _Item, body: bytes) -> None:
+    def _deliver(self, item: Item, body: bytes) -> None:
         if self._sample_rate < 1.0 and not sampled_in(body, self._sample_rate):
             self._sampled_away(item)
             return
-        transport = self._get_transport()
-        started = time.monotonic()
-        retries = 0
-        while True:
-            if not self._wait_for_credentials(item) or not self._bucket.acquire(self._deadline_of):
-                self._settle(item, "shutdown")
-                return
-            timeout = self._request_timeout()
-            if item.settled:
-                return
-            if timeout is not None and timeout <= 0:
-                self._settle(item, "shutdown")
-                return
-            try:
-                response = transport.post_trace(body, timeout=timeout)
-            except InfiniumError as error:
-                if item.done():  # given up at the shutdown deadline while the request was out
-                    return
-                verdict = classify(error)
-                if verdict == "auth":
-                    self._auth_failed(item, error)
-                    return
-                if verdict == "reject":
-                    self._rejected(item, error)
-                    return
-                retry_after = retry_after_of(error)
-                decision = self._policy.decide(retries, time.monotonic() - started, retry_after)
-                if error.status_code == 429:
-                    pause = decision.delay if decision.retry else 0.0
-                    if retry_after is not None:
-                        pause = max(pause, self._policy.bound_retry_after(retry_after))
-                    self._bucket.pause(pause)
-                if not decision.retry:
-                    self._settle(item, decision.reason, self._describe(error))
-                    return
-                retries += 1
-                with self._lock:
-                    # Waiting to retry: let another sender start a trace meanwhile.
-                    self._started_request(item, waking=True)
-                    if item.done():
-                        return
-                    self._retries += 1
-                    self._last_error = self._describe(error)
-                if not self._sleep_until(time.monotonic() + decision.delay, item):
-                    self._settle(item, "shutdown")
-                    return
-                continue
-            self._delivered(item, response, len(body))
-            return
 
-    def _wait_for_credentials(self, item: _Item) -> bool:
-        until = self._auth_until
-        return until <= time.monotonic() or self._sleep_until(until, item)
+        def given_up() -> bool:
+            return item.settled
 
-    def _sleep_until(self, until: float, item: _Item | None) -> bool:
-        """Sleep until ``until``; False (at once) when the shutdown deadline would come first."""
-        while True:
-            if item is not None and item.settled:
-                return False
-            now = time.monotonic()
-            if now >= until:
-                return True
-            deadline = self._deadline
-            if deadline is not None and until > deadline:
-                return False
-            event = self._stopping if deadline is None else self._finished
-            if event.is_set() and deadline is not None:
-                return False
-            event.wait(until - now)
+        def on_retry(error: InfiniumError) -> bool:
+            with self._lock:
+                # Waiting to retry: let another sender start a trace meanwhile.
+                self._started_request(item, waking=True)
+                if item.settled:
+                    return False
+                self._retries += 1
+                self._last_error = self._describe(error)
+            return True
 
-    def _deadline_of(self) -> float | None:
-        return self._deadline
+        outcome = self._delivery.deliver(
+            body, given_up=given_up, on_retry=on_retry, not_before=self._credentials_at
+        )
+        reason, error = outcome.reason, outcome.error
+        if reason == "sent":
+            assert outcome.response is not None
+            self._delivered(item, outcome.response, len(body))
+        elif reason == "abandoned":
+            return  # given up at the shutdown deadline while this was under way
+        elif error is None or reason == "shutdown":
+            self._settle(item, reason)
+        elif reason == "auth":
+            self._auth_failed(item, error)
+        elif reason == "rejected":
+            self._rejected(item, error)
+        else:
+            self._settle(item, reason, self._describe(error))
 
-    def _request_timeout(self) -> float | None:
-        """The timeout of a request starting now: None before shutdown, <= 0 when too late."""
-        deadline = self._deadline
-        if deadline is None:
-            return None
-        remaining = deadline - time.monotonic()
-        if remaining < min(_LAST_REQUEST_WINDOW, self._settings.timeout):
-            return 0.0
-        return min(self._settings.timeout, remaining)
+    def _credentials_at(self) -> float:
+        """When sending may resume after refused credentials (0.0: now)."""
+        return self._auth_until
 
-    def _auth_failed(self, item: _Item, error: InfiniumError) -> None:
+    def _auth_failed(self, item: Item, error: InfiniumError) -> None:
         with self._lock:
             first = not self._auth_failing
             self._auth_failing = True
@@ -1678,7 +1192,7 @@ class Exporter:
                 self._settings.auth_backoff,
             )
 
-    def _rejected(self, item: _Item, error: InfiniumError) -> None:
+    def _rejected(self, item: Item, error: InfiniumError) -> None:
         said = str(error.details.get("server_message") or error.message)
         self._settle(item, "rejected", self._describe(error))
         key = f"{error.status_code}:{said}"
@@ -1694,7 +1208,7 @@ class Exporter:
                 self._clean(said),
             )
 
-    def _delivered(self, item: _Item, response: ApiResponse, size: int) -> None:
+    def _delivered(self, item: Item, response: ApiResponse, size: int) -> None:
         self._ack(item)
         with self._lock:
             if item.settled:  # given up at the shutdown deadline while the request was out
@@ -1715,7 +1229,7 @@ class Exporter:
             _log.info("Infinium accepted the agent credentials again; sending resumed")
         self._report(item, response)
 
-    def _sampled_away(self, item: _Item) -> None:
+    def _sampled_away(self, item: Item) -> None:
         """Settle a trace ``sample_rate`` leaves out: counted apart from the losses."""
         self._ack(item)
         with self._lock:
@@ -1725,16 +1239,16 @@ class Exporter:
             self._sampled_out += 1
         self._report(item, _failure_response("sampled_out", None))
 
-    def _settle(self, item: _Item, reason: str, error: str | None = None) -> bool:
+    def _settle(self, item: Item, reason: str, error: str | None = None) -> bool:
         """Count a trace as lost for ``reason`` unless it is settled already; tell on_result.
 
         A trace with a spool record is kept there instead when ``reason`` is
-        retryable later (:data:`_KEEP_REASONS`); one dropped for good is
+        retryable later (:data:`KEEP_REASONS`); one dropped for good is
         settled in the spool too.
         """
         ref = item.ref
         spool = self._spool
-        if ref is not None and spool is not None and reason in _KEEP_REASONS:
+        if ref is not None and spool is not None and reason in KEEP_REASONS:
             return self._keep(item, ref, spool, reason, error)
         self._ack(item)
         with self._lock:
@@ -1747,17 +1261,17 @@ class Exporter:
         self._report(item, _failure_response(reason, error))
         return True
 
-    def _ack(self, item: _Item) -> None:
+    def _ack(self, item: Item) -> None:
         """Settle a trace's spool record, before the trace counts as settled: whoever sees it
         settled (``flush()``, ``stats()``) must find its record settled too.  (Not under the
         lock: the spool calls its listener, which takes the lock, with its own lock held.)"""
         ref = item.ref
         spool = self._spool
         if ref is not None and spool is not None and not item.settled:
-            _quietly(spool.ack, ref)
+            quietly(spool.ack, ref)
 
     def _keep(
-        self, item: _Item, ref: RecordRef, spool: Spool, reason: str, error: str | None
+        self, item: Item, ref: RecordRef, spool: Spool, reason: str, error: str | None
     ) -> bool:
         """Leave a trace in the spool for a later attempt (or the next start, at shutdown)."""
         with self._lock:
@@ -1773,12 +1287,12 @@ class Exporter:
         if item.loose and item.body is not None:
             # Keep the exact wire body rather than the submitted dict: read back later, it is
             # sent as it is, without coercing (and counting the fixes) a second time.
-            exact = _quietly(spool.append, item.body, _KIND_BODY)
+            exact = quietly(spool.append, item.body, KIND_BODY)
             if exact is not None:
-                _quietly(spool.ack, ref)
+                quietly(spool.ack, ref)
                 ref = exact
         # At the shutdown deadline it is not handed back: this process will not try it again.
-        kept = _quietly(spool.holds if reason == "shutdown" else spool.release, ref)
+        kept = quietly(spool.holds if reason == "shutdown" else spool.release, ref)
         if kept:
             return True
         with self._lock:
@@ -1787,7 +1301,7 @@ class Exporter:
         self._report(item, _failure_response("spool_full", error))
         return True
 
-    def _started_request(self, item: _Item, *, waking: bool) -> None:
+    def _started_request(self, item: Item, *, waking: bool) -> None:
         """``item`` is through its first request (or settled without one): another trace may
         be started (lock held).  ``waking`` when this sender will not take one itself soon."""
         if item.starting:
@@ -1796,7 +1310,7 @@ class Exporter:
             if waking and self._pacing and self._queue:
                 self._work.notify()
 
-    def _mark_settled(self, item: _Item) -> None:
+    def _mark_settled(self, item: Item) -> None:
         # Called with the lock held.
         self._started_request(item, waking=False)
         item.settled = True
@@ -1813,11 +1327,11 @@ class Exporter:
             # thousands of times a second; it can only return once its target is reached.
             self._settled_cond.notify_all()
 
-    def _report(self, item: _Item, response: ApiResponse) -> None:
+    def _report(self, item: Item, response: ApiResponse) -> None:
         callback = self._on_result
         if callback is None:
             return
-        token = _EXPORTING.set(True)
+        token = EXPORTING.set(True)
         # Called where a failure of ours is being handled: the callback's own exception would
         # be shown as raised while handling it, as if the library had failed first.
         handled = sys.exc_info()[1]
@@ -1835,9 +1349,9 @@ class Exporter:
                     _unchain(exc, handled)
                 _log.warning("the on_result callback raised (logged once)", exc_info=exc)
         finally:
-            _EXPORTING.reset(token)
+            EXPORTING.reset(token)
 
-    def _report_lost(self, items: list[_Item], until: float) -> None:
+    def _report_lost(self, items: list[Item], until: float) -> None:
         """Report the traces lost at shutdown to ``on_result`` until ``until`` at the latest.
 
         On a thread of their own, waited for until then: a callback that takes its time
@@ -1869,11 +1383,7 @@ class Exporter:
         with self._lock:
             news = self._warner.news(self._dropped)
         if news:
-            _log.warning(
-                "infinium_logging dropped %d trace(s) since the last report: %s",
-                sum(news.values()),
-                _describe_counts(news),
-            )
+            warn_dropped(news)
 
     def _describe(self, error: InfiniumError) -> str:
         return self._clean(f"{type(error).__name__}: {error.message}")
@@ -1884,70 +1394,23 @@ class Exporter:
     def _settled_before(self, target: int) -> bool:
         # Called with the lock held. Traces leave the queue in order, so the oldest unsettled
         # one is the queue's head or one of the (few) traces in flight.
-        if self._queue and _seq_of(self._queue[0]) < target:
+        if self._queue and self._queue[0].seq < target:
             return False
         return all(item.seq >= target for item in self._in_flight)
 
-    # --- synchronous sends ------------------------------------------------------------------------
-
-    def _call(self, request: Callable[[float | None], ApiResponse]) -> ApiResponse:
-        """One request with the throttle and retry policy, on the caller's thread."""
-        if self._finished.is_set():
-            raise InfiniumError("the exporter is shut down")
-        token = _EXPORTING.set(True)
-        try:
-            started = time.monotonic()
-            retries = 0
-            while True:
-                if not self._bucket.acquire(self._deadline_of):
-                    raise InfiniumError("the exporter is shutting down")
-                timeout = self._request_timeout()
-                if timeout is not None and timeout <= 0:
-                    raise InfiniumError("the exporter is shutting down")
-                try:
-                    return request(timeout)
-                except InfiniumError as error:
-                    if classify(error) != "retry":
-                        raise
-                    retry_after = retry_after_of(error)
-                    decision = self._policy.decide(retries, time.monotonic() - started, retry_after)
-                    if error.status_code == 429 and retry_after is not None:
-                        self._bucket.pause(self._policy.bound_retry_after(retry_after))
-                    if not decision.retry:
-                        raise
-                    retries += 1
-                    if not self._sleep_until(time.monotonic() + decision.delay, None):
-                        raise
-        finally:
-            _EXPORTING.reset(token)
-
-    def _replay_one(self, kind: int, payload: bytes) -> tuple[str, str | None]:
-        """Send one spool record now: ``("sent" | "rejected" | "failed", error text)``."""
-        try:
-            if kind == _KIND_BODY:
-                body = payload
-            elif kind in _LOOSE_KINDS:
-                problems: list[Problem] = []
-                fields = _read_record(kind, payload)
-                if isinstance(fields, PendingTrace):
-                    fields = fields.materialize()
-                task = to_task(fields, strict=False, problems=problems)
-                if any(p.path == "" and p.action == "replaced" for p in problems):
-                    return "rejected", "a spool record could not be read as a trace"
-                body = _encode(self._redactor.task(task))
-            else:
-                return "rejected", f"a spool record of unknown kind {kind}"
-        except Exception as exc:
-            return "rejected", f"a spool record could not be read: {exc}"
-        transport = self._get_transport()
-        try:
-            self._call(lambda timeout: transport.post_trace(body, timeout=timeout))
-        except InfiniumError as error:
-            verdict = "rejected" if classify(error) == "reject" else "failed"
-            return verdict, self._describe(error)
-        return "sent", None
-
     # --- shutdown ---------------------------------------------------------------------------------
+
+    def _exit_pending(self) -> bool:
+        """Whether exit must shut this down (see :mod:`~infinium_logging.lifecycle`)."""
+        return not self._shutdown_begun and bool(
+            self._workers.started or self._queue or self._inbox
+        )
+
+    def _begin_exit(self) -> bool:
+        """Begin the shutdown at exit, within ``shutdown_timeout`` (none after a stuck flush)."""
+        return self._begin_shutdown(
+            0.0 if self._stuck_since_flush() else self._settings.shutdown_timeout
+        )
 
     def _begin_shutdown(self, timeout: float) -> bool:
         """Close the door and set the deadline; False if a shutdown had already begun."""
@@ -1957,35 +1420,23 @@ class Exporter:
             self._shutdown_begun = True
             self._admit_locked()  # submitted before the door closed
             self._closed = True
-            self._deadline = time.monotonic() + timeout
+            self._until.at = time.monotonic() + timeout
             self._work.notify_all()
-        self._stopping.set()
+        self._until.stopping.set()
         self._bucket.wake()
         return True
-
-    def _send_here(self) -> None:
-        """Send what waits from this thread, as a sender would, until the shutdown deadline.
-
-        For when no sender thread runs at shutdown: none could be started (Python 3.12+
-        refuses new threads once the interpreter is exiting, which is when a trace logged by
-        an atexit handler or a task ended at exit arrives), or none was ever needed.
-        """
-        while (item := self._take()) is not None:
-            try:
-                self._process(item)
-            except Exception as exc:  # as in _run: a bug costs one trace
-                if self._settle(item, "invalid", f"internal error: {exc!r}"):
-                    _log.exception("infinium_logging could not process a trace")
 
     def _finish_shutdown(self) -> bool:
         """Wait for the senders until the deadline, then count what is left as ``shutdown``
         (with a spool: leave it there for the next start)."""
-        deadline = self._deadline if self._deadline is not None else time.monotonic()
-        token = _EXPORTING.set(True)
+        deadline = self._until.at if self._until.at is not None else time.monotonic()
+        token = EXPORTING.set(True)
         spool = self._spool
         try:
-            if not self._alive and (self._queue or self._inbox):
-                self._send_here()
+            if not self._workers.alive and (self._queue or self._inbox):
+                # No sender runs (none could start at exit, or none was needed): send what
+                # waits from this thread, as a sender would, until the deadline.
+                self._workers.run_here()
             with self._lock:
                 self._admit_locked()  # added while the door closed: counted as closed
                 self._waiters += 1
@@ -1997,7 +1448,7 @@ class Exporter:
                             break
                         if self._queue or self._in_flight or self._refilling:
                             wait = remaining  # every settle and refill notifies
-                        elif self._alive and self._backlog_due_by(deadline):
+                        elif self._workers.alive and self._backlog_due_by(deadline):
                             # Spooled records a sender may still take up before the deadline.
                             wait = min(remaining, max(0.01, self._backlog_at - now))
                         else:
@@ -2007,11 +1458,11 @@ class Exporter:
                     self._waiters -= 1
                 self._final = True
                 stuck = bool(self._in_flight)
-                left = [_as_item(entry) for entry in self._queue]
+                left = list(self._queue)
                 left += sorted(self._in_flight, key=lambda i: i.seq)
                 self._queue.clear()
-                lost: list[_Item] = []
-                kept: list[_Item] = []
+                lost: list[Item] = []
+                kept: list[Item] = []
                 for item in left:
                     self._mark_settled(item)
                     if item.ref is not None and spool is not None:
@@ -2022,34 +1473,26 @@ class Exporter:
                         lost.append(item)
                 self._work.notify_all()
                 self._settled_cond.notify_all()  # flushes waiting: everything is settled now
-            gone = [item for item in kept if not _quietly(spool.holds, item.ref)] if spool else []
+            gone = [item for item in kept if not quietly(spool.holds, item.ref)] if spool else []
             with self._lock:
                 if gone:
                     self._spooled -= len(gone)
                     self._dropped["spool_full"] += len(gone)
                 news = self._warner.news(self._dropped, force=True)
                 spooled = self._spooled
-            self._finished.set()
+            self._until.finished.set()
             self._bucket.wake()
             self._report_lost(lost + gone, deadline + _REPORT_GRACE)
             if not stuck:
                 # Idle senders exit at once; a sender stuck in a request is a daemon thread
                 # and is left behind (its late answer is ignored: the trace is settled).
-                join_by = time.monotonic() + _JOIN_GRACE
-                for thread in self._threads:
-                    thread.join(max(0.0, join_by - time.monotonic()))
-            transport = self._transport
-            if transport is not None:
-                transport.clear()
+                self._workers.join(_JOIN_GRACE)
+            self._delivery.destination.close()
             if spool is not None:
                 # Unlocks the segments: the next start (or another process) adopts what is left.
-                _quietly(spool.close)
+                quietly(spool.close)
             if news:
-                _log.warning(
-                    "infinium_logging dropped %d trace(s) since the last report: %s",
-                    sum(news.values()),
-                    _describe_counts(news),
-                )
+                warn_dropped(news)
             if spooled and spool is not None:
                 _log.info(
                     "infinium_logging left %d trace(s) in the spool (%s) for the next start",
@@ -2058,7 +1501,7 @@ class Exporter:
                 )
             return self._dropped["shutdown"] == 0
         finally:
-            _EXPORTING.reset(token)
+            EXPORTING.reset(token)
 
 
 def _built(task: PendingTrace) -> TaskData | dict[str, Any] | None:
@@ -2068,19 +1511,6 @@ def _built(task: PendingTrace) -> TaskData | dict[str, Any] | None:
     except Exception:
         _log.debug("a captured trace could not be built", exc_info=True)
         return None
-
-
-def _encode(task: TaskData) -> bytes:
-    """The wire body of a trace, shrunk to the platform's limit when needed."""
-    try:
-        body = encode_task(task)
-        if len(body) > MAX_BODY_BYTES:
-            body = encode_task(fit_task(task))
-    except ValueError as exc:  # nested too deeply, an int too long for text
-        raise ValidationError(str(exc)) from None
-    if len(body) > MAX_BODY_BYTES:
-        raise ValidationError(f"the trace is {len(body)} bytes even after shrinking")
-    return body
 
 
 def _as_trace(task: Any) -> Any:
@@ -2093,215 +1523,9 @@ def _as_trace(task: Any) -> Any:
     return task
 
 
-def _json_default(value: Any) -> Any:
-    """What a type msgspec cannot encode becomes in a spool record: what json_safe makes of it."""
-    return json_safe(value, max_string=MAX_BODY_BYTES)
-
-
-_pack: Final = msgspec.msgpack.Encoder(enc_hook=_json_default).encode
-
-
-def _dict_record(task: Any) -> tuple[int, bytes]:
-    """The spool record of a submitted dict, ``(kind, payload)``: what lenient coercion will
-    read in it, read back after a restart.
-
-    msgspec encodes it on the caller's thread at C speed (json_safe's walk would cost several
-    times more), as MessagePack: it costs little more than half of JSON here, and bytes, NaN
-    and non-string keys come back as they were, so the trace read back is the one memory
-    would have sent (a timezone-aware datetime comes back as the same instant in UTC).  What
-    MessagePack cannot hold as it is (an int past 64 bits, a lone surrogate, a cycle) is
-    written as JSON of its json_safe copy.  A record is rewritten with the exact wire body
-    when a sender keeps it for later.
-    """
-    try:
-        payload = _pack(task)
-    except Exception:  # not encodable as it is: json_safe copes
-        payload = None
-    if payload is not None and len(payload) <= MAX_BODY_BYTES:
-        return _KIND_DICT, payload
-    # A string longer than the body limit could never be sent whole: none is kept longer.
-    return _KIND_DICT_JSON, msgspec.json.encode(json_safe(task, max_string=MAX_BODY_BYTES))
-
-
-#: How a record of each loose kind is read and written again once redacted.
-_RECORD_CODECS: Final[dict[int, tuple[Callable[[bytes], Any], Callable[[Any], bytes]]]] = {
-    _KIND_DICT: (msgspec.msgpack.decode, _pack),
-    _KIND_DICT_JSON: (msgspec.json.decode, msgspec.json.encode),
-}
-
-
-def _captured_record(task: PendingTrace) -> bytes | None:
-    """The spool record of a captured trace, kept as captured (``_KIND_CAPTURED``), or None
-    when it has no such form or MessagePack cannot hold it: it is then built first.
-
-    Building the trace on the caller's thread only to encode it would cost as much as the
-    rest of the write; the sender thread builds it, as it does without a spool.
-    """
-    try:
-        form = task.spool_form()
-        if form is None:
-            return None
-        payload = _pack(form)
-    except Exception:  # an int past 64 bits, a lone surrogate: the built trace copes
-        return None
-    return payload if len(payload) <= MAX_BODY_BYTES else None
-
-
-def _read_record(kind: int, payload: bytes) -> Any:
-    """What a record of one of the ``_LOOSE_KINDS`` holds: a submitted dict, or (for
-    ``_KIND_CAPTURED``) a PendingTrace to build; ``msgspec.DecodeError`` when it is damaged."""
-    if kind == _KIND_DICT:
-        return msgspec.msgpack.decode(payload)
-    if kind == _KIND_CAPTURED:
-        try:
-            return TaggedTrace.from_spool_form(msgspec.msgpack.decode(payload))
-        except ValueError as exc:
-            raise msgspec.DecodeError(str(exc)) from None
-    return msgspec.json.decode(payload)
-
-
-def _backlog_item(ref: RecordRef, kind: int, payload: bytes) -> _Item:
-    """A trace taken up from the spool (its ``seq`` is set when it is queued)."""
-    if kind == _KIND_BODY:
-        return _Item(None, 0, len(payload), payload, ref)
-    task: Any = None  # an unknown kind or an undecodable dict: the sender counts it as invalid
-    if kind in _LOOSE_KINDS:
-        try:
-            task = _read_record(kind, payload)
-        except msgspec.DecodeError:
-            task = None
-    return _Item(task, 0, len(payload), None, ref, True)
-
-
-_T = TypeVar("_T")
-
-
-def _quietly(function: Callable[..., _T], *args: Any) -> _T | None:
-    """Call a spool method where a failure must cost at most durability, never the caller."""
-    try:
-        return function(*args)
-    except Exception:
-        _log.debug("spool operation %s failed", getattr(function, "__name__", "?"), exc_info=True)
-        return None
-
-
 def _failure_response(reason: str, error: str | None) -> ApiResponse:
     message = f"not delivered ({reason})" + (f": {error}" if error else "")
     return ApiResponse(success=False, status_code=None, message=message, data={"reason": reason})
-
-
-def _disabled_response() -> ApiResponse:
-    return ApiResponse(
-        success=False,
-        message="export is disabled (INFINIUM_DISABLED); nothing was sent",
-        data={"reason": "disabled"},
-    )
-
-
-def _name_of(task: object) -> str:
-    name = task.name if isinstance(task, TaskData) else None
-    if name is None and isinstance(task, Mapping):
-        name = task.get("name")
-    return repr(name[:80]) if isinstance(name, str) else "unnamed"
-
-
-# --- replaying a spool now ----------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class ReplayReport:
-    """What :func:`replay_spool` did with an agent's pending spool records."""
-
-    #: Records taken over from the spool (no live process held them).
-    found: int
-    #: Delivered: the platform accepted them (removed from the spool).
-    sent: int
-    #: Refused for good by the platform, or unreadable (removed from the spool).
-    rejected: int
-    #: Not delivered now (the endpoint kept failing, or refused the credentials): still in
-    #: the spool for a later replay or the agent's next start.
-    failed: int
-    #: Records that live processes hold: left to them.
-    busy: int
-    #: The last failure, as text (never containing the secret).
-    last_error: str | None = None
-
-
-def replay_spool(
-    settings: Settings, *, progress: Callable[[int, int], object] | None = None
-) -> ReplayReport:
-    """Adopt the spool records that no live process holds for ``settings.agent_id`` and send
-    them now, ``settings.workers`` at a time, through the throttle and retry policy.
-
-    ``progress(done, total)`` is called after each record.  Delivered and
-    rejected records are removed from the spool; at the first record that
-    still fails after its retries (an outage, refused credentials) the replay
-    stops and leaves the rest where they are.  Raises
-    :class:`~infinium_logging.errors.ConfigurationError` without a
-    ``spool_dir`` and ``OSError`` when the directory cannot be used.
-    """
-    if settings.spool_dir is None:
-        raise ConfigurationError(
-            "no spool directory: set INFINIUM_SPOOL_DIR or pass spool_dir", variable="spool_dir"
-        )
-    busy = sum(
-        found.live_records
-        for found in survey(settings.spool_dir)
-        if found.agent_id == settings.agent_id
-    )
-    spool = Spool(
-        settings.spool_dir,
-        settings.agent_id,
-        max_bytes=settings.spool_max_bytes,
-        fsync=settings.spool_fsync,
-    )
-    sender = Exporter(settings.replace(spool_dir=None))
-    total = spool.backlog_size()
-    lock = threading.Lock()
-    counts = {"sent": 0, "rejected": 0, "failed": 0}
-    errors: list[str] = []
-    stop = threading.Event()
-
-    def work() -> None:
-        while not stop.is_set():
-            taken = spool.take_backlog(1)
-            if not taken:
-                return
-            ref, kind, payload = taken[0]
-            outcome, error = sender._replay_one(kind, payload)
-            if outcome == "failed":
-                stop.set()  # the record stays in the spool, and so do the ones after it
-            else:
-                spool.ack(ref)
-            with lock:
-                counts[outcome] += 1
-                if error is not None:
-                    errors.append(error)
-                if progress is not None:
-                    progress(sum(counts.values()), total)
-
-    try:
-        threads = min(settings.workers, total)
-        if threads <= 1:
-            work()
-        else:
-            with ThreadPoolExecutor(threads, thread_name_prefix="infinium-replay") as pool:
-                for future in [pool.submit(work) for _ in range(threads)]:
-                    future.result()
-    finally:
-        sender.shutdown(0)
-        spool.close()
-    return ReplayReport(
-        found=total,
-        sent=counts["sent"],
-        rejected=counts["rejected"],
-        failed=total - counts["sent"] - counts["rejected"],
-        busy=busy,
-        last_error=errors[-1] if errors else None,
-    )
-
-
-# --- process-wide hooks: exit and fork ---------------------------------------------------------
 
 
 def _unchain(error: BaseException, handled: BaseException) -> None:
@@ -2315,57 +1539,3 @@ def _unchain(error: BaseException, handled: BaseException) -> None:
             link.__suppress_context__ = True
             return
         link = link.__cause__ if link.__cause__ is not None else link.__context__
-
-
-def _shutdown_all_at_exit() -> None:
-    """Shut every exporter down, each within its own ``shutdown_timeout``, in parallel."""
-    for hook in list(before_exit):
-        try:
-            hook()
-        except Exception:  # exit goes on, whatever happens to one hook
-            _log.debug("exit hook failed", exc_info=True)
-    # Not only started ones: a trace submitted during interpreter shutdown (an atexit handler
-    # that logs) finds no sender thread, and none can be started any more (Python 3.12+).
-    exporters = [
-        e for e in list(_LIVE) if not e._shutdown_begun and (e._started or e._queue or e._inbox)
-    ]
-    begun = [
-        e
-        for e in exporters
-        if e._begin_shutdown(0.0 if e._stuck_since_flush() else e.settings.shutdown_timeout)
-    ]
-    for exporter in begun:
-        try:
-            exporter._finish_shutdown()
-        except Exception:  # exit goes on, whatever happens to one exporter
-            _log.debug("shutdown at exit failed", exc_info=True)
-
-
-def _ensure_exit_hooks() -> None:
-    """Register the exit hook once per process (and once per multiprocessing child)."""
-    if not _hooks["atexit"]:
-        _hooks["atexit"] = True
-        atexit.register(_shutdown_all_at_exit)
-    if not _hooks["multiprocessing"]:
-        # multiprocessing children end with os._exit(), which skips atexit; they do run
-        # multiprocessing's own finalizers first, so register there too.
-        mp = sys.modules.get("multiprocessing")
-        util = sys.modules.get("multiprocessing.util")
-        if mp is not None and util is not None and mp.parent_process() is not None:
-            _hooks["multiprocessing"] = True
-            util.Finalize(None, _shutdown_all_at_exit, exitpriority=100)
-
-
-def _after_fork_in_child() -> None:
-    _hooks["multiprocessing"] = False
-    for exporter in list(_LIVE):
-        exporter._reset_after_fork()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-
-# Registered now, not when the first exporter starts: atexit runs handlers last registered
-# first, so an application's own handlers (registered after importing this) still log and
-# submit before the exporters shut down; and one registered during exit would never run.
-_ensure_exit_hooks()

@@ -17,8 +17,8 @@ from ._default import (
     options_for,
     options_of,
 )
-from .exporter import Exporter, submit_as_exporter
-from .exporter import exporting as in_export
+from .exporter import Exporter
+from .guard import in_export
 from .mapping import (
     FROM_EVENT,
     FROM_RECORD,
@@ -133,8 +133,6 @@ class InfiniumHandler(logging.Handler):
         global _handlers_open
         with _count_lock:
             _handlers_open += 1
-        #: Whether the sink builds deferred traces itself (else they are built before submit).
-        self._sink_takes_pending = _default.takes_pending(self._sink)
         self._env_options: Options | None = None
         # Rebuilt when the options object changes (the default exporter reconfigured).
         self._recorder = Recorder(self._sink, Options(), "logging")
@@ -265,14 +263,7 @@ class InfiniumHandler(logging.Handler):
             )
             if ident is not None:
                 bridge_in_use.last_tagged = ident
-            if capture is not None:
-                capture.submit(payload)  # type: ignore[arg-type] # it builds the trace itself
-            elif sink is None:
-                _default.deliver(None, payload)
-            elif self._sink_takes_pending:
-                sink.submit(payload)  # type: ignore[arg-type] # takes_pending(): it builds it
-            else:
-                submit_as_exporter(sink, payload.materialize())
+            _default.deliver(sink, payload)
             return
         state = _current.get()
         if state is not None:

@@ -49,6 +49,7 @@ from .convert import (
     truncate,
 )
 from .model import LlmCall, TaskData, ToolCall, _builtin_float, format_timestamp
+from .queued import PendingTrace, fields_estimate, set_captured_reader
 
 __all__ = [
     "LEVELS",
@@ -56,7 +57,6 @@ __all__ = [
     "STRUCTLOG_RESERVED",
     "TASK_FIELDS",
     "ErrorInfo",
-    "PendingTrace",
     "RawEvent",
     "TaggedTrace",
     "build_step",
@@ -724,39 +724,6 @@ def is_tag(value: object) -> bool:
 # --- deferred traces ------------------------------------------------------------------------------
 
 
-class PendingTrace:
-    """A trace captured on the thread that logged, built by :meth:`materialize` later.
-
-    An :class:`~infinium_logging.exporter.Exporter` builds it on a sender
-    thread (or on the caller's thread when it has a spool, which needs the
-    encoded trace at once); :func:`~infinium_logging.testing.capture_tasks` and
-    sinks of your own get it built on the caller's thread, as a dict of
-    TaskData fields or a TaskData.  What it references is read when it is
-    built: objects logged must not be mutated after logging them.
-
-    ``basis`` (the trace's fields as far as they are known when it is
-    captured: a dict of TaskData fields or a TaskData, else anything) and
-    ``steps`` (how many steps it will have beyond those of ``basis``) let the
-    exporter estimate the memory it holds without building it.
-    """
-
-    __slots__ = ()
-
-    basis: object = None
-    steps: int = 0
-    #: Characters of long text it holds beyond ``basis`` and ``steps`` (see held_text).
-    held: int = 0
-
-    def materialize(self) -> TaskData | dict[str, Any]:
-        """The trace: a TaskData, or a dict of TaskData fields to be read leniently."""
-        raise NotImplementedError
-
-    def spool_form(self) -> tuple[Any, ...] | None:
-        """What a spool record keeps of it to build it later, or ``None`` when it has no such
-        form (it is built before it is written)."""
-        return None
-
-
 #: Text shorter than this is covered by the exporter's average size of a step.
 _LONG_TEXT: Final = 1024
 
@@ -822,6 +789,14 @@ class TaggedTrace(msgspec.Struct, PendingTrace, eq=False, gc=False):
             return held_text((self.message, *fields.values()))
         return held_text((self.message, *(value for _, value in fields or ())))
 
+    def estimate(self, fixed: int, per_step: int) -> int:
+        """A tag's dict (nearly every tagged event) is counted as the dict of fields it is;
+        a tag of ``True`` or a TaskData as any captured trace is."""
+        basis = self.basis
+        if type(basis) is dict:
+            return fields_estimate(basis, fixed, per_step)
+        return PendingTrace.estimate(self, fixed, per_step)
+
     def materialize(self) -> TaskData | dict[str, Any]:
         """The trace (see :func:`tagged_payload`)."""
         message: str | Callable[[], str]
@@ -881,6 +856,9 @@ class TaggedTrace(msgspec.Struct, PendingTrace, eq=False, gc=False):
             raise ValueError("not the record of a captured event")
         info = None if error is None else ErrorInfo(error, None)
         return cls(basis, message, None, timestamp, fields, info, env)
+
+
+set_captured_reader(TaggedTrace.from_spool_form)
 
 
 def tagged_trace(  # noqa: PLR0917 - positional: keyword passing costs on this hot path

@@ -22,8 +22,7 @@ from ._default import (
     ignored_names,
     options_for,
 )
-from .exporter import exporting as in_export
-from .exporter import submit_as_exporter
+from .guard import in_export
 from .mapping import (
     FROM_EVENT,
     LEVELS,
@@ -121,8 +120,6 @@ class InfiniumProcessor:
         self.min_level = minimum
         self._sink = exporter
         bridge_in_use.processor = True  # see its doc
-        #: Whether the sink builds deferred traces itself (else they are built before submit).
-        self._sink_takes_pending = _default.takes_pending(exporter)
         self._recorder = Recorder(exporter, Options(), "structlog", _STRUCTLOG_VERSION)
         self._env_options: Options | None = None
         self._env_cache: dict[str | None, dict[str, Any]] = {}
@@ -280,14 +277,7 @@ class InfiniumProcessor:
                     if bridge_in_use.last_tagged == ident:
                         return event_dict  # already sent by a handler or another formatter
                     bridge_in_use.last_tagged = ident
-                if capture is not None:
-                    capture.submit(payload)  # type: ignore[arg-type] # it builds the trace
-                elif sink is None:
-                    _default.deliver(None, payload)
-                elif self._sink_takes_pending:
-                    sink.submit(payload)  # type: ignore[arg-type] # takes_pending()
-                else:
-                    submit_as_exporter(sink, payload.materialize())
+                _default.deliver(sink, payload)
                 if last[2]:
                     # Inside a task, the stdlib side would take the event (its tag gone)
                     # for a step of that task: tell an InfiniumHandler there it is a trace.

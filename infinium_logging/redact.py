@@ -160,6 +160,11 @@ class Redactor:
         """The redactor of an exporter's settings (its agent secret always included)."""
         return cls(settings.redact, secrets=(settings.agent_secret,))
 
+    def with_secrets(self, *secrets: str) -> Redactor:
+        """A new redactor of the same mode that also removes ``secrets`` (a destination's own
+        key), with counts of its own."""
+        return Redactor(self.mode, secrets=(*self._literals, *secrets), hook=self._use_hook)
+
     def __repr__(self) -> str:
         return f"Redactor(mode={self.mode!r})"
 

@@ -579,7 +579,7 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     """A warning for each ``INFINIUM_*`` variable that is not a setting (a misspelt name is
     silently ignored otherwise): its name, never its value, and the setting's variable it most
     resembles when the resemblance is obvious."""
-    names = [name.upper() for name in _SPECS]
+    names = [name.upper() for name in _SPECS] + list(OTHER_VARIABLES)
     known = {ENV_PREFIX + name for name in names}
     found = []
     for variable in sorted(environ):
@@ -592,6 +592,15 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
         found.append(f"{variable} is not a setting of infinium-logging and is ignored{hint}")
     return found
 
+
+#: Variables (without the prefix) read by other parts of the library (infino_settings.py).
+OTHER_VARIABLES: Final = (
+    "INFINO_ENDPOINT",
+    "INFINO_ACCESS_KEY",
+    "INFINO_SECRET_KEY",
+    "INFINO_DATASET",
+    "INFINO_STEPS_DATASET",
+)
 
 #: Variables already warned about by from_env (once per process: settings are read often).
 _warned_variables: set[str] = set()

@@ -39,7 +39,6 @@ import contextvars
 import functools
 import inspect
 import logging
-import os
 import sys
 import threading
 import time
@@ -55,14 +54,12 @@ from collections.abc import (
 from types import CodeType, FrameType, TracebackType
 from typing import Any, Final, ParamSpec, TypeVar, cast, overload
 
-from . import _default
+from . import _default, lifecycle
 from ._default import Options, TaskSink
 from .convert import MAX_DESCRIPTION_LENGTH, truncate
-from .exporter import before_exit, before_flush
 from .mapping import (
     TASK_FIELDS,
     ErrorInfo,
-    PendingTrace,
     RawEvent,
     Usage,
     environment,
@@ -74,6 +71,7 @@ from .mapping import (
 )
 from .model import SECTION_NAMES
 from .official import call_summary, docstring_description, result_summary
+from .queued import PendingTrace
 from .settings import disabled_in_environment
 
 __all__ = ["Recorder", "Task", "TaskHandle", "TaskTrace", "current_task", "task"]
@@ -729,8 +727,8 @@ def _end_open_tasks_at_exit() -> None:
             state.finish(None, abandoned="the task was still open when the process exited")
 
 
-before_exit.append(_end_open_tasks_at_exit)
-before_flush.append(drain_deferred)
+lifecycle.on_exit(_end_open_tasks_at_exit)
+lifecycle.on_flush(drain_deferred)
 
 
 def _after_fork_in_child() -> None:
@@ -747,8 +745,7 @@ def _after_fork_in_child() -> None:
     open_tasks.clear()
 
 
-if hasattr(os, "register_at_fork"):  # not on Windows
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+lifecycle.on_fork(_after_fork_in_child)
 
 
 def _fallback_options() -> Options:

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from infinium_logging.collector import LocalCollector
-from infinium_logging.exporter import Exporter, ExporterStats
+from infinium_logging.exporter import Exporter
+from infinium_logging.ledger import ExporterStats
 from infinium_logging.model import TaskData
 from infinium_logging.settings import Settings
 from infinium_logging.testing import TEST_AGENT_ID, TEST_AGENT_SECRET

@@ -24,11 +24,14 @@ from infinium_logging.errors import (
     ServerError,
     ValidationError,
 )
-from infinium_logging.exporter import DROP_REASONS, Exporter, ExporterStats, _DropWarner, in_export
+from infinium_logging.exporter import Exporter
+from infinium_logging.guard import in_export
 from infinium_logging.handler import InfiniumHandler
-from infinium_logging.mapping import PendingTrace, tagged_trace
+from infinium_logging.ledger import DROP_REASONS, DropWarner, ExporterStats
+from infinium_logging.mapping import tagged_trace
 from infinium_logging.model import MAX_BODY_BYTES, ApiResponse, ExecutionStep, TaskData
 from infinium_logging.processor import InfiniumProcessor
+from infinium_logging.queued import PendingTrace
 from infinium_logging.testing import TEST_AGENT_ID, TEST_AGENT_SECRET
 
 PROMPT_ID = "0d9c1b7a-3e2f-4a5b-8c6d-7e8f9a0b1c2d"
@@ -668,7 +671,7 @@ def test_drop_warnings_come_at_most_once_a_minute(
 def test_drop_warner_rate_limits_with_its_clock() -> None:
     """The warner reports new drops at most once per interval, counting since the last report."""
     now = [0.0]
-    warner = _DropWarner(60.0, clock=lambda: now[0])
+    warner = DropWarner(60.0, clock=lambda: now[0])
     assert warner.news({"queue_full": 3}) == {"queue_full": 3}
     now[0] = 30.0
     assert not warner.due()

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import infinium_logging
-from infinium_logging import exporter as exporter_module
+from infinium_logging import workers as workers_module
 from infinium_logging.collector import LocalCollector
 from infinium_logging.exporter import Exporter
 from infinium_logging.model import TaskData
@@ -185,7 +185,7 @@ def test_with_no_sender_thread_to_be_had_shutdown_sends_from_its_own_thread(
     # Only the exporter's own threads are refused (the collector needs its own).
     shim = types.SimpleNamespace(**{**vars(threading), "Thread": Refused})
     with monkeypatch.context() as patch:
-        patch.setattr(exporter_module, "threading", shim)
+        patch.setattr(workers_module, "threading", shim)
         for i in range(3):
             assert exporter.submit(TaskData(f"t{i}", "d", "2026-01-01T00:00:00Z", 1.0))
         assert exporter.stats().sent == 0

@@ -22,7 +22,8 @@ from exporters import wait_until as _wait_until
 
 from infinium_logging.cli import main
 from infinium_logging.collector import LocalCollector
-from infinium_logging.exporter import Exporter, replay_spool
+from infinium_logging.durability import replay_spool
+from infinium_logging.exporter import Exporter
 from infinium_logging.mapping import error_from_exc_info, tagged_trace
 from infinium_logging.model import ApiResponse, TaskData, encode_task
 from infinium_logging.spool import MAGIC, Spool, read_segment, survey

@@ -1,0 +1,128 @@
+"""The destination seam: what one endpoint needs (framing, signing, sending, reading answers).
+
+The delivery core (admission, ledger, workers, :mod:`~infinium_logging.delivery`,
+durability) knows nothing of any endpoint.  Everything specific to one lives in
+one object that satisfies :class:`Destination`: how a built trace becomes a
+record (:meth:`~Destination.encode`), how records become one request body
+(:meth:`~Destination.frame`), one attempt at sending it
+(:meth:`~Destination.post`: path, headers and, where the endpoint wants it, a
+signature made afresh on every call, over the exact body and a new timestamp),
+and how the answer is read, record by record (:meth:`~Destination.results`).
+
+:class:`~infinium_logging.destination_infinium.InfiniumDestination` is the
+Infinium trace endpoint: one trace per request, the official client's wire
+bytes, an answer that names the stored trace.  A bulk endpoint (Infino's NDJSON
+``_bulk``, say) is another Destination, not another exporter: it takes many
+records per request (:attr:`~Destination.limits`: count, bytes and how long a
+batch may wait to fill), signs each attempt, and reads a 200 that carries one
+result per record, some to be retried (``"retry"``), some refused for good
+(``"reject"`` with the reason they are counted under).
+
+How the core uses one (see :mod:`~infinium_logging.delivery`):
+
+1. A worker takes up to ``limits.max_records`` queued traces (or what fits
+   ``limits.max_bytes``, or what came within ``limits.max_delay``), asks the
+   destination for each one's record and for the request body.
+2. :meth:`Delivery.deliver <infinium_logging.delivery.Delivery.deliver>`
+   makes the attempts: the token bucket, the request timeout under the
+   shutdown deadline, the retry policy and the 429 rule are the core's;
+   each attempt calls :meth:`~Destination.post` again (a fresh signature).
+   An error raised by ``post`` (typed, from :mod:`~infinium_logging.errors`)
+   concerns the whole request and is classified by
+   :func:`~infinium_logging.retry.classify`.
+3. On an answer, :meth:`~Destination.results` says what became of each
+   record: ``sent`` ones are settled, ``reject`` ones are dropped and
+   counted under their reason, ``retry`` ones go back to the queue for a
+   later batch (each keeps its own retry count).
+
+A trace bound for several destinations is settled once per destination
+(each keeps its own :class:`DestinationStats`, read by its :attr:`~Destination.name`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal, Protocol
+
+import msgspec
+
+from .model import ApiResponse, TaskData
+
+__all__ = ["BatchLimits", "Destination", "DestinationStats", "RecordResult"]
+
+
+class BatchLimits(msgspec.Struct, frozen=True, kw_only=True):
+    """How many records one request of a destination may carry."""
+
+    #: Most records per request (1: one trace per request, as the Infinium endpoint takes).
+    max_records: int = 1
+    #: Most body bytes per request.
+    max_bytes: int = 1 << 20
+    #: Longest a record waits for others to fill its batch (seconds; 0: never waits).
+    max_delay: float = 0.0
+
+
+class RecordResult(msgspec.Struct, frozen=True):
+    """What an answer said of one record of a request."""
+
+    #: ``"sent"``: accepted; ``"retry"``: refused for now (try it again later);
+    #: ``"reject"``: refused for good (not retried).
+    verdict: Literal["sent", "retry", "reject"]
+    #: For ``"reject"``, the reason it is counted under (a drop reason, or the destination's
+    #: own, e.g. ``"mapper_parsing_exception"``); for the others, empty.
+    reason: str = ""
+    #: The server's word on it (never containing a secret), for logs and ``last_error``.
+    detail: str = ""
+    #: What ``on_result`` is given for it when it is sent.
+    response: ApiResponse | None = None
+
+
+class DestinationStats(msgspec.Struct, frozen=True, kw_only=True):
+    """What one destination did, read at one instant (the exporter's ``stats()`` carries
+    the first destination's figures at its top level)."""
+
+    name: str
+    sent: int = 0
+    retries: int = 0
+    bytes_sent: int = 0
+    #: Records refused for good, by reason.
+    rejected: dict[str, int] = msgspec.field(default_factory=dict)
+    last_error: str | None = None
+
+
+class Destination(Protocol):
+    """One endpoint traces are delivered to; thread-safe (every worker calls it)."""
+
+    @property
+    def name(self) -> str:
+        """Short, stable, lower case: keys its stats and its log lines (``"infinium"``)."""
+        ...
+
+    @property
+    def limits(self) -> BatchLimits:
+        """How many records one request may carry."""
+        ...
+
+    def encode(self, trace: TaskData) -> bytes:
+        """The record of one built trace (raises ``ValidationError`` when it has none)."""
+        ...
+
+    def frame(self, records: Sequence[bytes]) -> bytes:
+        """The request body that carries ``records`` (in order)."""
+        ...
+
+    def post(self, body: bytes, timeout: float | None) -> ApiResponse:
+        """Make one attempt at sending ``body``: build the request afresh (headers, and a
+        signature over ``body`` with a new timestamp where the endpoint wants one), send
+        it within ``timeout`` seconds (None: the destination's own), and return the 2xx
+        answer.  Raises the typed errors of :mod:`infinium_logging.errors` otherwise
+        (their text never containing a secret); never retries by itself."""
+        ...
+
+    def results(self, response: ApiResponse, count: int) -> Sequence[RecordResult]:
+        """What the answer to a request of ``count`` records says of each, in order."""
+        ...
+
+    def close(self) -> None:
+        """Drop pooled connections (at shutdown and in a forked child); stays usable."""
+        ...
