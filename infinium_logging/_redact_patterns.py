@@ -130,6 +130,9 @@ _HINT_PATTERNS: Final = (
     r"ss(?:w(?<=passw)|ion(?<=session)|phrase(?<=passphrase))",
     r"pwd",
     r"earer(?<=bearer)",
+    # A key named auth or x_auth (not author, authenticate: "authoriz" is looked for above).
+    # After it, one letter may be a MessagePack int value read as one, never two.
+    r"auth(?<![a-z0-9]auth)(?![a-z]{2})",
     # A URL's password ("@" alone: a byte MessagePack uses as a length, and every e-mail).
     r"://[^\s/@\"']{0,256}@",
     r"g(?:h[pousr]_|ithub_pat_)",

@@ -189,6 +189,45 @@ def test_values_under_secret_named_keys_are_redacted_whatever_they_look_like() -
     assert task.steps is not None and task.steps[0].metadata == metadata  # not changed in place
 
 
+@pytest.mark.parametrize(
+    "key",
+    [
+        "password",
+        "passwd",
+        "pwd",
+        "passphrase",
+        "secret",
+        "client_secret",
+        "token",
+        "api_key",
+        "apikey",
+        "x-api-key",
+        "access_key",
+        "private_key",
+        "authorization",
+        "auth",
+        "x_auth",
+        "credentials",
+        "cookie",
+        "set-cookie",
+        "session_id",
+    ],
+)
+def test_a_secret_named_key_alone_in_a_trace_is_not_missed_by_the_scan(key: str) -> None:
+    """The one scan of the encoded trace (JSON on a sender, MessagePack for a spool record)
+    sees a value under any secret name, even when nothing else in the trace hints at one."""
+    task = to_task(
+        base(
+            steps=[
+                {"step_number": 1, "action": "a", "description": "d", "metadata": {key: "plain1"}}
+            ]
+        )
+    )
+    redactor = Redactor()
+    for out in (redactor.encoded(task, encode_task(task)), redactor.task(task)):
+        assert out.steps[0].metadata == {key: "[REDACTED:secret]"}
+
+
 def test_a_clean_trace_comes_back_as_the_same_object() -> None:
     """Nothing to redact: no copy is made (the common case costs a scan, no allocation)."""
     task = to_task(base(input_summary="an ordinary summary"))
