@@ -117,7 +117,6 @@ PII: Final = (
 # letter share a pass, and a word is looked for from its rarest part, the rest checked
 # behind it (re skips to a literal prefix several times as fast as ``in`` finds a short
 # needle whose first letter is common).
-_HINTS: Final = ("-----begin",)
 _HINT_PATTERNS: Final = (
     # sk-, cookie, token (not tokens), api_key / apikey / access_key / private_key, and
     # Stripe's k_live_ / k_test_: one pass, from their "k".
@@ -135,7 +134,8 @@ _HINT_PATTERNS: Final = (
     r"auth(?<![a-z0-9]auth)(?![a-z]{2})",
     # A URL's password ("@" alone: a byte MessagePack uses as a length, and every e-mail).
     r"://[^\s/@\"']{0,256}@",
-    r"g(?:h[pousr]_|ithub_pat_)",
+    # GitHub's ghp_ / github_pat_ and a private key's -----begin: one pass, from their "g".
+    r"g(?:h[pousr]_|ithub_pat_|in(?<=-----begin))",
 )
 _PII_HINTS: Final = ("@",)
 _PII_HINT_PATTERNS: Final = (r"[0-9][0-9 ().-]{5,}[0-9]", r"[a-z]{2}[0-9]{2}")
@@ -154,8 +154,8 @@ def _checks(literals: Iterable[str], patterns: Iterable[str], kind: type) -> tup
 # AWS key ids are upper case: looked for in the text as it is (an upper-case letter is rare,
 # a lower-case "a" is everywhere).
 _RAW_PATTERNS: Final = (r"A(?:KIA|SIA|BIA|CCA)",)
-SECRET_CHECKS: Final = _checks(_HINTS, _HINT_PATTERNS, str)
-SECRET_CHECKS_BYTES: Final = _checks(_HINTS, _HINT_PATTERNS, bytes)
+SECRET_CHECKS: Final = _checks((), _HINT_PATTERNS, str)
+SECRET_CHECKS_BYTES: Final = _checks((), _HINT_PATTERNS, bytes)
 RAW_CHECKS: Final = _checks((), _RAW_PATTERNS, str)
 RAW_CHECKS_BYTES: Final = _checks((), _RAW_PATTERNS, bytes)
 PII_CHECKS: Final = _checks(_PII_HINTS, _PII_HINT_PATTERNS, str)
