@@ -5,15 +5,20 @@ The flow, one module per stage (docs/architecture.md draws it)::
     handler.py / processor.py   log events in (stdlib logging / structlog)
     mapping.py / tasks.py       events -> TaskData traces (task() aggregation); _default.py
                                 the process-wide default exporter (configure())
-    model.py / convert.py       the trace types, their wire encoding, validation and fitting
+    model.py                    the trace types and their wire encoding
+    convert.py                  reading outside data as traces (strict or lenient)
+    sanitise.py / fitting.py    JSON-safe copies and truncation; shrinking to the size limit
     guard.py                    the recursion guard (in_export)
     queued.py                   what the delivery core queues (PendingTrace, Item)
-    exporter.py                 the Exporter: admission, bounded buffer and sender threads
+    exporter.py                 the Exporter: admission, the bounded buffer, settling each trace
+    workers.py                  sender threads started lazily and their one run loop
     ledger.py                   ExporterStats, drop reasons and drop warnings
-    durability.py               spool records, reading them back, replay_spool
+    results.py                  what on_result is told
+    durability.py               spool records, the backlog's schedule, replay_spool
     delivery.py                 one deliver(): throttle, timeout, retries, the 429 rule
     destination.py              the Destination seam; destination_infinium.py: the Infinium one
     client.py                   send, send_batch, get_prompt, get_interpreted_result
+    infino*.py / sigv4.py       the Infino sink: signed bulk uploads as Destinations
     lifecycle.py                one registry for exit, multiprocessing finalizers and fork
     throttle.py / retry.py      token bucket, backoff and Retry-After
     transport.py                one pooled urllib3 client
@@ -33,8 +38,6 @@ from ._default import TaskSink, configure, get_default_exporter
 from ._logsetup import setup_logging
 from ._version import __version__
 from .aio import AsyncClient
-from .collector import LocalCollector, ReceivedTrace
-from .convert import Problem, decode_task, fit_task, json_safe, to_task
 from .errors import (
     AuthenticationError,
     BatchError,
@@ -78,11 +81,11 @@ from .model import (
     TaskData,
     TimeTracking,
     ToolCall,
-    encode_task,
     utc_now_iso,
 )
 from .official import create_task_data
 from .redact import Redactor, set_redaction_hook
+from .serverless import flush_after, flushing
 from .settings import Settings
 from .tasks import Task, TaskHandle, current_task, task
 
@@ -117,17 +120,14 @@ __all__ = [
     "InfinoStats",
     "LlmCall",
     "LlmUsage",
-    "LocalCollector",
     "Marketing",
     "NetworkError",
     "NotFoundError",
-    "Problem",
     "Project",
     "PromptContent",
     "PromptStudio",
     "PromptUse",
     "RateLimitError",
-    "ReceivedTrace",
     "Redactor",
     "Research",
     "Sales",
@@ -146,15 +146,12 @@ __all__ = [
     "configure",
     "create_task_data",
     "current_task",
-    "decode_task",
-    "encode_task",
-    "fit_task",
+    "flush_after",
+    "flushing",
     "get_default_exporter",
-    "json_safe",
     "set_redaction_hook",
     "setup_logging",
     "task",
-    "to_task",
     "utc_now_iso",
 ]
 

@@ -9,15 +9,16 @@ import time
 from collections.abc import Mapping
 from typing import Any, Final, Protocol, runtime_checkable
 
-from . import lifecycle
+from . import lifecycle, signals
 from ._logsetup import LOGGER_NAME
+from .credentials import settings_or_off
 from .errors import ConfigurationError
 from .exporter import Exporter
 from .guard import in_export, submit_as_exporter
-from .infino_default import deliver_default, infino_configured
+from .infino_default import DefaultExporter, deliver_default, infino_configured, infino_only
 from .model import TaskData
 from .queued import PendingTrace
-from .settings import ENV_PREFIX, Settings
+from .settings import ENV_PREFIX, Settings, disabled_in_environment
 
 __all__ = [
     "Options",
@@ -126,7 +127,7 @@ def configure(**settings_overrides: Any) -> Exporter:
     for a missing or invalid setting.
     """
     global _exporter, _options
-    settings = Settings.from_env(**settings_overrides)
+    settings = settings_or_off(**settings_overrides)
     exporter = Exporter(settings)
     with _lock:
         previous, _exporter, _options = _exporter, exporter, options_of(settings)
@@ -148,9 +149,10 @@ def get_default_exporter() -> Exporter:
         return exporter
     with _lock:
         if _exporter is None:
-            settings = Settings.from_env()
-            _exporter = Exporter(settings)
-            _options = options_of(settings)
+            # With Infino alone, Infinium is off on purpose: no warning about credentials.
+            settings = Settings.from_env(disabled=True) if infino_only() else settings_or_off()
+            _exporter = (DefaultExporter if infino_configured() else Exporter)(settings)
+            _options = _default_options_of(settings)
         return _exporter
 
 
@@ -167,11 +169,30 @@ def default_options() -> Options:
         return options
     with _lock:
         if _options is None:
-            # With Infino configured, Infinium credentials are optional (traces go to Infino).
-            _options = (
-                options_for(None, {}) if infino_configured() else options_of(Settings.from_env())
-            )
+            if infino_configured():
+                # With Infino configured, Infinium credentials are optional (traces go there).
+                _options = options_for(None, {})
+            else:
+                settings = settings_or_off()
+                _options = _default_options_of(settings)
+                if not settings.disabled:
+                    # Where logging is configured (the main thread, before a server takes
+                    # over the signals): the exporter may only be made later, elsewhere.
+                    signals.install(settings.handle_signals)
         return _options
+
+
+def _default_options_of(settings: Settings) -> Options:
+    """The options of the default exporter made from ``settings``.
+
+    Off for want of credentials (see :func:`~infinium_logging.credentials.settings_or_off`),
+    traces are still captured, and the exporter, disabled, counts them as ``disabled``;
+    ``INFINIUM_DISABLED=true`` keeps to capturing nothing at all.
+    """
+    options = options_of(settings)
+    if settings.disabled and not disabled_in_environment():
+        return dataclasses.replace(options, disabled=False)
+    return options
 
 
 def peek_default_exporter() -> Exporter | None:

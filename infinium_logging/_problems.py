@@ -14,6 +14,22 @@ __all__ = ["all_problems"]
 
 #: At most this many problems are reported for one trace.
 _MAX_PROBLEMS: Final = 50
+#: Valid values for the required fields: a missing or refused one is replaced by its stand-in
+#: (taking it out would only make it missing), so that the search goes on past it.
+_STAND_INS: Final[dict[str, object]] = {
+    "current_datetime": "2000-01-01T00:00:00.000000Z",
+    "fetched_at": "2000-01-01T00:00:00.000000Z",
+    "duration": 0.0,
+    "step_number": 1,
+    "version": 1,
+    **dict.fromkeys(
+        (
+            *("name", "description", "action", "error_type", "message", "task_objective"),
+            *("model", "tool_name", "prompt_id", "prompt_name"),
+        ),
+        "x",
+    ),
+}
 #: One step of a path: ``.field`` (or the first ``field``) or ``[index]``.
 _PATH_PART: Final = re.compile(r"\.?([^.\[\]]+)|\[(\d+)\]")
 
@@ -22,7 +38,8 @@ def all_problems(obj: object, first: ValidationError) -> list[str]:
     """Every problem of a trace that strict validation refused, not only the ``first``.
 
     Strict validation stops at one problem: it is asked again with each problem's value taken
-    out (while the value can be, and the problem moves on), and lenient reading, which goes on
+    out, or a required field's replaced by a valid stand-in (while that can be done, and the
+    problem moves on), and lenient reading, which goes on
     past every problem, names the rest (a numeric string where a number belongs, which lenient
     reading accepts, is found only by the first way).
     """
@@ -30,7 +47,8 @@ def all_problems(obj: object, first: ValidationError) -> list[str]:
     trial = msgspec.json.decode(msgspec.json.encode(obj))  # a copy of the decoded JSON
     error = first
     for _ in range(_MAX_PROBLEMS):
-        if error.path is None or not _take_out(trial, error.path):
+        unknown = error.message.endswith("unknown field")
+        if error.path is None or not _take_out(trial, error.path, stand_in=not unknown):
             break
         try:
             to_task(trial, strict=True)
@@ -49,9 +67,9 @@ def all_problems(obj: object, first: ValidationError) -> list[str]:
     return list(found.values())
 
 
-def _take_out(data: object, path: str) -> bool:
-    """Remove the value at ``path`` (``steps[2].llm_call.prompt_tokens``) from ``data``;
-    False when there is no such value."""
+def _take_out(data: object, path: str, *, stand_in: bool) -> bool:
+    """Remove the value at ``path`` (``steps[2].llm_call.prompt_tokens``) from ``data``, or put
+    in its stand-in when it is a required field's; False when neither can be done."""
     parts: list[str | int] = []
     for match in _PATH_PART.finditer(path):
         parts.append(match[1] if match[1] is not None else int(match[2]))
@@ -61,9 +79,15 @@ def _take_out(data: object, path: str) -> bool:
         if not _holds(data, part):
             return False
         data = data[part]  # type: ignore[index]
-    if not _holds(data, parts[-1]):
+    last = parts[-1]
+    if stand_in and isinstance(data, dict) and isinstance(last, str) and last in _STAND_INS:
+        if data.get(last) == _STAND_INS[last]:
+            return False
+        data[last] = _STAND_INS[last]
+        return True
+    if not _holds(data, last):
         return False
-    del data[parts[-1]]  # type: ignore[attr-defined]
+    del data[last]  # type: ignore[attr-defined]
     return True
 
 

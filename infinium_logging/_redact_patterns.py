@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable
 from typing import Any, Final
 
-from .convert import TRUNCATION_MARK
+from .sanitise import TRUNCATION_MARK
 
 __all__ = [
     "KEPT_PREFIX",

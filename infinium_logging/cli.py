@@ -39,6 +39,7 @@ from .errors import (
 )
 from .exporter import Exporter
 from .infino_cli import add_infino_datasets, add_infino_query
+from .model import utc_now_iso
 from .settings import DEFAULT_BASE_URL, Settings, check_secret, unknown_variables
 from .transport import Transport
 
@@ -570,6 +571,12 @@ def _network_problem(exc: NetworkError, base_url: str) -> tuple[str, str]:
     os_error = _os_error(cause)
     said = (os_error.strerror or str(os_error)) if os_error is not None else None
     if isinstance(cause, urllib3.exceptions.SSLError):
+        # OpenSSL's name for a first answer that is no TLS record: an https URL to an http server.
+        if "WRONG_VERSION_NUMBER" in str(os_error or cause):
+            return "tls", (
+                f"{where} does not speak TLS: it looks like a plain HTTP server; if it is one "
+                "(a local collector, say), INFINIUM_BASE_URL should start with http://"
+            )
         return "tls", (
             f"the TLS handshake with {where} failed ({os_error or cause}); check the "
             "certificate of the host in INFINIUM_BASE_URL (INFINIUM_VERIFY_SSL=false only for "
@@ -614,8 +621,9 @@ def _add_send(commands: _Commands) -> None:
         description=(
             "Read traces from FILE (one TaskData as a JSON object, a JSON array of them, or JSON "
             "lines; '-' reads standard input), validate every one strictly (nothing is sent if "
-            "any is invalid), then send them with the configured throttle and retries and print "
-            "each trace id. Settings come from INFINIUM_* variables and the flags."
+            "any is invalid; a trace without current_datetime is dated now), then send them "
+            "with the configured throttle and retries and print each trace id. Settings come "
+            "from INFINIUM_* variables and the flags."
         ),
         epilog="exit status: 0 all sent, 1 some failed, 2 invalid input or configuration",
     )
@@ -675,7 +683,10 @@ def _send(args: argparse.Namespace) -> int:
         return _fail("send", f"no traces in {args.file}", 2)
     tasks = []
     invalid = 0
+    now = utc_now_iso()
     for where, obj in items:
+        if isinstance(obj, dict) and obj.get("current_datetime") is None:
+            obj["current_datetime"] = now  # as Exporter.send fills it in for a dict
         try:
             tasks.append(to_task(obj, strict=True))
         except ValidationError as exc:
@@ -816,8 +827,9 @@ def _add_replay(commands: _Commands) -> None:
             "showing progress; then report how many were sent and how many were not. Traces a "
             "live process holds are left to it. Sent and rejected traces leave the spool; at "
             "the first trace that still fails after its retries the replay stops, and the rest "
-            "stay for a later replay or the agent's next start. Settings come from INFINIUM_* "
-            "variables and the flags."
+            "stay for a later replay or the agent's next start. Without a spool directory it "
+            "replays the exit spill (what exits left in the user's cache directory for the "
+            "agent and base URL). Settings come from INFINIUM_* variables and the flags."
         ),
         epilog=(
             "exit status: 0 all sent (or nothing to send), 1 some not sent (failed, or "
@@ -832,14 +844,21 @@ def _add_replay(commands: _Commands) -> None:
 
 def _replay(args: argparse.Namespace) -> int:
     from .durability import replay_spool  # noqa: PLC0415 - only this command replays
+    from .spill import default_spool_dir  # noqa: PLC0415
 
     try:
         settings = _settings_from(args, spool_dir=args.spool_dir)
     except ConfigurationError as exc:
         return _fail("replay", exc.message, 2)
+    # Without one, what exits left in the per-user cache directory (the exit spill), if any.
+    directory = settings.spool_dir or default_spool_dir(settings)
     if settings.spool_dir is None:
-        return _fail("replay", "no spool directory: pass --spool-dir or set INFINIUM_SPOOL_DIR", 2)
-    if (problem := _spool_dir_problem(settings.spool_dir)) is not None:
+        if not os.path.isdir(directory):
+            return _fail(
+                "replay", "no spool directory: pass --spool-dir or set INFINIUM_SPOOL_DIR", 2
+            )
+        settings = settings.replace(spool_dir=directory)
+    if (problem := _spool_dir_problem(directory)) is not None:
         return _fail("replay", problem, 2)
     if settings.disabled:
         return _fail("replay", "INFINIUM_DISABLED is on: nothing would be sent", 2)

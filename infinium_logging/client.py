@@ -125,11 +125,20 @@ class ApiClient:
         ]
         successful = len(batch) - len(errors)
         if fail_fast and errors:
+            # As the official client counts: what was sent and what failed before the stop;
+            # the traces not sent are neither.
+            failures = [
+                line
+                for line, result in zip(errors, (r for r in results if not r.success), strict=True)
+                if (result.data or {}).get("error") != "NotSent"
+            ]
             raise BatchError(
-                f"batch stopped at the first failure; {errors[0]}",
+                f"batch stopped at the first failure ({len(errors) - len(failures)} not sent); "
+                f"{failures[0]}",
                 total_tasks=len(batch),
-                failed_tasks=len(errors),
-                errors=errors,
+                failed_tasks=len(failures),
+                errors=failures,
+                successful_count=successful,
             )
         if successful == 0:
             raise BatchError(

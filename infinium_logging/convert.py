@@ -1,14 +1,16 @@
-"""Outside data into traces: ``to_task`` (strict or lenient), ``decode_task``, ``fit_task``."""
+"""Coercion: outside data into traces, ``to_task`` (strict or lenient) and ``decode_task``.
+
+Over the module budget as one thing: strict and lenient reading share one shaping of the
+fields, one set of limits and one check that a trace needs no fixing, and split apart they
+would each need all of it.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as _dt
-import enum
 import math
 import re
-import uuid
 from collections.abc import Mapping
 from typing import Any, Final, NamedTuple
 
@@ -16,18 +18,25 @@ import msgspec
 
 from .errors import ValidationError
 from .model import (
-    MAX_BODY_BYTES,
     SECTION_NAMES,
-    EnvironmentContext,
     ExecutionStep,
     LlmCall,
     LlmUsage,
     TaskData,
     _builtin_float,
-    _enc_hook,
     _Model,
     encode_task,
     utc_now_iso,
+)
+from .sanitise import (
+    _SURE_INT,
+    _UNREADABLE,
+    MAX_DEPTH,
+    _int_text_fits,
+    _json_safe,
+    _object_fields,
+    _Unreadable,
+    truncate,
 )
 
 __all__ = [
@@ -35,25 +44,16 @@ __all__ = [
     "MAX_DURATION",
     "MAX_NAME_LENGTH",
     "MAX_PREVIEW_LENGTH",
-    "TRUNCATION_MARK",
     "Problem",
     "decode_task",
-    "fit_task",
-    "json_safe",
     "lenient_task",
     "to_task",
-    "truncate",
 ]
 
 MAX_NAME_LENGTH: Final = 500
 MAX_DESCRIPTION_LENGTH: Final = 10_000
 MAX_PREVIEW_LENGTH: Final = 500
 MAX_DURATION: Final = 86_400.0
-#: Appended to every string the library shortens, so a reader can see it was cut.
-TRUNCATION_MARK: Final = "…[truncated]"
-#: Longest string kept inside free-form values (metadata) built from log events.
-MAX_FREEFORM_STRING: Final = 8_192
-_MAX_DEPTH: Final = 16
 _MAX_LENIENT_PASSES: Final = 200
 
 _STEP_FIELDS: Final = frozenset(ExecutionStep.__struct_fields__)
@@ -84,103 +84,6 @@ class Problem(NamedTuple):
         return f"{self.path or '$'}: {self.reason} ({self.action})"
 
 
-def truncate(text: str, limit: int) -> str:
-    """Cut ``text`` to at most ``limit`` characters, visibly marked."""
-    if len(text) <= limit:
-        return text
-    if limit <= len(TRUNCATION_MARK):
-        return text[:limit]
-    return text[: limit - len(TRUNCATION_MARK)] + TRUNCATION_MARK
-
-
-# --- JSON-safe copies of arbitrary values ---------------------------------------------------
-
-
-def _clean_str(text: str, limit: int | None) -> str:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        # Lone surrogates cannot be encoded as UTF-8: pair what pairs, replace the rest.
-        text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-    if limit is not None and len(text) > limit:
-        text = truncate(text, limit)
-    return text
-
-
-def _safe_repr(value: object) -> str:
-    try:
-        text = repr(value)
-    except Exception:  # a broken __repr__ must not break logging
-        return f"<unrepresentable {type(value).__name__}>"
-    return text if type(text) is str else str.__str__(text)
-
-
-class _Unreadable(str):
-    """The text (a repr) standing for a value that raised while it was read.
-
-    It stays this type inside the copies made for traces, so that lenient
-    reading can report each one, with its path, as a value it replaced; the
-    copies :func:`json_safe` returns hold plain ``str`` instead.
-    """
-
-    reason: str
-
-
-#: Put in the set of containers being copied (the ``seen`` of _json_safe) once an unreadable
-#: value was met: never the id() of an object, which is an address.  A plain set with a flag
-#: in it, rather than a subclass with an attribute, keeps its methods as fast as a set's.
-_UNREADABLE: Final = -1
-
-
-def _unreadable(value: object, error: Exception, limit: int | None, seen: set[int]) -> _Unreadable:
-    seen.add(_UNREADABLE)
-    marker = _Unreadable(_clean_str(_safe_repr(value), limit))
-    # Only type names: the exception's own text could raise again.
-    marker.reason = (
-        f"could not be read ({type(error).__name__} from {type(value).__name__}), sent as its repr"
-    )
-    return marker
-
-
-def json_safe(value: Any, *, max_string: int | None = MAX_FREEFORM_STRING) -> Any:
-    """Return a copy of ``value`` made only of JSON types, never raising.
-
-    Dicts get string keys; tuples and sets become lists; Structs and
-    dataclasses become dicts; NaN and infinities become ``None``, ``None``
-    values are dropped from dicts and lists (the wire carries no nulls), and a
-    dict or list left empty by dropping them is dropped too (``None`` when it
-    is ``value`` itself; one given empty stays); strings are cleaned of lone
-    surrogates and cut to ``max_string``; anything else becomes its ``repr``,
-    and so does a value that raises while it is read (``items()``,
-    ``__iter__``, ``__float__``...): a failing ``repr`` gives
-    ``<unrepresentable TYPE>``.  Cycles and very deep nesting are cut with a
-    marker.
-    """
-    seen: set[int] = set()
-    copy = _json_safe(value, max_string, 0, seen)
-    return _plain_text(copy) if _UNREADABLE in seen else copy
-
-
-def _marked_copy(value: Any, max_string: int | None = MAX_FREEFORM_STRING) -> Any:
-    """:func:`json_safe`, but unreadable values stay marked, for lenient reading to report."""
-    return _json_safe(value, max_string, 0, set())
-
-
-def _plain_text(copy: Any) -> Any:
-    """``copy`` (made by _json_safe) with its unreadable values as plain ``str``."""
-    if type(copy) is _Unreadable:
-        return str.__str__(copy)
-    if type(copy) is dict:
-        for key, item in copy.items():
-            if type(item) is _Unreadable or type(item) is dict or type(item) is list:
-                copy[key] = _plain_text(item)
-    elif type(copy) is list:
-        for index, item in enumerate(copy):
-            if type(item) is _Unreadable or type(item) is dict or type(item) is list:
-                copy[index] = _plain_text(item)
-    return copy
-
-
 def _report_unreadable(copy: Any, path: str, problems: list[Problem]) -> None:
     """Turn the unreadable values in ``copy`` into plain text, reporting each as replaced."""
     if type(copy) is dict:
@@ -196,130 +99,6 @@ def _report_unreadable(copy: Any, path: str, problems: list[Problem]) -> None:
             problems.append(Problem(where, item.reason, "replaced"))
         else:
             _report_unreadable(item, where, problems)
-
-
-#: Every int below this in magnitude can be written as JSON: Python refuses to turn an int
-#: of more than ``sys.get_int_max_str_digits()`` digits into text (4,300 by default, 640 at
-#: the least), and one such int anywhere would make the whole trace impossible to encode.
-_SURE_INT: Final = 10**600
-
-
-def _int_text_fits(value: int) -> bool:
-    """Whether ``value`` (an int) can be written as decimal text under the interpreter's limit."""
-    if -_SURE_INT < value < _SURE_INT:
-        return True
-    try:
-        int.__repr__(value)
-    except ValueError:
-        return False
-    return True
-
-
-def _huge_int(value: int) -> str:
-    """What stands for an int too long to be written as text."""
-    digits = int(value.bit_length() * math.log10(2)) + 1
-    return f"<int of about {digits} digits>"
-
-
-def _json_safe(value: Any, limit: int | None, depth: int, seen: set[int]) -> Any:
-    kind = type(value)
-    if value is None or kind is bool:
-        return value
-    if kind is int:
-        return (
-            value if -_SURE_INT < value < _SURE_INT or _int_text_fits(value) else _huge_int(value)
-        )
-    if kind is str:
-        return _clean_str(value, limit)
-    if kind is float:
-        return value if math.isfinite(value) else None
-    # From here on the value's own methods run (__index__, __float__, items, __iter__,
-    # __lt__, isoformat...), and any of them may raise: that costs this value alone.
-    try:
-        if isinstance(value, (bool, int)) and not isinstance(value, enum.Enum):
-            number = int(value)
-            return number if type(value) is bool or _int_text_fits(number) else _huge_int(number)
-        if isinstance(value, float):
-            real = float(value)
-            return real if math.isfinite(real) else None
-        if isinstance(value, str) and not isinstance(value, enum.Enum):
-            if kind is _Unreadable:  # made by an earlier copy: keep it marked
-                seen.add(_UNREADABLE)
-                return value
-            return _clean_str(str.__str__(value), limit)
-        if depth >= _MAX_DEPTH:
-            return "<too deep>"
-        if isinstance(value, (dict, list, tuple, set, frozenset, Mapping)):
-            marker = id(value)
-            if marker in seen:
-                return "<recursive>"
-            seen.add(marker)
-            try:
-                if isinstance(value, Mapping):
-                    pairs = list(value.items())
-                    out: dict[str, Any] = {}
-                    for key, item in pairs:
-                        safe = _json_safe(item, limit, depth + 1, seen)
-                        if safe is not None:
-                            name = key if type(key) is str else _key_text(key)
-                            out[_clean_str(name, 256)] = safe
-                    # Emptied by dropping nulls: left out as a whole, as a null would be.
-                    return out if out or not pairs else None
-                items = list(value)
-                if isinstance(value, (set, frozenset)):
-                    # Unorderable members (or a __lt__ that raises) keep their iteration order.
-                    with contextlib.suppress(Exception):
-                        items.sort()
-                converted = (_json_safe(item, limit, depth + 1, seen) for item in items)
-                kept = [item for item in converted if item is not None]
-                return kept if kept or not items else None
-            finally:
-                seen.discard(marker)
-        if isinstance(value, (bytes, bytearray, memoryview)):
-            return _clean_str(bytes(value).decode("utf-8", "replace"), limit)
-        if isinstance(value, msgspec.Struct) or (
-            dataclasses.is_dataclass(value) and not isinstance(value, type)
-        ):
-            return _json_safe(_object_fields(value), limit, depth, seen)
-        if isinstance(value, enum.Enum):
-            return _json_safe(value.value, limit, depth + 1, seen)
-        if isinstance(value, (_dt.datetime, _dt.date, _dt.time)):
-            return _clean_str(value.isoformat(), limit)
-        if isinstance(value, uuid.UUID):
-            return str(value)
-        if isinstance(value, BaseException):
-            return _clean_str(f"{type(value).__name__}: {_safe_str(value)}", limit)
-    except Exception as error:
-        return _unreadable(value, error, limit, seen)
-    return _clean_str(_safe_repr(value), limit)
-
-
-def _safe_str(value: object) -> str:
-    try:
-        text = str(value)
-    except Exception:
-        return _safe_repr(value)
-    return text if type(text) is str else str.__str__(text)
-
-
-def _key_text(key: object) -> str:
-    if isinstance(key, enum.Enum):
-        key = key.value
-    if type(key) is str:
-        return key
-    return str.__str__(key) if isinstance(key, str) else _safe_str(key)
-
-
-def _object_fields(value: Any) -> dict[str, Any]:
-    if isinstance(value, msgspec.Struct):
-        return {name: getattr(value, name) for name in value.__struct_fields__}
-    fields = {field.name: getattr(value, field.name) for field in dataclasses.fields(value)}
-    # The official client's TraceBuilder links Prompt Studio prompts through an attribute
-    # that is no dataclass field; its body carries it as ``prompt_studio``.
-    linked = getattr(value, "_prompt_studio", None)
-    if linked is not None and "prompt_studio" not in fields:
-        fields["prompt_studio"] = linked
-    return fields
 
 
 # --- to_task ----------------------------------------------------------------------------------
@@ -427,7 +206,7 @@ def _to_task_strict(obj: Any) -> TaskData:
 # path, which therefore stays the one definition of what lenient coercion does.
 
 #: Containers nested deeper than this are cut by json_safe (``<too deep>``).
-_PLAIN_DEPTH: Final = _MAX_DEPTH
+_PLAIN_DEPTH: Final = MAX_DEPTH
 
 
 def _plain(value: Any, depth: int) -> bool:
@@ -653,13 +432,18 @@ def _to_task_lenient(obj: Any, problems: list[Problem]) -> TaskData:
     return task
 
 
-# An error detail's ``None`` means "not given": the official client leaves the key out, where
-# json_safe would drop the None and let the default (``false`` / ``0``) be sent instead.
-_NOT_GIVEN_WHEN_NONE: Final = ("recoverable", "retry_count")
+# json_safe drops a ``None``; where it means something other than "absent", it is put back:
+# an error detail's defaulted fields (``None`` is "not given": the key is left out, where
+# absence would send the default ``false`` / ``0``), and a linked prompt's
+# ``variables_used`` (``None`` is written ``null``, as the official client writes it).
+_NONE_KEPT: Final = (
+    ("error_type", ("recoverable", "retry_count")),
+    ("prompt_id", ("variables_used",)),
+)
 
 
 def _restore_not_given(original: Any, safe: Any, depth: int) -> None:
-    """Put back the ``None`` of an error detail's defaulted fields that json_safe dropped."""
+    """Put back the ``None`` values of :data:`_NONE_KEPT` that json_safe dropped."""
     if depth > 6:
         return
     if isinstance(original, msgspec.Struct) or (
@@ -667,10 +451,11 @@ def _restore_not_given(original: Any, safe: Any, depth: int) -> None:
     ):
         original = _object_fields(original)
     if isinstance(original, Mapping) and type(safe) is dict:
-        if "error_type" in original:
-            for name in _NOT_GIVEN_WHEN_NONE:
-                if name in original and original[name] is None:
-                    safe[name] = None
+        for marker, names in _NONE_KEPT:
+            if marker in original:
+                for name in names:
+                    if name in original and original[name] is None:
+                        safe[name] = None
         for key, value in original.items():
             if type(key) is str and key in safe and value is not None:
                 _restore_not_given(value, safe[key], depth + 1)
@@ -961,186 +746,3 @@ def _place_text(path: str, place: Any) -> str:
     for key in reversed(keys):
         path = f"{path}[{key}]" if type(key) is int else f"{path}.{key}"
     return path
-
-
-# --- fit_task ----------------------------------------------------------------------------------
-
-_SHORT_PREVIEW: Final = 100
-
-
-def fit_task(task: TaskData, max_bytes: int = MAX_BODY_BYTES) -> TaskData:
-    """Return ``task`` if its body fits in ``max_bytes``, else a shrunk copy that does.
-
-    Shrinks in priority order: step previews and per-step detail first, then
-    the middle steps (the first and last are kept, and a marker step says how
-    many were left out), then the summaries' tails (what the platform's judge
-    does not read first; ``input_summary`` before ``output_summary``), then
-    any remaining long strings.  ``name``,
-    ``description``, ``current_datetime``, ``duration``, ``expected_outcome``
-    and ``errors`` are never dropped (the errors' long strings are cut last).
-    A shrunk trace is marked with
-    ``environment.custom_tags["truncated"] = "true"`` and
-    ``custom_tags["truncated_fields"]`` saying what was cut.
-    """
-    size = len(encode_task(task))
-    if size <= max_bytes:
-        return task
-    work = msgspec.convert(msgspec.to_builtins(task, enc_hook=_builtin_float), TaskData)
-    cut: list[str] = []
-    _mark(work, cut)  # the mark itself takes room: account for it from the start
-    for shrink in (_shrink_previews, _shrink_middle_steps, _shrink_summaries):
-        size = len(encode_task(work))
-        if size <= max_bytes:
-            return work
-        shrink(work, size - max_bytes, cut)
-        _mark(work, cut)
-    if len(encode_task(work)) > max_bytes:
-        _shrink_strings(work, max_bytes, cut)
-    return work
-
-
-def _mark(task: TaskData, cut: list[str]) -> None:
-    env = task.environment or EnvironmentContext()
-    tags = dict(env.custom_tags or {})
-    tags["truncated"] = "true"
-    tags["truncated_fields"] = truncate(", ".join(cut) or "body over the size limit", 500)
-    env.custom_tags = tags
-    task.environment = env
-
-
-def _shrink_previews(task: TaskData, excess: int, cut: list[str]) -> None:
-    previews_cut = metadata_cut = False
-    for step in task.steps or ():
-        for name in ("input_preview", "output_preview"):
-            value = getattr(step, name)
-            if value is not None and len(value) > _SHORT_PREVIEW:
-                setattr(step, name, truncate(value, _SHORT_PREVIEW))
-                previews_cut = True
-        if step.tool_call is not None:
-            for name in ("input_summary", "output_summary"):
-                value = getattr(step.tool_call, name)
-                if value is not None and len(value) > _SHORT_PREVIEW:
-                    setattr(step.tool_call, name, truncate(value, _SHORT_PREVIEW))
-                    previews_cut = True
-        if step.metadata is not None and len(_encode(step.metadata)) > 1024:
-            step.metadata = {"truncated": "metadata over 1 KiB left out"}
-            metadata_cut = True
-        if step.error is not None and step.error.stack_trace and len(step.error.stack_trace) > 2000:
-            step.error.stack_trace = truncate(step.error.stack_trace, 2000)
-            previews_cut = True
-    if previews_cut:
-        cut.append("step previews")
-    if metadata_cut:
-        cut.append("step metadata over 1 KiB")
-
-
-def _shrink_middle_steps(task: TaskData, excess: int, cut: list[str]) -> None:
-    steps = task.steps or []
-    if len(steps) <= 2:
-        return
-    sizes = [len(_encode(step)) + 1 for step in steps]
-    middle = list(range(1, len(steps) - 1))
-    # Drop from the centre outwards so the steps nearest both ends survive longest.
-    order = sorted(middle, key=lambda i: abs(i - (len(steps) - 1) / 2))
-    dropped: set[int] = set()
-    freed = 0
-    for index in order:
-        if freed >= excess + 512:
-            break
-        dropped.add(index)
-        freed += sizes[index]
-    if not dropped:
-        return
-    first, last = min(dropped), max(dropped)
-    kept = [step for i, step in enumerate(steps) if i < first]
-    kept.append(
-        ExecutionStep(
-            step_number=steps[first].step_number,
-            action="truncated",
-            description=f"{len(dropped)} steps left out to fit the platform's size limit",
-        )
-    )
-    kept.extend(
-        step for i, step in enumerate(steps) if i > last or (first < i < last and i not in dropped)
-    )
-    kept.sort(key=lambda step: step.step_number)
-    task.steps = kept
-    cut.append(f"{len(dropped)} middle steps")
-
-
-#: What the platform's judge reads of each summary: the unread tails go first, then what is
-#: left, input before output each time (what the agent produced is what is graded).
-_SUMMARY_READ: Final = (("input_summary", 3_000), ("output_summary", 8_000))
-
-
-def _shrink_summaries(task: TaskData, excess: int, cut: list[str]) -> None:
-    for floor in (True, False):
-        for name, read in _SUMMARY_READ:
-            if excess <= 0:
-                return
-            value: str | None = getattr(task, name)
-            keep_at_least = read if floor else len(TRUNCATION_MARK) + 1
-            if not value or len(value) <= keep_at_least:
-                continue
-            encoded = len(_encode(value))
-            keep = len(value) - int((excess + 64) * len(value) / max(encoded, 1)) - 1
-            setattr(task, name, truncate(value, max(keep, keep_at_least)))
-            excess -= encoded - len(_encode(getattr(task, name)))
-            if name not in cut:
-                cut.append(name)
-
-
-def _shrink_strings(task: TaskData, max_bytes: int, cut: list[str]) -> None:
-    """Last resort: cut every long string outside the protected fields, halving until it fits."""
-    protected = {"name", "description", "current_datetime", "expected_outcome", "errors"}
-    limit = 4096
-    while limit >= 16:
-        strings_cut: list[bool] = []  # appended to by _cut_strings when it cuts one
-        for name in task.__struct_fields__:
-            if name not in protected:
-                value = getattr(task, name)
-                setattr(task, name, _cut_strings(value, limit, strings_cut))
-        errors_cut = False
-        for error in task.errors or ():
-            # Errors are kept, every one of them, but not their every character: many long
-            # messages could otherwise keep the trace over the limit, and lose all of it.
-            if error.stack_trace and len(error.stack_trace) > limit * 4:
-                error.stack_trace = truncate(error.stack_trace, limit * 4)
-                errors_cut = True
-            if len(error.message) > limit * 4:
-                error.message = truncate(error.message, limit * 4)
-                errors_cut = True
-        if strings_cut and "long strings" not in cut:
-            cut.append("long strings")
-        if errors_cut and "error messages" not in cut:
-            cut.append("error messages")
-        _mark(task, cut)
-        if len(encode_task(task)) <= max_bytes:
-            return
-        limit //= 2
-    if task.steps:
-        cut.append(f"{len(task.steps)} steps")
-        task.steps = None
-        _mark(task, cut)
-
-
-def _cut_strings(value: Any, limit: int, cut: list[bool]) -> Any:
-    if isinstance(value, str):
-        if len(value) > limit:
-            cut.append(True)
-            return truncate(value, limit)
-        return value
-    if isinstance(value, list):
-        return [_cut_strings(item, limit, cut) for item in value]
-    if isinstance(value, dict):
-        return {key: _cut_strings(item, limit, cut) for key, item in value.items()}
-    if isinstance(value, _Model):
-        for name in value.__struct_fields__:
-            if name != "custom_tags":
-                setattr(value, name, _cut_strings(getattr(value, name), limit, cut))
-        return value
-    return value
-
-
-#: Sizes as encode_task writes them (marked floats in ``repr`` form).
-_encode: Final = msgspec.json.Encoder(enc_hook=_enc_hook).encode

@@ -6,9 +6,9 @@ import threading
 from collections.abc import Sequence
 from typing import Final
 
-from .convert import fit_task
 from .destination import BatchLimits, RecordResult
 from .errors import ValidationError
+from .fitting import fit_task
 from .guard import EXPORTING
 from .model import MAX_BODY_BYTES, ApiResponse, TaskData, encode_task
 from .settings import Settings

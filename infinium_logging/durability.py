@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import random
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final, TypeVar
@@ -12,7 +14,7 @@ from typing import Any, Final, TypeVar
 import msgspec
 
 from ._logsetup import setup_logging
-from .convert import Problem, json_safe, to_task
+from .convert import Problem, to_task
 from .delivery import Deadline, Delivery
 from .destination_infinium import InfiniumDestination
 from .errors import ConfigurationError
@@ -21,6 +23,7 @@ from .model import MAX_BODY_BYTES
 from .queued import Item, PendingTrace, read_captured
 from .redact import Redactor
 from .retry import RetryPolicy, classify
+from .sanitise import json_safe
 from .settings import Settings
 from .spool import RecordRef, Spool, survey
 from .throttle import TokenBucket
@@ -28,6 +31,7 @@ from .transport import redacted
 
 __all__ = [
     "ADOPT_INTERVAL",
+    "Backlog",
     "KEEP_REASONS",
     "KIND_BODY",
     "RECORD_CODECS",
@@ -311,3 +315,83 @@ def _replay_one(
         return "failed", None
     verdict = "rejected" if classify(error) == "reject" else "failed"
     return verdict, redacted(f"{type(error).__name__}: {error.message}", (secret,))
+
+
+class Backlog:
+    """When a sender does spool work: adopting what dead processes left (every
+    :data:`ADOPT_INTERVAL`) and taking up the records waiting in the spool, backing off while
+    the endpoint keeps failing.  Called with the exporter's lock held."""
+
+    __slots__ = ("adopting", "at", "failures", "next_adopt", "policy", "refilling")
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        self.policy = policy
+        #: A sender is adopting now; when the next adoption is due.
+        self.adopting = False
+        self.next_adopt = 0.0
+        #: A sender is taking records up now; when the backlog may be taken up next.
+        self.refilling = False
+        self.at = 0.0
+        #: Failed deliveries in a row (while > 0, one record probes the endpoint at a time).
+        self.failures = 0
+
+    def failed(self) -> None:
+        """Back off after a failed delivery."""
+        self.failures += 1
+        self.at = max(self.at, time.monotonic() + self.delay())
+
+    def recovered(self) -> bool:
+        """The endpoint answers again: take the backlog up at once; whether it had failed."""
+        if not self.failures:
+            return False
+        self.failures = 0
+        self.at = 0.0
+        return True
+
+    def delay(self) -> float:
+        """The next wait: half fixed, half jitter, so that processes that failed together do
+        not probe together, and the wait still grows."""
+        policy = self.policy
+        ceiling = min(policy.backoff_max, policy.backoff_base * 2.0 ** min(self.failures, 64))
+        return ceiling * (0.5 + 0.5 * random.random())
+
+    def chore(
+        self, now: float, *, spooled: int, closed: bool, room: bool, deadline: float | None
+    ) -> str:
+        """``"adopt"``, ``"refill"`` or ``""``: spool work due now (``room``: the queue is at
+        most half full)."""
+        if not closed and not self.adopting and now >= self.next_adopt:
+            self.adopting = True
+            self.next_adopt = now + ADOPT_INTERVAL
+            return "adopt"
+        if (
+            spooled > 0
+            and not self.refilling
+            and now >= self.at
+            and room
+            and (deadline is None or now < deadline)
+        ):
+            self.refilling = True
+            return "refill"
+        return ""
+
+    def due_by(self, limit: float, spooled: int) -> bool:
+        """Whether spooled records may be taken up before ``limit``."""
+        return self.refilling or (spooled > 0 and self.at < limit)
+
+    def idle_wait(self, now: float, *, spooled: int, closed: bool) -> float | None:
+        """How long an idle sender may sleep before spool work is due."""
+        due = []
+        if not closed:
+            due.append(self.next_adopt)
+        if spooled > 0 and not self.refilling:
+            due.append(self.at)
+        if not due:
+            return None
+        return max(0.001, min(due) - now)
+
+    def refilled(self, probing: bool, taken: int) -> None:
+        """A take-up ended with ``taken`` records (one when ``probing``)."""
+        self.refilling = False
+        if probing or not taken:
+            self.at = time.monotonic() + self.delay()

@@ -185,16 +185,16 @@ class BatchError(InfiniumError):
         super().__init__(message)
         if failed_count is not None:
             failed_tasks = failed_count
-        if successful_count is not None and not total_tasks:
+        if successful_count is None:
+            successful_count = max(total_tasks - failed_tasks, 0)
+        elif not total_tasks:
             total_tasks = successful_count + failed_tasks
         self.total_tasks = total_tasks
         self.failed_tasks = failed_tasks
+        #: The traces of the batch that were sent (with ``fail_fast``, those not sent after
+        #: the stop are neither sent nor failed, as the official client counts them).
+        self.successful_count = successful_count
         self.errors: list[str] = errors if errors is not None else []
-
-    @property
-    def successful_count(self) -> int:
-        """The traces of the batch that were sent (the official client's name)."""
-        return self.total_tasks - self.failed_tasks
 
     @property
     def failed_count(self) -> int:

@@ -1,4 +1,13 @@
-"""The exporter: a bounded buffer drained by background sender threads, with deadlines and stats."""
+"""The Exporter: admission under the bounds, the buffer, and settling each trace exactly once.
+
+It calls one way: the workers (workers.py) run its take/process loop, delivery.py makes the
+attempts through a Destination, durability.py writes and reads spool records, results.py
+tells on_result, ledger.py holds the stats' types, lifecycle.py shuts it down at exit and
+resets it after fork, client.py is its synchronous API.  Over the size budget as one class:
+admission, settling and the spool's accounting change the same counters under one lock
+(``stats()`` must balance at every reading), and they are not yet split into a ledger object
+of their own.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +16,6 @@ import collections
 import dataclasses
 import logging
 import os
-import random
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -17,10 +24,11 @@ from typing import Any, ClassVar, Final, Protocol
 
 import msgspec
 
-from . import lifecycle
+from . import failures, lifecycle, signals, spill
 from ._logsetup import setup_logging
 from .client import ApiClient
-from .convert import Problem, _object_fields, decode_task, lenient_task
+from .convert import Problem, lenient_task
+from .credentials import settings_or_off
 from .delivery import Deadline, Delivery
 from .destination_infinium import InfiniumDestination, encode_trace
 from .durability import (
@@ -31,20 +39,31 @@ from .durability import (
     RECORD_CODECS,
     REFILL_BATCH,
     SPOOL_RETRY,
+    Backlog,
     backlog_item,
     captured_record,
     dict_record,
     quietly,
+    replay_spool,
 )
-from .errors import InfiniumError
+from .errors import InfiniumError, NetworkError
 from .guard import EXPORTING
 from .ledger import DROP_REASONS, DropWarner, ExporterStats, warn_dropped
 from .model import MAX_BODY_BYTES, ApiResponse, BatchResult, PromptContent, TaskData, utc_now_iso
 from .official import send_task, wait_for_interpretation
-from .queued import BASE_ESTIMATE, Item, PendingTrace, fields_estimate, struct_estimate
+from .queued import (
+    BASE_ESTIMATE,
+    Item,
+    PendingTrace,
+    build_quietly,
+    fields_estimate,
+    struct_estimate,
+)
 from .redact import Redactor, redacted_record
+from .results import OnResult, Reporter, failure_response
 from .retry import RetryPolicy
 from .sampling import sampled_in
+from .sanitise import _object_fields
 from .settings import Settings
 from .spool import RecordRef, Spool
 from .throttle import TokenBucket
@@ -71,8 +90,6 @@ _JOIN_GRACE: Final = 0.1
 #: A sender starts on a trace while another is still starting (taken, not yet through its
 #: first request) only once that one has been at it this long: see Exporter._take.
 _OVERLAP_AFTER: Final = 0.002
-
-OnResult = Callable[[Any, ApiResponse], object]
 
 
 class OfficialTask(Protocol):
@@ -156,7 +173,7 @@ class Exporter:
         **overrides: Any,
     ) -> None:
         if settings is None:
-            settings = Settings.from_env(**overrides)
+            settings = settings_or_off(**overrides)
         elif not isinstance(settings, Settings):
             # Exporter(agent_id, ...) as the official client is made: say how it is done here.
             raise TypeError(
@@ -193,6 +210,9 @@ class Exporter:
         lifecycle.track(self)
         if self._spool_dir is not None:
             self._start_with_spool()
+        if not settings.disabled:
+            signals.install(settings.handle_signals)
+            spill.replay_left(settings, replay_spool)
 
     def _init_state(self) -> None:
         """Fresh locks, an empty buffer and zero counts (at construction and in a forked child)."""
@@ -241,7 +261,7 @@ class Exporter:
         self._auth_until = 0.0
         self._auth_failing = False
         self._rejections_logged: set[str] = set()
-        self._callback_error_logged = False
+        self._reporter = Reporter(self._on_result)
         self._warner = DropWarner()
         # Pacing (see _take): traces being started, when the last was taken, who waits.
         self._starting = 0
@@ -259,11 +279,7 @@ class Exporter:
         self._spool_write_errors = 0
         self._sampled_out = 0
         self._spool_error_logged = False
-        self._adopting = False
-        self._next_adopt = 0.0
-        self._refilling = False
-        self._backlog_at = 0.0
-        self._backlog_failures = 0
+        self._backlog = Backlog(self._policy)
         self._bucket = TokenBucket(
             settings.requests_per_second,
             settings.burst_size,
@@ -286,7 +302,7 @@ class Exporter:
         if spool is not None and not spool.closed:
             # The parent's records stay the parent's; the child writes segments of its own.
             spool.after_fork_in_child()
-            self._next_adopt = time.monotonic() + ADOPT_INTERVAL
+            self._backlog.next_adopt = time.monotonic() + ADOPT_INTERVAL
 
     def _is_finished(self) -> bool:
         return self._until.finished.is_set()
@@ -402,7 +418,7 @@ class Exporter:
                 if isinstance(task, PendingTrace):
                     record = captured_record(task)
                     if record is None:
-                        trace = _built(task)
+                        trace = build_quietly(task)
                 if record is None and not isinstance(trace, (TaskData, Mapping)):
                     reason, size = "invalid", 0
                 else:
@@ -907,59 +923,31 @@ class Exporter:
                 self._spooled -= count
                 self._dropped["spool_full" if event == "evicted" else "invalid"] += count
 
-    def _backlog_failed(self) -> None:
-        """Back the spool's backlog off after a failed delivery (called with the lock held)."""
-        self._backlog_failures += 1
-        self._backlog_at = max(self._backlog_at, time.monotonic() + self._backlog_delay())
-
-    def _backlog_delay(self) -> float:
-        policy = self._policy
-        ceiling = min(
-            policy.backoff_max, policy.backoff_base * 2.0 ** min(self._backlog_failures, 64)
-        )
-        # Half fixed, half jitter: processes that failed together do not probe together,
-        # and the wait still grows.
-        return ceiling * (0.5 + 0.5 * random.random())
-
     def _spool_chore(self, now: float) -> str:
         """Spool work a sender thread should do now, outside the lock (lock held)."""
         if self._spool is None or self._final:
             return ""
-        if not self._closed and not self._adopting and now >= self._next_adopt:
-            self._adopting = True
-            self._next_adopt = now + ADOPT_INTERVAL
-            return "adopt"
-        if (
-            self._spooled > 0
-            and not self._refilling
-            and now >= self._backlog_at
-            and len(self._queue) <= self._max_items // 2
-            and (self._until.at is None or now < self._until.at)
-        ):
-            self._refilling = True
-            return "refill"
-        return ""
+        return self._backlog.chore(
+            now,
+            spooled=self._spooled,
+            closed=self._closed,
+            room=len(self._queue) <= self._max_items // 2,
+            deadline=self._until.at,
+        )
 
     def _backlog_due_by(self, limit: float) -> bool:
         """Whether spooled records may be taken up before ``limit`` (lock held)."""
         return (
             self._spool is not None
             and not self._final
-            and (self._refilling or (self._spooled > 0 and self._backlog_at < limit))
+            and self._backlog.due_by(limit, self._spooled)
         )
 
     def _idle_wait(self, now: float) -> float | None:
         """How long an idle sender may sleep before spool work is due (lock held)."""
         if self._spool is None or self._final:
             return None
-        due = []
-        if not self._closed:
-            due.append(self._next_adopt)
-        if self._spooled > 0 and not self._refilling:
-            due.append(self._backlog_at)
-        if not due:
-            return None
-        return max(0.001, min(due) - now)
+        return self._backlog.idle_wait(now, spooled=self._spooled, closed=self._closed)
 
     def _do_chore(self, chore: str) -> None:
         spool = self._spool
@@ -971,10 +959,10 @@ class Exporter:
                 _log.debug("spool adoption failed", exc_info=True)
             finally:
                 with self._lock:
-                    self._adopting = False
+                    self._backlog.adopting = False
             return
         with self._lock:
-            probing = self._backlog_failures > 0
+            probing = self._backlog.failures > 0
             room = max(1, min(REFILL_BATCH, self._max_items - len(self._queue)))
             byte_room = max(1, self._max_bytes - self._held_bytes)
         taken: list[tuple[RecordRef, int, bytes]] = []
@@ -985,7 +973,7 @@ class Exporter:
             _log.debug("reading the spool's backlog failed", exc_info=True)
         items = [backlog_item(ref, kind, payload) for ref, kind, payload in taken]
         with self._lock:
-            self._refilling = False
+            self._backlog.refilled(probing, len(items))
             if self._final:
                 return  # shutdown already counted these as left in the spool, where they are
             self._spooled -= len(items)
@@ -994,8 +982,6 @@ class Exporter:
                 self._seq += 1
                 self._held_bytes += item.size
                 self._queue.append(item)
-            if probing or not items:
-                self._backlog_at = time.monotonic() + self._backlog_delay()
             if self._idle:
                 self._work.notify(max(1, len(items)))
             if self._waiters:
@@ -1140,6 +1126,8 @@ class Exporter:
             return item.settled
 
         def on_retry(error: InfiniumError) -> bool:
+            if isinstance(error, NetworkError):
+                self._explain("network", error)
             with self._lock:
                 # Waiting to retry: let another sender start a trace meanwhile.
                 self._started_request(item, waking=True)
@@ -1166,6 +1154,7 @@ class Exporter:
             self._rejected(item, error)
         else:
             self._settle(item, reason, self._describe(error))
+            self._explain(reason, error)
 
     def _credentials_at(self) -> float:
         """When sending may resume after refused credentials (0.0: now)."""
@@ -1177,20 +1166,14 @@ class Exporter:
             self._auth_failing = True
             self._auth_until = time.monotonic() + self._settings.auth_backoff
         self._settle(item, "auth", self._describe(error))
-        if first and not self._closed:
+        if first:
             fate = (
                 "kept in the spool for later"
                 if self._spool is not None
                 else "dropped (counted as 'auth')"
             )
-            _log.error(
-                "Infinium refused the agent credentials (HTTP %s): check INFINIUM_AGENT_ID and "
-                "INFINIUM_AGENT_SECRET. Traces are %s and sending pauses for %g s before each "
-                "new try.",
-                error.status_code,
-                fate,
-                self._settings.auth_backoff,
-            )
+            fate += f"; sending pauses for {self._settings.auth_backoff:g} s before each new try"
+            failures.tell(self, "auth", error, self._settings, fate, self._clean)
 
     def _rejected(self, item: Item, error: InfiniumError) -> None:
         said = str(error.details.get("server_message") or error.message)
@@ -1200,13 +1183,9 @@ class Exporter:
             new = key not in self._rejections_logged
             if new and len(self._rejections_logged) < _MAX_REMEMBERED:
                 self._rejections_logged.add(key)
-        if new and not self._closed:
-            _log.warning(
-                "Infinium rejected a trace (HTTP %s): %s. It is not retried; later "
-                "rejections with the same message are only counted.",
-                error.status_code,
-                self._clean(said),
-            )
+        if new:
+            explained = failures.explain("rejected", error, self._settings, "")
+            failures.say(_log, logging.WARNING, self._clean(explained))
 
     def _delivered(self, item: Item, response: ApiResponse, size: int) -> None:
         self._ack(item)
@@ -1219,15 +1198,12 @@ class Exporter:
             self._last_success = time.time()
             recovered = self._auth_failing
             self._auth_failing = False
-            if self._backlog_failures:
-                # The endpoint answers again: take the spool's backlog up at once.
-                self._backlog_failures = 0
-                self._backlog_at = 0.0
-                if self._idle and self._spooled:
-                    self._work.notify()
+            # The endpoint answers again: take the spool's backlog up at once.
+            if self._backlog.recovered() and self._idle and self._spooled:
+                self._work.notify()
         if recovered and not self._closed:
             _log.info("Infinium accepted the agent credentials again; sending resumed")
-        self._report(item, response)
+        self._reporter.report(item, response)
 
     def _sampled_away(self, item: Item) -> None:
         """Settle a trace ``sample_rate`` leaves out: counted apart from the losses."""
@@ -1237,7 +1213,7 @@ class Exporter:
                 return
             self._mark_settled(item)
             self._sampled_out += 1
-        self._report(item, _failure_response("sampled_out", None))
+        self._reporter.report(item, failure_response("sampled_out", None))
 
     def _settle(self, item: Item, reason: str, error: str | None = None) -> bool:
         """Count a trace as lost for ``reason`` unless it is settled already; tell on_result.
@@ -1250,6 +1226,8 @@ class Exporter:
         spool = self._spool
         if ref is not None and spool is not None and reason in KEEP_REASONS:
             return self._keep(item, ref, spool, reason, error)
+        if reason == "shutdown" and ref is None and spill.active(self._settings):
+            return self._spill(item)
         self._ack(item)
         with self._lock:
             if item.settled:
@@ -1258,8 +1236,34 @@ class Exporter:
             self._dropped[reason] += 1
             if error is not None:
                 self._last_error = error
-        self._report(item, _failure_response(reason, error))
+        self._reporter.report(item, failure_response(reason, error))
         return True
+
+    def _spill_record(self, item: Item) -> tuple[int, bytes] | None:
+        return spill.record_of(item, self._redactor)
+
+    def _spill(self, item: Item) -> bool:
+        """At exit, keep a trace the deadline caught on disk (see :mod:`.spill`)."""
+        with self._lock:
+            if item.settled:
+                return False
+            self._mark_settled(item)
+            self._spooled += 1  # counted first: no reading sees it nowhere
+        if spill.keep(self._settings, [item], self._spill_record):
+            with self._lock:
+                self._spooled -= 1
+                self._dropped["shutdown"] += 1
+            self._reporter.report(item, failure_response("shutdown", None))
+        return True
+
+    def _spill_lost(self, lost: list[Item]) -> list[Item]:
+        """At exit, keep on disk what shutdown counted as lost (see :mod:`.spill`); what could
+        not be kept."""
+        left = spill.keep(self._settings, lost, self._spill_record)
+        with self._lock:
+            self._dropped["shutdown"] -= len(lost) - len(left)
+            self._spooled += len(lost) - len(left)
+        return left
 
     def _ack(self, item: Item) -> None:
         """Settle a trace's spool record, before the trace counts as settled: whoever sees it
@@ -1283,7 +1287,7 @@ class Exporter:
             if error is not None:
                 self._last_error = error
             if reason != "shutdown":
-                self._backlog_failed()
+                self._backlog.failed()
         if item.loose and item.body is not None:
             # Keep the exact wire body rather than the submitted dict: read back later, it is
             # sent as it is, without coercing (and counting the fixes) a second time.
@@ -1298,7 +1302,7 @@ class Exporter:
         with self._lock:
             self._spooled -= 1
             self._dropped["spool_full"] += 1
-        self._report(item, _failure_response("spool_full", error))
+        self._reporter.report(item, failure_response("spool_full", error))
         return True
 
     def _started_request(self, item: Item, *, waking: bool) -> None:
@@ -1327,55 +1331,6 @@ class Exporter:
             # thousands of times a second; it can only return once its target is reached.
             self._settled_cond.notify_all()
 
-    def _report(self, item: Item, response: ApiResponse) -> None:
-        callback = self._on_result
-        if callback is None:
-            return
-        token = EXPORTING.set(True)
-        # Called where a failure of ours is being handled: the callback's own exception would
-        # be shown as raised while handling it, as if the library had failed first.
-        handled = sys.exc_info()[1]
-        try:
-            task = item.task
-            if isinstance(task, PendingTrace):  # settled before a sender built it
-                task = _built(task)
-            elif task is None and item.body is not None:  # a spooled wire body
-                task = decode_task(item.body, strict=False)
-            callback(task, response)
-        except Exception as exc:
-            if not self._callback_error_logged:
-                self._callback_error_logged = True
-                if handled is not None:
-                    _unchain(exc, handled)
-                _log.warning("the on_result callback raised (logged once)", exc_info=exc)
-        finally:
-            EXPORTING.reset(token)
-
-    def _report_lost(self, items: list[Item], until: float) -> None:
-        """Report the traces lost at shutdown to ``on_result`` until ``until`` at the latest.
-
-        On a thread of their own, waited for until then: a callback that takes its time
-        must not hold the shutdown (or the interpreter's exit) past its deadline.  Here, on
-        this thread, when no thread can be started (at exit, Python 3.12+).
-        """
-        if self._on_result is None or not items:
-            return
-
-        def report() -> None:
-            for item in items:
-                if time.monotonic() > until:
-                    break
-                reason = "shutdown" if item.ref is None else "spool_full"
-                self._report(item, _failure_response(reason, None))
-
-        thread = threading.Thread(target=report, name="infinium-exporter-report", daemon=True)
-        try:
-            thread.start()
-        except RuntimeError:  # "can't create new thread at interpreter shutdown"
-            report()
-            return
-        thread.join(max(0.0, until - time.monotonic()))
-
     def _warn_drops(self) -> None:
         if self._closed or not self._warner.due():
             # When closed, shutdown reports what is left: logging now could meet logging.shutdown().
@@ -1383,7 +1338,11 @@ class Exporter:
         with self._lock:
             news = self._warner.news(self._dropped)
         if news:
-            warn_dropped(news)
+            warn_dropped(news, self._last_error)
+
+    def _explain(self, kind: str, error: InfiniumError) -> None:
+        fate = "kept in the spool for later" if self._spool is not None else "dropped"
+        failures.tell(self, kind, error, self._settings, fate, self._clean)
 
     def _describe(self, error: InfiniumError) -> str:
         return self._clean(f"{type(error).__name__}: {error.message}")
@@ -1446,11 +1405,11 @@ class Exporter:
                         remaining = deadline - now
                         if remaining <= 0:
                             break
-                        if self._queue or self._in_flight or self._refilling:
+                        if self._queue or self._in_flight or self._backlog.refilling:
                             wait = remaining  # every settle and refill notifies
                         elif self._workers.alive and self._backlog_due_by(deadline):
                             # Spooled records a sender may still take up before the deadline.
-                            wait = min(remaining, max(0.01, self._backlog_at - now))
+                            wait = min(remaining, max(0.01, self._backlog.at - now))
                         else:
                             break
                         self._settled_cond.wait(wait)
@@ -1474,6 +1433,7 @@ class Exporter:
                 self._work.notify_all()
                 self._settled_cond.notify_all()  # flushes waiting: everything is settled now
             gone = [item for item in kept if not quietly(spool.holds, item.ref)] if spool else []
+            lost = self._spill_lost(lost)
             with self._lock:
                 if gone:
                     self._spooled -= len(gone)
@@ -1482,7 +1442,7 @@ class Exporter:
                 spooled = self._spooled
             self._until.finished.set()
             self._bucket.wake()
-            self._report_lost(lost + gone, deadline + _REPORT_GRACE)
+            self._reporter.report_lost(lost + gone, deadline + _REPORT_GRACE)
             if not stuck:
                 # Idle senders exit at once; a sender stuck in a request is a daemon thread
                 # and is left behind (its late answer is ignored: the trace is settled).
@@ -1492,7 +1452,8 @@ class Exporter:
                 # Unlocks the segments: the next start (or another process) adopts what is left.
                 quietly(spool.close)
             if news:
-                warn_dropped(news)
+                warn_dropped(news, self._last_error)
+            spill.close(self._settings)
             if spooled and spool is not None:
                 _log.info(
                     "infinium_logging left %d trace(s) in the spool (%s) for the next start",
@@ -1504,15 +1465,6 @@ class Exporter:
             EXPORTING.reset(token)
 
 
-def _built(task: PendingTrace) -> TaskData | dict[str, Any] | None:
-    """A captured trace built now (off a sender thread), or None when it cannot be."""
-    try:
-        return task.materialize()
-    except Exception:
-        _log.debug("a captured trace could not be built", exc_info=True)
-        return None
-
-
 def _as_trace(task: Any) -> Any:
     """``task``, or the fields of the official client's TaskData (a dataclass) as a dict,
     read as a dict of TaskData fields is (its nested dataclasses included)."""
@@ -1521,21 +1473,3 @@ def _as_trace(task: Any) -> Any:
     if dataclasses.is_dataclass(task) and not isinstance(task, type):
         return _object_fields(task)
     return task
-
-
-def _failure_response(reason: str, error: str | None) -> ApiResponse:
-    message = f"not delivered ({reason})" + (f": {error}" if error else "")
-    return ApiResponse(success=False, status_code=None, message=message, data={"reason": reason})
-
-
-def _unchain(error: BaseException, handled: BaseException) -> None:
-    """Hide ``handled`` from the chain ``error`` is shown with (it was raised while ``handled``
-    was being handled, by no fault of its own); its other links stay."""
-    link: BaseException | None = error
-    seen: set[int] = set()
-    while link is not None and id(link) not in seen:
-        seen.add(id(link))
-        if link.__context__ is handled:
-            link.__suppress_context__ = True
-            return
-        link = link.__cause__ if link.__cause__ is not None else link.__context__

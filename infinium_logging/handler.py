@@ -17,6 +17,7 @@ from ._default import (
     options_for,
     options_of,
 )
+from .credentials import settings_or_off
 from .exporter import Exporter
 from .guard import in_export
 from .mapping import (
@@ -34,7 +35,6 @@ from .mapping import (
     structlog_version,
     tagged_trace,
 )
-from .settings import Settings
 from .tasks import (
     Recorder,
     _current,
@@ -118,7 +118,7 @@ class InfiniumHandler(logging.Handler):
             self._sink = exporter
             self._options = options_for(exporter, settings_overrides)
         elif settings_overrides:
-            settings = Settings.from_env(**settings_overrides)
+            settings = settings_or_off(**settings_overrides)
             self._options = options_of(settings)
             if settings.disabled:
                 self._sink = NULL_SINK

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -14,7 +15,13 @@ from .model import TaskData
 from .queued import PendingTrace
 from .settings import ENV_PREFIX
 
-__all__ = ["default_infino", "deliver_default", "infino_configured"]
+__all__ = [
+    "DefaultExporter",
+    "default_infino",
+    "deliver_default",
+    "infino_configured",
+    "infino_only",
+]
 
 _ENDPOINT: Final = INFINO_VARIABLES["endpoint"]
 _AGENT_VARIABLES: Final = (f"{ENV_PREFIX}AGENT_ID", f"{ENV_PREFIX}AGENT_SECRET")
@@ -53,20 +60,62 @@ def default_infino() -> InfinoSink | None:
     return sink
 
 
+class DefaultExporter(Exporter):
+    """The default exporter while ``INFINIUM_INFINO_ENDPOINT`` is set: every trace it takes
+    goes to the default Infino sink too (or only there, without Infinium credentials), and
+    its ``flush`` and ``shutdown`` cover both destinations."""
+
+    def submit(self, task: Any) -> bool:
+        """Hand one trace to the default Infino sink, and to Infinium when its credentials
+        are set; True when every destination took it.  Built once, here, so that both
+        destinations get the same trace."""
+        sink = default_infino()
+        if sink is None:
+            return super().submit(task)
+        built = _built(task)
+        taken = sink.submit(built)
+        if not infino_only():
+            taken = super().submit(built) and taken
+        return taken
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Flush both destinations within ``timeout`` seconds in all."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        done = super().flush(timeout)
+        sink = default_infino()
+        if sink is None:
+            return done
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        return sink.flush(left) and done
+
+    def shutdown(self, timeout: float | None = None) -> bool:
+        """Shut both destinations down within ``timeout`` seconds in all."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        done = super().shutdown(timeout)
+        sink = _current[1] if _current is not None else None
+        if sink is None:
+            return done
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        return sink.shutdown(left) and done
+
+
 def deliver_default(
     payload: TaskData | dict[str, Any] | PendingTrace, infinium: Callable[[], Exporter]
 ) -> bool:
-    """Hand one trace to the default Infino sink, and to the default Infinium exporter
-    (``infinium()``) when Infinium credentials are set; True when every destination took it.
-
-    The trace is built once, here, so both destinations get the same trace.
-    """
+    """Hand one trace to the default exporter (``infinium()``), which sends it to Infino
+    too (see :class:`DefaultExporter`); with Infino alone configured, to the Infino sink
+    without making an Infinium exporter at all."""
     sink = default_infino()
-    task = _built(payload)
-    taken = sink.submit(task) if sink is not None else True
-    if any(os.environ.get(name, "").strip() for name in _AGENT_VARIABLES):
-        taken = infinium().submit(task) and taken
-    return taken
+    if sink is not None and infino_only():
+        return sink.submit(_built(payload))
+    return infinium().submit(payload)
+
+
+def infino_only() -> bool:
+    """Whether Infino is configured and Infinium credentials are not: traces go only there."""
+    return infino_configured() and not any(
+        os.environ.get(name, "").strip() for name in _AGENT_VARIABLES
+    )
 
 
 def _reset() -> None:

@@ -8,8 +8,8 @@ from typing import Any, Final
 
 import msgspec
 
-from .convert import truncate
 from .model import ExecutionStep, TaskData
+from .sanitise import truncate
 
 __all__ = [
     "BulkAnswer",

@@ -143,10 +143,12 @@ def describe_counts(counts: Mapping[str, int]) -> str:
     return ", ".join(f"{reason}={count}" for reason, count in counts.items())
 
 
-def warn_dropped(news: Mapping[str, int]) -> None:
-    """The one warning about drops: how many since the last one, by reason."""
+def warn_dropped(news: Mapping[str, int], last_error: str | None = None) -> None:
+    """The one warning about drops: how many since the last one, by reason, and the last
+    error, if any."""
     _log.warning(
-        "infinium_logging dropped %d trace(s) since the last report: %s",
+        "infinium_logging dropped %d trace(s) since the last report: %s%s",
         sum(news.values()),
         describe_counts(news),
+        f" (last error: {last_error})" if last_error else "",
     )

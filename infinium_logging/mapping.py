@@ -37,19 +37,17 @@ from typing import Any, Final
 import msgspec
 
 from ._version import __version__
-from .convert import (
+from .convert import MAX_DESCRIPTION_LENGTH, MAX_NAME_LENGTH, MAX_PREVIEW_LENGTH
+from .model import LlmCall, TaskData, ToolCall, _builtin_float, format_timestamp
+from .queued import PendingTrace, fields_estimate, set_captured_reader
+from .sanitise import (
     _SURE_INT,
-    MAX_DESCRIPTION_LENGTH,
     MAX_FREEFORM_STRING,
-    MAX_NAME_LENGTH,
-    MAX_PREVIEW_LENGTH,
     _marked_copy,
     _object_fields,
     json_safe,
     truncate,
 )
-from .model import LlmCall, TaskData, ToolCall, _builtin_float, format_timestamp
-from .queued import PendingTrace, fields_estimate, set_captured_reader
 
 __all__ = [
     "LEVELS",
@@ -551,6 +549,8 @@ def _as_dict(value: object) -> dict[str, Any] | None:
             return None
     if isinstance(value, msgspec.Struct):
         return {name: getattr(value, name) for name in value.__struct_fields__}
+    if _is_dataclass_object(value):  # the official client's EnvironmentContext
+        return _object_fields(value)
     return None
 
 
@@ -669,6 +669,8 @@ def _take_fields(trace: dict[str, Any], fields: Iterable[tuple[str, Any]] | dict
         if key in TASK_FIELDS:
             if trace.get(key) is None:
                 trace[key] = item
+        elif item is None or (type(item) is float and not math.isfinite(item)):
+            continue  # "not given", as None is everywhere else (and NaN has no JSON)
         else:
             if tags is None:
                 tags = {}

@@ -487,7 +487,9 @@ class PromptUse(msgspec.Struct, kw_only=True):
     prompt_name: str
     version: int
     source: str = "prompt_studio"
-    variables_used: list[str] | None = None
+    #: ``None`` is written ``null`` (what the official client writes for a fetch without
+    #: variables); left out when not given at all, as the official client passes its dict on.
+    variables_used: list[str] | msgspec.UnsetType | None = msgspec.UNSET
     fetched_at: str
 
 
@@ -502,7 +504,7 @@ class TaskData(_Model):
 
     Field names, order and defaults are those of the official client's
     ``TaskData``.  Build one directly, or from a dict with
-    :func:`infinium_logging.to_task`; send it with an exporter or encode it with
+    :func:`infinium_logging.convert.to_task`; send it with an exporter or encode it with
     :func:`encode_task`.
     """
 
@@ -710,7 +712,7 @@ def encode_task(task: TaskData) -> bytes:
     float field (naming it, e.g. ``duration: expected a finite number, got
     nan``), or a free-form value nested past the recursion limit.  Free-form
     values (``metadata``, ``custom_tags``, ``performance_metrics``) are written
-    as they are: :func:`~infinium_logging.to_task` checks them.
+    as they are: :func:`~infinium_logging.convert.to_task` checks them.
     """
     tt = task.time_tracking
     cu = task.customer

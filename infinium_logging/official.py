@@ -9,9 +9,10 @@ import time
 from collections.abc import Callable
 from typing import Any, Final, Protocol
 
-from .convert import MAX_DESCRIPTION_LENGTH, to_task, truncate
+from .convert import MAX_DESCRIPTION_LENGTH, to_task
 from .errors import InfiniumTimeoutError, ValidationError
 from .model import ApiResponse, TaskData, utc_now_iso
+from .sanitise import truncate
 
 __all__ = [
     "call_summary",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
@@ -13,11 +14,14 @@ __all__ = [
     "BASE_ESTIMATE",
     "Item",
     "PendingTrace",
+    "build_quietly",
     "fields_estimate",
     "read_captured",
     "set_captured_reader",
     "struct_estimate",
 ]
+
+_log = logging.getLogger("infinium_logging.exporter")
 
 #: Fixed part of a trace's size estimate: its small fields, containers and the queue's item.
 BASE_ESTIMATE: Final = 512
@@ -97,6 +101,15 @@ def struct_estimate(task: TaskData, per_step: int) -> int:
     if task.steps:
         size += len(task.steps) * per_step
     return size
+
+
+def build_quietly(task: PendingTrace) -> TaskData | dict[str, Any] | None:
+    """A captured trace built now (off a sender thread), or None when it cannot be."""
+    try:
+        return task.materialize()
+    except Exception:
+        _log.debug("a captured trace could not be built", exc_info=True)
+        return None
 
 
 _readers: list[Callable[[object], PendingTrace]] = []

@@ -285,6 +285,9 @@ _SPECS: Final[dict[str, _Spec]] = {
     "spool_max_bytes": _Spec(_parse_int, _is_int(_at_least(64 * 1024, 2**50))),
     "redact": _Spec(parse_redact, _is_str),
     "sample_rate": _Spec(_parse_float, _at_least(0, 1)),
+    "required": _Spec(_parse_bool_or_raise, _is_bool),
+    "handle_signals": _Spec(_parse_bool_or_raise, _is_bool),
+    "exit_spool": _Spec(_parse_bool_or_raise, _is_bool),
 }
 
 
@@ -356,6 +359,14 @@ class Settings:
     redact: str = "secrets"
     #: Share of traces kept, 0 to 1 (``INFINIUM_SAMPLE_RATE``); traces with errors are all kept.
     sample_rate: float = 1.0
+    #: Missing credentials are an error (production) rather than export switched off with a
+    #: warning (a developer's machine, CI).
+    required: bool = False
+    #: Deliver (or spool) what is buffered when SIGTERM would end the process: see signals.py.
+    handle_signals: bool = True
+    #: At exit, keep what the deadline or the throttle did not let through in a spool (the
+    #: configured one, else a per-user cache directory) for the next start.
+    exit_spool: bool = True
 
     def __post_init__(self) -> None:
         for name in _STRIPPED:

@@ -56,7 +56,7 @@ from typing import Any, Final, ParamSpec, TypeVar, cast, overload
 
 from . import _default, lifecycle
 from ._default import Options, TaskSink
-from .convert import MAX_DESCRIPTION_LENGTH, truncate
+from .convert import MAX_DESCRIPTION_LENGTH
 from .mapping import (
     TASK_FIELDS,
     ErrorInfo,
@@ -72,6 +72,7 @@ from .mapping import (
 from .model import SECTION_NAMES
 from .official import call_summary, docstring_description, result_summary
 from .queued import PendingTrace
+from .sanitise import truncate
 from .settings import disabled_in_environment
 
 __all__ = ["Recorder", "Task", "TaskHandle", "TaskTrace", "current_task", "task"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 
@@ -14,6 +15,10 @@ from infinium_logging import _default
 
 # The infinium_collector fixture, exactly as users enable it.
 pytest_plugins = ["infinium_logging.testing"]
+
+# What exits leave undelivered goes to the user's cache directory (the exit spill): the suite's
+# children, and any exporter the suite makes, use one of their own instead.
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="infinium-tests-cache-")
 
 
 @pytest.fixture

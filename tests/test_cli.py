@@ -19,7 +19,7 @@ import pytest
 
 from infinium_logging.cli import CHECK_EXIT, main
 from infinium_logging.collector import LocalCollector
-from infinium_logging.model import TaskData, encode_task
+from infinium_logging.model import TaskData, encode_task, utc_now_iso
 from infinium_logging.testing import TEST_AGENT_ID, TEST_AGENT_SECRET
 
 NOW = "2026-11-22T08:51:00.000000Z"
@@ -264,10 +264,14 @@ def test_check_reports_a_timeout(
 def test_check_reports_a_tls_failure(
     env: LocalCollector, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """https to a plain-http server: exit 5 with a TLS hint."""
+    """https to a plain-http server: exit 5, saying that the server speaks plain HTTP (not that
+    its certificate is wrong)."""
     url = env.base_url.replace("http://", "https://")
     assert main(["check", "--base-url", url, "--timeout", "5"]) == CHECK_EXIT["tls"]
-    assert "TLS" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"{env.host}:{env.port} does not speak TLS" in err
+    assert "INFINIUM_BASE_URL should start with http://" in err
+    assert "certificate" not in err
 
 
 def test_check_reports_bad_configuration(
@@ -370,6 +374,21 @@ def test_send_json_array_from_stdin(
     assert main(["send", "-"]) == 0
     assert len(capsys.readouterr().out.split()) == 2
     assert sorted(t.task.name for t in env.traces()) == ["a", "b"]
+
+
+def test_send_dates_a_trace_without_current_datetime_now(
+    env: LocalCollector, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A trace written by hand need not carry ``current_datetime``: it is sent dated now, as
+    ``Exporter.send`` dates a dict; one that carries it keeps its own."""
+    undated = {"name": "by hand", "description": "written in an editor", "duration": 1.0}
+    path = tmp_path / "traces.jsonl"
+    path.write_text(json.dumps(undated) + "\n" + json.dumps(_trace("dated")) + "\n")
+    before = utc_now_iso()
+    assert main(["send", str(path)]) == 0, capsys.readouterr().err
+    sent = {t.task.name: t.task.current_datetime for t in env.traces()}
+    assert before <= sent["by hand"] <= utc_now_iso()
+    assert sent["dated"] == NOW
 
 
 def test_send_refuses_invalid_input_without_sending(

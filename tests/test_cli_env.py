@@ -120,3 +120,33 @@ def test_send_reports_every_problem_of_a_trace(
     ):
         assert f"send: {path}: {where}" in err
     assert "1 invalid trace(s); nothing was sent" in err
+
+
+def test_send_names_every_missing_or_refused_required_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A required field missing or refused does not end the search: every required field
+    missing, at the top and in a step, tool call and error, is named along with the rest."""
+    monkeypatch.setenv("INFINIUM_AGENT_ID", TEST_AGENT_ID)
+    monkeypatch.setenv("INFINIUM_AGENT_SECRET", "never-used-secret")
+    trace = {
+        "name": 5,
+        "current_datetime": "2026-12-07T10:00:00Z",
+        "steps": [{"action": "log", "tool_call": {}}],
+        "errors": [{}],
+    }
+    path = tmp_path / "sparse.json"
+    path.write_text(json.dumps(trace), encoding="utf-8")
+    assert main(["send", str(path)]) == 2
+    err = capsys.readouterr().err
+    for where in (
+        "name: expected str, got int",
+        "description: required field missing",
+        "duration: required field missing",
+        "steps[0].step_number: required field missing",
+        "steps[0].description: required field missing",
+        "steps[0].tool_call.tool_name: required field missing",
+        "errors[0].error_type: required field missing",
+        "errors[0].message: required field missing",
+    ):
+        assert f"send: {path}: {where}" in err

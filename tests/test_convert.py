@@ -18,16 +18,13 @@ from hypothesis import strategies as st
 from infinium_logging import convert
 from infinium_logging.convert import (
     MAX_PREVIEW_LENGTH,
-    TRUNCATION_MARK,
     Problem,
     decode_task,
-    fit_task,
-    json_safe,
     lenient_task,
     to_task,
-    truncate,
 )
 from infinium_logging.errors import ValidationError
+from infinium_logging.fitting import fit_task
 from infinium_logging.model import (
     MAX_BODY_BYTES,
     Customer,
@@ -38,6 +35,7 @@ from infinium_logging.model import (
     TaskData,
     encode_task,
 )
+from infinium_logging.sanitise import TRUNCATION_MARK, json_safe, truncate
 
 NOW = "2026-11-22T08:51:00.000000Z"
 

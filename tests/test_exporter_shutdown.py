@@ -282,7 +282,7 @@ def test_logging_shutdown_then_exit_waits_for_stuck_traces_once(
         os.environ.update(INFINIUM_AGENT_ID={TEST_AGENT_ID!r},
                           INFINIUM_AGENT_SECRET={TEST_AGENT_SECRET!r}, INFINIUM_BASE_URL={url!r},
                           INFINIUM_SHUTDOWN_TIMEOUT="1", INFINIUM_TIMEOUT="30",
-                          INFINIUM_ENABLE_RATE_LIMITING="false")
+                          INFINIUM_ENABLE_RATE_LIMITING="false", INFINIUM_EXIT_SPOOL="false")
         from infinium_logging import InfiniumHandler
         logging.basicConfig(level=logging.WARNING, stream=sys.stderr)  # to see the drop said
         log = logging.getLogger("app")

@@ -168,12 +168,16 @@ def test_dictconfig_with_credentials_from_the_environment(collector_env: LocalCo
         handler.close()
 
 
-def test_dictconfig_without_credentials_names_the_variable() -> None:
-    """Missing credentials fail where the handler is configured, naming what to set.
+def test_dictconfig_without_credentials_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Missing credentials, where they are required, fail where the handler is configured,
+    naming what to set.
 
     Built through the configurator dictConfig uses, without resetting the
     process's logging as a full dictConfig call would.
     """
+    monkeypatch.setenv("INFINIUM_REQUIRED", "true")
     configurator = logging.config.DictConfigurator({"version": 1})
     with pytest.raises(ConfigurationError, match="INFINIUM_AGENT_ID"):
         configurator.configure_handler({"class": "infinium_logging.handler.InfiniumHandler"})

@@ -237,3 +237,24 @@ def test_kill_9_then_restart_delivers_every_spooled_trace_once(
     assert names[: len(logged)] == [f"k{i:03}" for i in logged]
     assert len(names) == len(set(names))
     assert set(infino.writes.values()) == {1}
+
+
+def test_the_default_exporter_itself_sends_to_both(
+    infino: InfinoServer, infinium_collector: LocalCollector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``get_default_exporter().submit()`` (no handler involved) sends to Infino too, and its
+    ``flush()`` waits for both destinations."""
+    monkeypatch.setenv("INFINIUM_BASE_URL", infinium_collector.base_url)
+    monkeypatch.setenv("INFINIUM_AGENT_ID", TEST_AGENT_ID)
+    monkeypatch.setenv("INFINIUM_AGENT_SECRET", TEST_AGENT_SECRET)
+    monkeypatch.setenv("INFINIUM_ENABLE_RATE_LIMITING", "false")
+    exporter = _default.get_default_exporter()
+    for number in range(3):
+        assert exporter.submit({"name": f"direct-{number}", "description": "d", "duration": 0.5})
+    assert exporter.flush(30.0)
+    assert sorted(doc["name"] for doc in infino.documents(DATASET)) == [
+        "direct-0", "direct-1", "direct-2"
+    ]  # fmt: skip
+    assert sorted(t.task.name for t in infinium_collector.traces()) == [
+        "direct-0", "direct-1", "direct-2"
+    ]  # fmt: skip

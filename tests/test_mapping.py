@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from infinium_logging import __version__, mapping
 from infinium_logging._capture import CapturingSink
 from infinium_logging.collector import LocalCollector
-from infinium_logging.convert import MAX_PREVIEW_LENGTH, TRUNCATION_MARK, Problem, to_task
+from infinium_logging.convert import MAX_PREVIEW_LENGTH, Problem, to_task
 from infinium_logging.handler import InfiniumHandler
 from infinium_logging.model import (
     EnvironmentContext,
@@ -33,6 +33,7 @@ from infinium_logging.model import (
     encode_task,
     format_timestamp,
 )
+from infinium_logging.sanitise import TRUNCATION_MARK
 from infinium_logging.tasks import task
 
 ENV: dict[str, Any] = mapping.environment("logging", "app.agent", (("team", "search"),))

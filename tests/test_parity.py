@@ -32,13 +32,13 @@ from infinium_logging import (
     ValidationError,
     create_task_data,
     task,
-    to_task,
 )
 from infinium_logging._collector_store import PromptCatalog
 from infinium_logging.collector import LocalCollector
+from infinium_logging.convert import to_task
 from infinium_logging.model import ApiResponse, encode_task
 from infinium_logging.official import call_summary, result_summary, wait_for_interpretation
-from infinium_logging.testing import TEST_AGENT_ID, TEST_AGENT_SECRET
+from infinium_logging.testing import TEST_AGENT_ID, TEST_AGENT_SECRET, capture_tasks
 
 MISSING = "00000000-0000-4000-8000-000000000404"
 
@@ -414,9 +414,10 @@ def test_send_batch_strategies(infinium_collector: LocalCollector) -> None:
         infinium_collector.fail_next(1, 422)
         with pytest.raises(BatchError) as caught:
             exporter.send_batch(traces, max_concurrent=1, fail_fast=True)
-        assert (caught.value.successful_count, caught.value.failed_count) == (0, 4)
-        assert caught.value.total_tasks == 4 and len(caught.value.errors) == 4
-        assert "fail_fast" in caught.value.errors[1]
+        # Counted as the official client counts: the traces after the stop are not failures.
+        assert (caught.value.successful_count, caught.value.failed_count) == (0, 1)
+        assert caught.value.total_tasks == 4 and len(caught.value.errors) == 1
+        assert "3 not sent" in str(caught.value)
         infinium_collector.fail_next(1, 422)
         result = exporter.send_batch(traces, max_concurrent=1)
         assert (result.successful, result.failed) == (3, 1)
@@ -541,3 +542,35 @@ def test_a_tagged_records_other_fields_reach_the_trace(
     customer = by_name["Answered"].customer
     assert customer is not None and customer.customer_name == "Ada"
     assert set(tags["Bare"]) == {"logger"}
+
+
+def test_a_prompt_link_without_variables_used_is_passed_on_as_given() -> None:
+    """A ``_prompt_studio`` entry that does not name ``variables_used`` is sent without it, as
+    the official client passes its dict on; one that says ``None`` is sent ``null``."""
+    trace = official_trace()
+    entry = {k: v for k, v in _PROMPTS["prompts_used"][0].items() if k != "variables_used"}
+    trace._prompt_studio = {"prompts_used": [entry, _PROMPTS["prompts_used"][0]]}
+    for strict in (True, False):
+        ours = encode_task(to_task(trace, strict=strict))
+        assert ours == official_body(trace)
+        assert ours.count(b'"variables_used":null') == 1
+
+
+def test_a_tagged_official_trace_keeps_the_librarys_environment(
+    stdlib_logger: logging.Logger,
+) -> None:
+    """An official TaskData with an environment of its own, tagged on a record, gets the
+    library's environment and the record's fields added where it has none; a field that is
+    None or NaN makes no tag."""
+    theirs = official_trace(environment=official.EnvironmentContext(custom_tags={"a": "b"}))
+    with capture_tasks() as captured:
+        stdlib_logger.addHandler(InfiniumHandler())
+        stdlib_logger.info(
+            "b", extra={"infinium": theirs, "ticket": 1, "user": None, "ratio": float("nan")}
+        )
+    [got] = captured
+    assert got.environment is not None
+    tags = got.environment.custom_tags or {}
+    assert tags["a"] == "b" and tags["ticket"] == "1" and tags["logger"] == stdlib_logger.name
+    assert "user" not in tags and "ratio" not in tags
+    assert got.environment.python_version is not None

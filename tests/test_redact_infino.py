@@ -3,6 +3,7 @@ route a logged trace takes when ``INFINIUM_INFINO_ENDPOINT`` is set."""
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 from collections.abc import Iterator
@@ -26,7 +27,8 @@ STEPS = "infinium-steps"
 @pytest.fixture
 def infino(monkeypatch: pytest.MonkeyPatch, clean_environment: None) -> Iterator[InfinoServer]:
     """A local Infino endpoint, no INFINIUM_* from outside, and a default redactor made from
-    this test's environment (forgotten again afterwards)."""
+    this test's environment (forgotten again afterwards, and the test's sinks with it: a
+    sink the process-wide registry still holds would be flushed by later tests)."""
     monkeypatch.setattr(redact, "_default", None)
     for server in running():
         try:
@@ -34,6 +36,7 @@ def infino(monkeypatch: pytest.MonkeyPatch, clean_environment: None) -> Iterator
         finally:
             infino_default._reset()
             _default._reset_default()
+            gc.collect()
 
 
 def stored(server: InfinoServer) -> str:

@@ -25,10 +25,11 @@ from viewer_support import (
     start_browser,
 )
 
-from infinium_logging import encode_task, to_task
 from infinium_logging._collector_store import StoredRow, TraceStore
 from infinium_logging._viewer import CONTENT_SECURITY_POLICY, is_loopback
 from infinium_logging.collector import LocalCollector
+from infinium_logging.convert import to_task
+from infinium_logging.model import encode_task
 
 ROOT = Path(__file__).resolve().parents[1]
 

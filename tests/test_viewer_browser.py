@@ -26,9 +26,10 @@ from viewer_support import (
     simple_trace,
 )
 
-from infinium_logging import encode_task, to_task
 from infinium_logging._collector_store import StoredRow, TraceStore
 from infinium_logging.collector import LocalCollector
+from infinium_logging.convert import to_task
+from infinium_logging.model import encode_task
 
 T = TypeVar("T")
 # Generous: the list polls every second, and CI machines are busy.
@@ -245,6 +246,30 @@ def test_hostile_values_stay_inert_text(
     wait(browser, lambda b: b.find_element(By.ID, "list-view").is_displayed(), "no way back")
     assert js(browser, "return window.__alerts") == 0
     assert not severe_console_messages(browser)
+
+
+def test_logged_steps_show_their_messages_and_a_long_description_keeps_the_figures_in_view(
+    browser: WebDriver, collector: LocalCollector, http: urllib3.PoolManager
+) -> None:
+    """Steps made by logging share a few actions (``log``, ``llm_inference``): each timeline row
+    shows the step's own message, its action once opened; a 10,000-character description
+    scrolls in a box of its own, leaving the figures and the timeline on the first screen."""
+    logged = simple_trace("logged steps")
+    logged["description"] = "D" * 10_000
+    logged["steps"] = [
+        {"step_number": n, "action": "llm_inference", "description": f"Draft reply {n}"}
+        for n in (1, 2, 3)
+    ]
+    post_trace(collector, http, logged)
+    open_page(browser, collector.viewer_url)
+    open_trace(browser, "logged steps")
+    rows = browser.find_elements(By.CSS_SELECTOR, "#timeline summary .action")
+    assert [row.text for row in rows] == ["Draft reply 1", "Draft reply 2", "Draft reply 3"]
+    below = "return document.querySelector('#timeline').getBoundingClientRect().top + scrollY"
+    assert js(browser, below) < js(browser, "return window.innerHeight")
+    first = browser.find_element(By.CSS_SELECTOR, "#timeline .timeline > li")
+    first.find_element(By.TAG_NAME, "summary").click()
+    assert "llm_inference" in first.find_element(By.CSS_SELECTOR, ".step-body").text
 
 
 def test_filters_and_the_keyboard(

@@ -14,8 +14,9 @@ from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.chrome.webdriver import WebDriver
 
-from infinium_logging import encode_task, to_task
 from infinium_logging.collector import LocalCollector
+from infinium_logging.convert import to_task
+from infinium_logging.model import encode_task
 
 INSTALL_HINT = (
     "the trace viewer's tests drive a real headless Chromium and found none. Install "

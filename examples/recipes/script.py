@@ -27,8 +27,9 @@ log = logging.getLogger("summarise")
 
 
 def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
-    # Python's default for SIGTERM ends the process at once, without its exit hooks: nothing
-    # in memory would be sent. An exit status of 128 + the signal is what a shell reports.
+    # SIGTERM as an ordinary exit: the run's task ends with SystemExit, its trace says so, and
+    # the exit status is 128 + the signal, what a shell reports. (Without this the library's
+    # own handler still delivers, and the process ends by the signal.)
     sys.exit(128 + signum)
 
 

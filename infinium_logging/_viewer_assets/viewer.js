@@ -345,12 +345,13 @@
         null,
         el("span", { className: "n" }, String(step.step_number)),
         marks(step),
-        data("span", step.action, { className: "data action", title: plain(step.description || step.action) }),
+        // The message logged is what tells one step from the next; the action is mostly one of a few kinds.
+        data("span", step.description || step.action, { className: "data action", title: plain(step.action) }),
         el("span", { className: "track", title: millis(step.duration_ms) }, bar),
         el("span", { className: "dur" }, millis(step.duration_ms)),
       );
       const body = el("div", { className: "step-body" });
-      body.appendChild(kv([["description", step.description]]) || el("span"));
+      body.appendChild(kv([["action", step.action], ["description", step.description]]) || el("span"));
       if (step.input_preview !== undefined) body.append(el("h3", { className: "sub" }, "Input"), data("pre", step.input_preview));
       if (step.output_preview !== undefined) body.append(el("h3", { className: "sub" }, "Output"), data("pre", step.output_preview));
       if (step.llm_call) body.append(el("h3", { className: "sub" }, "LLM call"), kv(Object.entries(step.llm_call)));

@@ -38,8 +38,14 @@ def test_exit_with_a_hanging_server_keeps_its_deadline_and_its_accounts(
     collector = infinium_collector
     collector.hang_next(10_000)
     spool_dir = tmp_path / "spool" if spooled else None
+    # Memory-only means no disk at all: no exit spill either (tests/test_exit_spill.py).
     settings = settings_for(
-        collector, spool_dir, shutdown_timeout=SHUTDOWN_TIMEOUT, timeout=30.0, workers=2
+        collector,
+        spool_dir,
+        shutdown_timeout=SHUTDOWN_TIMEOUT,
+        timeout=30.0,
+        workers=2,
+        exit_spool=spooled,
     )
     script = textwrap.dedent(
         f"""

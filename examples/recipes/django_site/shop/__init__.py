@@ -1,0 +1,1 @@
+"""A one-view Django site: the Django recipe (docs/recipes/django.md)."""
