@@ -1,11 +1,11 @@
-"""Figure 12: redaction of the realistic trace on the sender thread, against building and
+"""Figure 13: redaction of the realistic trace on the sender thread, against building and
 encoding it there.
 
 What a sender adds per trace is :meth:`~infinium_logging.redact.Redactor.encoded`
 over the trace and its body: a scan of the body that, for a trace without
 secrets (nearly all of them), is all it costs.  The baseline is what the sender
 does with a submitted dict anyway: build it (lenient ``to_task``) and encode it.
-12b is a trace with one key in a step's preview: the scan finds it, and every
+13b is a trace with one key in a step's preview: the scan finds it, and every
 string is then visited.  The caller's side is untouched (figures 1-4 and 10
 measure it; ``--compare`` shows them against an earlier run).
 """
@@ -20,13 +20,13 @@ from .common import Plan
 from .realistic_trace import AGENT_SECRET, our_task, trace_dict
 from .timing import Row, Summary, compare, loop
 
-__all__ = ["figure_12"]
+__all__ = ["figure_13"]
 
 #: A key as an agent's tool output would carry it (not a real one).
 _KEY = "sk-proj-Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4zT3BlbkFJ7Qx"
 
 
-def figure_12(plan: Plan) -> list[Row]:
+def figure_13(plan: Plan) -> list[Row]:
     """Redaction cost per trace as a share of building and encoding it; target < 20%."""
     redactor = Redactor("secrets", secrets=(AGENT_SECRET,))
     task = our_task()
@@ -43,8 +43,8 @@ def figure_12(plan: Plan) -> list[Row]:
     )
     rows = []
     for row_id, trace, trace_body, target in (
-        ("12", task, body, "< 20%"),
-        ("12b", dirty, dirty_body, "—"),
+        ("13", task, body, "< 20%"),
+        ("13b", dirty, dirty_body, "—"),
     ):
         ours = loop(
             "redact(TASK, BODY)", {"redact": redactor.encoded, "TASK": trace, "BODY": trace_body}
@@ -62,16 +62,16 @@ def figure_12(plan: Plan) -> list[Row]:
             Row(
                 id=row_id,
                 figure="redaction on the sender, realistic trace"
-                + (" with a key in it" if row_id == "12b" else ""),
+                + (" with a key in it" if row_id == "13b" else ""),
                 ours=Summary.of([v / 1000 for v in pair.a.samples]),
                 baseline=Summary.of([v / 1000 for v in pair.b.samples]),
                 unit="µs/trace",
                 value=share,
                 value_unit="% of build+encode",
                 target=target,
-                passed=(share.median < 20.0) if row_id == "12" else None,
+                passed=(share.median < 20.0) if row_id == "13" else None,
                 baseline_label="to_task(strict=False) + encode_task on the sender",
-                note="" if row_id == "12" else "found: every string visited and the trace copied",
+                note="" if row_id == "13" else "found: every string visited and the trace copied",
             )
         )
     return rows

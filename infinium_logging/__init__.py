@@ -27,6 +27,8 @@ The flow, one module per stage (docs/architecture.md draws it)::
     settings.py / errors.py     configuration from INFINIUM_* and the exception hierarchy
     collector.py / cli.py       the local collector (infinium-logging serve) and the command line
     testing.py                  pytest fixture and capture_tasks() for users' own tests
+    otel/                       OpenTelemetry GenAI spans -> steps (extra ``otel``; imported
+                                only when used)
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._capture import capture_tasks
 from ._default import TaskSink, configure, get_default_exporter
+from ._ignore import DEFAULT_IGNORED_LOGGERS
 from ._logsetup import setup_logging
 from ._version import __version__
 from .aio import AsyncClient
@@ -102,6 +105,7 @@ __all__ = [
     "ConfigurationWarning",
     "Content",
     "Customer",
+    "DEFAULT_IGNORED_LOGGERS",
     "Development",
     "EnvironmentContext",
     "ErrorDetail",

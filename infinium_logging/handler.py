@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterable
 from typing import Any, Final
 
 from . import _default
@@ -12,11 +13,10 @@ from ._default import (
     Options,
     TaskSink,
     default_options,
-    ignored_logger,
-    ignored_names,
     options_for,
     options_of,
 )
+from ._ignore import DEFAULT_IGNORED_LOGGERS, IgnoredLoggers
 from .credentials import settings_or_off
 from .exporter import Exporter
 from .guard import in_export
@@ -82,6 +82,11 @@ class InfiniumHandler(logging.Handler):
     its own instead, which :meth:`close` shuts down; a shared or default
     exporter is never shut down by the handler (interpreter exit does that).
 
+    ``ignore_loggers``: loggers whose records are never traces or steps, each
+    with the loggers below it; by default the LLM provider SDKs and their HTTP
+    clients (:data:`~infinium_logging.DEFAULT_IGNORED_LOGGERS`), whose calls
+    :mod:`infinium_logging.otel` records as steps of their own.  ``()`` keeps them.
+
     Construction fails with :class:`~infinium_logging.errors.ConfigurationError`
     when the settings it relies on are missing or invalid.  With
     ``INFINIUM_DISABLED=true`` the handler does nothing at all.
@@ -103,12 +108,15 @@ class InfiniumHandler(logging.Handler):
         *,
         exporter: TaskSink | None = None,
         tag_key: str = "infinium",
+        ignore_loggers: Iterable[str] = DEFAULT_IGNORED_LOGGERS,
         **settings_overrides: Any,
     ) -> None:
         super().__init__(level)
         if not isinstance(tag_key, str) or not tag_key:
             raise ValueError("tag_key must be a non-empty string")
         self.tag_key = tag_key
+        self._ignore = IgnoredLoggers(ignore_loggers)
+        self._ignored = self._ignore.cache
         self._owned: Exporter | None = None
         self._sink: TaskSink | None
         self._options: Options | None
@@ -214,9 +222,9 @@ class InfiniumHandler(logging.Handler):
 
     def _emit(self, record: logging.LogRecord) -> None:
         name = record.name
-        ignored = ignored_names.get(name)
+        ignored = self._ignored.get(name)
         if ignored is None:
-            ignored = ignored_logger(name)
+            ignored = self._ignore(name)
         if ignored or in_export():
             return
         options = self._options or default_options()

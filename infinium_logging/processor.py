@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 from typing import Any, Final
 
 from structlog import BoundLoggerBase
@@ -18,10 +19,9 @@ from ._default import (
     Options,
     TaskSink,
     default_options,
-    ignored_logger,
-    ignored_names,
     options_for,
 )
+from ._ignore import DEFAULT_IGNORED_LOGGERS, IgnoredLoggers
 from .guard import in_export
 from .mapping import (
     FROM_EVENT,
@@ -95,7 +95,9 @@ class InfiniumProcessor:
     be mutated after logging them.
 
     ``exporter``: where traces go (anything with ``submit(task) -> bool``); by
-    default the process-wide default exporter.  Construction fails with
+    default the process-wide default exporter.  ``ignore_loggers``: loggers whose events
+    are never traces or steps (see :class:`~infinium_logging.InfiniumHandler`).
+    Construction fails with
     :class:`~infinium_logging.errors.ConfigurationError` when the settings it
     relies on are missing or invalid; with ``INFINIUM_DISABLED=true`` it does
     nothing but remove its tag key.
@@ -107,9 +109,12 @@ class InfiniumProcessor:
         exporter: TaskSink | None = None,
         tag_key: str = "infinium",
         min_level: str | int = "info",
+        ignore_loggers: Iterable[str] = DEFAULT_IGNORED_LOGGERS,
     ) -> None:
         if not isinstance(tag_key, str) or not tag_key:
             raise ValueError("tag_key must be a non-empty string")
+        self._ignore = IgnoredLoggers(ignore_loggers)
+        self._ignored = self._ignore.cache
         minimum = level_number(min_level, -1)
         if minimum < 0:
             raise ValueError(
@@ -234,10 +239,10 @@ class InfiniumProcessor:
                 if logger is None and record is not None:  # a stdlib record
                     logger_name = record.name
             if logger_name is not None:
-                ignored = ignored_names.get(logger_name)
+                ignored = self._ignored.get(logger_name)
                 if ignored is None:
-                    ignored = ignored_logger(logger_name)
-                if ignored:  # the library's own warnings, urllib3's: never traces or steps
+                    ignored = self._ignore(logger_name)
+                if ignored:  # the library's own loggers, urllib3's, ignore_loggers: no steps
                     return event_dict
             error: ErrorInfo | None = None
             exc_info = event_dict.get("exc_info")

@@ -33,6 +33,7 @@ def test_there_are_examples_for_every_way_of_use() -> None:
         "asyncio_tasks",
         "send_batch",
         "interpreted_result",
+        "otel_genai",
     } <= names
 
 
