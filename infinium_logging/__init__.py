@@ -23,6 +23,7 @@ The flow, one module per stage (docs/architecture.md draws it)::
     throttle.py / retry.py      token bucket, backoff and Retry-After
     transport.py                one pooled urllib3 client
     spool.py                    the durable write-ahead spool (INFINIUM_SPOOL_DIR)
+    redact.py / sampling.py     secrets (and PII) out of every trace; the head sampling rate
     settings.py / errors.py     configuration from INFINIUM_* and the exception hierarchy
     collector.py / cli.py       the local collector (infinium-logging serve) and the command line
     testing.py                  pytest fixture and capture_tasks() for users' own tests
@@ -86,6 +87,7 @@ from .model import (
     utc_now_iso,
 )
 from .official import create_task_data
+from .redact import Redactor, set_redaction_hook
 from .serverless import flush_after, flushing
 from .settings import Settings
 from .tasks import Task, TaskHandle, current_task, task
@@ -130,6 +132,7 @@ __all__ = [
     "PromptStudio",
     "PromptUse",
     "RateLimitError",
+    "Redactor",
     "Research",
     "Sales",
     "ServerError",
@@ -150,6 +153,7 @@ __all__ = [
     "flush_after",
     "flushing",
     "get_default_exporter",
+    "set_redaction_hook",
     "setup_logging",
     "task",
     "utc_now_iso",

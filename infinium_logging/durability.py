@@ -21,6 +21,7 @@ from .errors import ConfigurationError
 from .guard import EXPORTING
 from .model import MAX_BODY_BYTES
 from .queued import Item, PendingTrace, read_captured
+from .redact import Redactor
 from .retry import RetryPolicy, classify
 from .sanitise import json_safe
 from .settings import Settings
@@ -34,6 +35,7 @@ __all__ = [
     "KEEP_REASONS",
     "KINDS",
     "KIND_BODY",
+    "RECORD_CODECS",
     "REFILL_BATCH",
     "SPOOL_RETRY",
     "ReplayReport",
@@ -97,6 +99,14 @@ def dict_record(task: Any) -> tuple[int, bytes]:
         return KIND_DICT, payload
     # A string longer than the body limit could never be sent whole: none is kept longer.
     return KIND_DICT_JSON, msgspec.json.encode(json_safe(task, max_string=MAX_BODY_BYTES))
+
+
+#: How a record of each loose kind is read and written again once redacted.
+RECORD_CODECS: Final[dict[int, tuple[Callable[[bytes], Any], Callable[[Any], bytes]]]] = {
+    KIND_DICT: (msgspec.msgpack.decode, _pack),
+    KIND_CAPTURED: (msgspec.msgpack.decode, _pack),
+    KIND_DICT_JSON: (msgspec.json.decode, msgspec.json.encode),
+}
 
 
 def captured_record(task: PendingTrace) -> bytes | None:
@@ -208,6 +218,7 @@ def replay_spool(
     if settings.enable_logging:
         setup_logging(settings.log_level)
     delivery = _replay_delivery(settings)
+    redactor = Redactor.from_settings(settings)
     total = spool.backlog_size()
     lock = threading.Lock()
     counts = {"sent": 0, "rejected": 0, "failed": 0}
@@ -220,7 +231,7 @@ def replay_spool(
             if not taken:
                 return
             ref, kind, payload = taken[0]
-            outcome, error = _replay_one(delivery, kind, payload, settings.agent_secret)
+            outcome, error = _replay_one(delivery, redactor, kind, payload, settings.agent_secret)
             if outcome == "failed":
                 stop.set()  # the record stays in the spool, and so do the ones after it
             else:
@@ -289,10 +300,12 @@ def record_body(kind: int, payload: bytes, encode: Callable[[Any], bytes]) -> by
 
 
 def _replay_one(
-    delivery: Delivery, kind: int, payload: bytes, secret: str
+    delivery: Delivery, redactor: Redactor, kind: int, payload: bytes, secret: str
 ) -> tuple[str, str | None]:
-    """Send one spool record now: ``("sent" | "rejected" | "failed", error text)``."""
-    body = record_body(kind, payload, delivery.destination.encode)
+    """Send one spool record now: ``("sent" | "rejected" | "failed", error text)``; a loose
+    record is redacted once built (a wire body was redacted before it was written)."""
+    encode = delivery.destination.encode
+    body = record_body(kind, payload, lambda task: encode(redactor.task(task)))
     if isinstance(body, str):
         return "rejected", body
     token = EXPORTING.set(True)

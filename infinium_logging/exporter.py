@@ -37,6 +37,7 @@ from .durability import (
     KIND_BODY,
     KIND_CAPTURED,
     KINDS,
+    RECORD_CODECS,
     REFILL_BATCH,
     SPOOL_RETRY,
     Backlog,
@@ -59,8 +60,10 @@ from .queued import (
     fields_estimate,
     struct_estimate,
 )
+from .redact import Redactor, redacted_record
 from .results import OnResult, Reporter, failure_response
 from .retry import RetryPolicy
+from .sampling import sampled_in
 from .sanitise import _object_fields
 from .settings import Settings
 from .spool import RecordRef, Spool
@@ -189,7 +192,11 @@ class Exporter:
         self._max_bytes = settings.max_queue_bytes
         self._on_result = on_result
         self._policy = RetryPolicy.from_settings(settings)
-        self._client = ApiClient(settings, lambda: self._delivery, self._is_finished)
+        self._redactor = Redactor.from_settings(settings)
+        self._sample_rate = settings.sample_rate
+        self._client = ApiClient(
+            settings, lambda: self._delivery, self._is_finished, redactor=self._redactor
+        )
         self._secret = settings.agent_secret
         if settings.enable_logging:
             setup_logging(settings.log_level)
@@ -271,6 +278,7 @@ class Exporter:
         self._spooled = 0
         self._adopted = 0
         self._spool_write_errors = 0
+        self._sampled_out = 0
         self._spool_error_logged = False
         self._backlog = Backlog(self._policy)
         self._bucket = TokenBucket(
@@ -575,6 +583,8 @@ class Exporter:
                 spool_pending_bytes=held.pending_bytes if held is not None else 0,
                 spool_corrupt=held.corrupt if held is not None else 0,
                 spool_write_errors=self._spool_write_errors,
+                sampled_out=self._sampled_out,
+                redacted=self._redactor.counts(),
             )
 
     def send(self, task: TaskData | Mapping[str, Any] | PendingTrace | OfficialTask) -> ApiResponse:
@@ -843,15 +853,21 @@ class Exporter:
         """
         body: bytes | None = None
         try:
+            # Redacted before it touches the disk (a scan, nearly always all it costs).
+            redactor = self._redactor
             if captured is not None:
+                captured = redacted_record(redactor, captured, *RECORD_CODECS[KIND_CAPTURED])
                 payload, kind, size = captured, KIND_CAPTURED, len(captured)
             elif isinstance(task, TaskData):
-                body = encode_trace(task)
+                raw = encode_trace(task)
+                redacted_task = redactor.encoded(task, raw)
+                body = raw if redacted_task is task else encode_trace(redacted_task)
                 payload, kind, size = body, KIND_BODY, len(body)
             else:
                 # Lenient coercion stays on the sender thread; the record keeps the dict as
                 # submitted, read back when the trace is taken up from the spool.
                 kind, payload = dict_record(task)
+                payload = redacted_record(redactor, payload, *RECORD_CODECS[kind])
                 size = len(payload)
         except Exception:
             # The sender thread finds it invalid and says why.
@@ -1083,12 +1099,16 @@ class Exporter:
                     self._settle(item, "invalid", "could not be read as a trace")
                     return
             item.task = task
-        if body is None or len(body) > MAX_BODY_BYTES:
-            try:
+        try:
+            if body is None or len(body) > MAX_BODY_BYTES:
                 body = encode_trace(task)
-            except Exception as exc:
-                self._settle(item, "invalid", f"could not be encoded: {exc}")
-                return
+            redacted_task = self._redactor.encoded(task, body)
+            if redacted_task is not task:
+                item.task = task = redacted_task
+                body = encode_trace(task)
+        except Exception as exc:
+            self._settle(item, "invalid", f"could not be encoded: {exc}")
+            return
         self._learn_step_size(task, len(body))
         with self._lock:
             if item.settled:
@@ -1100,6 +1120,10 @@ class Exporter:
         self._deliver(item, body)
 
     def _deliver(self, item: Item, body: bytes) -> None:
+        if self._sample_rate < 1.0 and not sampled_in(body, self._sample_rate):
+            self._sampled_away(item)
+            return
+
         def given_up() -> bool:
             return item.settled
 
@@ -1183,6 +1207,16 @@ class Exporter:
             _log.info("Infinium accepted the agent credentials again; sending resumed")
         self._reporter.report(item, response)
 
+    def _sampled_away(self, item: Item) -> None:
+        """Settle a trace ``sample_rate`` leaves out: counted apart from the losses."""
+        self._ack(item)
+        with self._lock:
+            if item.settled:
+                return
+            self._mark_settled(item)
+            self._sampled_out += 1
+        self._reporter.report(item, failure_response("sampled_out", None))
+
     def _settle(self, item: Item, reason: str, error: str | None = None) -> bool:
         """Count a trace as lost for ``reason`` unless it is settled already; tell on_result.
 
@@ -1207,6 +1241,9 @@ class Exporter:
         self._reporter.report(item, failure_response(reason, error))
         return True
 
+    def _spill_record(self, item: Item) -> tuple[int, bytes] | None:
+        return spill.record_of(item, self._redactor)
+
     def _spill(self, item: Item) -> bool:
         """At exit, keep a trace the deadline caught on disk (see :mod:`.spill`)."""
         with self._lock:
@@ -1214,7 +1251,7 @@ class Exporter:
                 return False
             self._mark_settled(item)
             self._spooled += 1  # counted first: no reading sees it nowhere
-        if spill.keep(self._settings, [item], spill.record_of):
+        if spill.keep(self._settings, [item], self._spill_record):
             with self._lock:
                 self._spooled -= 1
                 self._dropped["shutdown"] += 1
@@ -1224,7 +1261,7 @@ class Exporter:
     def _spill_lost(self, lost: list[Item]) -> list[Item]:
         """At exit, keep on disk what shutdown counted as lost (see :mod:`.spill`); what could
         not be kept."""
-        left = spill.keep(self._settings, lost, spill.record_of)
+        left = spill.keep(self._settings, lost, self._spill_record)
         with self._lock:
             self._dropped["shutdown"] -= len(lost) - len(left)
             self._spooled += len(lost) - len(left)

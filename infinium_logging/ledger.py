@@ -47,7 +47,8 @@ class ExporterStats(msgspec.Struct, frozen=True, kw_only=True):
     Every submitted trace is exactly one of: sent, dropped (counted by reason
     in ``dropped``), queued, in flight, or (with a spool) spooled; traces
     adopted from the spool of an earlier process join them, so at every reading
-    ``submitted + adopted == sent + dropped_total + queued + in_flight + spooled``.
+    ``submitted + adopted == sent + dropped_total + queued + in_flight + spooled +
+    sampled_out``.
     Traces sent with :meth:`Exporter.send` / :meth:`Exporter.send_batch` are not
     counted here: their caller gets the outcome directly.
     """
@@ -87,6 +88,10 @@ class ExporterStats(msgspec.Struct, frozen=True, kw_only=True):
     spool_corrupt: int = 0
     #: Traces kept in memory only because the spool could not be written (disk full, permissions).
     spool_write_errors: int = 0
+    #: Traces left out by ``sample_rate`` (settled, not lost: not counted in ``dropped``).
+    sampled_out: int = 0
+    #: Values redacted from traces, by kind (``api_key``, ``secret``, ``email``, ``hook``...).
+    redacted: dict[str, int] = msgspec.field(default_factory=dict)
 
     @property
     def dropped_total(self) -> int:

@@ -624,7 +624,8 @@ def test_a_full_disk_falls_back_to_memory_for_that_trace(
 def test_spool_write_cost_on_the_callers_thread_is_tens_of_microseconds(
     collector: LocalCollector, tmp_path: Path
 ) -> None:
-    """Encoding plus the record write for an 11 KB trace stays well under a millisecond."""
+    """Encoding, the redaction scan and the record write for an 11 KB trace stay under a
+    millisecond."""
     collector.hang_next(10_000)
     big = trace("big", description="d" * 5000, input_summary="i" * 3000, output_summary="o" * 3000)
     assert 11_000 < len(encode_task(big)) < 12_500
@@ -641,9 +642,10 @@ def test_spool_write_cost_on_the_callers_thread_is_tens_of_microseconds(
             best = min(best, (time.perf_counter() - started) / 200)
     finally:
         exporter.shutdown(0.1)
-    # The benchmark measures it precisely (tens of microseconds); this only guards against a
-    # regression by an order of magnitude on a busy machine.
-    assert best < 500e-6
+    # The benchmark measures it precisely (tens of microseconds, plus the redaction scan that
+    # keeps secrets off the disk); this only guards against a regression by an order of
+    # magnitude on a busy machine.
+    assert best < 1e-3
 
 
 # --- replay_spool and the command line --------------------------------------------------------------
