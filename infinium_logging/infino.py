@@ -165,6 +165,12 @@ class InfinoSink:
         """The settings of this destination (the secret key masked in their repr)."""
         return self._settings
 
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`shutdown` has begun (as :attr:`Exporter.closed`): the SIGTERM
+        handler and ``flush_all`` reach only sinks still open."""
+        return self._closing
+
     def submit(self, task: TaskData | dict[str, Any] | PendingTrace | object) -> bool:
         """Take one finished trace; False when it was not taken (full, closed: counted)."""
         try:
