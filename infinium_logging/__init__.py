@@ -26,6 +26,7 @@ The flow, one module per stage (docs/architecture.md draws it)::
     redact.py / sampling.py     secrets (and PII) out of every trace; the head sampling rate
     settings.py / errors.py     configuration from INFINIUM_* and the exception hierarchy
     collector.py / cli.py       the local collector (infinium-logging serve) and the command line
+                                (_cli_serve, _cli_check, _cli_spool: its commands)
     testing.py                  pytest fixture and capture_tasks() for users' own tests
     otel/                       OpenTelemetry GenAI spans -> steps (extra ``otel``; imported
                                 only when used)
