@@ -1,4 +1,9 @@
-"""The Infino destination: traces batched into signed bulk uploads, retried, spooled, counted."""
+"""The Infino destination: traces batched into signed bulk uploads, retried, spooled, counted.
+
+Over the class budget as one thing: ``InfinoSink``'s queue, its sender thread and its
+settle-once accounting share one condition variable, and the invariant between them is the
+class's own.
+"""
 
 from __future__ import annotations
 
@@ -167,8 +172,7 @@ class InfinoSink:
 
     @property
     def closed(self) -> bool:
-        """True once :meth:`shutdown` has begun (as :attr:`Exporter.closed`): the SIGTERM
-        handler and ``flush_all`` reach only sinks still open."""
+        """True once :meth:`shutdown` has begun (as :attr:`Exporter.closed`)."""
         return self._closing
 
     def submit(self, task: TaskData | dict[str, Any] | PendingTrace | object) -> bool:

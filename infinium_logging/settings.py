@@ -1,4 +1,8 @@
-"""Settings: one typed, immutable table of every option, from arguments and ``INFINIUM_*``."""
+"""Settings: one typed, immutable table of every option, from arguments and ``INFINIUM_*``.
+
+Over the module budget as one thing: every option's field, parser and bound sit in one table
+so that a variable, its default and its error message cannot drift apart.
+"""
 
 from __future__ import annotations
 

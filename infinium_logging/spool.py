@@ -13,6 +13,10 @@ that offset), so a write cut short by an exception leaves a torn record that
 readers detect and skip, never a shift of the records after it.  A segment this
 version cannot read whole (an unknown magic or record kind, damage other than a
 torn last record) is moved to ``quarantine/`` rather than deleted.
+
+Over the budgets as one thing: ``Spool`` is the one lock of a process's segments and the state
+it guards (positions, acknowledgements, the re-entry guard); the file format, the directory lock
+and the quarantine are in :mod:`.spool_files`.
 """
 
 from __future__ import annotations
