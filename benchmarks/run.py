@@ -40,13 +40,13 @@ if __package__ in (None, ""):
     else:
         sys.path.insert(0, str(_ROOT))
 
-from benchmarks import caller, codec, delivery, infino, memory, otel  # noqa: E402
+from benchmarks import caller, codec, delivery, infino, memory, otel, redaction  # noqa: E402
 from benchmarks.common import Plan  # noqa: E402
 from benchmarks.nginx import find_nginx, local_server  # noqa: E402
 from benchmarks.timing import Pair, Row, Summary  # noqa: E402
 
 RESULTS = _ROOT / "benchmarks" / "results"
-FIGURES = ("1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12")
+FIGURES = ("1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13")
 
 
 # --- the machine ----------------------------------------------------------------------------
@@ -277,6 +277,7 @@ def run(argv: Sequence[str] | None = None) -> int:
             ("8", lambda: delivery.figure_8(plan, server.base_url)),
             ("9", lambda: memory.figure_9(plan)),
             ("11", lambda: infino.figure_11(plan)),
+            ("13", lambda: redaction.figure_13(plan)),
         ]
         for name, step in steps:
             if name not in wanted:

@@ -18,7 +18,7 @@ The flow, one module per stage (docs/architecture.md draws it)::
     ledger.py                   every count, settling once, flush targets, ExporterStats, drops
     dispatch.py                 handing queued traces to idle senders, pacing, spool chores
     workers.py                  sender threads started lazily, their one run loop, pacing
-    sending.py                  one trace on a sender: build, encode, deliver, settle
+    sending.py                  one trace on a sender: build, redact, sample, deliver, settle
     writeahead.py               the exporter's spool: write-ahead, keeping, the backlog
     closing.py                  the end of a shutdown: the wait, the tally, the exit spill
     results.py                  what on_result is told
@@ -31,8 +31,10 @@ The flow, one module per stage (docs/architecture.md draws it)::
     throttle.py / retry.py      token bucket, backoff and Retry-After
     transport.py                one pooled urllib3 client
     spool.py                    the durable write-ahead spool (INFINIUM_SPOOL_DIR)
+    redact.py / sampling.py     secrets (and PII) out of every trace; the head sampling rate
     settings.py / errors.py     configuration from INFINIUM_* and the exception hierarchy
     collector.py / cli.py       the local collector (infinium-logging serve) and the command line
+                                (_cli_serve, _cli_check, _cli_spool: its commands)
     testing.py                  pytest fixture and capture_tasks() for users' own tests
     otel/                       OpenTelemetry GenAI spans -> steps (extra ``otel``; imported
                                 only when used)
@@ -94,6 +96,7 @@ from .model import (
     utc_now_iso,
 )
 from .official import create_task_data
+from .redact import Redactor, set_redaction_hook
 from .serverless import flush_after, flushing
 from .settings import Settings
 from .tasks import Task, TaskHandle, current_task, task
@@ -138,6 +141,7 @@ __all__ = [
     "PromptStudio",
     "PromptUse",
     "RateLimitError",
+    "Redactor",
     "Research",
     "Sales",
     "ServerError",
@@ -158,6 +162,7 @@ __all__ = [
     "flush_after",
     "flushing",
     "get_default_exporter",
+    "set_redaction_hook",
     "setup_logging",
     "task",
     "utc_now_iso",

@@ -11,6 +11,7 @@ from . import _default
 from .convert import to_task
 from .model import TaskData
 from .queued import PendingTrace
+from .redact import default_redactor
 
 __all__ = ["CapturingSink", "capture_tasks"]
 
@@ -20,8 +21,9 @@ class CapturingSink:
 
     Traces are built at once, on the thread that submits them (the exporter
     would build them on its sender thread), and dicts are read leniently,
-    exactly as the exporter's sender reads them, so what you see is what
-    would be sent (before ``fit_task`` shrinks one over the 1 MiB body limit).
+    exactly as the exporter's sender reads them, and redacted as
+    ``INFINIUM_REDACT`` says, so what you see is what would be sent (before
+    ``fit_task`` shrinks one over the 1 MiB body limit).
     """
 
     def __init__(self) -> None:
@@ -33,6 +35,7 @@ class CapturingSink:
         if isinstance(task, PendingTrace):
             task = task.materialize()
         trace = task if isinstance(task, TaskData) else to_task(task, strict=False)
+        trace = default_redactor().task(trace)  # what would be sent: redacted
         with self._lock:
             self.tasks.append(trace)
         return True
@@ -59,6 +62,7 @@ def capture_tasks() -> Iterator[list[TaskData]]:
     disabled and still assert on its traces.  Nothing reaches any exporter
     while it is active.  Blocks may nest: the innermost one captures.
     """
+    default_redactor()  # a bad INFINIUM_REDACT is said here, not lost in a handler
     sink = CapturingSink()
     _default.push_capture(sink)
     try:

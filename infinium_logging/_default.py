@@ -101,7 +101,7 @@ def options_for(sink: object, overrides: Mapping[str, Any]) -> Options:
 
 # --- the default exporter ------------------------------------------------------------------------
 
-_lock = threading.Lock()
+_lock = threading.RLock()  # reentrant: a signal handler or a finalizer may log while held
 _exporter: Exporter | None = None
 _options: Options | None = None
 
@@ -109,7 +109,7 @@ _options: Options | None = None
 def _after_fork_in_child() -> None:
     # A lock held by another thread at fork() would stay held forever in the child.
     global _lock
-    _lock = threading.Lock()
+    _lock = threading.RLock()
 
 
 lifecycle.on_fork(_after_fork_in_child)
@@ -151,8 +151,12 @@ def get_default_exporter() -> Exporter:
         if _exporter is None:
             # With Infino alone, Infinium is off on purpose: no warning about credentials.
             settings = Settings.from_env(disabled=True) if infino_only() else settings_or_off()
-            _exporter = (DefaultExporter if infino_configured() else Exporter)(settings)
-            _options = _default_options_of(settings)
+            exporter = (DefaultExporter if infino_configured() else Exporter)(settings)
+            # The lock is reentrant: an event logged meanwhile by a signal handler or a
+            # finalizer may have made one already, and holds its trace: that one stays.
+            if _exporter is None:
+                _exporter = exporter
+                _options = _default_options_of(settings)
         return _exporter
 
 

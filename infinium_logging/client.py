@@ -16,6 +16,7 @@ from .guard import EXPORTING
 from .model import ApiResponse, BatchResult, PromptContent, TaskData, utc_now_iso
 from .official import send_task, wait_for_interpretation
 from .queued import PendingTrace
+from .redact import Redactor
 from .settings import Settings
 from .transport import Transport, redacted
 
@@ -137,8 +138,12 @@ class ApiClient:
         settings: Settings,
         delivery: Callable[[], Delivery],
         finished: Callable[[], bool],
+        *,
+        redactor: Redactor | None = None,
     ) -> None:
         self._settings = settings
+        #: Every trace sent is redacted as the background delivery redacts it.
+        self._redactor = Redactor.from_settings(settings) if redactor is None else redactor
         #: The exporter's delivery of the moment (a forked child gets a new one).
         self._delivery = delivery
         self._finished = finished
@@ -153,7 +158,7 @@ class ApiClient:
             task = {**task, "current_datetime": utc_now_iso()}  # as submit() fills it in
         trace = task if isinstance(task, TaskData) else to_task(task, strict=True)
         delivery = self._delivery()
-        body = delivery.destination.encode(trace)
+        body = delivery.destination.encode(self._redactor.task(trace))
         self._check_open()
         token = EXPORTING.set(True)
         try:

@@ -106,7 +106,7 @@ class Closing:
     def _spill_lost(self, lost: list[Item]) -> list[Item]:
         """At exit, keep on disk what shutdown counted as lost (see :mod:`.spill`); what could
         not be kept."""
-        left = spill.keep(self._settings, lost, spill.record_of)
+        left = spill.keep(self._settings, lost, self._sender.spill_record)
         self._ledger.spilled(len(lost) - len(left))
         return left
 

@@ -164,6 +164,7 @@ class Delivery:
         policy = self.policy
         started = time.monotonic()
         retries = 0
+        last_error: InfiniumError | None = None
         while True:
             if not_before is not None:
                 until = not_before()
@@ -176,6 +177,12 @@ class Delivery:
                 return Outcome("abandoned")
             if timeout is not None and timeout <= 0:
                 return Outcome("shutdown")
+            # The last attempt ends by max_elapsed too (the transport's timeout is a deadline).
+            left = started + policy.max_elapsed - time.monotonic()
+            if left <= 0 and retries:
+                return Outcome("max_elapsed", error=last_error)
+            if 0 < left < (self._timeout if timeout is None else timeout):
+                timeout = left
             try:
                 response = request(timeout)
             except InfiniumError as error:
@@ -194,6 +201,7 @@ class Delivery:
                 if not decision.retry:
                     return Outcome(decision.reason, error=error)
                 retries += 1
+                last_error = error
                 if on_retry is not None and not on_retry(error):
                     return Outcome("abandoned")
                 if not deadline.sleep_until(time.monotonic() + decision.delay, given_up):

@@ -254,7 +254,7 @@ def run_demo(*, keep: bool = False, out: TextIO | None = None) -> int:
 def _keep_running(collector: LocalCollector, agent_id: str, secret: str, out: TextIO) -> None:
     # Everything after the first line printed sits inside the try: SIGINT/SIGTERM (turned into
     # KeyboardInterrupt by the command line) may arrive as soon as the banner is out.
-    from .cli import export_lines, wait_for_signal  # noqa: PLC0415 - the CLI imports this module
+    from ._cli_serve import export_lines, wait_for_signal  # noqa: PLC0415 - it imports this module
 
     try:
         print(f"\nSee the traces in a browser at {collector.viewer_url}", file=out)

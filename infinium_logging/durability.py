@@ -21,6 +21,7 @@ from .errors import ConfigurationError
 from .guard import EXPORTING
 from .model import MAX_BODY_BYTES
 from .queued import Item, PendingTrace, read_captured
+from .redact import Redactor
 from .retry import RetryPolicy, classify
 from .sanitise import json_safe
 from .settings import Settings
@@ -32,7 +33,9 @@ __all__ = [
     "ADOPT_INTERVAL",
     "Backlog",
     "KEEP_REASONS",
+    "KINDS",
     "KIND_BODY",
+    "RECORD_CODECS",
     "REFILL_BATCH",
     "SPOOL_RETRY",
     "ReplayReport",
@@ -54,6 +57,9 @@ KIND_DICT: Final = 2
 KIND_CAPTURED: Final = 3
 #: Records that hold what a trace is made of rather than its wire body (see read_record).
 LOOSE_KINDS: Final = frozenset({KIND_DICT_JSON, KIND_DICT, KIND_CAPTURED})
+#: Every kind this version reads: a segment holding another (a newer format's) is kept in the
+#: spool's quarantine, not adopted.
+KINDS: Final = frozenset({KIND_BODY, *LOOSE_KINDS})
 #: With a spool, a trace that fails for one of these reasons stays in the spool for a later
 #: attempt instead of being dropped.
 KEEP_REASONS: Final = frozenset({"auth", "retries_exhausted", "max_elapsed", "shutdown"})
@@ -93,6 +99,14 @@ def dict_record(task: Any) -> tuple[int, bytes]:
         return KIND_DICT, payload
     # A string longer than the body limit could never be sent whole: none is kept longer.
     return KIND_DICT_JSON, msgspec.json.encode(json_safe(task, max_string=MAX_BODY_BYTES))
+
+
+#: How a record of each loose kind is read and written again once redacted.
+RECORD_CODECS: Final[dict[int, tuple[Callable[[bytes], Any], Callable[[Any], bytes]]]] = {
+    KIND_DICT: (msgspec.msgpack.decode, _pack),
+    KIND_CAPTURED: (msgspec.msgpack.decode, _pack),
+    KIND_DICT_JSON: (msgspec.json.decode, msgspec.json.encode),
+}
 
 
 def captured_record(task: PendingTrace) -> bytes | None:
@@ -199,10 +213,12 @@ def replay_spool(
         settings.agent_id,
         max_bytes=settings.spool_max_bytes,
         fsync=settings.spool_fsync,
+        kinds=KINDS,
     )
     if settings.enable_logging:
         setup_logging(settings.log_level)
     delivery = _replay_delivery(settings)
+    redactor = Redactor.from_settings(settings)
     total = spool.backlog_size()
     lock = threading.Lock()
     counts = {"sent": 0, "rejected": 0, "failed": 0}
@@ -215,7 +231,7 @@ def replay_spool(
             if not taken:
                 return
             ref, kind, payload = taken[0]
-            outcome, error = _replay_one(delivery, kind, payload, settings.agent_secret)
+            outcome, error = _replay_one(delivery, redactor, kind, payload, settings.agent_secret)
             if outcome == "failed":
                 stop.set()  # the record stays in the spool, and so do the ones after it
             else:
@@ -280,10 +296,12 @@ def record_body(kind: int, payload: bytes, encode: Callable[[Any], bytes]) -> by
 
 
 def _replay_one(
-    delivery: Delivery, kind: int, payload: bytes, secret: str
+    delivery: Delivery, redactor: Redactor, kind: int, payload: bytes, secret: str
 ) -> tuple[str, str | None]:
-    """Send one spool record now: ``("sent" | "rejected" | "failed", error text)``."""
-    body = record_body(kind, payload, delivery.destination.encode)
+    """Send one spool record now: ``("sent" | "rejected" | "failed", error text)``; a loose
+    record is redacted once built (a wire body was redacted before it was written)."""
+    encode = delivery.destination.encode
+    body = record_body(kind, payload, lambda task: encode(redactor.task(task)))
     if isinstance(body, str):
         return "rejected", body
     token = EXPORTING.set(True)

@@ -33,6 +33,7 @@ from .guard import EXPORTING
 from .ledger import ExporterStats, Ledger
 from .model import TaskData
 from .queued import Item, PendingTrace
+from .redact import Redactor
 from .results import OnResult, Reporter
 from .retry import RetryPolicy
 from .sending import Sender
@@ -131,9 +132,11 @@ class Exporter(ApiCalls):
         self._disabled = settings.disabled
         self._on_result = on_result
         self._policy = RetryPolicy.from_settings(settings)
+        #: Every trace is redacted before it is spooled or sent: the disk never holds a secret.
+        self._redactor = redactor = Redactor.from_settings(settings)
         # Lambdas: a forked child gets a new delivery and deadline.
         finished = lambda: self._until.finished.is_set()  # noqa: E731, PLW0108
-        self._client = ApiClient(settings, lambda: self._delivery, finished)
+        self._client = ApiClient(settings, lambda: self._delivery, finished, redactor=redactor)
         #: Any text the exporter logs passes here: the secret never appears in it.
         self._clean = functools.partial(redacted, secrets=(settings.agent_secret,))
         if settings.enable_logging:
@@ -143,7 +146,7 @@ class Exporter(ApiCalls):
         self._durable = (
             None
             if settings.disabled or settings.spool_dir is None
-            else WriteAhead(settings, self._policy, lambda: self._closed, self._clean)
+            else WriteAhead(settings, self._policy, lambda: self._closed, self._clean, redactor)
         )
         #: Whether submit may take its shortest path (no spool to write first, not disabled).
         self._light = self._durable is None and not settings.disabled
@@ -183,15 +186,10 @@ class Exporter(ApiCalls):
         self._delivery = Delivery(
             InfiniumDestination(settings), self._policy, self._bucket, self._until, settings.timeout
         )
-        self._sender = Sender(
-            settings, dispatch, self._delivery, self._reporter, clean=self._clean, owner=self
-        )
+        sender = Sender(settings, dispatch, self._delivery, self._reporter, self._redactor, self)
+        self._sender = sender
         self._workers: Workers[Item] = Workers(
-            settings.workers,
-            self._lock,
-            dispatch.take,
-            self._sender.process,
-            ledger.wake_waiters_locked,
+            settings.workers, self._lock, dispatch.take, sender.process, ledger.wake_waiters_locked
         )
         self._closing = Closing(dispatch, self._sender, self._workers, self._bucket)
 
@@ -385,7 +383,7 @@ class Exporter(ApiCalls):
         held = spool.stats() if spool is not None else None
         with self._lock:
             self._admit_locked()
-            return self._ledger.snapshot_locked(held)
+            return self._ledger.snapshot_locked(held, self._redactor.counts())
 
     def __enter__(self) -> Exporter:
         return self

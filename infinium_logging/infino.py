@@ -1,4 +1,9 @@
-"""The Infino destination: traces batched into signed bulk uploads, retried, spooled, counted."""
+"""The Infino destination: traces batched into signed bulk uploads, retried, spooled, counted.
+
+Over the class budget as one thing: ``InfinoSink``'s queue, its sender thread and its
+settle-once accounting share one condition variable, and the invariant between them is the
+class's own.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ from .infino_destination import InfinoDestination
 from .infino_settings import InfinoSettings
 from .model import TaskData, encode_task
 from .queued import PendingTrace
+from .redact import Redactor, default_redactor
 from .retry import RetryPolicy
 from .spool import RecordRef, Spool
 from .throttle import TokenBucket
@@ -75,6 +81,8 @@ class InfinoStats(msgspec.Struct, frozen=True, kw_only=True):
     #: Traces taken over from the spool of an earlier process.
     adopted: int
     last_error: str | None
+    #: Values redacted from traces, by kind (see ``INFINIUM_REDACT``).
+    redacted: dict[str, int] = msgspec.field(default_factory=dict)
 
     @property
     def dropped_total(self) -> int:
@@ -110,6 +118,7 @@ class InfinoSink:
         elif overrides:
             settings = dataclasses.replace(settings, **overrides)
         self._settings = settings
+        self._redactor = default_redactor().with_secrets(settings.secret_key)
         self._clock = time.monotonic
         self._client = InfinoClient(settings)
         self._policy = RetryPolicy(
@@ -161,6 +170,11 @@ class InfinoSink:
         """The settings of this destination (the secret key masked in their repr)."""
         return self._settings
 
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`shutdown` has begun (as :attr:`Exporter.closed`)."""
+        return self._closing
+
     def submit(self, task: TaskData | dict[str, Any] | PendingTrace | object) -> bool:
         """Take one finished trace; False when it was not taken (full, closed: counted)."""
         try:
@@ -180,7 +194,7 @@ class InfinoSink:
                 return False
         ref = None
         if self._spool is not None:
-            body = _encoded(task)
+            body = _encoded(task, self._redactor)
             if body is None:
                 self._count_drop("invalid", "the trace could not be encoded")
                 return False
@@ -271,6 +285,7 @@ class InfinoSink:
                 spooled=spooled,
                 adopted=self._counts["adopted"],
                 last_error=self._last_error,
+                redacted=self._redactor.counts(),
             )
 
     # -- what the process-wide hooks ask (lifecycle.Stoppable) ----------------------------------
@@ -360,7 +375,7 @@ class InfinoSink:
         """The records of one trace for each destination, or None (counted) when it cannot be
         read."""
         try:
-            records = _records_of(task, self._destinations)
+            records = _records_of(task, self._destinations, self._redactor)
         except Exception as exc:
             self._count_drop("invalid", f"a trace could not be read: {exc!r}")
             if ref is not None and self._spool is not None:
@@ -509,13 +524,14 @@ def _chunks(batch: list[_Record], destination: InfinoDestination) -> Iterator[li
         yield chunk
 
 
-def _records_of(task: object, destinations: list[InfinoDestination]) -> dict[str, bytes]:
+def _records_of(
+    task: object, destinations: list[InfinoDestination], redactor: Redactor
+) -> dict[str, bytes]:
     """A trace's record for each destination that has one."""
-    if isinstance(task, bytes):  # from the spool: the body the ids derive from
+    if isinstance(task, bytes):  # from the spool (redacted before it was written)
         body, built = task, decode_task(task, strict=False)
     else:
-        built = _built(task)
-        body = encode_task(built)
+        built, body = _redacted(_built(task), redactor)
     records = {}
     for destination in destinations:
         try:
@@ -533,9 +549,19 @@ def _built(task: object) -> TaskData:
     return lenient_task(task)[0]
 
 
-def _encoded(task: object) -> bytes | None:
-    """The trace's wire body (what its ``_id`` is derived from), or None."""
+def _redacted(trace: TaskData, redactor: Redactor) -> tuple[TaskData, bytes]:
+    """The trace redacted (``INFINIUM_REDACT``, the sink's secret key included) and its wire
+    body, what its rows' ``_id`` derive from: every trace, before it is spooled or sent."""
+    body = encode_task(trace)
+    clean = redactor.encoded(trace, body)
+    if clean is not trace:
+        trace, body = clean, encode_task(clean)
+    return trace, body
+
+
+def _encoded(task: object, redactor: Redactor) -> bytes | None:
+    """The trace's redacted wire body, or None."""
     try:
-        return encode_task(_built(task))
+        return _redacted(_built(task), redactor)[1]
     except Exception:
         return None

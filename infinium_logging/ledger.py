@@ -53,7 +53,8 @@ class ExporterStats(msgspec.Struct, frozen=True, kw_only=True):
     Every submitted trace is exactly one of: sent, dropped (counted by reason
     in ``dropped``), queued, in flight, or (with a spool) spooled; traces
     adopted from the spool of an earlier process join them, so at every reading
-    ``submitted + adopted == sent + dropped_total + queued + in_flight + spooled``.
+    ``submitted + adopted == sent + dropped_total + queued + in_flight + spooled +
+    sampled_out``.
     Traces sent with :meth:`Exporter.send` / :meth:`Exporter.send_batch` are not
     counted here: their caller gets the outcome directly.
     """
@@ -93,6 +94,10 @@ class ExporterStats(msgspec.Struct, frozen=True, kw_only=True):
     spool_corrupt: int = 0
     #: Traces kept in memory only because the spool could not be written (disk full, permissions).
     spool_write_errors: int = 0
+    #: Traces left out by ``sample_rate`` (settled, not lost: not counted in ``dropped``).
+    sampled_out: int = 0
+    #: Values redacted from traces, by kind (``api_key``, ``secret``, ``email``, ``hook``...).
+    redacted: dict[str, int] = msgspec.field(default_factory=dict)
 
     @property
     def dropped_total(self) -> int:
@@ -189,6 +194,8 @@ class Ledger:
         self.spooled = 0
         self.adopted = 0
         self.spool_write_errors = 0
+        #: Traces left out by ``sample_rate``: settled, not lost.
+        self.sampled_out = 0
         #: Threads waiting in shutdown for whatever settles; flushes wait for a target instead.
         self.waiters = 0
         self.flush_targets: list[int] = []
@@ -248,6 +255,15 @@ class Ledger:
             self.dropped[reason] += 1
             if error is not None:
                 self.last_error = error
+            return True
+
+    def sampled(self, item: Item) -> bool:
+        """Count ``item`` as left out by ``sample_rate`` unless it is settled already."""
+        with self.lock:
+            if item.settled:
+                return False
+            self.mark_settled_locked(item)
+            self.sampled_out += 1
             return True
 
     def kept(self, item: Item, error: str | None) -> bool:
@@ -348,8 +364,11 @@ class Ledger:
         self.settled_cond.notify_all()  # flushes waiting: everything is settled now
         return lost, kept
 
-    def snapshot_locked(self, spool: SpoolStats | None = None) -> ExporterStats:
-        """The counts as :class:`ExporterStats` (with the spool's own figures, if any)."""
+    def snapshot_locked(
+        self, spool: SpoolStats | None = None, redacted: dict[str, int] | None = None
+    ) -> ExporterStats:
+        """The counts as :class:`ExporterStats` (with the spool's own figures, if any, and the
+        redactor's counts)."""
         pending_records = spool.pending_records if spool is not None else 0
         pending_bytes = spool.pending_bytes if spool is not None else 0
         corrupt = spool.corrupt if spool is not None else 0
@@ -371,4 +390,6 @@ class Ledger:
             spool_pending_bytes=pending_bytes,
             spool_corrupt=corrupt,
             spool_write_errors=self.spool_write_errors,
+            sampled_out=self.sampled_out,
+            redacted=redacted or {},
         )

@@ -30,6 +30,7 @@ from typing import Any, Final
 
 import msgspec
 
+from ._bounded import bounded
 from ._version import __version__
 from .convert import MAX_DESCRIPTION_LENGTH, MAX_NAME_LENGTH, MAX_PREVIEW_LENGTH
 from .errorinfo import ErrorInfo
@@ -518,12 +519,15 @@ class TaggedTrace(msgspec.Struct, PendingTrace, eq=False, gc=False):
         elif type(message) is not str:
             message = safe_str(message)
         error = None if self.error is None else self.error.detail
+        # Cut to what a trace can carry now: a huge value would be encoded whole on the
+        # caller's thread (and a record over the body limit is built there in full).
+        basis, message, env = bounded(self.basis, message, self.env)
         fields = self.fields
         if isinstance(fields, dict):
             fields = event_fields(fields, "")
         if fields:
-            return (self.basis, message, self.timestamp, error, self.env, list(fields))
-        return (self.basis, message, self.timestamp, error, self.env)
+            return (basis, message, self.timestamp, error, env, list(fields))
+        return (basis, message, self.timestamp, error, env)
 
     @classmethod
     def from_spool_form(cls, form: object) -> TaggedTrace:

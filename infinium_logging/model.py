@@ -1,4 +1,9 @@
-"""The trace model: ``TaskData`` and its parts as msgspec Structs, and their exact wire encoding."""
+"""The trace model: ``TaskData`` and its parts as msgspec Structs, and their exact wire encoding.
+
+Over the module budget as one thing: the structs and the encoder are written for each other
+(normalised when built so that ``encode_task`` is one msgspec call over wire-shaped structs
+sharing the trace's objects), and the byte-for-byte promise is kept by reading them together.
+"""
 
 from __future__ import annotations
 

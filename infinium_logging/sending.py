@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
-from collections.abc import Callable
 from typing import Final
 
 from . import failures, spill
@@ -18,8 +18,11 @@ from .errors import InfiniumError, NetworkError
 from .ledger import DropWarner, Ledger, warn_dropped
 from .model import MAX_BODY_BYTES, ApiResponse, TaskData
 from .queued import Item, PendingTrace
+from .redact import Redactor
 from .results import Reporter, failure_response
+from .sampling import sampled_in
 from .settings import Settings
+from .transport import redacted
 
 __all__ = ["Sender"]
 
@@ -37,16 +40,17 @@ class Sender:
     says once why credentials or traces are refused.
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0917 - made in one place, by the exporter it belongs to
         self,
         settings: Settings,
         dispatch: Dispatch,
         delivery: Delivery,
         reporter: Reporter,
-        *,
-        clean: Callable[[str], str],
+        redactor: Redactor,
         owner: object,
     ) -> None:
+        self._redactor = redactor
+        self._sample_rate = settings.sample_rate
         self.settings = settings
         self._admission = dispatch.admission
         self._ledger: Ledger = dispatch.ledger
@@ -56,7 +60,8 @@ class Sender:
         self.reporter = reporter
         self._durable = dispatch.durable
         self._closed = dispatch.closed
-        self._clean = clean
+        #: Any text the sender logs passes here: the secret never appears in it.
+        self._clean = functools.partial(redacted, secrets=(settings.agent_secret,))
         #: Whose failures are explained once (see failures.tell): the exporter's.
         self._owner = owner
         self.warner = DropWarner()
@@ -98,12 +103,16 @@ class Sender:
                     self.settle(item, "invalid", "could not be read as a trace")
                     return
             item.task = task
-        if body is None or len(body) > MAX_BODY_BYTES:
-            try:
+        try:
+            if body is None or len(body) > MAX_BODY_BYTES:
                 body = encode_trace(task)
-            except Exception as exc:
-                self.settle(item, "invalid", f"could not be encoded: {exc}")
-                return
+            redacted_task = self._redactor.encoded(task, body)
+            if redacted_task is not task:
+                item.task = task = redacted_task
+                body = encode_trace(task)
+        except Exception as exc:
+            self.settle(item, "invalid", f"could not be encoded: {exc}")
+            return
         self._admission.learn(task, len(body))
         with self._lock:
             if item.settled:
@@ -115,6 +124,10 @@ class Sender:
         self._deliver(item, body)
 
     def _deliver(self, item: Item, body: bytes) -> None:
+        if self._sample_rate < 1.0 and not sampled_in(body, self._sample_rate):
+            self._sampled_away(item)
+            return
+
         def given_up() -> bool:
             return item.settled
 
@@ -189,6 +202,18 @@ class Sender:
             _log.info("Infinium accepted the agent credentials again; sending resumed")
         self.reporter.report(item, response)
 
+    def _sampled_away(self, item: Item) -> None:
+        """Settle a trace ``sample_rate`` leaves out: counted apart from the losses."""
+        self._ack(item)
+        with self._lock:
+            self._pacing.through(item, waking=False)
+        if self._ledger.sampled(item):
+            self.reporter.report(item, failure_response("sampled_out", None))
+
+    def spill_record(self, item: Item) -> tuple[int, bytes] | None:
+        """The exit spill's record of ``item``, redacted (see :mod:`.spill`)."""
+        return spill.record_of(item, self._redactor)
+
     def settle(self, item: Item, reason: str, error: str | None = None) -> bool:
         """Count a trace as lost for ``reason`` unless it is settled already; tell on_result.
 
@@ -235,7 +260,7 @@ class Sender:
         """At exit, keep a trace the deadline caught on disk (see :mod:`.spill`)."""
         if not self._ledger.kept(item, None):  # counted first: no reading sees it nowhere
             return False
-        if spill.keep(self.settings, [item], spill.record_of):
+        if spill.keep(self.settings, [item], self.spill_record):
             self._ledger.spool_lost(1, "shutdown")
             self.reporter.report(item, failure_response("shutdown", None))
         return True

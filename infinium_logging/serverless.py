@@ -38,7 +38,12 @@ def flush_all(timeout: float | None = None) -> bool:
     """Flush every live exporter (the default one included) within ``timeout`` seconds in
     all (default: the longest ``shutdown_timeout`` of them); True when all got through."""
     live: list[Any] = list(lifecycle._live)  # exporters, as the registry holds them
-    exporters = [e for e in live if not e.closed and not e.settings.disabled]
+    # Every destination the registry holds (exporters, Infino sinks): what one lacks, it is not.
+    exporters = [
+        e
+        for e in live
+        if not getattr(e, "closed", True) and not getattr(e.settings, "disabled", False)
+    ]
     if not exporters:
         return True
     limit = max(e.settings.shutdown_timeout for e in exporters) if timeout is None else timeout

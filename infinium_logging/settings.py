@@ -1,4 +1,8 @@
-"""Settings: one typed, immutable table of every option, from arguments and ``INFINIUM_*``."""
+"""Settings: one typed, immutable table of every option, from arguments and ``INFINIUM_*``.
+
+Over the module budget as one thing: every option's field, parser and bound sit in one table
+so that a variable, its default and its error message cannot drift apart.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ from urllib3.util import parse_url
 from ._logsetup import setup_logging
 from ._version import __version__
 from .errors import ConfigurationError, ConfigurationWarning
+from .redact import parse_redact
 
 _log = logging.getLogger("infinium_logging.settings")
 
@@ -282,6 +287,8 @@ _SPECS: Final[dict[str, _Spec]] = {
     "spool_dir": _Spec(_parse_str, _check_optional_str),
     "spool_fsync": _Spec(_parse_bool_or_raise, _is_bool),
     "spool_max_bytes": _Spec(_parse_int, _is_int(_at_least(64 * 1024, 2**50))),
+    "redact": _Spec(parse_redact, _is_str),
+    "sample_rate": _Spec(_parse_float, _at_least(0, 1)),
     "required": _Spec(_parse_bool_or_raise, _is_bool),
     "handle_signals": _Spec(_parse_bool_or_raise, _is_bool),
     "exit_spool": _Spec(_parse_bool_or_raise, _is_bool),
@@ -303,7 +310,7 @@ class Settings:
     agent_secret: str = ""
     #: API root; traces go to ``{base_url}/agents/{agent_id}/trace``.
     base_url: str = DEFAULT_BASE_URL
-    #: Connect and read timeout of one request, in seconds.
+    #: Connect timeout, and deadline for the whole answer, of one request attempt, in seconds.
     timeout: float = 30.0
     #: Retries of a retryable failure (connection, timeout, 408, 429, 5xx) per trace.
     max_retries: int = 3
@@ -351,6 +358,11 @@ class Settings:
     spool_fsync: bool = False
     #: Bound of the spool, in bytes; past it the oldest records are evicted.
     spool_max_bytes: int = 256 * _MIB
+    #: What is redacted from every trace before it is spooled or sent (``INFINIUM_REDACT``):
+    #: ``secrets``, ``secrets,pii`` or ``off`` (the agent secret is redacted even then).
+    redact: str = "secrets"
+    #: Share of traces kept, 0 to 1 (``INFINIUM_SAMPLE_RATE``); traces with errors are all kept.
+    sample_rate: float = 1.0
     #: Missing credentials are an error (production) rather than export switched off with a
     #: warning (a developer's machine, CI).
     required: bool = False

@@ -22,9 +22,10 @@ from typing import Any, Final, TypeVar
 
 from . import lifecycle
 from .destination_infinium import encode_trace
-from .durability import KIND_BODY, KIND_CAPTURED, captured_record, dict_record
+from .durability import KIND_BODY, KIND_CAPTURED, RECORD_CODECS, captured_record, dict_record
 from .model import TaskData
 from .queued import PendingTrace, build_quietly
+from .redact import Redactor, redacted_record
 from .settings import Settings
 from .spool import Spool
 
@@ -190,19 +191,24 @@ def replay_left(settings: Settings, replay: Callable[[Settings], object]) -> Non
     threading.Thread(target=run, name="infinium-spill-replay", daemon=True).start()
 
 
-def record_of(item: Any) -> tuple[int, bytes] | None:
+def record_of(item: Any, redactor: Redactor) -> tuple[int, bytes] | None:
     """The spool record ``(kind, payload)`` of an exporter's queued trace, as the exporter's
-    own write-ahead would make it; None when it has none."""
-    if item.body is not None:
+    own write-ahead would make it (redacted: the disk never holds a secret); None when it
+    has none."""
+    if item.body is not None:  # redacted when it was encoded
         return KIND_BODY, bytes(item.body)
     task = item.task
     if isinstance(task, PendingTrace):
         captured = captured_record(task)
         if captured is not None:
-            return KIND_CAPTURED, captured
+            codecs = RECORD_CODECS[KIND_CAPTURED]
+            return KIND_CAPTURED, redacted_record(redactor, captured, *codecs)
         task = build_quietly(task)
     if isinstance(task, TaskData):
-        return KIND_BODY, encode_trace(task)
+        body = encode_trace(task)
+        clean = redactor.encoded(task, body)
+        return KIND_BODY, body if clean is task else encode_trace(clean)
     if isinstance(task, dict):
-        return dict_record(task)
+        kind, payload = dict_record(task)
+        return kind, redacted_record(redactor, payload, *RECORD_CODECS[kind])
     return None

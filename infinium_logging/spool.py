@@ -8,7 +8,15 @@ segment whose lock can be taken belongs to a dead process and is adopted (under
 a directory lock) by exactly one survivor: two processes never send the same
 record.  Files are written with ``os.write`` (no user-space buffer), so a
 killed process loses nothing the kernel has; ``fsync=True`` also survives
-power loss.
+power loss.  A record's place is reserved before it is written (``pwrite`` at
+that offset), so a write cut short by an exception leaves a torn record that
+readers detect and skip, never a shift of the records after it.  A segment this
+version cannot read whole (an unknown magic or record kind, damage other than a
+torn last record) is moved to ``quarantine/`` rather than deleted.
+
+Over the budgets as one thing: ``Spool`` is the one lock of a process's segments and the state
+it guards (positions, acknowledgements, the re-entry guard); the file format, the directory lock
+and the quarantine are in :mod:`.spool_files`.
 """
 
 from __future__ import annotations
@@ -18,19 +26,49 @@ import fcntl
 import logging
 import math
 import os
-import struct
 import threading
 import time
+import weakref
 import zlib
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from typing import Final
 
 import msgspec
 
+from .spool_files import (
+    _ACK,
+    _ACK_SUFFIX,
+    _FRESH_SUFFIX,
+    _HEADER,
+    _MAX_RECORD,
+    _SEGMENT_SUFFIX,
+    _WOULD_BLOCK,
+    MAGIC,
+    MAX_RECORD,
+    QUARANTINE,
+    PendingSummary,
+    _age,
+    _lock_directory,
+    _parse,
+    _read_acks,
+    _read_all,
+    _remove_abandoned,
+    _set_aside,
+    _still_at,
+    _unlock_and_close,
+    _write_all,
+    _write_record,
+    read_segment,
+    survey,
+)
+
 __all__ = [
+    "MAGIC",
+    "MAX_RECORD",
     "PendingSummary",
+    "QUARANTINE",
     "RecordRef",
     "Spool",
     "SpoolListener",
@@ -41,26 +79,15 @@ __all__ = [
 
 _log = logging.getLogger("infinium_logging.spool")
 
-MAGIC: Final = b"\xa7\x1f"
-_HEADER: Final = struct.Struct(">2sBII")  # magic, kind, payload length, crc32 of payload
-_ACK: Final = struct.Struct(">Q")
-#: Largest payload a record may carry (a longer length field is read as corruption).
-MAX_RECORD: Final = 64 * 1024 * 1024
-_MAX_RECORD: Final = MAX_RECORD
-_SEGMENT_SUFFIX: Final = ".log"
-_ACK_SUFFIX: Final = ".ack"
-#: A segment being created (see ``Spool._rotate``); it holds no record yet.
-_FRESH_SUFFIX: Final = ".new"
-#: A ``.new`` file older than this that nobody holds was left by a process that died
-#: while creating it: it is removed.
-_ABANDONED_AFTER: Final = 60.0
-_WOULD_BLOCK: Final = (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK)
 #: Evictions are logged at most this often (seconds), as the exporter's drops are.
 _EVICT_WARN_INTERVAL: Final = 60.0
+#: How long :meth:`Spool.adopt` waits for another process's adoption pass (seconds).
+_LOCK_WAIT: Final = 10.0
 
 #: Told, with the spool's lock held, what happened to records nobody holds in memory:
 #: ``("adopted", n)`` records taken over from a dead process, ``("evicted", n)`` waiting records
-#: dropped past ``max_bytes``, ``("unreadable", n)`` waiting records that could not be read back.
+#: dropped past ``max_bytes``, ``("unreadable", n)`` waiting records that could not be read back,
+#: ``("quarantined", n)`` records of a segment set aside unread (see :data:`QUARANTINE`).
 #: It must not call the spool.
 SpoolListener = Callable[[str, int], None]
 
@@ -111,33 +138,10 @@ class SpoolStats:
     waiting: int = 0
     #: Records taken over from dead processes so far.
     adopted: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class PendingSummary:
-    """What one agent's spool directory holds, read without taking anything over.
-
-    Made by :func:`survey`.
-    """
-
-    agent_id: str
-    #: Records not yet settled, and their bytes on disk (headers included).
-    records: int
-    bytes: int
-    #: Segment files holding them.
-    segments: int
-    #: When the oldest segment holding a pending record was created (POSIX time).
-    oldest: float | None
-    #: Of those, the records and segments a live process holds (it is sending them).
-    live_records: int
-    live_segments: int
-    #: Damaged records found in orphaned segments (they will be skipped).
-    corrupt: int
-
-    @property
-    def orphaned_records(self) -> int:
-        """Pending records no live process holds: the next start (or ``replay``) sends them."""
-        return self.records - self.live_records
+    #: Segments moved to ``quarantine/`` (an unknown format or kind, or damage).
+    quarantined: int = 0
+    #: Segments whose ``.ack`` file (or data) could not be read: skipped, left in place.
+    unreadable: int = 0
 
 
 class _Segment:
@@ -151,49 +155,25 @@ class _Segment:
         self.live: dict[int, int] = {}  # offset -> record size, for records not yet settled
         self.waiting: set[int] = set()  # offsets of live records in the backlog
         self.sealed = False
+        #: Holds what this version cannot read: kept in quarantine once settled, not deleted.
+        self.keep = False
 
-    def close(self) -> None:
+    def close(self, *, unlock: bool = True) -> None:
+        """Close the files; ``unlock`` first drops the lock, which a forked child's copy of
+        the descriptor would otherwise keep held (it is shared with every copy)."""
         fd, ack_fd = self.fd, self.ack_fd
         self.fd = self.ack_fd = -1
+        if unlock and fd >= 0:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            except OSError:
+                pass
         for descriptor in (fd, ack_fd):
             if descriptor >= 0:
                 try:
                     os.close(descriptor)
                 except OSError:
                     pass
-
-
-def read_segment(data: bytes) -> tuple[list[tuple[int, int, bytes]], int]:
-    """Parse a segment's bytes: ``([(offset, kind, payload), ...], corrupt_count)``.
-
-    A record with a bad checksum or a truncated tail is skipped and counted;
-    parsing resumes at the next place where a valid record starts.
-    """
-    records: list[tuple[int, int, bytes]] = []
-    corrupt = 0
-    offset = 0
-    end = len(data)
-    while offset + _HEADER.size <= end:
-        magic, kind, length, crc = _HEADER.unpack_from(data, offset)
-        start = offset + _HEADER.size
-        if (
-            magic == MAGIC
-            and length <= _MAX_RECORD
-            and start + length <= end
-            and zlib.crc32(data[start : start + length]) == crc
-        ):
-            records.append((offset, kind, data[start : start + length]))
-            offset = start + length
-            continue
-        corrupt += 1
-        following = data.find(MAGIC, offset + 1)
-        if following < 0:
-            break
-        offset = following
-    else:
-        if offset < end:
-            corrupt += 1  # a torn header at the very end
-    return records, corrupt
 
 
 class Spool:
@@ -209,7 +189,17 @@ class Spool:
     segments yet (call :meth:`adopt` later, off the caller's thread).
     ``listener`` hears about records nobody holds in memory (see
     :data:`SpoolListener`).  After :meth:`close`, :meth:`release` and
-    :meth:`holds` still say which records were left on disk.
+    :meth:`holds` still say which records were left on disk.  ``kinds``: the
+    record kinds this version reads; a segment holding any other (a newer
+    format's) is not adopted whole but kept in :data:`QUARANTINE`.
+    ``lock_wait``: how long :meth:`adopt` waits for another process's
+    adoption pass before it gives up with a ``TimeoutError`` naming it.
+
+    Never waits on itself: a call made on a thread that is already inside the
+    spool (a signal handler, or a ``__del__`` the garbage collector runs there)
+    does not block.  ``append`` then raises ``OSError(EDEADLK)`` (the caller
+    keeps the trace in memory), ``ack`` and ``release`` are done as soon as
+    the call under way ends, and the readings answer without the lock.
     """
 
     def __init__(
@@ -222,13 +212,21 @@ class Spool:
         segment_bytes: int | None = None,
         adopt: bool = True,
         listener: SpoolListener | None = None,
+        kinds: Collection[int] | None = None,
+        lock_wait: float = _LOCK_WAIT,
     ) -> None:
         self.root = os.path.join(os.path.abspath(os.path.expanduser(directory)), agent_id)
         self.max_bytes = max_bytes
         self.fsync = fsync
         self.segment_bytes = segment_bytes or max(64 * 1024, min(16 * 1024 * 1024, max_bytes // 8))
         self._listener = listener
-        self._lock = threading.Lock()
+        self.kinds = frozenset(kinds) if kinds is not None else None
+        self.lock_wait = lock_wait
+        # Reentrant, and asked whether this thread holds it before each use: see the class's
+        # docstring.  (A plain Lock taken again by a signal handler would hang the thread.)
+        self._lock = threading.RLock()
+        self._owned: Callable[[], bool] = self._lock._is_owned  # type: ignore[attr-defined]
+        self._deferred: deque[tuple[bool, RecordRef]] = deque()  # (is an ack, record)
         self._segments: dict[str, _Segment] = {}
         self._active: _Segment | None = None
         self._backlog: deque[RecordRef] = deque()
@@ -238,11 +236,19 @@ class Spool:
         self._evicted = 0
         self._evictions = _Report()
         self._unacked = _Report()
+        self._lock_waits = _Report()
         self._corrupt = 0
         self._adopted = 0
+        self._quarantined = 0
+        self._unreadable = 0
+        self._warned_unreadable: set[str] = set()
         self._counter = 0
         self._pid = os.getpid()
         self._closed = False
+        # Descriptors an adoption pass holds locked (the directory's, the segment being read):
+        # a child forked meanwhile closes its copies (see after_fork_in_child).
+        self._adopting: list[int] = []
+        _OPEN.add(self)
         old_umask = os.umask(0o077)
         try:
             os.makedirs(self.root, mode=0o700, exist_ok=True)
@@ -250,7 +256,7 @@ class Spool:
             os.umask(old_umask)
         os.chmod(self.root, 0o700)
         if adopt:
-            self.adopt()
+            self._adopt(None, warn=False)  # the caller hears of a wait that gives up
 
     @property
     def closed(self) -> bool:
@@ -269,33 +275,48 @@ class Spool:
             raise ValueError(f"a spool record holds at most {_MAX_RECORD} bytes")
         header = _HEADER.pack(MAGIC, kind, len(payload), zlib.crc32(payload))
         size = len(header) + len(payload)
+        if self._owned():
+            raise OSError(
+                errno.EDEADLK,
+                "the spool is busy on this thread (an event logged from a signal handler or a "
+                "finalizer while it wrote): this trace is kept in memory only",
+            )
         with self._lock:
             if self._closed:
                 raise OSError(errno.EBADF, "the spool is closed")
+            if self._deferred:
+                self._run_deferred()
             segment = self._active
             if segment is None or segment.size + size > self.segment_bytes:
                 segment = self._rotate()
             offset = segment.size
+            # The record's place is taken before it is written, at that offset: whatever
+            # interrupts the write (an exception a signal handler raises, Ctrl-C), the next
+            # record goes after it, and a torn one is found by its checksum; it never shifts
+            # the positions of the records after it.
+            segment.size = offset + size
             try:
-                _write_record(segment.fd, header, payload)
+                _write_record(segment.fd, header, payload, offset)
                 if self.fsync:
                     os.fsync(segment.fd)
-            except OSError:
+            except BaseException:
                 self._undo_write(segment, offset)
                 raise
-            segment.size += size
             segment.live[offset] = size
             self._pending_bytes += size
             self._pending_records += 1
             ref = RecordRef(segment.path, offset, size)
             if self._pending_bytes > self.max_bytes:
                 self._evict_oldest(keep=segment)
+            if self._deferred:
+                self._run_deferred()
             return ref
 
     def _undo_write(self, segment: _Segment, offset: int) -> None:
-        """After a failed write: cut a partly written record off, so that offsets stay right."""
+        """After a failed write: cut a partly written record off, and give its place back."""
         try:
             os.ftruncate(segment.fd, offset)
+            segment.size = offset
         except OSError:
             # Cannot cut it: write the next records to a fresh segment; the torn one is
             # skipped as corrupt by whoever reads this segment.
@@ -305,27 +326,35 @@ class Spool:
 
     def ack(self, ref: RecordRef) -> None:
         """Settle a record: it will not be sent again."""
+        if self._owned():
+            self._deferred.append((True, ref))  # done when the call under way ends
+            return
         with self._lock:
-            if self._closed:
-                return  # left on disk: the next start sends it again (at-least-once)
-            segment = self._segments.get(ref.segment)
-            if segment is None or ref.offset not in segment.live:
-                return  # evicted meanwhile, or already settled
-            size = segment.live.pop(ref.offset)
-            if ref.offset in segment.waiting:
-                segment.waiting.discard(ref.offset)
-                self._waiting -= 1
-            self._pending_bytes -= size
-            self._pending_records -= 1
-            if not segment.live and segment is not self._active:
-                self._remove(segment)
-                return
-            try:
-                _write_all(segment.ack_fd, _ACK.pack(ref.offset))
-                if self.fsync:
-                    os.fsync(segment.ack_fd)
-            except OSError as exc:
-                self._warn_unacked(exc)
+            self._ack_locked(ref)
+            if self._deferred:
+                self._run_deferred()
+
+    def _ack_locked(self, ref: RecordRef) -> None:
+        if self._closed:
+            return  # left on disk: the next start sends it again (at-least-once)
+        segment = self._segments.get(ref.segment)
+        if segment is None or ref.offset not in segment.live:
+            return  # evicted meanwhile, or already settled
+        size = segment.live.pop(ref.offset)
+        if ref.offset in segment.waiting:
+            segment.waiting.discard(ref.offset)
+            self._waiting -= 1
+        self._pending_bytes -= size
+        self._pending_records -= 1
+        if not segment.live and segment is not self._active:
+            self._remove(segment)
+            return
+        try:
+            _write_all(segment.ack_fd, _ACK.pack(ref.offset))
+            if self.fsync:
+                os.fsync(segment.ack_fd)
+        except OSError as exc:
+            self._warn_unacked(exc)
 
     def release(self, ref: RecordRef) -> bool:
         """Hand a record back for a later attempt (queue full, retries exhausted, shutdown).
@@ -333,21 +362,48 @@ class Spool:
         True when the spool still holds it (after :meth:`close`: it stays on
         disk for the next start); False when it is gone (evicted or settled).
         """
+        if self._owned():
+            # Done when the call under way ends; should the record be gone by then, the
+            # listener hears of it as evicted.
+            held = self._holds(ref)
+            if held:
+                self._deferred.append((False, ref))
+            return held
         with self._lock:
-            segment = self._segments.get(ref.segment)
-            if segment is None or ref.offset not in segment.live:
-                return False
-            if not self._closed and ref.offset not in segment.waiting:
-                segment.waiting.add(ref.offset)
-                self._waiting += 1
-                self._backlog.append(ref)
-            return True
+            if self._deferred:
+                self._run_deferred()
+            return self._release_locked(ref)
+
+    def _release_locked(self, ref: RecordRef) -> bool:
+        segment = self._segments.get(ref.segment)
+        if segment is None or ref.offset not in segment.live:
+            return False
+        if not self._closed and ref.offset not in segment.waiting:
+            segment.waiting.add(ref.offset)
+            self._waiting += 1
+            self._backlog.append(ref)
+        return True
+
+    def _run_deferred(self) -> None:
+        """What a call made from inside the spool left to do (lock held)."""
+        deferred = self._deferred
+        while deferred:
+            is_ack, ref = deferred.popleft()
+            if is_ack:
+                self._ack_locked(ref)
+            elif not self._release_locked(ref):
+                self._notify("evicted", 1)
 
     def holds(self, ref: RecordRef) -> bool:
         """Whether the record is still pending in the spool (also after :meth:`close`)."""
+        if self._owned():
+            return self._holds(ref)
         with self._lock:
-            segment = self._segments.get(ref.segment)
-            return segment is not None and ref.offset in segment.live
+            return self._holds(ref)
+
+    def _holds(self, ref: RecordRef) -> bool:
+        segment = self._segments.get(ref.segment)
+        return segment is not None and ref.offset in segment.live
 
     def take_backlog(
         self, limit: int, max_bytes: int | None = None
@@ -360,7 +416,11 @@ class Spool:
         """
         taken: list[tuple[RecordRef, int, bytes]] = []
         total = 0
+        if self._owned():
+            return taken
         with self._lock:
+            if self._deferred:
+                self._run_deferred()
             while self._backlog and len(taken) < limit and not self._closed:
                 ref = self._backlog[0]
                 segment = self._segments.get(ref.segment)
@@ -389,20 +449,33 @@ class Spool:
 
     def backlog_size(self) -> int:
         """How many records wait in the backlog."""
-        with self._lock:
-            return self._waiting
+        return self._waiting  # one int: read without the lock
 
     # -- recovery ---------------------------------------------------------------------------
 
-    def adopt(self) -> int:
-        """Take over segments left by dead processes (or an earlier run); return records found."""
-        if self._closed:
+    def adopt(self, wait: float | None = None) -> int:
+        """Take over segments left by dead processes (or an earlier run); return records found.
+
+        Waits up to ``wait`` seconds (default: ``lock_wait``) for another
+        process's adoption pass, then raises ``TimeoutError`` naming the
+        directory and, when known, the process holding it (also logged as a
+        warning, at most once a minute).
+        """
+        return self._adopt(wait, warn=True)
+
+    def _adopt(self, wait: float | None, *, warn: bool) -> int:
+        if self._closed or self._owned():
             return 0
         found = 0
-        lock_path = os.path.join(self.root, ".lock")
-        lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            lock_fd = _lock_directory(self.root, self.lock_wait if wait is None else wait)
+        except TimeoutError as exc:
+            count, _ = self._lock_waits.due(1) if warn else (0, "")
+            if count:
+                _log.warning("spool: %s; adoption is tried again later", exc.strerror)
+            raise
+        self._adopting.append(lock_fd)
+        try:
             for name in sorted(os.listdir(self.root)):
                 if name.endswith(_FRESH_SUFFIX):
                     _remove_abandoned(os.path.join(self.root, name))
@@ -415,7 +488,10 @@ class Spool:
                         continue
                 found += self._adopt_one(path)
         finally:
-            os.close(lock_fd)
+            # Unlocked, not only closed: a child forked meanwhile shares this lock through its
+            # copy of the descriptor, and would otherwise keep it for its whole life.
+            self._adopting.remove(lock_fd)
+            _unlock_and_close(lock_fd)
         return found
 
     def _adopt_one(self, path: str) -> int:
@@ -423,6 +499,13 @@ class Spool:
             fd = os.open(path, os.O_RDWR)
         except OSError:
             return 0
+        self._adopting.append(fd)
+        try:
+            return self._adopt_locked_file(path, fd)
+        finally:
+            self._adopting.remove(fd)
+
+    def _adopt_locked_file(self, path: str, fd: int) -> int:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -430,25 +513,36 @@ class Spool:
             if exc.errno in _WOULD_BLOCK:
                 return 0  # a live process owns it
             raise
+        # Locked only now: its owner may have settled and removed it since it was opened, and
+        # it would then be read without its delivery marks.  Only the file still at its path,
+        # read after the lock, is taken over.
+        if not _still_at(fd, path):
+            _unlock_and_close(fd)
+            return 0
         ack_path = path[: -len(_SEGMENT_SUFFIX)] + _ACK_SUFFIX
         try:
             acked = _read_acks(ack_path)
             data = _read_all(fd)
             ack_fd = os.open(ack_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        except OSError:
-            os.close(fd)
-            raise
-        records, corrupt = read_segment(data)
+        except OSError as exc:
+            # Skipped, left where it is (a later pass tries it again); the others are adopted.
+            _unlock_and_close(fd)
+            self._skip_unreadable(path, exc)
+            return 0
+        records, corrupt, damaged = _parse(data)
         segment = _Segment(path, fd, ack_fd)
         segment.sealed = True
+        kinds = self.kinds
+        unknown = 0 if kinds is None else sum(1 for _, kind, _ in records if kind not in kinds)
+        segment.keep = damaged or unknown > 0
         count = 0
         with self._lock:
             if self._closed:
                 segment.close()
                 return 0
             self._corrupt += corrupt
-            for offset, _kind, payload in records:
-                if offset in acked:
+            for offset, kind, payload in records:
+                if offset in acked or (kinds is not None and kind not in kinds):
                     continue
                 size = _HEADER.size + len(payload)
                 segment.live[offset] = size
@@ -462,13 +556,40 @@ class Spool:
             self._segments[path] = segment
             if count:
                 self._notify("adopted", count)
+            if segment.keep:
+                self._quarantined += 1
+                self._notify("quarantined", unknown + corrupt)
             if not segment.live:
                 self._remove(segment)
             elif self._pending_bytes > self.max_bytes:
                 self._evict_oldest(keep=None)
         if count:
             _log.info("spool: adopted %d pending trace(s) from %s", count, os.path.basename(path))
+        if segment.keep:
+            _log.warning(
+                "spool: %s holds %d record(s) this version cannot read (%s): it is kept in "
+                "%s, never deleted%s",
+                path,
+                unknown + corrupt,
+                "a newer format" if unknown or not records else "damaged",
+                os.path.join(self.root, QUARANTINE),
+                f", once its {count} readable record(s) are settled" if count else "",
+            )
         return count
+
+    def _skip_unreadable(self, path: str, error: OSError) -> None:
+        with self._lock:
+            self._unreadable += 1
+            first = path not in self._warned_unreadable
+            self._warned_unreadable.add(path)
+        if first:
+            _log.warning(
+                "spool: skipped %s, which cannot be read (%s: %s); its records stay on disk "
+                "and the other segments are adopted",
+                path,
+                type(error).__name__,
+                error,
+            )
 
     # -- housekeeping -----------------------------------------------------------------------
 
@@ -495,7 +616,8 @@ class Spool:
         # one and deleted by another process's adoption pass, and this process would then
         # write its records to a file nobody can find.
         fresh = os.path.join(self.root, name + _FRESH_SUFFIX)
-        fd = os.open(fresh, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+        # Not O_APPEND: records are written at the offsets reserved for them (see append).
+        fd = os.open(fresh, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         current = fresh
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -577,26 +699,42 @@ class Spool:
             self._active = None
         for path in (segment.path, segment.path[: -len(_SEGMENT_SUFFIX)] + _ACK_SUFFIX):
             try:
-                os.unlink(path)
+                if segment.keep:
+                    _set_aside(path, os.path.join(self.root, QUARANTINE))
+                else:
+                    os.unlink(path)
             except FileNotFoundError:
                 pass
+            except OSError as exc:
+                _log.warning("spool: could not move %s to %s: %s", path, QUARANTINE, exc)
         segment.close()
 
     def stats(self) -> SpoolStats:
         """Pending records and bytes, segments, evicted and corrupt counts."""
+        if self._owned():
+            return self._stats()  # asked from inside the spool: as it stands
         with self._lock:
-            return SpoolStats(
-                self._pending_records,
-                self._pending_bytes,
-                len(self._segments),
-                self._evicted,
-                self._corrupt,
-                self._waiting,
-                self._adopted,
-            )
+            if self._deferred:
+                self._run_deferred()
+            return self._stats()
+
+    def _stats(self) -> SpoolStats:
+        return SpoolStats(
+            self._pending_records,
+            self._pending_bytes,
+            len(self._segments),
+            self._evicted,
+            self._corrupt,
+            self._waiting,
+            self._adopted,
+            self._quarantined,
+            self._unreadable,
+        )
 
     def pending_refs(self) -> Iterator[RecordRef]:
         """Every record not yet settled, oldest segment first."""
+        if self._owned():
+            return iter(())
         with self._lock:
             segments = sorted(self._segments.values(), key=lambda s: _age(s.path))
             refs = [
@@ -608,9 +746,13 @@ class Spool:
 
     def close(self) -> None:
         """Release every file and lock; what is pending stays on disk for the next start."""
+        if self._owned():
+            return  # asked from inside the spool: its files close with the process
         with self._lock:
             if self._closed:
                 return
+            if self._deferred:
+                self._run_deferred()
             self._closed = True
             for segment in list(self._segments.values()):
                 if not segment.live:
@@ -628,9 +770,17 @@ class Spool:
         The inherited descriptors share the parent's locks, so they are closed
         without unlocking (closing a duplicate leaves the parent's lock alone).
         """
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._owned = self._lock._is_owned  # type: ignore[attr-defined]
+        self._deferred = deque()
+        for fd in self._adopting:  # an adoption pass of the parent's: its locks stay its own
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._adopting = []
         for segment in self._segments.values():
-            segment.close()
+            segment.close(unlock=False)
         self._segments = {}
         self._active = None
         self._backlog = deque()
@@ -643,153 +793,15 @@ class Spool:
         self._pid = os.getpid()
 
 
-# --- reading without taking over (the ``spool`` command) ------------------------------------------
+#: Every spool not closed, for the fork hook below.
+_OPEN: Final[weakref.WeakSet[Spool]] = weakref.WeakSet()
 
 
-def survey(directory: str) -> list[PendingSummary]:
-    """What every agent's spool under ``directory`` holds, without taking anything over.
-
-    Nothing is written, adopted or removed.  Whether a live process holds a
-    segment is probed with a shared, non-blocking ``flock`` that is dropped at
-    once (a process adopting at that very instant leaves the segment for its
-    next adoption pass).
-    """
-    root = os.path.abspath(os.path.expanduser(directory))
-    try:
-        names = sorted(os.listdir(root))
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-    found: list[PendingSummary] = []
-    for name in names:
-        path = os.path.join(root, name)
-        if os.path.isdir(path) and not os.path.islink(path):
-            summary = _survey_agent(name, path)
-            if summary.records or summary.corrupt:
-                found.append(summary)
-    return found
+def _after_fork_in_child() -> None:
+    for spool in list(_OPEN):
+        if not spool.closed and spool._pid != os.getpid():
+            spool.after_fork_in_child()
 
 
-def _survey_agent(agent_id: str, path: str) -> PendingSummary:
-    records = size = segments = live_records = live_segments = corrupt = 0
-    oldest: float | None = None
-    try:
-        names = sorted(os.listdir(path))
-    except OSError:
-        names = []
-    for name in names:
-        if not name.endswith(_SEGMENT_SUFFIX):
-            continue
-        segment_path = os.path.join(path, name)
-        try:
-            fd = os.open(segment_path, os.O_RDONLY)
-        except OSError:
-            continue  # settled and removed meanwhile
-        try:
-            live = _held_by_live_process(fd)
-            data = _read_all(fd)
-            acked = _read_acks(segment_path[: -len(_SEGMENT_SUFFIX)] + _ACK_SUFFIX)
-        except OSError:
-            continue
-        finally:
-            os.close(fd)
-        parsed, damaged = read_segment(data)
-        pending = [(offset, payload) for offset, _kind, payload in parsed if offset not in acked]
-        if not live:
-            # A live writer's last record may be half written: not damage.
-            corrupt += damaged
-        if not pending:
-            continue
-        segments += 1
-        records += len(pending)
-        size += sum(_HEADER.size + len(payload) for _, payload in pending)
-        if live:
-            live_segments += 1
-            live_records += len(pending)
-        created = _age(segment_path)[0] / 1e9
-        if created and (oldest is None or created < oldest):
-            oldest = created
-    return PendingSummary(
-        agent_id, records, size, segments, oldest, live_records, live_segments, corrupt
-    )
-
-
-def _remove_abandoned(path: str) -> None:
-    """Delete a segment a dead process began to create (it never held a record)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return  # renamed into place or removed meanwhile
-    try:
-        if time.time() - os.fstat(fd).st_mtime < _ABANDONED_AFTER:
-            return  # its creator may be between creating and locking it
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        os.unlink(path)
-    except OSError:
-        pass  # held by a live process, or gone
-    finally:
-        os.close(fd)
-
-
-def _held_by_live_process(fd: int) -> bool:
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError as exc:
-        if exc.errno in _WOULD_BLOCK:
-            return True
-        raise
-    fcntl.flock(fd, fcntl.LOCK_UN)
-    return False
-
-
-def _read_acks(path: str) -> set[int]:
-    try:
-        with open(path, "rb") as handle:
-            raw = handle.read()
-    except FileNotFoundError:
-        return set()
-    whole = len(raw) - len(raw) % _ACK.size
-    return {_ACK.unpack_from(raw, i)[0] for i in range(0, whole, _ACK.size)}
-
-
-def _age(path: str) -> tuple[int, int]:
-    """Sort key: a segment's creation time and counter, from its name."""
-    parts = os.path.basename(path)[: -len(_SEGMENT_SUFFIX)].split("-")
-    try:
-        return int(parts[2]), int(parts[3])
-    except (IndexError, ValueError):
-        return 0, 0
-
-
-_writev: Final = getattr(os, "writev", None)
-
-
-def _write_record(fd: int, header: bytes, payload: bytes) -> None:
-    """Write a record's header and payload with one system call, without joining them first
-    (the copy of a body of several kilobytes would cost as much as the write)."""
-    if _writev is None:  # not on every platform
-        _write_all(fd, header + payload)
-        return
-    written = _writev(fd, (header, payload))
-    if written < len(header) + len(payload):  # a short write: rare, finish it plainly
-        _write_all(fd, (header + payload)[written:])
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    written = os.write(fd, data)
-    if written == len(data):
-        return  # the usual case, without the cost of a memoryview
-    view = memoryview(data)[written:]
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
-
-
-def _read_all(fd: int) -> bytes:
-    chunks: list[bytes] = []
-    offset = 0
-    while True:
-        chunk = os.pread(fd, 1 << 20, offset)
-        if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
-        offset += len(chunk)
+if hasattr(os, "register_at_fork"):  # not on Windows
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,16 +1,24 @@
-"""The HTTP transport: one pooled urllib3 client; answers mapped to ApiResponse or typed errors."""
+"""The HTTP transport: one pooled urllib3 client; answers mapped to ApiResponse or typed errors.
+
+Each attempt has one deadline (its timeout, from the start of the attempt) for the whole
+answer, headers and body, and reads at most :data:`MAX_ANSWER` bytes of it: a server that
+drips its answer or sends megabytes cannot hold a sender longer, or fill its memory.
+"""
 
 from __future__ import annotations
 
 import encodings.idna  # noqa: F401
 import http.client
+import io
 
 # urllib3 encodes host names with the "idna" codec, which Python imports lazily on first use.
 # Imported here, before any sender thread exists: a fork that happened while a thread was in
 # the middle of that import would leave its import lock held forever in the child.
 import json
 import re
+import socket
 import threading
+import time
 import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
@@ -44,7 +52,11 @@ from .model import ApiResponse
 from .retry import parse_retry_after
 from .settings import Settings
 
-__all__ = ["Transport", "redacted"]
+__all__ = ["MAX_ANSWER", "Transport", "redacted"]
+
+#: Most bytes of an answer's body read (the API answers with small JSON objects); the rest
+#: is not read, and the connection is closed rather than reused.
+MAX_ANSWER: Final = 1024 * 1024
 
 _DECODER: Final = msgspec.json.Decoder()
 #: Built once: passing ``False`` per request makes urllib3 build (and log) a Retry each time.
@@ -63,9 +75,56 @@ _CLOSED_BY_PEER: Final = (
 class _Reuse(threading.local):
     #: Whether the last request this thread made went over a connection used before.
     reused = False
+    #: When the answer to the request this thread is making must be in (``time.monotonic``).
+    deadline: float | None = None
 
 
 _REUSE: Final = _Reuse()
+
+
+class _DeadlineReader(io.RawIOBase):
+    """A socket's reads, each given the time left until the attempt's deadline at most.
+
+    urllib3's read timeout bounds each read: an answer dripped a byte at a time would
+    otherwise never time out.
+    """
+
+    def __init__(self, sock: socket.socket, deadline: float, hold: io.IOBase) -> None:
+        super().__init__()
+        self._sock = sock
+        self._deadline = deadline
+        self._per_read = sock.gettimeout()
+        # The socket's own reader, closed with this one: while it is open, the socket stays
+        # open although http.client closes its connection (as it does after "Connection:
+        # close", before the body is read).
+        self._hold = hold
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        if not self.closed:
+            self._hold.close()
+        super().close()
+
+    def readinto(self, buffer: Any) -> int:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the answer did not arrive within the attempt's timeout")
+        per_read = self._per_read
+        self._sock.settimeout(left if per_read is None else min(left, per_read))
+        return self._sock.recv_into(buffer)
+
+
+class _DeadlineResponse(http.client.HTTPResponse):
+    """The standard response, reading through a :class:`_DeadlineReader` during a request
+    of :class:`Transport` (the deadline is per thread: a request runs on one)."""
+
+    def __init__(self, sock: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(sock, *args, **kwargs)
+        deadline = _REUSE.deadline
+        if deadline is not None and isinstance(sock, socket.socket):
+            self.fp = io.BufferedReader(_DeadlineReader(sock, deadline, self.fp))
 
 
 class _TrackedHTTPConnection(HTTPConnection):
@@ -78,6 +137,7 @@ class _TrackedHTTPConnection(HTTPConnection):
     """
 
     _fresh = False
+    response_class = _DeadlineResponse
 
     def connect(self) -> None:
         super().connect()
@@ -226,8 +286,10 @@ class Transport:
             raise ValueError(f"{url!r} is not below {self._origin!r}")
         path = url[len(self._origin) :]
         failure: BaseException | None = None
+        seconds = self._settings.timeout if timeout is None else timeout
         for attempt in (1, 2):
             _REUSE.reused = False
+            _REUSE.deadline = time.monotonic() + seconds
             try:
                 # Straight to the host's pool: PoolManager.request would parse the URL and
                 # rebuild the pool key on every request, a sixth of the client's CPU per trace.
@@ -239,9 +301,10 @@ class Transport:
                     timeout=limit,
                     retries=_NO_RETRIES,
                     redirect=False,
-                    preload_content=True,
+                    preload_content=False,
                     assert_same_host=False,
                 )
+                raw = _read_capped(response)
             except ClosedPoolError as exc:
                 if attempt == 1:  # clear() closed the pool under us: take the new one
                     continue
@@ -260,11 +323,13 @@ class Transport:
             else:
                 return _to_response(
                     response.status,
-                    response.data,
+                    raw,
                     response.headers,
                     context,
                     (headers.get("x-agent-key", ""),),
                 )
+            finally:
+                _REUSE.deadline = None
             # Raised here, outside the except clauses, so that the error does not carry the
             # original as its context: its text may quote a credential (see _network_error).
             raise self._network_error(failure, timeout, headers)
@@ -335,6 +400,19 @@ def redacted(text: str, secrets: Iterable[str]) -> str:
         for form in forms:
             text = text.replace(form, "***")
     return text
+
+
+def _read_capped(response: Any) -> bytes:
+    """An answer's body, up to :data:`MAX_ANSWER` bytes; the connection goes back to the pool
+    only when it was read whole (what was left unread would be taken for the next answer)."""
+    try:
+        raw: bytes = response.read(MAX_ANSWER + 1)
+        if len(raw) > MAX_ANSWER:
+            response.close()
+            return raw[:MAX_ANSWER]
+        return raw
+    finally:
+        response.release_conn()
 
 
 def _describe(exc: BaseException) -> str:

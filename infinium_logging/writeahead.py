@@ -15,6 +15,8 @@ from .durability import (
     ADOPT_INTERVAL,
     KIND_BODY,
     KIND_CAPTURED,
+    KINDS,
+    RECORD_CODECS,
     REFILL_BATCH,
     SPOOL_RETRY,
     Backlog,
@@ -26,6 +28,7 @@ from .durability import (
 from .ledger import Ledger
 from .model import TaskData
 from .queued import Item, PendingTrace, build_quietly
+from .redact import Redactor, redacted_record
 from .results import Reporter, failure_response
 from .retry import RetryPolicy
 from .settings import Settings
@@ -53,8 +56,10 @@ class WriteAhead:
         policy: RetryPolicy,
         closed: Callable[[], bool],
         clean: Callable[[str], str],
+        redactor: Redactor,
     ) -> None:
         assert settings.spool_dir is not None
+        self._redactor = redactor
         self._settings = settings
         self._policy = policy
         self._closed = closed
@@ -106,6 +111,7 @@ class WriteAhead:
                         fsync=settings.spool_fsync,
                         adopt=False,
                         listener=self._event,
+                        kinds=KINDS,
                     )
                 except Exception as exc:
                     self._retry_at = time.monotonic() + SPOOL_RETRY
@@ -184,15 +190,21 @@ class WriteAhead:
         """
         body: bytes | None = None
         try:
+            # Redacted before it touches the disk (a scan, nearly always all it costs).
+            redactor = self._redactor
             if captured is not None:
+                captured = redacted_record(redactor, captured, *RECORD_CODECS[KIND_CAPTURED])
                 payload, kind, size = captured, KIND_CAPTURED, len(captured)
             elif isinstance(task, TaskData):
-                body = encode_trace(task)
+                raw = encode_trace(task)
+                redacted_task = redactor.encoded(task, raw)
+                body = raw if redacted_task is task else encode_trace(redacted_task)
                 payload, kind, size = body, KIND_BODY, len(body)
             else:
                 # Lenient coercion stays on the sender thread; the record keeps the dict as
                 # submitted, read back when the trace is taken up from the spool.
                 kind, payload = dict_record(task)
+                payload = redacted_record(redactor, payload, *RECORD_CODECS[kind])
                 size = len(payload)
         except Exception:
             # The sender thread finds it invalid and says why.

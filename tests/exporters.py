@@ -58,7 +58,12 @@ def balanced(stats: ExporterStats) -> bool:
     """The accounting invariant: every trace the exporter took (submitted, or adopted from a
     spool) is in exactly one place."""
     return stats.submitted + stats.adopted == (
-        stats.sent + stats.dropped_total + stats.queued + stats.in_flight + stats.spooled
+        stats.sent
+        + stats.dropped_total
+        + stats.queued
+        + stats.in_flight
+        + stats.spooled
+        + stats.sampled_out
     )
 
 

@@ -18,9 +18,9 @@ RUN = ROOT / "benchmarks" / "run.py"
 #: Rows that compare with the official client (infinium-o2, in the ``bench`` extra).
 OFFICIAL_ROWS = {"5", "6 p50", "6 p99", "7b"}
 #: Rows that only inform (no target).
-INFO_ROWS = {"6 p50", "7c"}
+INFO_ROWS = {"6 p50", "7c", "13b"}
 
-#: Every row of the table: figures 1-12, with the sub-rows of 4, 6, 7 and 8.
+#: Every row of the table: figures 1-13, with the sub-rows of 4, 6, 7, 8 and 13.
 EXPECTED_ROWS = {
     "1",
     "2",
@@ -40,6 +40,8 @@ EXPECTED_ROWS = {
     "10",
     "11",
     "12",
+    "13",
+    "13b",
 }
 
 

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from infinium_logging.cli import CHECK_EXIT, main
+from infinium_logging._cli_check import CHECK_EXIT
+from infinium_logging.cli import main
 from infinium_logging.collector import LocalCollector
 from infinium_logging.model import TaskData, encode_task, utc_now_iso
 from infinium_logging.testing import TEST_AGENT_ID, TEST_AGENT_SECRET

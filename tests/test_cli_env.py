@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 import urllib3
 
-from infinium_logging.cli import OPEN_SECRET, export_lines, main
+from infinium_logging._cli_base import OPEN_SECRET
+from infinium_logging._cli_serve import export_lines
+from infinium_logging.cli import main
 from infinium_logging.testing import TEST_AGENT_ID
 
 SHELL_VALUE = 'it\'s a "secret" with $HOME, `id` and spaces'

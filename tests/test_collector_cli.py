@@ -21,7 +21,9 @@ import msgspec
 import pytest
 import urllib3
 
-from infinium_logging.cli import OPEN_SECRET, _print_banner, main
+from infinium_logging._cli_base import OPEN_SECRET
+from infinium_logging._cli_serve import _print_banner
+from infinium_logging.cli import main
 from infinium_logging.collector import LocalCollector
 from infinium_logging.model import ExecutionStep, LlmCall, LlmUsage, TaskData, encode_task
 

@@ -625,7 +625,8 @@ def test_a_full_disk_falls_back_to_memory_for_that_trace(
 def test_spool_write_cost_on_the_callers_thread_is_tens_of_microseconds(
     collector: LocalCollector, tmp_path: Path
 ) -> None:
-    """Encoding plus the record write for an 11 KB trace stays well under a millisecond."""
+    """Encoding, the redaction scan and the record write for an 11 KB trace stay under a
+    millisecond."""
     collector.hang_next(10_000)
     big = trace("big", description="d" * 5000, input_summary="i" * 3000, output_summary="o" * 3000)
     assert 11_000 < len(encode_task(big)) < 12_500
@@ -642,9 +643,10 @@ def test_spool_write_cost_on_the_callers_thread_is_tens_of_microseconds(
             best = min(best, (time.perf_counter() - started) / 200)
     finally:
         exporter.shutdown(0.1)
-    # The benchmark measures it precisely (tens of microseconds); this only guards against a
-    # regression by an order of magnitude on a busy machine.
-    assert best < 500e-6
+    # The benchmark measures it precisely (tens of microseconds, plus the redaction scan that
+    # keeps secrets off the disk); this only guards against a regression by an order of
+    # magnitude on a busy machine.
+    assert best < 1e-3
 
 
 # --- replay_spool and the command line --------------------------------------------------------------
@@ -689,7 +691,8 @@ def test_replay_spool_builds_captured_events_and_reads_dict_records(
     collector: LocalCollector, tmp_path: Path
 ) -> None:
     """Every kind of record replays: a captured event is built (its message, error and
-    environment), a dict is read leniently, and a record of no known kind is rejected."""
+    environment), a dict is read leniently, and a record of no known kind (a newer format's)
+    is not taken: its segment is kept in quarantine once the others are settled."""
     captured = tagged_trace(
         {"description": "Refund", "current_datetime": "2026-11-22T10:00:00Z"},
         "Refund %s",
@@ -706,7 +709,10 @@ def test_replay_spool_builds_captured_events_and_reads_dict_records(
     spool.append(b"?", 99)
     spool.close()
     report = replay_spool(settings_for(collector, tmp_path))
-    assert (report.found, report.sent, report.rejected) == (4, 3, 1)
+    assert (report.found, report.sent, report.rejected) == (3, 3, 0)
+    quarantined = tmp_path / TEST_AGENT_ID / "quarantine"
+    assert [p.suffix for p in sorted(quarantined.iterdir())] == [".ack", ".log"]
+    assert b"?" in next(quarantined.glob("*.log")).read_bytes()
     received = {t.task.name: t.task for t in collector.traces()}
     assert sorted(received) == ["Refund ticket-7", "as JSON", "as a dict"]
     event = received["Refund ticket-7"]

@@ -215,12 +215,12 @@ def test_fork_child_does_not_take_parents_records(tmp_path: Path) -> None:
 def test_a_short_write_is_finished(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A record whose one-call write stops short is finished with further writes: whole,
     checksummed, and readable by the next spool."""
-    real = os.writev
+    real = os.pwritev
 
-    def short(fd: int, buffers: Any) -> int:
-        return real(fd, [bytes(buffers[0])[:5]])  # only part of the header gets out
+    def short(fd: int, buffers: Any, offset: int) -> int:
+        return real(fd, [bytes(buffers[0])[:5]], offset)  # only part of the header gets out
 
-    monkeypatch.setattr("infinium_logging.spool._writev", short)
+    monkeypatch.setattr("infinium_logging.spool_files._writev", short)
     first = Spool(str(tmp_path), AGENT)
     first.append(b"a record written in pieces")
     first.append(b"and the one after it")
