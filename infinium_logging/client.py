@@ -175,14 +175,7 @@ class ApiClient:
     ) -> BatchResult:
         """See :meth:`Exporter.send_batch <infinium_logging.exporter.Exporter.send_batch>`."""
         batch = list(tasks)
-        if len(batch) > MAX_BATCH_SIZE:
-            raise ValueError(f"send_batch takes at most {MAX_BATCH_SIZE} traces, got {len(batch)}")
-        if max_concurrent is not None and (
-            isinstance(max_concurrent, bool)
-            or not isinstance(max_concurrent, int)
-            or max_concurrent < 1
-        ):
-            raise ValueError(f"max_concurrent must be an int >= 1, got {max_concurrent!r}")
+        _check_batch(batch, max_concurrent)
         if not batch:
             return BatchResult(successful=0, failed=0, results=[], errors=[], total=0)
         if self._settings.disabled:
@@ -321,6 +314,18 @@ def disabled_response() -> ApiResponse:
         message="export is disabled (INFINIUM_DISABLED); nothing was sent",
         data={"reason": "disabled"},
     )
+
+
+def _check_batch(batch: list[Any], max_concurrent: int | None) -> None:
+    """``ValueError`` for a batch over :data:`MAX_BATCH_SIZE` or a bad ``max_concurrent``."""
+    if len(batch) > MAX_BATCH_SIZE:
+        raise ValueError(f"send_batch takes at most {MAX_BATCH_SIZE} traces, got {len(batch)}")
+    if max_concurrent is not None and (
+        isinstance(max_concurrent, bool)
+        or not isinstance(max_concurrent, int)
+        or max_concurrent < 1
+    ):
+        raise ValueError(f"max_concurrent must be an int >= 1, got {max_concurrent!r}")
 
 
 def _name_of(task: object) -> str:
