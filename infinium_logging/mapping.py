@@ -521,12 +521,14 @@ class TaggedTrace(msgspec.Struct, PendingTrace, eq=False, gc=False):
         error = None if self.error is None else self.error.detail
         # Cut to what a trace can carry now: a huge value would be encoded whole on the
         # caller's thread (and a record over the body limit is built there in full).
-        basis, message, env = bounded(self.basis, message, self.env)
         fields = self.fields
         if isinstance(fields, dict):
             fields = event_fields(fields, "")
-        if fields:
-            return (basis, message, self.timestamp, error, env, list(fields))
+        basis, message, env, pairs = bounded(
+            self.basis, message, self.env, list(fields) if fields else None
+        )
+        if pairs:
+            return (basis, message, self.timestamp, error, env, pairs)
         return (basis, message, self.timestamp, error, env)
 
     @classmethod

@@ -542,3 +542,46 @@ def test_a_huge_logged_value_is_cut_at_capture_and_the_record_stays_bounded(
     assert received.task.environment is not None
     assert received.task.environment.custom_tags is not None
     assert received.task.environment.custom_tags["truncated"] == "true"
+
+
+@pytest.mark.parametrize("where", ["nested", "field"])
+def test_a_huge_nested_value_or_field_is_cut_at_capture_too(
+    infinium_collector: LocalCollector, tmp_path: Path, where: str
+) -> None:
+    """The same for an 8 MB value nested inside the tag (a step's preview) or given as the
+    event's own field (a custom tag): the record written before ``log.info`` returns stays
+    under the body limit (it was 8 MB before), and the trace delivered is cut as always."""
+    collector = infinium_collector
+    collector.set_down()
+    exporter = Exporter(settings_for(collector, tmp_path, max_retries=0))
+    log = logging.getLogger(f"app.huge.{where}")
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    handler = InfiniumHandler(exporter=exporter)
+    log.addHandler(handler)
+    huge = "y" * 8_000_000
+    try:
+        if where == "nested":
+            tag = {"steps": [{"step_number": 1, "action": "read", "description": "d",
+                              "output_preview": huge}]}  # fmt: skip
+            log.info("huge", extra={"infinium": tag})
+        else:
+            log.info("huge", extra={"infinium": {}, "document": huge})
+        [segment] = (tmp_path / AGENT_ID).glob("*.log")
+        records = read_segment(segment.read_bytes())[0]
+        assert records[0][1] == 3
+        assert all(len(payload) <= MAX_BODY_BYTES for _, _, payload in records)
+        collector.set_up()
+        assert wait_until(lambda: exporter.stats().sent == 1, 30)
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+        exporter.shutdown(5)
+    [received] = collector.traces()
+    if where == "nested":
+        [step] = received.task.steps or []
+        assert step.output_preview is not None and len(step.output_preview) <= 500
+    else:
+        assert received.task.environment is not None
+        tags = received.task.environment.custom_tags or {}
+        assert 0 < len(tags["document"]) <= 1000
