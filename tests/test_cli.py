@@ -335,6 +335,9 @@ def test_a_command_whose_reader_goes_away_exits_1_quietly(
     environ = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
     if unbuffered:
         environ["PYTHONUNBUFFERED"] = "1"
+    # The credentials probe answers late: by then the reader has surely gone, whatever the
+    # load on the machine, and the rest of the output finds no reader (not a race).
+    env.latency = 1.0
     child = subprocess.Popen(
         [sys.executable, "-m", "infinium_logging", "check"],
         stdout=subprocess.PIPE,

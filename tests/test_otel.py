@@ -4,6 +4,7 @@ collector through the real Exporter."""
 
 from __future__ import annotations
 
+import datetime as _dt
 import logging
 import os
 import subprocess
@@ -245,7 +246,11 @@ def test_outside_a_task_the_otel_trace_is_one_trace(world: World) -> None:
     assert start is not None and end is not None
     assert trace.current_datetime == iso_timestamp(start / 1e9)
     assert trace.time_tracking is not None
-    assert trace.time_tracking.end_time == iso_timestamp(end / 1e9)
+    # The end is the start plus the elapsed time, each a float: equal to the microsecond give
+    # or take one rounding.
+    assert trace.time_tracking.end_time is not None
+    ended = _dt.datetime.fromisoformat(trace.time_tracking.end_time.replace("Z", "+00:00"))
+    assert abs(ended.timestamp() - end / 1e9) <= 2e-6
     assert trace.duration == pytest.approx((end - start) / 1e9, abs=1e-5)
 
 
