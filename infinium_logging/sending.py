@@ -258,9 +258,13 @@ class Sender:
 
     def _spill(self, item: Item) -> bool:
         """At exit, keep a trace the deadline caught on disk (see :mod:`.spill`)."""
-        if not self._ledger.kept(item, None):  # counted first: no reading sees it nowhere
-            return False
-        if spill.keep(self.settings, [item], self.spill_record):
+        # Written before it is counted as kept: until then it is in flight, so the deadline's
+        # tally, running meanwhile, keeps it too (at least once) and the process never ends
+        # with it counted as kept but on no disk (this thread is a daemon: exit may stop it).
+        written = not spill.keep(self.settings, [item], self.spill_record)
+        if not self._ledger.kept(item, None):
+            return False  # settled by the tally meanwhile, which kept it as well
+        if not written:
             self._ledger.spool_lost(1, "shutdown")
             self.reporter.report(item, failure_response("shutdown", None))
         return True
