@@ -109,6 +109,8 @@ PII: Final = (
         r"[0-9]{2,4}(?:[ .-][0-9]{2,4}){1,4}(?![\w-])",
     ),
 )
+# _redact_scan spells these hints again for Hyperscan (one pass for all); a change here is
+# made there too (tests/test_redact_scan.py holds both to the same answers).
 # Checks first, over the lower-cased text (or a whole encoded trace): text without any of
 # these cannot hold what the patterns above find (each needs one of them), and nearly every
 # trace is such.  Each is one search at C speed: Python's re has no multi-literal search, and
@@ -121,7 +123,8 @@ _HINT_PATTERNS: Final = (
     # sk-, cookie, token (not tokens), api_key / apikey / access_key / private_key, and
     # Stripe's k_live_ / k_test_: one pass, from their "k".
     r"k(?:-(?<=sk-)|ie(?<=cookie)|en(?<=token)(?!s)"
-    r"|ey(?:(?<=api.key)|(?<=apikey)|(?<=access.key)|(?<=private.key))|_(?:live|test)_)",
+    r"|ey(?:(?<=api[_-]key)|(?<=apikey)|(?<=access[_-]key)|(?<=accesskey)"
+    r"|(?<=private[_-]key)|(?<=privatekey))|_(?:live|test)_)",
     r"z(?:a(?<=aiza)|(?<=authoriz))",
     r"xox",
     r"j(?<=eyj)",

@@ -22,6 +22,7 @@ from typing import Any, Final
 
 import msgspec
 
+from . import _redact_scan
 from ._redact_patterns import (
     KEPT_PREFIX,
     PATTERNS,
@@ -126,7 +127,12 @@ class Redactor:
     (the same object when nothing was found: the caller's objects are never changed)."""
 
     def __init__(
-        self, mode: str = "secrets", *, secrets: Iterable[str] = (), hook: bool = True
+        self,
+        mode: str = "secrets",
+        *,
+        secrets: Iterable[str] = (),
+        hook: bool = True,
+        one_pass: bool = True,
     ) -> None:
         self.mode = parse_redact(mode)
         self._secrets_on = "secrets" in self.mode
@@ -151,6 +157,11 @@ class Redactor:
         if patterns:
             self._pattern, self._kinds = combined(patterns, 0)
         self._first_pii = first_pii
+        #: The one-pass scan (the fast extra), once a sender compiled it: see prepare().
+        self._scan_key: _redact_scan.Key | None = (
+            (self._secrets_on, self._pii_on, self._literal_bytes) if one_pass else None
+        )
+        self._scanner: _redact_scan.Scanner | None = None
         self._counts: Counter[str] = Counter()
         self._lock = threading.Lock()
         _LIVE.add(self)
@@ -163,7 +174,12 @@ class Redactor:
     def with_secrets(self, *secrets: str) -> Redactor:
         """A new redactor of the same mode that also removes ``secrets`` (a destination's own
         key), with counts of its own."""
-        return Redactor(self.mode, secrets=(*self._literals, *secrets), hook=self._use_hook)
+        return Redactor(
+            self.mode,
+            secrets=(*self._literals, *secrets),
+            hook=self._use_hook,
+            one_pass=self._scan_key is not None,
+        )
 
     def __repr__(self) -> str:
         return f"Redactor(mode={self.mode!r})"
@@ -254,6 +270,11 @@ class Redactor:
         holds nothing to redact, so that the trace it encodes can go as it is.  One scan."""
         if _hook is not None and self._use_hook:
             return False
+        scanner = self._scanner
+        if scanner is None and self._scan_key is not None:
+            scanner = self._scanner = _redact_scan.ready(self._scan_key)
+        if scanner is not None:
+            return not scanner.hit(data)
         for literal in self._literal_bytes:
             if literal in data:
                 return False
@@ -265,6 +286,14 @@ class Redactor:
         ):
             return False
         return not (self._pii_on and hinted(lowered, PII_CHECKS_BYTES))
+
+    def prepare(self) -> None:
+        """Make :meth:`clean` one pass when the fast extra is installed (Hyperscan): compiles
+        its scanner, once per process, some 10-40 ms.  Sender threads call it; a thread that
+        logs never does, and scans with re until a sender has."""
+        if self._scan_key is not None:
+            _redact_scan.prepare(self._scan_key)
+            self._scanner = _redact_scan.ready(self._scan_key)
 
     def task(self, task: Any) -> Any:
         """``task`` (a TaskData, or what a spool record holds: dicts, lists, strings) with every

@@ -68,10 +68,15 @@ class Sender:
         self._auth_until = 0.0
         self._auth_failing = False
         self._rejections_logged: set[str] = set()
+        self._prepared = False
 
     def process(self, item: Item) -> None:
         """Process one trace; a bug costs that trace (counted invalid), not the sender."""
         try:
+            if not self._prepared:
+                # Here, not where traces are logged: the one-pass scan takes a while to make.
+                self._prepared = True
+                self._redactor.prepare()
             self._process(item)
         except Exception as exc:
             if self.settle(item, "invalid", f"internal error: {exc!r}"):

@@ -18,7 +18,7 @@ RUN = ROOT / "benchmarks" / "run.py"
 #: Rows that compare with the official client (infinium-o2, in the ``bench`` extra).
 OFFICIAL_ROWS = {"5", "6 p50", "6 p99", "7b"}
 #: Rows that only inform (no target).
-INFO_ROWS = {"6 p50", "7c", "13b"}
+INFO_ROWS = {"6 p50", "7c", "13b", "13c"}
 
 #: Every row of the table: figures 1-13, with the sub-rows of 4, 6, 7, 8 and 13.
 EXPECTED_ROWS = {
@@ -42,6 +42,7 @@ EXPECTED_ROWS = {
     "12",
     "13",
     "13b",
+    "13c",
 }
 
 

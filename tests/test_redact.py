@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from infinium_logging import redact
+from infinium_logging import _redact_scan, redact
 from infinium_logging.convert import to_task
 from infinium_logging.errors import ConfigurationError
 from infinium_logging.model import TaskData, encode_task
@@ -91,6 +91,26 @@ ORDINARY: list[str] = [
     "Use sk-learn? No: scikit-learn. The skeleton key metaphor is not a key.",
     "AKIA is a prefix; passwords are hashed with bcrypt; the secret is good prose.",
 ]
+
+
+@pytest.fixture(autouse=True, scope="module", params=["hyperscan", "re"])
+def scan_engine(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every test runs with the one-pass scan (the fast extra, installed by dev, as a sender
+    thread prepares it) and with re's pass per pattern (a plain install, or before that)."""
+    saved = redact.Redactor.__init__
+    one_pass = request.param == "hyperscan"
+    assert _redact_scan.available() is not None, "dev installs the fast extra"
+
+    def made(self: Redactor, *args: Any, **kwargs: Any) -> None:
+        saved(self, *args, **{**kwargs, "one_pass": one_pass})
+        self.prepare()
+        assert (self._scanner is not None) == one_pass or not self.active
+
+    redact.Redactor.__init__ = made  # type: ignore[method-assign]
+    try:
+        yield request.param
+    finally:
+        redact.Redactor.__init__ = saved  # type: ignore[method-assign]
 
 
 @pytest.fixture(autouse=True)
