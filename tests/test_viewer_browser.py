@@ -253,18 +253,31 @@ def test_logged_steps_show_their_messages_and_a_long_description_keeps_the_figur
 ) -> None:
     """Steps made by logging share a few actions (``log``, ``llm_inference``): each timeline row
     shows the step's own message, its action once opened; a 10,000-character description
-    scrolls in a box of its own, leaving the figures and the timeline on the first screen."""
+    scrolls in a box of its own, leaving the figures and the timeline on the first screen.
+    An event logged at ERROR (action ``error``, no exception) is marked as an error, and a
+    step under a millisecond reads "< 1 ms", not "0 ms"."""
     logged = simple_trace("logged steps")
     logged["description"] = "D" * 10_000
     logged["steps"] = [
         {"step_number": n, "action": "llm_inference", "description": f"Draft reply {n}"}
         for n in (1, 2, 3)
     ]
+    logged["steps"].append(
+        {"step_number": 4, "action": "error", "description": "Payment declined", "duration_ms": 0}
+    )
     post_trace(collector, http, logged)
     open_page(browser, collector.viewer_url)
     open_trace(browser, "logged steps")
     rows = browser.find_elements(By.CSS_SELECTOR, "#timeline summary .action")
-    assert [row.text for row in rows] == ["Draft reply 1", "Draft reply 2", "Draft reply 3"]
+    assert [row.text for row in rows] == [
+        "Draft reply 1",
+        "Draft reply 2",
+        "Draft reply 3",
+        "Payment declined",
+    ]
+    last = browser.find_elements(By.CSS_SELECTOR, "#timeline .timeline > li")[-1]
+    assert last.find_element(By.CSS_SELECTOR, ".marks").text.split() == ["ERROR"]
+    assert last.find_element(By.CSS_SELECTOR, ".dur").text == "< 1 ms"
     below = "return document.querySelector('#timeline').getBoundingClientRect().top + scrollY"
     assert js(browser, below) < js(browser, "return window.innerHeight")
     first = browser.find_element(By.CSS_SELECTOR, "#timeline .timeline > li")

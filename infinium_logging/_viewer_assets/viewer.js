@@ -76,12 +76,14 @@
 
   function seconds(s) {
     if (typeof s !== "number" || !isFinite(s)) return "–";
+    if (s > 0 && s < 0.001) return "< 1 ms";
     if (s < 1) return Math.round(s * 1000) + " ms";
     if (s < 60) return s.toFixed(s < 10 ? 2 : 1) + " s";
     const m = Math.floor(s / 60);
     return m + " min " + Math.round(s - m * 60) + " s";
   }
-  const millis = (ms) => (typeof ms === "number" ? seconds(ms / 1000) : "–");
+  // Whole milliseconds on the wire: 0 is a step that took less than one.
+  const millis = (ms) => (ms === 0 ? "< 1 ms" : typeof ms === "number" ? seconds(ms / 1000) : "–");
 
   function when(iso) {
     const date = new Date(iso);
@@ -288,8 +290,13 @@
     return el("ul", { className: "plain" }, ...items.map((item) => data("li", shown(item))));
   }
 
+  // An event logged at ERROR or above is a step whose action says so, with or without an
+  // exception attached.
+  const failed = (step) =>
+    Boolean(step.error || (step.tool_call && step.tool_call.error) || step.action === "error");
+
   function stepKind(step) {
-    if (step.error || (step.tool_call && step.tool_call.error)) return "error";
+    if (failed(step)) return "error";
     if (step.llm_call) return "llm";
     if (step.tool_call) return "tool";
     return "step";
@@ -299,7 +306,7 @@
     const out = el("span", { className: "marks" });
     if (step.llm_call) out.appendChild(el("span", { className: "mark mark-llm", title: "LLM call" }, "LLM"));
     if (step.tool_call) out.appendChild(el("span", { className: "mark mark-tool", title: "tool call" }, "TOOL"));
-    if (step.error || (step.tool_call && step.tool_call.error)) {
+    if (failed(step)) {
       out.appendChild(el("span", { className: "mark mark-error", title: "error" }, "ERROR"));
     }
     if (!out.childElementCount) out.appendChild(el("span", { className: "mark mark-step" }, "STEP"));
