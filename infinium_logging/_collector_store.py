@@ -104,6 +104,7 @@ class _DigestUsage(msgspec.Struct):
 
 
 class _DigestStep(msgspec.Struct):
+    action: str = ""
     error: dict[str, Any] | None = None
     tool_call: dict[str, Any] | None = None
     llm_call: _DigestUsage | None = None
@@ -125,7 +126,7 @@ def summarize(body: bytes) -> tuple[float, int, int, int]:
     """Duration, step count, total tokens and error count of a trace body.
 
     Tokens are ``llm_usage``'s when it says, else the sum over the steps; errors
-    count the trace's own and those of its steps and tool calls.
+    count the trace's own and the steps that failed.
     """
     try:
         digest = _DIGEST.decode(body)
@@ -146,8 +147,13 @@ def summarize(body: bytes) -> tuple[float, int, int, int]:
             for s in steps
             if s.llm_call is not None
         )
+    # A step counts once, whether it carries an error, its tool call does, or it is an event
+    # logged at ERROR (action "error"), as the viewer marks it.
     errors = len(digest.errors or ()) + sum(
-        (s.error is not None) + (s.tool_call is not None and "error" in s.tool_call) for s in steps
+        s.error is not None
+        or (s.tool_call is not None and "error" in s.tool_call)
+        or s.action == "error"
+        for s in steps
     )
     return digest.duration, len(steps), tokens, errors
 

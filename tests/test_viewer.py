@@ -25,7 +25,7 @@ from viewer_support import (
     start_browser,
 )
 
-from infinium_logging._collector_store import StoredRow, TraceStore
+from infinium_logging._collector_store import StoredRow, TraceStore, summarize
 from infinium_logging._viewer import CONTENT_SECURITY_POLICY, is_loopback
 from infinium_logging.collector import LocalCollector
 from infinium_logging.convert import to_task
@@ -291,6 +291,24 @@ def test_a_file_from_an_earlier_version_is_listed_with_its_figures(
     assert [(t["name"], t["steps"], t["tokens"], t["errors"]) for t in listed] == [
         ("old", 6, 4898, 2)
     ]
+
+
+def test_a_step_logged_at_error_counts_once_as_an_error() -> None:
+    """An event logged at ERROR without an exception (action ``error``) is a failed step, as the
+    viewer marks it; a step whose tool call failed too still counts once."""
+    trace = simple_trace("logged error")
+    trace["steps"] = [
+        {"step_number": 1, "action": "log", "description": "fine"},
+        {"step_number": 2, "action": "error", "description": "Payment declined"},
+        {
+            "step_number": 3,
+            "action": "tool_use",
+            "description": "lookup",
+            "error": {"error_type": "E", "message": "m"},
+            "tool_call": {"tool_name": "t", "error": {"error_type": "E", "message": "down"}},
+        },
+    ]
+    assert summarize(_body(trace))[3] == 2
 
 
 @pytest.mark.slow
