@@ -29,6 +29,7 @@ __all__ = [
     "hinted",
     "pii_ok",
     "renumbered",
+    "secret_name",
 ]
 
 # Names of keys whose values are secrets, matched on the whole key (lower case, "-" read as
@@ -38,8 +39,19 @@ SECRET_NAME: Final = re.compile(
     r"|api_key|apikey|access_key|secret_access_key|private_key|authorization|auth|credentials?"
     r"|cookie|set_cookie|session_id|x_api_key)"
 )
+# Where a camelCase or PascalCase key changes words: accessToken, SecretAccessKey, OpenAIApiKey.
+_CAMEL: Final = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+
+
+def secret_name(key: str) -> bool:
+    """Whether a key names a secret, however it is written: ``api_key``, ``X-Api-Key``,
+    ``accessToken``, ``SecretAccessKey`` (not ``max_tokens``, ``tokenCount``, ``author``)."""
+    return SECRET_NAME.fullmatch(_CAMEL.sub("_", key).lower().replace("-", "_")) is not None
+
+
+# A name in free text may run on from a word before it (accessToken, client-secret, mytoken).
 _NAME_WORDS: Final = (
-    r"(?:[A-Za-z0-9]+[_-])*(?:password|passwd|passphrase|secret|token|api[_-]?key|apikey"
+    r"[A-Za-z0-9_-]*?(?:password|passwd|passphrase|secret|token|api[_-]?key|apikey"
     r"|access[_-]?key|private[_-]?key|authorization|client[_-]?secret)"
 )
 # Where a key ends: at anything that cannot be part of it (not inside a longer word).
@@ -156,7 +168,9 @@ def _checks(literals: Iterable[str], patterns: Iterable[str], kind: type) -> tup
 
 # AWS key ids are upper case: looked for in the text as it is (an upper-case letter is rare,
 # a lower-case "a" is everywhere).
-_RAW_PATTERNS: Final = (r"A(?:KIA|SIA|BIA|CCA)",)
+# So is the "Auth" of a camelCase key (basicAuth, xAuth), which the lower-cased text cannot
+# tell from a word that merely ends in "auth".
+_RAW_PATTERNS: Final = (r"A(?:KIA|SIA|BIA|CCA|uth(?![a-z]{2}))",)
 SECRET_CHECKS: Final = _checks((), _HINT_PATTERNS, str)
 SECRET_CHECKS_BYTES: Final = _checks((), _HINT_PATTERNS, bytes)
 RAW_CHECKS: Final = _checks((), _RAW_PATTERNS, str)

@@ -67,7 +67,7 @@ _SECRET_HINTS: Final = (
     r"://[^\s/@\"']{0,256}@",
 )
 # _redact_patterns._RAW_PATTERNS: upper case only.
-_RAW_HINTS: Final = (r"A(?:KIA|SIA|BIA|CCA)",)
+_RAW_HINTS: Final = (r"A(?:KIA|SIA|BIA|CCA)", r"Auth(?:$|[^a-z]|[a-z](?:$|[^a-z]))")
 # _redact_patterns._PII_HINTS and _PII_HINT_PATTERNS.
 _PII_HINTS: Final = (r"@", r"[0-9][0-9 ().-]{5,}[0-9]", r"[a-z]{2}[0-9]{2}")
 

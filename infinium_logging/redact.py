@@ -33,11 +33,11 @@ from ._redact_patterns import (
     RAW_CHECKS_BYTES,
     SECRET_CHECKS,
     SECRET_CHECKS_BYTES,
-    SECRET_NAME,
     combined,
     hinted,
     pii_ok,
     renumbered,
+    secret_name,
 )
 from .errors import ConfigurationError, ValidationError
 
@@ -398,11 +398,7 @@ class _Walk:
             if type(key) is str:
                 here = prefix + key
                 new_key = self.string(key, here + "{key}")
-                if (
-                    type(item) in (str, int, float, bytes)
-                    and item != ""
-                    and SECRET_NAME.fullmatch(key.lower().replace("-", "_"))
-                ):
+                if type(item) in (str, int, float, bytes) and item != "" and secret_name(key):
                     new: Any = marker("secret")
                     if item != new:
                         self.found["secret"] += 1

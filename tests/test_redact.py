@@ -209,6 +209,39 @@ def test_values_under_secret_named_keys_are_redacted_whatever_they_look_like() -
     assert task.steps is not None and task.steps[0].metadata == metadata  # not changed in place
 
 
+def test_camel_case_names_are_secret_names_too() -> None:
+    """Keys as JavaScript and AWS write them (``accessToken``, ``SecretAccessKey``,
+    ``basicAuth``) name secrets as their snake_case forms do, in a dict and in JSON text;
+    ``maxTokens``, ``tokenCount``, ``authorName`` and ``AccessKeyId`` do not."""
+    secret = {
+        "accessToken": "t-1",
+        "SecretAccessKey": "k-2",
+        "clientSecret": "s-3",
+        "sessionToken": "t-4",
+        "OpenAIApiKey": "k-5",
+        "basicAuth": "u:p",
+        "dbPassword": "p-6",
+    }
+    plain = {"maxTokens": 512, "tokenCount": 3, "authorName": "Ann", "AccessKeyId": "id-7"}
+    task = to_task(
+        base(
+            steps=[
+                {
+                    "step_number": 1,
+                    "action": "a",
+                    "description": "d",
+                    "metadata": {"creds": secret, **plain},
+                    "output_preview": '{"refreshToken": "opaque-r3fr3sh", "maxTokens": 512}',
+                }
+            ]
+        )
+    )
+    for out in (Redactor().task(task), Redactor().encoded(task, encode_task(task))):
+        step = out.steps[0]
+        assert step.metadata == {"creds": dict.fromkeys(secret, "[REDACTED:secret]"), **plain}
+        assert step.output_preview == '{"refreshToken": "[REDACTED:secret]", "maxTokens": 512}'
+
+
 @pytest.mark.parametrize(
     "key",
     [
@@ -231,6 +264,10 @@ def test_values_under_secret_named_keys_are_redacted_whatever_they_look_like() -
         "cookie",
         "set-cookie",
         "session_id",
+        "accessToken",
+        "basicAuth",
+        "xAuth",
+        "SecretAccessKey",
     ],
 )
 def test_a_secret_named_key_alone_in_a_trace_is_not_missed_by_the_scan(key: str) -> None:
