@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 import msgspec
 import urllib3
 
+from . import _redact_scan
 from ._cli_base import _PROG, _add_settings_flags, _Commands, _fail, _say, _settings_from
 from ._problems import all_problems
 from .convert import to_task
@@ -68,6 +69,17 @@ def _add_check(commands: _Commands) -> None:
     parser.set_defaults(run=_check)
 
 
+def _scan_engine() -> str:
+    """How a trace is scanned for what to redact, and how to make it faster where it can be."""
+    version = _redact_scan.available()
+    if version is not None:
+        return f"one pass per trace (Hyperscan {version}, the fast extra)"
+    return (
+        "one re pass per pattern (pip install 'infinium-logging[fast]' makes it one pass: "
+        "docs/redaction.md)"
+    )
+
+
 def _check(args: argparse.Namespace) -> int:
     # Before the settings are read: a misspelt name may be why they fail (a missing secret).
     for warning in unknown_variables(os.environ):
@@ -79,6 +91,8 @@ def _check(args: argparse.Namespace) -> int:
     print("Effective settings:")
     for name, value in settings.masked().items():
         print(f"  {name:22} {value}")
+    if settings.redact != "off":
+        print(f"\nRedaction: {settings.redact}, {_scan_engine()}")
     if settings.disabled:
         print("\nINFINIUM_DISABLED is on: nothing would be sent.")
         return CHECK_EXIT["ok"]

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from infinium_logging import _redact_scan
 from infinium_logging._cli_check import CHECK_EXIT
 from infinium_logging.cli import main
 from infinium_logging.collector import LocalCollector
@@ -156,6 +157,21 @@ def test_check_accepts_good_credentials_and_masks_the_secret(
     assert TEST_AGENT_SECRET not in out
     assert f"<set, {len(TEST_AGENT_SECRET)} characters>" in out
     assert env.accepted_count == 0  # no trace was created
+    # dev installs the fast extra: check says the scan is one pass, and with what.
+    assert "Redaction: secrets, one pass per trace (Hyperscan " in out
+
+
+def test_check_says_how_to_make_the_redaction_scan_one_pass(
+    env: LocalCollector, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without Hyperscan (a plain install), check names the extra that makes the scan one pass;
+    with redaction off it says nothing of it."""
+    monkeypatch.setattr(_redact_scan, "available", lambda: None)
+    assert main(["check"]) == CHECK_EXIT["ok"]
+    assert "pip install 'infinium-logging[fast]'" in capsys.readouterr().out
+    monkeypatch.setenv("INFINIUM_REDACT", "off")
+    assert main(["check"]) == CHECK_EXIT["ok"]
+    assert "Redaction" not in capsys.readouterr().out
 
 
 def test_check_reports_refused_credentials(
