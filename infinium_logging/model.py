@@ -779,17 +779,22 @@ def encode_task(task: TaskData) -> bytes:
     )
     try:
         return _ENCODER.encode(wire)
-    except RecursionError:  # a free-form value nested past the interpreter's recursion limit
-        raise ValueError(
+    except (RecursionError, _NotFinite) as exc:
+        raise _unencodable(task, duration, exc) from None
+
+
+def _unencodable(task: TaskData, duration: object, exc: Exception) -> ValueError:
+    """The error of a trace that JSON cannot carry, saying where and why."""
+    if isinstance(exc, RecursionError):  # a free-form value nested past the recursion limit
+        return ValueError(
             "the trace is nested too deeply to encode (a free-form value such as metadata "
             "nests containers deeper than the interpreter's recursion limit)"
-        ) from None
-    except _NotFinite:
-        where, value = _non_finite(task, "") or ("duration", duration)
-        raise ValueError(
-            f"{where}: expected a finite number, got {value!r} (JSON has no NaN or infinity, "
-            "and the platform takes no null)"
-        ) from None
+        )
+    where, value = _non_finite(task, "") or ("duration", duration)
+    return ValueError(
+        f"{where}: expected a finite number, got {value!r} (JSON has no NaN or infinity, "
+        "and the platform takes no null)"
+    )
 
 
 def _non_finite(obj: _Model, path: str) -> tuple[str, float] | None:
