@@ -418,14 +418,9 @@ class ExecutionStep(_Model):
     metadata: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
-        # _Model's, written out for this class's fields (no float or list field: a test
-        # checks), plus the metadata's floats: one is built per step, by the thousand.
         if isinstance(self.metadata, dict):
             self.metadata = _mark_free(self.metadata)
-        for name in ("error", "tool_call", "llm_call"):
-            value = getattr(self, name)
-            if isinstance(value, _Model) and value._is_empty():
-                setattr(self, name, None)
+        _Model.__post_init__(self)
 
 
 class ExpectedOutcome(_Model):
@@ -449,9 +444,9 @@ class EnvironmentContext(_Model):
     custom_tags: dict[str, str] | None = None
 
     def __post_init__(self) -> None:
-        # No float, list or nested field for _Model's to normalise (a test checks).
         if isinstance(self.custom_tags, dict):
             self.custom_tags = _mark_free(self.custom_tags)
+        _Model.__post_init__(self)
 
 
 class LlmUsage(_Model):
