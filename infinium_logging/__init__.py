@@ -3,7 +3,10 @@
 The flow, one module per stage (docs/architecture.md draws it)::
 
     handler.py / processor.py   log events in (stdlib logging / structlog)
-    mapping.py                  events -> TaskData traces (TaggedTrace, steps, usage)
+    events.py                   a tagged record or event dict captured (TaggedTrace)
+    payload.py / steps.py       built: a tagged event's trace; an event in a task's step
+    usage.py                    LLM calls added up into llm_usage
+    fields.py / environment.py  an event's fields and safe values; the trace's environment
     timestamps.py               levels and times; errorinfo.py: exceptions and tracebacks
     tasks.py                    task(): the public API; task_state.py: a running task's state;
                                 task_trace.py: its trace built; bridging.py: bridged dedup

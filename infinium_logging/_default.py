@@ -44,7 +44,7 @@ class TaskSink(Protocol):
     TaskData fields (lenient coercion is the sink's job, off the caller's
     thread); it must not block and should not raise.  (The library's own
     :class:`~infinium_logging.exporter.Exporter` and capture sink also take
-    traces not yet built, :class:`~infinium_logging.mapping.PendingTrace`, and
+    traces not yet built, :class:`~infinium_logging.queued.PendingTrace`, and
     build them off the caller's thread; other sinks get them built.)
     """
 

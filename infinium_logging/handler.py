@@ -19,20 +19,12 @@ from ._default import (
 from ._ignore import DEFAULT_IGNORED_LOGGERS, IgnoredLoggers
 from .bridging import bridge, bridge_in_use, marked, record_identity
 from .credentials import settings_or_off
+from .environment import environment, structlog_version
 from .errorinfo import ErrorInfo, error_from_exc_info, error_from_rendered
+from .events import TaggedTrace, is_tag, tagged_trace
 from .exporter import Exporter
+from .fields import FROM_EVENT, FROM_RECORD, event_fields, record_fields
 from .guard import in_export
-from .mapping import (
-    FROM_EVENT,
-    FROM_RECORD,
-    TaggedTrace,
-    environment,
-    event_fields,
-    is_tag,
-    record_fields,
-    structlog_version,
-    tagged_trace,
-)
 from .sanitise import safe_str
 from .task_state import (
     Recorder,

@@ -418,14 +418,9 @@ class ExecutionStep(_Model):
     metadata: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
-        # _Model's, written out for this class's fields (no float or list field: a test
-        # checks), plus the metadata's floats: one is built per step, by the thousand.
         if isinstance(self.metadata, dict):
             self.metadata = _mark_free(self.metadata)
-        for name in ("error", "tool_call", "llm_call"):
-            value = getattr(self, name)
-            if isinstance(value, _Model) and value._is_empty():
-                setattr(self, name, None)
+        _Model.__post_init__(self)
 
 
 class ExpectedOutcome(_Model):
@@ -449,9 +444,9 @@ class EnvironmentContext(_Model):
     custom_tags: dict[str, str] | None = None
 
     def __post_init__(self) -> None:
-        # No float, list or nested field for _Model's to normalise (a test checks).
         if isinstance(self.custom_tags, dict):
             self.custom_tags = _mark_free(self.custom_tags)
+        _Model.__post_init__(self)
 
 
 class LlmUsage(_Model):
@@ -779,17 +774,22 @@ def encode_task(task: TaskData) -> bytes:
     )
     try:
         return _ENCODER.encode(wire)
-    except RecursionError:  # a free-form value nested past the interpreter's recursion limit
-        raise ValueError(
+    except (RecursionError, _NotFinite) as exc:
+        raise _unencodable(task, duration, exc) from None
+
+
+def _unencodable(task: TaskData, duration: object, exc: Exception) -> ValueError:
+    """The error of a trace that JSON cannot carry, saying where and why."""
+    if isinstance(exc, RecursionError):  # a free-form value nested past the recursion limit
+        return ValueError(
             "the trace is nested too deeply to encode (a free-form value such as metadata "
             "nests containers deeper than the interpreter's recursion limit)"
-        ) from None
-    except _NotFinite:
-        where, value = _non_finite(task, "") or ("duration", duration)
-        raise ValueError(
-            f"{where}: expected a finite number, got {value!r} (JSON has no NaN or infinity, "
-            "and the platform takes no null)"
-        ) from None
+        )
+    where, value = _non_finite(task, "") or ("duration", duration)
+    return ValueError(
+        f"{where}: expected a finite number, got {value!r} (JSON has no NaN or infinity, "
+        "and the platform takes no null)"
+    )
 
 
 def _non_finite(obj: _Model, path: str) -> tuple[str, float] | None:

@@ -25,9 +25,11 @@ from ._default import (
 )
 from ._ignore import DEFAULT_IGNORED_LOGGERS, IgnoredLoggers
 from .bridging import bridge, bridge_in_use, record_identity
+from .environment import environment, structlog_version
 from .errorinfo import ErrorInfo, error_from_exc_info, error_from_rendered
+from .events import TaggedTrace, is_tag, tagged_trace
+from .fields import FROM_EVENT
 from .guard import in_export
-from .mapping import FROM_EVENT, TaggedTrace, environment, is_tag, structlog_version, tagged_trace
 from .sanitise import safe_str
 from .task_state import Recorder, _current, active_state, add_recorder_source, open_tasks
 from .timestamps import LEVELS, captured_timestamp, level_number

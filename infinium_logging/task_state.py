@@ -18,10 +18,12 @@ from . import _default, lifecycle
 from ._default import Options, TaskSink
 from .convert import MAX_DESCRIPTION_LENGTH
 from .errorinfo import ErrorInfo, error_from_exc_info
-from .mapping import RawEvent, Usage, event_step
+from .fields import RawEvent
 from .sanitise import truncate
 from .settings import disabled_in_environment
+from .steps import event_step
 from .task_trace import TaskTrace, fallback_options
+from .usage import Usage
 
 __all__ = [
     "Recorder",

@@ -6,9 +6,12 @@ from typing import TYPE_CHECKING, Any, cast
 
 from . import _default
 from ._default import Options
-from .mapping import RawEvent, Usage, environment, event_step, held_by_events, merge_environment
+from .environment import environment, merge_environment
+from .fields import RawEvent, held_by_events
 from .queued import PendingTrace
+from .steps import event_step
 from .timestamps import iso_timestamp
+from .usage import Usage
 
 if TYPE_CHECKING:
     from .task_state import _TaskState

@@ -16,7 +16,7 @@ What an event costs the code that logs: the task keeps the event as it was
 captured (a shallow copy of its fields, its message, level and exception
 details) and counts it against ``max_steps``; steps, LLM usage and JSON-safe
 metadata are built from these when the trace is (see
-:class:`~infinium_logging.mapping.PendingTrace`: by the exporter, on its sender
+:class:`~infinium_logging.queued.PendingTrace`: by the exporter, on its sender
 thread).  Objects logged inside a task are therefore read after the task ends:
 do not mutate them after logging them.
 
@@ -51,9 +51,7 @@ from typing import Any, ParamSpec, TypeVar, cast, overload
 
 from . import _default
 from ._default import TaskSink
-from .mapping import (
-    TASK_FIELDS,
-)
+from .fields import TASK_FIELDS
 from .model import SECTION_NAMES
 from .official import call_summary, docstring_description, result_summary
 from .task_state import (

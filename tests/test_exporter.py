@@ -24,11 +24,11 @@ from infinium_logging.errors import (
     ServerError,
     ValidationError,
 )
+from infinium_logging.events import tagged_trace
 from infinium_logging.exporter import Exporter
 from infinium_logging.guard import in_export
 from infinium_logging.handler import InfiniumHandler
 from infinium_logging.ledger import DROP_REASONS, DropWarner, ExporterStats
-from infinium_logging.mapping import tagged_trace
 from infinium_logging.model import MAX_BODY_BYTES, ApiResponse, ExecutionStep, TaskData
 from infinium_logging.processor import InfiniumProcessor
 from infinium_logging.queued import PendingTrace

@@ -24,8 +24,8 @@ from infinium_logging.cli import main
 from infinium_logging.collector import LocalCollector
 from infinium_logging.durability import replay_spool
 from infinium_logging.errorinfo import error_from_exc_info
+from infinium_logging.events import tagged_trace
 from infinium_logging.exporter import Exporter
-from infinium_logging.mapping import tagged_trace
 from infinium_logging.model import ApiResponse, TaskData, encode_task
 from infinium_logging.spool import MAGIC, Spool, read_segment, survey
 from infinium_logging.testing import TEST_AGENT_ID, TEST_AGENT_SECRET

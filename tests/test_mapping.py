@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
+import platform
 import sys
 import time
 import traceback
@@ -18,10 +19,13 @@ from hostile import FloatRaises, IndexRaises, IsoformatRaises, ItemsRaise, IterR
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from infinium_logging import __version__, errorinfo, mapping, sanitise, timestamps
+from infinium_logging import __version__, errorinfo, sanitise, timestamps
 from infinium_logging._capture import CapturingSink
 from infinium_logging.collector import LocalCollector
 from infinium_logging.convert import MAX_PREVIEW_LENGTH, Problem, to_task
+from infinium_logging.environment import environment, merge_environment
+from infinium_logging.events import TaggedTrace, is_tag, tagged_trace
+from infinium_logging.fields import FROM_EVENT, FROM_RECORD, preview, safe_value
 from infinium_logging.handler import InfiniumHandler
 from infinium_logging.model import (
     EnvironmentContext,
@@ -33,10 +37,13 @@ from infinium_logging.model import (
     encode_task,
     format_timestamp,
 )
+from infinium_logging.payload import MAX_TAG_VALUE, tagged_payload
 from infinium_logging.sanitise import TRUNCATION_MARK
+from infinium_logging.steps import build_step, event_step
 from infinium_logging.tasks import task
+from infinium_logging.usage import Usage
 
-ENV: dict[str, Any] = mapping.environment("logging", "app.agent", (("team", "search"),))
+ENV: dict[str, Any] = environment("logging", "app.agent", (("team", "search"),))
 
 
 class _BadRepr:
@@ -130,30 +137,30 @@ def test_event_timestamp_keeps_wire_format_text() -> None:
 def test_safe_value_keeps_scalars_and_copies_the_rest() -> None:
     """Scalars pass as they are; containers are JSON-safe copies, unaffected by later changes."""
     items = [1, {2, 3}]
-    copied = mapping.safe_value(items)
+    copied = safe_value(items)
     items.append("later")
     assert copied == [1, [2, 3]]
-    assert mapping.safe_value("text") == "text"
-    assert mapping.safe_value(7) == 7
-    assert mapping.safe_value(float("inf")) is None
-    assert mapping.safe_value(_BadRepr()) == "<unrepresentable _BadRepr>"
-    assert mapping.safe_value(b"bytes") == "bytes"
+    assert safe_value("text") == "text"
+    assert safe_value(7) == 7
+    assert safe_value(float("inf")) is None
+    assert safe_value(_BadRepr()) == "<unrepresentable _BadRepr>"
+    assert safe_value(b"bytes") == "bytes"
 
 
 def test_safe_value_cuts_huge_strings() -> None:
     """A huge string is cut now, visibly, instead of being held until the task ends."""
-    cut = mapping.safe_value("x" * 100_000)
+    cut = safe_value("x" * 100_000)
     assert len(cut) == 8192
     assert cut.endswith(TRUNCATION_MARK)
 
 
 def test_preview_truncates_and_renders() -> None:
     """Previews are text within the platform's limit; structures are rendered as JSON."""
-    long = mapping.preview("y" * 2000)
+    long = preview("y" * 2000)
     assert len(long) == MAX_PREVIEW_LENGTH
     assert long.endswith(TRUNCATION_MARK)
-    assert mapping.preview({"q": [1, 2]}) == '{"q":[1,2]}'
-    assert mapping.preview(42) == "42"
+    assert preview({"q": [1, 2]}) == '{"q":[1,2]}'
+    assert preview(42) == "42"
     assert sanitise.safe_str(_BadRepr()) == "<unprintable _BadRepr>"
 
 
@@ -292,7 +299,7 @@ WHEN = 1_770_091_506.25
 
 
 def _payload(value: object, **kw: Any) -> TaskData:
-    payload = mapping.tagged_payload(
+    payload = tagged_payload(
         value,
         kw.pop("message", "Classified ticket"),
         kw.pop("timestamp", WHEN),
@@ -314,9 +321,9 @@ def test_tagged_true_builds_the_trace_from_the_event() -> None:
     assert task.output_summary == "billing"
     assert task.environment == EnvironmentContext(
         framework="logging",
-        python_version=mapping._PYTHON_VERSION,
+        python_version=platform.python_version(),
         sdk_version=__version__,
-        runtime=mapping._RUNTIME,
+        runtime=platform.python_implementation(),
         custom_tags={"ticket": "7", "team": "search", "logger": "app.agent"},
     )
 
@@ -344,7 +351,7 @@ def test_a_tagged_events_other_fields_are_kept() -> None:
     assert tags["ok"] == "false"
     assert tags["team"] == "overrides INFINIUM_TAGS"
     assert tags["logger"] == "app.agent"
-    assert len(tags["blob"]) == mapping.MAX_TAG_VALUE
+    assert len(tags["blob"]) == MAX_TAG_VALUE
 
 
 def test_tagged_dict_overwrites_nothing_it_gives() -> None:
@@ -411,7 +418,7 @@ def test_tagged_string_is_the_name_and_false_values_do_not_tag() -> None:
     """A string names the trace; False, None, 0 and "" leave the event untagged."""
     assert _payload("Classify").name == "Classify"
     for value in (False, None, 0, ""):
-        assert mapping.tagged_payload(value, "m", WHEN, None, None, ENV) is None
+        assert tagged_payload(value, "m", WHEN, None, None, ENV) is None
 
 
 def test_tagged_error_is_appended_to_given_errors() -> None:
@@ -449,12 +456,12 @@ def test_tagged_long_message_is_cut_to_the_limits() -> None:
 )
 def test_step_action_rules(fields: list[tuple[str, Any]], levelno: int, action: str) -> None:
     """action field > llm_call > tool_call > ERROR and above > log."""
-    assert mapping.build_step("msg", levelno, fields, None)["action"] == action
+    assert build_step("msg", levelno, fields, None)["action"] == action
 
 
 def test_step_fields_and_metadata() -> None:
     """Known fields fill the step; the rest goes to metadata, JSON-safe; call extras too."""
-    step = mapping.build_step(
+    step = build_step(
         "Called the model",
         20,
         [
@@ -488,7 +495,7 @@ def test_step_fields_and_metadata() -> None:
 def test_step_accepts_structs_and_bad_durations() -> None:
     """LlmCall/ToolCall structs are kept; a duration that is not a number goes to metadata."""
     call = ToolCall(tool_name="search", duration_ms=5)
-    step = mapping.build_step("m", 20, [("tool_call", call), ("duration_ms", "soon")], None)
+    step = build_step("m", 20, [("tool_call", call), ("duration_ms", "soon")], None)
     assert step["tool_call"] is call
     assert "duration_ms" not in step
     assert step["metadata"] == {"duration_ms": "soon"}
@@ -496,7 +503,7 @@ def test_step_accepts_structs_and_bad_durations() -> None:
 
 def test_usage_sums_and_multiple_models() -> None:
     """Tokens, latency and cost are summed; two models make ``multiple``."""
-    usage = mapping.Usage()
+    usage = Usage()
     usage.add({"model": "a", "provider": "p", "prompt_tokens": 10, "completion_tokens": 5,
                "latency_ms": 100}, {"llm_call.cost_usd": 0.25}, keep=True)  # fmt: skip
     usage.add(LlmCall(model="b", provider="p", prompt_tokens=1, latency_ms=50), None, keep=True)
@@ -520,17 +527,17 @@ def test_usage_sums_and_multiple_models() -> None:
 
 def test_environment_is_cached_and_shared() -> None:
     """The same logger and tags give the same (shared, read-only) environment dict."""
-    first = mapping.environment("structlog", "svc", (), "25.1.0")
-    assert first is mapping.environment("structlog", "svc", (), "25.1.0")
+    first = environment("structlog", "svc", (), "25.1.0")
+    assert first is environment("structlog", "svc", (), "25.1.0")
     assert first["framework_version"] == "25.1.0"
     assert first["custom_tags"] == {"logger": "svc"}
-    assert "custom_tags" not in mapping.environment(None, None, ())
+    assert "custom_tags" not in environment(None, None, ())
 
 
 def test_merge_environment_accepts_structs() -> None:
     """A given EnvironmentContext is merged field by field, custom tags key by key."""
     given_env = EnvironmentContext(region="eu", custom_tags={"logger": "mine"})
-    merged = mapping.merge_environment(given_env, ENV)
+    merged = merge_environment(given_env, ENV)
     assert merged["region"] == "eu"
     assert merged["framework"] == "logging"
     assert merged["custom_tags"] == {"logger": "mine", "team": "search"}
@@ -545,14 +552,14 @@ def test_merge_environment_accepts_structs() -> None:
 )
 def test_is_tag_decides_as_tagged_payload_does(value: object) -> None:
     """is_tag (what the logging thread checks) agrees with tagged_payload (what builds it)."""
-    expected = mapping.tagged_payload(value, "m", WHEN, None, None, ENV) is not None
-    assert mapping.is_tag(value) is expected
+    expected = tagged_payload(value, "m", WHEN, None, None, ENV) is not None
+    assert is_tag(value) is expected
 
 
 def test_tagged_trace_is_built_later_from_what_was_captured() -> None:
     """The captured trace formats the message when built, and copies the tag dict when made."""
     given = {"description": "Route a ticket"}
-    pending = mapping.tagged_trace(given, "Classified %s", ("ticket 7",), WHEN, None, None, ENV)
+    pending = tagged_trace(given, "Classified %s", ("ticket 7",), WHEN, None, None, ENV)
     given["name"] = "added after logging"
     del given["description"]
     assert pending.basis == {"description": "Route a ticket"}
@@ -568,7 +575,7 @@ def test_a_captured_dict_tag_read_back_from_its_spool_form_builds_the_same_trace
         raise ValueError("bad ticket")
     except ValueError as exc:
         error = errorinfo.error_from_exc_info(exc)
-    pending = mapping.tagged_trace(
+    pending = tagged_trace(
         {"description": "Route", "input_summary": b"caf\xc3\xa9"},
         "Classified %s",
         ("ticket 7",),
@@ -580,9 +587,7 @@ def test_a_captured_dict_tag_read_back_from_its_spool_form_builds_the_same_trace
     form = pending.spool_form()
     assert form is not None
     assert form[1] == "Classified ticket 7"
-    again = mapping.TaggedTrace.from_spool_form(
-        msgspec.msgpack.decode(msgspec.msgpack.encode(form))
-    )
+    again = TaggedTrace.from_spool_form(msgspec.msgpack.decode(msgspec.msgpack.encode(form)))
     assert again.materialize() == pending.materialize()
     task = to_task(again.materialize(), strict=False)
     assert task.input_summary == "café"
@@ -595,7 +600,7 @@ def test_a_captured_dict_tag_read_back_from_its_spool_form_builds_the_same_trace
 )
 def test_only_a_dict_tag_has_a_spool_form(value: object) -> None:
     """Other tags are built before they are written (a tag of True reads the event's fields)."""
-    assert mapping.tagged_trace(value, "m", None, WHEN, None, None, ENV).spool_form() is None
+    assert tagged_trace(value, "m", None, WHEN, None, None, ENV).spool_form() is None
 
 
 @pytest.mark.parametrize(
@@ -612,27 +617,27 @@ def test_only_a_dict_tag_has_a_spool_form(value: object) -> None:
 )
 def test_a_spool_form_that_is_not_one_is_refused(form: object) -> None:
     with pytest.raises(ValueError, match="not the record of a captured event"):
-        mapping.TaggedTrace.from_spool_form(form)
+        TaggedTrace.from_spool_form(form)
 
 
 def test_tagged_trace_reads_structlog_timestamps_when_built() -> None:
     """A TimeStamper value (ISO text or epoch number) becomes the trace's time when built."""
-    iso = mapping.tagged_trace(True, "m", None, "2026-02-03T04:05:06Z", None, None, ENV)
-    epoch = mapping.tagged_trace(True, "m", None, WHEN, None, None, ENV)
+    iso = tagged_trace(True, "m", None, "2026-02-03T04:05:06Z", None, None, ENV)
+    epoch = tagged_trace(True, "m", None, WHEN, None, None, ENV)
     assert to_task(iso.materialize()).current_datetime == "2026-02-03T04:05:06.000000Z"
     assert to_task(epoch.materialize()).current_datetime == "2026-02-03T04:05:06.250000Z"
 
 
 def test_tagged_trace_with_bad_arguments_is_named_by_its_format() -> None:
     """%-arguments that do not fit the format leave the format string as the message."""
-    pending = mapping.tagged_trace(True, "needs %d", ("one",), WHEN, None, None, ENV)
+    pending = tagged_trace(True, "needs %d", ("one",), WHEN, None, None, ENV)
     assert to_task(pending.materialize()).name == "needs %d"
 
 
 def test_tagged_taskdata_is_copied_when_captured() -> None:
     """Fields of a logged TaskData set after logging do not reach the trace."""
     given = TaskData("Classify", "Route", "2026-01-01T00:00:00.000000Z", 1.0)
-    pending = mapping.tagged_trace(given, "m", None, WHEN, None, None, ENV)
+    pending = tagged_trace(given, "m", None, WHEN, None, None, ENV)
     given.name = "changed after logging"
     built = to_task(pending.materialize(), strict=False)
     assert built.name == "Classify"
@@ -645,15 +650,13 @@ def test_raw_events_become_the_same_steps() -> None:
         {"ticket": 7, "_private": 1, "infinium": False, "llm_call": {"model": "m"}}
     )
     record.message = "formatted by another handler"
-    from_record = mapping.event_step(
-        (mapping.FROM_RECORD, 30, record.__dict__.copy(), "infinium", None, None)
-    )
-    assert from_record == mapping.build_step(
+    from_record = event_step((FROM_RECORD, 30, record.__dict__.copy(), "infinium", None, None))
+    assert from_record == build_step(
         "asked twice", 30, [("ticket", 7), ("llm_call", {"model": "m"})], None
     )
     event = {"event": "asked", "level": "info", "timestamp": "t", "user": "ada", "_x": 1}
-    from_event = mapping.event_step((mapping.FROM_EVENT, 20, event, "infinium", None, "asked"))
-    assert from_event == mapping.build_step("asked", 20, [("user", "ada")], None)
+    from_event = event_step((FROM_EVENT, 20, event, "infinium", None, "asked"))
+    assert from_event == build_step("asked", 20, [("user", "ada")], None)
 
 
 @settings(max_examples=100, deadline=None)
@@ -676,7 +679,7 @@ def test_usage_merge_equals_adding_one_by_one(
     calls: list[dict[str, Any]], split: int, limit: int
 ) -> None:
     """Property: merging the later calls' usage gives what adding them one by one gives."""
-    whole, first, later = mapping.Usage(), mapping.Usage(), mapping.Usage()
+    whole, first, later = Usage(), Usage(), Usage()
     for call in calls:
         whole.add(call, {"llm_call.cost_usd": 0.5}, len(whole.calls) < limit)
     for call in calls[:split]:
@@ -690,8 +693,8 @@ def test_usage_merge_equals_adding_one_by_one(
 def test_captured_events_are_distinct_objects_however_alike() -> None:
     """Two events captured with the same content are two traces: compared and hashed by
     identity, so that a sink keeping them in a set or a dict keeps both."""
-    first = mapping.tagged_trace({"name": "same"}, "message", None, WHEN, None, None, ENV)
-    second = mapping.tagged_trace({"name": "same"}, "message", None, WHEN, None, None, ENV)
+    first = tagged_trace({"name": "same"}, "message", None, WHEN, None, None, ENV)
+    second = tagged_trace({"name": "same"}, "message", None, WHEN, None, None, ENV)
     assert first != second
     assert len({first, second}) == 2
     assert first.materialize() == second.materialize()
@@ -715,7 +718,7 @@ _UNREADABLE: list[tuple[object, str]] = [
 def test_a_field_that_raises_when_read_costs_only_itself(value: object, text: str) -> None:
     """A logged value whose own methods raise becomes its repr in the step's metadata, reported
     as replaced at its path; the rest of the step and of the trace is kept."""
-    step = {"step_number": 1, **mapping.build_step("asked", 20, [("ok", 1), ("v", value)], None)}
+    step = {"step_number": 1, **build_step("asked", 20, [("ok", 1), ("v", value)], None)}
     problems: list[Problem] = []
     trace = to_task(
         {
@@ -737,7 +740,7 @@ def test_a_field_that_raises_when_read_costs_only_itself(value: object, text: st
 def test_a_call_that_raises_when_read_goes_to_metadata_as_text() -> None:
     """An llm_call mapping whose items() raises is no LLM call: it is kept as text in metadata,
     and the step is still a step."""
-    step = mapping.build_step("asked", 20, [("llm_call", ItemsRaise(model="m"))], None)
+    step = build_step("asked", 20, [("llm_call", ItemsRaise(model="m"))], None)
     assert step["action"] == "log"
     assert str(step["metadata"]["llm_call"]) == "{'model': 'm'}"
 
@@ -754,7 +757,7 @@ def test_an_action_that_raises_when_compared_is_read_as_text() -> None:
         def __str__(self) -> str:
             return "decide"
 
-    assert mapping.build_step("m", 20, [("action", Action())], None)["action"] == "decide"
+    assert build_step("m", 20, [("action", Action())], None)["action"] == "decide"
 
 
 def test_a_tag_whose_errors_cannot_be_iterated_keeps_the_events_error() -> None:
@@ -764,7 +767,7 @@ def test_a_tag_whose_errors_cannot_be_iterated_keeps_the_events_error() -> None:
         _raise()
     except ValueError:
         error = errorinfo.error_from_exc_info(True)
-    payload = mapping.tagged_payload(
+    payload = tagged_payload(
         {"name": "n", "errors": IterRaises([{"error_type": "E", "message": "m"}])},
         "m",
         WHEN,
@@ -843,7 +846,7 @@ def test_a_tagged_taskdata_is_read_leniently() -> None:
         ],
         llm_usage=LlmUsage(estimated_cost_usd=2.5e-05),
     )
-    pending = mapping.tagged_trace(given, "m", None, WHEN, None, None, ENV)
+    pending = tagged_trace(given, "m", None, WHEN, None, None, ENV)
     sink = CapturingSink()
     sink.submit(pending)
     (trace,) = sink.tasks
@@ -859,8 +862,8 @@ def test_a_tagged_taskdata_is_read_leniently() -> None:
 
 def test_a_field_emptied_by_dropping_nulls_is_left_out() -> None:
     """``extra={"m": {"x": None}}`` leaves no ``"m":{}`` behind; a dict given empty is kept."""
-    step = mapping.build_step(
+    step = build_step(
         "m", 20, [("gone", {"x": None, "y": [None, math.nan]}), ("kept", {}), ("n", None)], None
     )
     assert step["metadata"] == {"kept": {}}
-    assert "metadata" not in mapping.build_step("m", 20, [("gone", {"x": None})], None)
+    assert "metadata" not in build_step("m", 20, [("gone", {"x": None})], None)

@@ -268,13 +268,26 @@ def test_subclasses_of_float_str_and_int_are_written_as_their_base_type() -> Non
     assert decode_task(body) == to_task(task)
 
 
-def test_the_free_form_marking_written_out_for_steps_matches_model_rules() -> None:
-    """ExecutionStep and EnvironmentContext write _Model's normalisation out for their own
-    fields: it holds only while they have no float or list field of their own."""
-    assert ExecutionStep._floats == () and ExecutionStep._lists == ()
-    assert ExecutionStep._objects == ("error", "tool_call", "llm_call")
-    assert EnvironmentContext._floats == EnvironmentContext._lists == ()
-    assert EnvironmentContext._objects == ()
+def test_steps_and_environments_are_normalised_as_every_model_is() -> None:
+    """ExecutionStep and EnvironmentContext mark their free-form dicts, then normalise as every
+    model does: with every nested object set, the body is the official client's."""
+    step = ExecutionStep(
+        1,
+        "tool_use",
+        "search",
+        duration_ms=5,
+        error=ErrorDetail("Timeout", "slow", stack_trace="trace"),
+        tool_call=ToolCall("search", http_status=200),
+        llm_call=LlmCall("gpt-4o", temperature=2e-05),
+        metadata={"tiny": 1e-07, "nested": [1, 2.5e-08]},
+    )
+    environment = EnvironmentContext(framework="f", custom_tags={"team": "search"})
+    task = base(steps=[step], environment=environment)
+    body = encode_task(task)
+    assert body == _official_body(task)
+    assert b'"metadata":{"tiny":1e-07,"nested":[1,2.5e-08]}' in body
+    assert b'"temperature":2e-05' in body
+    assert b'"custom_tags":{"team":"search"}' in body
 
 
 def test_whole_numbers_in_float_fields_stay_whole_as_the_official_client_writes_them() -> None:

@@ -3,7 +3,7 @@
 A span becomes the same fields a user would log (``llm_call``, ``tool_call``,
 ``duration_ms``, previews, metadata), so that its step and the trace's
 ``llm_usage`` are built by the code that builds them for logged events
-(:func:`~infinium_logging.mapping.build_step`, ``Usage``).  Three vocabularies are
+(:func:`~infinium_logging.steps.build_step`, ``Usage``).  Three vocabularies are
 read: the OpenTelemetry GenAI semantic conventions, current names first and
 then the older ones (``gen_ai.system``, ``gen_ai.usage.prompt_tokens``,
 ``gen_ai.prompt``/``gen_ai.completion`` span events, OpenLLMetry's indexed
@@ -20,7 +20,7 @@ from typing import Any, Final
 
 from infinium_logging.convert import MAX_NAME_LENGTH
 from infinium_logging.errorinfo import MAX_ERROR_MESSAGE, MAX_STACK_TRACE, ErrorInfo
-from infinium_logging.mapping import preview
+from infinium_logging.fields import preview
 from infinium_logging.sanitise import truncate
 
 __all__ = ["LLM", "TOOL", "describe", "error_of", "kind_of", "llm_fields", "tool_fields"]

@@ -31,8 +31,8 @@ from opentelemetry.trace import StatusCode
 from infinium_logging import _default
 from infinium_logging._default import Options, TaskSink, default_options, options_for
 from infinium_logging.errorinfo import ErrorInfo
+from infinium_logging.fields import FROM_EVENT, RawEvent, held_text
 from infinium_logging.guard import in_export
-from infinium_logging.mapping import FROM_EVENT, RawEvent, held_text
 from infinium_logging.task_state import Recorder, _TaskState, active_state, open_tasks
 
 from ._events import GenAIEvents, with_logged
@@ -135,7 +135,7 @@ class SpanFields(dict[str, Any]):
     def values(self) -> Any:
         source = self.source
         if source is not None:
-            # What it holds until built (see mapping.held_by_events): the attributes' text.
+            # What it holds until built (see fields.held_by_events): the attributes' text.
             return source[1].values()
         return super().values()
 
