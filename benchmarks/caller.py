@@ -38,6 +38,12 @@ UNTAGGED = 'log.info("Fetched the account record")'
 TAGGED = 'log.info("Resolved billing dispute", extra={"infinium": TRACE})'
 # The trace's 10 steps as 10 events; per-call times divide by 10.
 IN_TASK = "for m, f in EVENTS:\n    log.info(m, extra=f)"
+# A whole task: entered, its 10 steps logged, ended (the trace built later, on a sender).
+WHOLE_TASK = (
+    "with task('Resolve billing dispute', exporter=EX):\n"
+    "    for m, f in EVENTS:\n"
+    "        log.info(m, extra=f)"
+)
 SL_UNTAGGED = 'log.info("Fetched the account record", account_id=48213)'
 SL_TAGGED = 'log.info("Resolved billing dispute", infinium=TRACE)'
 SL_IN_TASK = "for m, f in EVENTS:\n    log.info(m, **f)"
@@ -209,6 +215,30 @@ def _handler_side(
     return side
 
 
+def _whole_task_side(held: _Held) -> Callable[[int], float]:
+    """Whole ``task()`` blocks of the 10 step events, timed per event (see WHOLE_TASK)."""
+    logger = _logger(f"infinium.task.{id(held):x}")
+    namespace = {**_namespace(logger), "task": task, "EX": None}
+    run = loop(WHOLE_TASK, namespace)
+    per = len(STEP_EVENTS)
+
+    def side(n: int) -> float:
+        tasks = max(1, n // per)
+        exporter, fresh = held.take(tasks + 100)
+        if fresh:
+            for handler in list(logger.handlers):
+                logger.removeHandler(handler)
+                handler.close()
+            handler = InfiniumHandler(exporter=exporter)
+            logger.addHandler(handler)
+            held.handlers.append((logger, handler))
+            namespace["EX"] = exporter  # the timed loop reads its globals from here
+            run(5)  # warm-up: starts the sender threads
+        return run(tasks) / per
+
+    return side
+
+
 # --- figures 1-3: stdlib logging ----------------------------------------------------------------
 
 
@@ -272,6 +302,18 @@ def figure_3(plan: Plan, base_url: str) -> list[Row]:
         )
     finally:
         held.close()
+    whole = _Held(base_url)
+    try:
+        whole_pair = compare(
+            _whole_task_side(whole),
+            _queue_side(IN_TASK, per=len(STEP_EVENTS)),
+            n=plan.calls,
+            rounds=plan.rounds,
+            chunks=plan.chunks,
+            warmup=plan.calls // 4,
+        )
+    finally:
+        whole.close()
     return [
         _row(
             "3",
@@ -280,7 +322,15 @@ def figure_3(plan: Plan, base_url: str) -> list[Row]:
             "QueueHandler(SimpleQueue)",
             0.75,
             note="the trace's 10 steps as events (LLM/tool calls, previews)",
-        )
+        ),
+        _row(
+            "3b",
+            "a whole task(): entered, 10 steps logged, ended (per step)",
+            whole_pair,
+            "QueueHandler(SimpleQueue), the 10 events",
+            1.0,
+            note="the task's end on the caller's thread included; its trace is built later",
+        ),
     ]
 
 

@@ -5,12 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
-import msgspec
-
 from .model import MAX_BODY_BYTES
 from .sanitise import truncate
 
-__all__ = ["CAPTURE_BUDGET", "bounded"]
+__all__ = ["CAPTURE_BUDGET", "bounded", "long_in_sight"]
 
 #: Characters of text (and bytes) a captured event's spool record keeps in all, shared among
 #: its longest values: a trace body is at most MAX_BODY_BYTES, so no more could be sent, and
@@ -35,8 +33,6 @@ def bounded(
     arguments are returned as they are when nothing is cut (the usual case: one pass over
     the values); they are never modified.
     """
-    if _surely_within(basis, message, fields):
-        return basis, message, env, fields
     lengths = [len(message)]
     _lengths(basis, 0, lengths)
     if fields:
@@ -60,25 +56,22 @@ def bounded(
     return kept, message, marked, fields
 
 
-_pack: Final = msgspec.msgpack.Encoder().encode
-
-
-def _surely_within(
+def long_in_sight(
     basis: dict[Any, Any], message: str, fields: list[tuple[str, Any]] | None
 ) -> bool:
-    """Whether nothing can need cutting, known cheaply: the values' MessagePack encoding holds
-    each string as at least as many bytes as it has characters, so an encoding within the
-    budget holds no more text.  One encoding at C speed costs a fifth of walking the values
-    in Python (benchmark figure 10); a long value in plain sight skips it (no copy of it)."""
+    """Whether the message or a top-level value is longer than the whole budget: then the
+    event is cut before it is encoded (a huge value would be copied whole); the rest is
+    found by encoding it (its MessagePack holds each string in at least as many bytes as
+    it has characters, so a record within the budget holds no more text)."""
     if len(message) > CAPTURE_BUDGET:
-        return False
+        return True
     for value in basis.values():
         if (type(value) is str or type(value) is bytes) and len(value) > CAPTURE_BUDGET:
-            return False
-    try:
-        return len(_pack((basis, message, fields))) <= CAPTURE_BUDGET
-    except Exception:  # what MessagePack cannot hold is measured by the walk
-        return False
+            return True
+    for _, value in fields or ():
+        if (type(value) is str or type(value) is bytes) and len(value) > CAPTURE_BUDGET:
+            return True
+    return False
 
 
 def _lengths(value: object, depth: int, out: list[int]) -> None:

@@ -13,6 +13,7 @@ from typing import Any, Final, TypeVar
 
 import msgspec
 
+from ._bounded import CAPTURE_BUDGET
 from ._logsetup import setup_logging
 from .convert import Problem, to_task
 from .delivery import Deadline, Delivery
@@ -121,6 +122,10 @@ def captured_record(task: PendingTrace) -> bytes | None:
         if form is None:
             return None
         payload = _pack(form)
+        # Encoded first, cut only when it may need it: walking every value to find the long
+        # ones costs the caller several times the encoding (benchmark figure 10).
+        if len(payload) > CAPTURE_BUDGET:
+            payload = _pack(task.spool_form(cut=True))
     except Exception:  # an int past 64 bits, a lone surrogate: the built trace copes
         return None
     return payload if len(payload) <= MAX_BODY_BYTES else None

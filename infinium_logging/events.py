@@ -27,7 +27,7 @@ from typing import Any
 
 import msgspec
 
-from ._bounded import bounded
+from ._bounded import bounded, long_in_sight
 from .errorinfo import ErrorInfo
 from .fields import event_fields, held_text, is_dataclass_object, record_message
 from .model import TaskData
@@ -121,10 +121,11 @@ class TaggedTrace(msgspec.Struct, PendingTrace, eq=False, gc=False):
             raise ValueError("the event's tag value does not make a trace")
         return payload
 
-    def spool_form(self) -> tuple[Any, ...] | None:
+    def spool_form(self, cut: bool = False) -> tuple[Any, ...] | None:
         """``(basis, message, timestamp, error detail, env[, fields])`` when the tag's value is
         a dict (the usual case), read back by :meth:`from_spool_form`; the message is formatted
-        now, and the event's own fields (if any) are listed as pairs."""
+        now, and the event's own fields (if any) are listed as pairs.  With ``cut`` (or a value
+        too long in plain sight) the long values are cut to what a trace can carry."""
         if type(self.basis) is not dict:
             return None
         message = self.message
@@ -133,14 +134,13 @@ class TaggedTrace(msgspec.Struct, PendingTrace, eq=False, gc=False):
         elif type(message) is not str:
             message = safe_str(message)
         error = None if self.error is None else self.error.detail
-        # Cut to what a trace can carry now: a huge value would be encoded whole on the
-        # caller's thread (and a record over the body limit is built there in full).
         fields = self.fields
         if isinstance(fields, dict):
             fields = event_fields(fields, "")
-        basis, message, env, pairs = bounded(
-            self.basis, message, self.env, list(fields) if fields else None
-        )
+        basis, env, pairs = self.basis, self.env, list(fields) if fields else None
+        # Cut on the caller's thread: a huge value would otherwise be encoded whole there.
+        if cut or long_in_sight(basis, message, pairs):
+            basis, message, env, pairs = bounded(basis, message, env, pairs)
         if pairs:
             return (basis, message, self.timestamp, error, env, pairs)
         return (basis, message, self.timestamp, error, env)

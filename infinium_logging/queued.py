@@ -57,9 +57,10 @@ class PendingTrace:
         """The trace: a TaskData, or a dict of TaskData fields to be read leniently."""
         raise NotImplementedError
 
-    def spool_form(self) -> tuple[Any, ...] | None:
+    def spool_form(self, cut: bool = False) -> tuple[Any, ...] | None:
         """What a spool record keeps of it to build it later, or ``None`` when it has no such
-        form (it is built before it is written)."""
+        form (it is built before it is written).  ``cut``: asked again so when the record
+        came out longer than a trace can carry (its long values cut, as ``fit_task`` would)."""
         return None
 
     def estimate(self, fixed: int, per_step: int) -> int:

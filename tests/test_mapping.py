@@ -23,11 +23,13 @@ from infinium_logging import __version__, errorinfo, sanitise, timestamps
 from infinium_logging._capture import CapturingSink
 from infinium_logging.collector import LocalCollector
 from infinium_logging.convert import MAX_PREVIEW_LENGTH, Problem, to_task
+from infinium_logging.durability import captured_record
 from infinium_logging.environment import environment, merge_environment
 from infinium_logging.events import TaggedTrace, is_tag, tagged_trace
 from infinium_logging.fields import FROM_EVENT, FROM_RECORD, preview, safe_value
 from infinium_logging.handler import InfiniumHandler
 from infinium_logging.model import (
+    MAX_BODY_BYTES,
     EnvironmentContext,
     ExecutionStep,
     LlmCall,
@@ -593,6 +595,28 @@ def test_a_captured_dict_tag_read_back_from_its_spool_form_builds_the_same_trace
     assert task.input_summary == "café"
     assert task.errors is not None
     assert task.errors[0].message == "bad ticket"
+
+
+def test_many_values_each_short_but_long_together_are_cut_in_the_spool_record() -> None:
+    """No value is long in plain sight, yet together they hold more than a trace can carry:
+    the record (encoded first, as the write-ahead does) comes out over the budget, is asked
+    for again cut, and then stays under the body limit with the cut marked."""
+    steps = [
+        {"step_number": n, "action": "a", "description": "d", "output_preview": "p" * 60_000}
+        for n in range(1, 21)
+    ]
+    pending = tagged_trace(
+        {"description": "many", "steps": steps}, "m", None, WHEN, None, None, ENV
+    )
+    assert pending.spool_form() == pending.spool_form(cut=False)  # nothing long in sight
+    record = captured_record(pending)
+    assert record is not None and len(record) <= MAX_BODY_BYTES
+    basis, _, _, _, env = msgspec.msgpack.decode(record)
+    assert len(basis["steps"]) == 20
+    assert all(len(step["output_preview"]) < 60_000 for step in basis["steps"])
+    assert env["custom_tags"]["truncated"] == "true"
+    small = tagged_trace({"description": "small"}, "m", None, WHEN, None, None, ENV)
+    assert msgspec.msgpack.decode(captured_record(small) or b"") == list(small.spool_form() or ())
 
 
 @pytest.mark.parametrize(
