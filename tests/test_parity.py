@@ -234,23 +234,25 @@ class _Platform:
                     platform.in_flight += 1
                     platform.most_in_flight = max(platform.most_in_flight, platform.in_flight)
                     ready = platform.polls >= platform.ready_after
+                # Out of flight before the answer is written: the client may read it and send
+                # its next request before this thread would get back to count it out.
                 try:
                     if platform.delay:
                         time.sleep(platform.delay)
-                    if self.path.endswith(MISSING):
-                        self.send_response(404)
-                        self.end_headers()
-                        return
-                    result = {"grade": "A"} if ready else None
-                    body = json.dumps({"traceId": "t", "interpretedTraceResult": result}).encode()
-                    self.send_response(200)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
                 finally:
                     with platform._lock:
                         platform.in_flight -= 1
+                if self.path.endswith(MISSING):
+                    self.send_response(404)
+                    self.end_headers()
+                    return
+                result = {"grade": "A"} if ready else None
+                body = json.dumps({"traceId": "t", "interpretedTraceResult": result}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
