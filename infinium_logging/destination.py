@@ -103,8 +103,11 @@ class Destination(Protocol):
         """How many records one request may carry."""
         ...
 
-    def encode(self, trace: TaskData) -> bytes:
-        """The record of one built trace (raises ``ValidationError`` when it has none)."""
+    def record(self, body: bytes, trace: TaskData | None = None) -> bytes:
+        """The record of one built trace, given its wire body (the model's encoding, redacted,
+        which the core always has) and the trace itself when the core holds it (a destination
+        that needs it decodes ``body`` otherwise).  Raises ``ValidationError`` when the trace
+        has no record here (it is then not sent to this destination)."""
         ...
 
     def frame(self, records: Sequence[bytes]) -> bytes:
