@@ -76,9 +76,9 @@ class Dispatch:
 
     def take_batch(self, limits: BatchLimits) -> list[Item] | None:
         """The next batch for a destination that takes many records per request: up to
-        ``limits.max_records`` queued traces (and ``limits.max_bytes`` of them as counted),
-        waiting up to ``limits.max_delay`` from when the first was seen for the batch to
-        fill; a flush or shutdown takes what waits at once.  Spool chores on the way, as
+        ``limits.max_records`` queued traces, taken once that many wait, or ``limits.max_bytes``
+        of them as counted, or ``limits.max_delay`` after the first was seen; a flush or
+        shutdown takes what waits at once.  Spool chores on the way, as
         :meth:`take`; None when there is no more."""
         return self._take(functools.partial(self._batch_locked, limits))
 
@@ -169,16 +169,14 @@ class Dispatch:
         return False
 
     def _pop_batch_locked(self, limits: BatchLimits) -> list[Item]:
-        """Take the oldest traces that fit ``limits`` (at least one) into flight (lock held)."""
+        """Take the oldest ``limits.max_records`` traces (or fewer) into flight (lock held).
+
+        Not bounded by ``limits.max_bytes`` here: while queued a trace is counted at its
+        memory estimate, about twice its record; the sender cuts requests by the records'
+        own bytes (see :mod:`~infinium_logging.batching`), and a batch cut by the estimate
+        would make requests half full."""
         queue = self._queue
-        in_flight = self.ledger.in_flight
-        batch = [queue.popleft()]
-        size = batch[0].size
-        while queue and len(batch) < limits.max_records:
-            if size + queue[0].size > limits.max_bytes:
-                break
-            item = queue.popleft()
-            size += item.size
-            batch.append(item)
-        in_flight.update(batch)
+        count = min(len(queue), limits.max_records)
+        batch = [queue.popleft() for _ in range(count)]
+        self.ledger.in_flight.update(batch)
         return batch

@@ -234,6 +234,8 @@ def core_settings(settings: InfinoSettings) -> Settings:
         requests_per_second=settings.requests_per_second,
         burst_size=settings.burst_size,
         max_queue_size=settings.max_queue_size,
+        # Bounded by count alone, as Infino's settings have no byte bound.
+        max_queue_bytes=2**40,
         workers=1,
         shutdown_timeout=settings.shutdown_timeout,
         spool_dir=settings.spool_dir,

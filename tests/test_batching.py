@@ -195,7 +195,11 @@ def test_shutdown_deadline_counts_a_batch_it_could_not_send(infino: InfinoServer
     waiting batch as lost to ``shutdown``."""
     infino.down = True
     exporter, _ = batching_exporter(
-        infino, max_batch_records=100, retry_backoff_base=0.2, retry_backoff_max=0.2
+        infino,
+        max_batch_records=100,
+        max_retries=100,  # retries never run out before the deadline
+        retry_backoff_base=0.2,
+        retry_backoff_max=0.2,
     )
     for number in range(3):
         exporter.submit(trace(f"t{number}"))
@@ -271,14 +275,20 @@ def test_a_batch_waits_at_most_max_delay() -> None:
 
 
 def test_a_batch_goes_when_max_bytes_wait() -> None:
-    """Traces counted at max_bytes or more make a batch without waiting for the delay, and
-    a batch takes no more than max_bytes of them (at least one)."""
+    """Traces counted at max_bytes or more make a batch without waiting for the delay (the
+    requests are cut by their records' own bytes, see test_a_batch_is_bounded_by_bytes),
+    and a batch takes no more than max_records of them."""
     clock = _Clock()
-    dispatch, admission = _dispatch(clock)
+    dispatch, _ = _dispatch(clock)
     for name in ("a", "b", "c"):
         _add(dispatch, trace(name))
     one = dispatch.ledger.queue[0].size
     limits = BatchLimits(max_records=10, max_bytes=2 * one, max_delay=60.0)
+    batch = dispatch.take_batch(limits)  # due at once: no thread, no clock moved
+    assert batch is not None and [item.task.name for item in batch] == ["a", "b", "c"]
+    assert not dispatch.ledger.queue
+    _add(dispatch, trace("d"))
+    _add(dispatch, trace("e"))
+    limits = BatchLimits(max_records=1, max_bytes=1 << 20, max_delay=60.0)
     batch = dispatch.take_batch(limits)
-    assert batch is not None and [item.task.name for item in batch] == ["a", "b"]
-    del admission
+    assert batch is not None and [item.task.name for item in batch] == ["d"]

@@ -248,8 +248,57 @@ def test_spooled_traces_survive_an_outage_and_a_restart(
     sink.shutdown(0.5)
     infino.down = False
     again = make_sink(infino, spool_dir=str(tmp_path))
-    assert again.stats().adopted == 3
+    # A sender adopts what the first sink left, as the Infinium exporter's do.
+    assert wait_until(lambda: again.stats().adopted == 3, timeout=15.0)
     again.submit(trace("t0"))  # the same trace once more: same _id, no second copy
     assert wait_until(lambda: again.stats().sent == 4, timeout=15.0)
     assert len(infino.ids(DATASET)) == 3
     again.shutdown()
+
+
+def test_each_dataset_is_a_destination_with_its_own_stats(infino: InfinoServer) -> None:
+    """With a steps dataset, a trace is settled once both datasets stored its rows; a trace
+    without steps has no record for the steps dataset; each dataset has its own counts."""
+    sink = make_sink(infino, steps_dataset="infinium-steps", linger=30.0)
+    steps = [ExecutionStep(n, "llm", "call") for n in (1, 2, 3)]
+    sink.submit(trace("with steps", steps=steps))
+    sink.submit(trace("bare"))
+    assert sink.flush(10.0)
+    stats = sink.stats()
+    assert stats.sent == 2 and stats.rows_sent == 2 + 3 and stats.requests == 2
+    each = sink.exporter.stats().destinations
+    assert (each["infino"].sent, each["infino-steps"].sent) == (2, 1)
+    assert len(infino.documents("infinium-steps")) == 3
+    assert balanced(stats)
+    sink.shutdown()
+
+
+def test_a_step_row_refused_for_good_does_not_drop_its_trace(infino: InfinoServer) -> None:
+    """The steps dataset refusing a trace's step rows is counted there; the trace, stored in
+    the traces dataset, counts as sent."""
+    infino.refuse = lambda doc: "mapper_parsing_exception" if "step_number" in doc else None
+    sink = make_sink(infino, steps_dataset="infinium-steps")
+    sink.submit(trace("steps refused", steps=[ExecutionStep(1, "llm", "call")]))
+    assert sink.flush(10.0)
+    stats = sink.stats()
+    assert stats.sent == 1 and stats.dropped_total == 0
+    assert stats.rows_rejected == {"mapper_parsing_exception": 1}
+    each = sink.exporter.stats().destinations
+    assert each["infino-steps"].rejected == {"mapper_parsing_exception": 1}
+    assert len(infino.documents(DATASET)) == 1
+    sink.shutdown()
+
+
+def test_infino_failures_are_not_explained_as_infinium_ones(
+    infino: InfinoServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Keys Infino refuses are counted and kept in last_error, never explained with the
+    Infinium exporter's advice about INFINIUM_AGENT_ID."""
+    sink = make_sink(infino, secret_key="another-wrong-secret-456")
+    with caplog.at_level("DEBUG", logger="infinium_logging"):
+        sink.submit(trace("refused"))
+        assert sink.flush(10.0)
+    assert sink.stats().dropped["auth"] == 1
+    assert "AGENT_ID" not in caplog.text
+    assert "another-wrong-secret-456" not in caplog.text
+    sink.shutdown()
