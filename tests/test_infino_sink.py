@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import collections
 import json
+import os
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -301,4 +304,46 @@ def test_infino_failures_are_not_explained_as_infinium_ones(
     assert sink.stats().dropped["auth"] == 1
     assert "AGENT_ID" not in caplog.text
     assert "another-wrong-secret-456" not in caplog.text
+    sink.shutdown()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_forked_child_starts_empty_and_sends_its_own(infino: InfinoServer) -> None:
+    """In a forked child the sink holds none of the parent's traces (they are the parent's
+    to send) and delivers its own over a pool of its own: every trace is stored once."""
+    sink = make_sink(infino, linger=60.0)  # the parent's traces wait for their batch
+    for number in range(5):
+        sink.submit(trace(f"parent-{number}"))
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child, which leaves through os._exit
+        code = 1
+        try:
+            os.close(read_end)
+            fresh = sink.stats()
+            for number in range(3):
+                sink.submit(trace(f"child-{number}"))
+            flushed = sink.flush(10.0)
+            sent = sink.stats().sent
+            sink.shutdown(5.0)
+            report = [fresh.submitted, fresh.queued, flushed, sent]
+            os.write(write_end, json.dumps(report).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    watchdog = threading.Timer(30.0, os.kill, (pid, signal.SIGKILL))  # a hung child fails
+    watchdog.start()
+    try:
+        with os.fdopen(read_end, "rb") as pipe:
+            report = json.loads(pipe.read() or b"null")
+        os.waitpid(pid, 0)
+    finally:
+        watchdog.cancel()
+    assert sink.flush(10.0)
+    assert report == [0, 0, True, 3]
+    assert sink.stats().sent == 5
+    names = sorted(doc["name"] for doc in infino.documents(DATASET))
+    assert names == sorted([f"parent-{n}" for n in range(5)] + [f"child-{n}" for n in range(3)])
     sink.shutdown()
