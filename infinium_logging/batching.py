@@ -110,7 +110,10 @@ class BatchSender:
             destination = delivery.destination
             try:
                 records[destination.name] = destination.record(body, trace)
-            except ValidationError:  # no record there (a trace without steps, say)
+            except ValidationError as exc:  # no record there (a trace without steps, say)
+                if not records:  # the first destination, whose answer settles the trace
+                    sender.settle(item, "invalid", f"could not be encoded: {exc}")
+                    return False
                 continue
             except Exception as exc:
                 sender.settle(item, "invalid", f"could not be encoded: {exc}")
@@ -150,8 +153,8 @@ class BatchSender:
             with self._lock:
                 for item, result in zip(chunk, results, strict=True):
                     self._apply(item, name, tally, result.verdict, result.reason or result.detail)
-                    if result.verdict == "sent" and result.response is not None and first:
-                        answers[item] = result.response
+                    if result.verdict == "sent" and first:
+                        answers[item] = result.response or outcome.response
                     if result.detail and result.verdict != "sent":
                         tally.last_error = self._ledger.last_error = (
                             f"{name} refused a record: {result.detail}"
@@ -203,11 +206,6 @@ class BatchSender:
         False when none will be (each trace settled as its retries say)."""
         delay = 0.0
         retry: list[Item] = []
-        names = {name for item in pending for name in item.records or ()}
-        with self._lock:
-            self._ledger.retries += 1
-            for name in names:
-                self.tallies[name].retries += 1
         for item in pending:
             decision = self._policy.decide(item.retries, time.monotonic() - started)
             if decision.retry:
@@ -219,6 +217,11 @@ class BatchSender:
         pending[:] = retry
         if not retry:
             return False
+        names = {name for item in retry for name in item.records or ()}
+        with self._lock:
+            self._ledger.retries += 1
+            for name in names:
+                self.tallies[name].retries += 1
         if not self._deadline.sleep_until(time.monotonic() + delay):
             for item in retry:
                 self._sender.settle(item, "shutdown", "the shutdown deadline came first")

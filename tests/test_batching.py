@@ -133,7 +133,7 @@ def test_records_refused_for_now_run_out_of_retries_on_their_own(infino: InfinoS
     assert exporter.flush(10.0)
     stats = exporter.stats()
     assert stats.sent == 1 and stats.dropped["retries_exhausted"] == 1
-    assert infino.bulk_sizes == [2, 1, 1]
+    assert infino.bulk_sizes == [2, 1, 1] and stats.retries == 2
     assert balanced(stats)
     exporter.shutdown()
 
