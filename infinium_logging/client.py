@@ -10,7 +10,7 @@ from typing import Any, ClassVar, Final, Protocol
 
 from .convert import to_task
 from .delivery import Delivery
-from .destination_infinium import InfiniumDestination
+from .destination_infinium import InfiniumDestination, encode_trace
 from .errors import BatchError, InfiniumError, NotFoundError
 from .guard import EXPORTING
 from .model import ApiResponse, BatchResult, PromptContent, TaskData, utc_now_iso
@@ -158,7 +158,9 @@ class ApiClient:
             task = {**task, "current_datetime": utc_now_iso()}  # as submit() fills it in
         trace = task if isinstance(task, TaskData) else to_task(task, strict=True)
         delivery = self._delivery()
-        body = delivery.destination.encode(self._redactor.task(trace))
+        destination = delivery.destination
+        clean = self._redactor.task(trace)
+        body = destination.frame([destination.record(encode_trace(clean), clean)])
         self._check_open()
         token = EXPORTING.set(True)
         try:

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Final
+from collections.abc import Sequence
+from typing import Any, Final
 
 from . import spill
+from .destination import Destination
 from .dispatch import Dispatch
 from .durability import quietly
 from .guard import EXPORTING
@@ -32,7 +34,12 @@ class Closing:
     closed: the parts of the exporter below it are read here and told the end."""
 
     def __init__(
-        self, dispatch: Dispatch, sender: Sender, workers: Workers[Item], bucket: TokenBucket
+        self,
+        dispatch: Dispatch,
+        sender: Sender,
+        workers: Workers[Any],
+        bucket: TokenBucket,
+        destinations: Sequence[Destination],
     ) -> None:
         self._settings = sender.settings
         self._ledger = dispatch.ledger
@@ -45,7 +52,7 @@ class Closing:
         self._durable = dispatch.durable
         self._sender = sender
         self._reporter = sender.reporter
-        self._delivery = sender.delivery
+        self._destinations = destinations
         self._workers = workers
         self._bucket = bucket
 
@@ -88,7 +95,8 @@ class Closing:
             # Idle senders exit at once; a sender stuck in a request is a daemon thread
             # and is left behind (its late answer is ignored: the trace is settled).
             self._workers.join(_JOIN_GRACE)
-        self._delivery.destination.close()
+        for destination in self._destinations:
+            destination.close()
         if spool is not None:
             # Unlocks the segments: the next start (or another process) adopts what is left.
             quietly(spool.close)

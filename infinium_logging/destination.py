@@ -3,7 +3,7 @@
 The delivery core (admission, ledger, workers, :mod:`~infinium_logging.delivery`,
 durability) knows nothing of any endpoint.  Everything specific to one lives in
 one object that satisfies :class:`Destination`: how a built trace becomes a
-record (:meth:`~Destination.encode`), how records become one request body
+record (:meth:`~Destination.record`), how records become one request body
 (:meth:`~Destination.frame`), one attempt at sending it
 (:meth:`~Destination.post`: path, headers and, where the endpoint wants it, a
 signature made afresh on every call, over the exact body and a new timestamp),
@@ -11,32 +11,49 @@ and how the answer is read, record by record (:meth:`~Destination.results`).
 
 :class:`~infinium_logging.destination_infinium.InfiniumDestination` is the
 Infinium trace endpoint: one trace per request, the official client's wire
-bytes, an answer that names the stored trace.  A bulk endpoint (Infino's NDJSON
-``_bulk``, say) is another Destination, not another exporter: it takes many
-records per request (:attr:`~Destination.limits`: count, bytes and how long a
-batch may wait to fill), signs each attempt, and reads a 200 that carries one
-result per record, some to be retried (``"retry"``), some refused for good
-(``"reject"`` with the reason they are counted under).
+bytes, an answer that names the stored trace.
+:class:`~infinium_logging.infino_destination.InfinoDestination` is a bulk
+endpoint (an Infino dataset's NDJSON ``_bulk``): another Destination, not
+another exporter (:class:`~infinium_logging.infino.InfinoSink` is an Exporter
+with one per dataset).  It takes many records per request
+(:attr:`~Destination.limits`: count, bytes and how long a batch may wait to
+fill), signs each attempt, and reads a 200 that carries one result per record,
+some to be retried (``"retry"``), some refused for good (``"reject"`` with the
+reason they are counted under).
 
-How the core uses one (see :mod:`~infinium_logging.delivery`):
+How the core uses one (``Exporter(settings, destinations=[...])``; the default is the
+Infinium destination of ``settings``):
 
-1. A worker takes up to ``limits.max_records`` queued traces (or what fits
-   ``limits.max_bytes``, or what came within ``limits.max_delay``), asks the
-   destination for each one's record and for the request body.
-2. :meth:`Delivery.deliver <infinium_logging.delivery.Delivery.deliver>`
+1. A sender takes the oldest queued trace (:meth:`Dispatch.take
+   <infinium_logging.dispatch.Dispatch.take>`) when the exporter has one
+   destination taking one record per request.  Otherwise it takes a batch
+   (:meth:`~infinium_logging.dispatch.Dispatch.take_batch`): up to the first
+   destination's ``limits.max_records`` traces, once that many wait, or
+   ``limits.max_bytes`` of them as counted while queued, or ``limits.max_delay``
+   after the first was seen; a flush or shutdown takes what waits at once.
+2. Each trace is built, redacted and encoded once (its wire body); each
+   destination makes its record of it (:meth:`~Destination.record`), and its
+   records go in requests of at most ``max_records`` records and ``max_bytes``
+   of their bytes (:meth:`~Destination.frame`).
+3. :meth:`Delivery.deliver <infinium_logging.delivery.Delivery.deliver>`
    makes the attempts: the token bucket, the request timeout under the
    shutdown deadline, the retry policy and the 429 rule are the core's;
    each attempt calls :meth:`~Destination.post` again (a fresh signature).
    An error raised by ``post`` (typed, from :mod:`~infinium_logging.errors`)
    concerns the whole request and is classified by
-   :func:`~infinium_logging.retry.classify`.
-3. On an answer, :meth:`~Destination.results` says what became of each
-   record: ``sent`` ones are settled, ``reject`` ones are dropped and
-   counted under their reason, ``retry`` ones go back to the queue for a
-   later batch (each keeps its own retry count).
+   :func:`~infinium_logging.retry.classify`: the request's traces end as a
+   trace delivered alone would (kept in the spool for the same reasons), but a
+   request refused for good (a 400, say) refuses only these records.
+4. On an answer, :meth:`~Destination.results` says what became of each
+   record: ``sent`` ones are stored, ``reject`` ones are counted under their
+   reason, ``retry`` ones are sent again by the same sender after the retry
+   policy's backoff, each trace counting its own retries (when they run out,
+   the trace is settled as ``retries_exhausted``).
 
-A trace bound for several destinations is settled once per destination
-(each keeps its own :class:`DestinationStats`, read by its :attr:`~Destination.name`).
+A trace is settled once (``on_result`` told, its spool record acked) when every
+destination stored or refused its record: sent, or dropped as ``rejected``
+when the first destination refused it.  Each destination keeps its own
+:class:`DestinationStats` (``stats().destinations``, by :attr:`~Destination.name`).
 """
 
 from __future__ import annotations
@@ -103,8 +120,11 @@ class Destination(Protocol):
         """How many records one request may carry."""
         ...
 
-    def encode(self, trace: TaskData) -> bytes:
-        """The record of one built trace (raises ``ValidationError`` when it has none)."""
+    def record(self, body: bytes, trace: TaskData | None = None) -> bytes:
+        """The record of one built trace, given its wire body (the model's encoding, redacted,
+        which the core always has) and the trace itself when the core holds it (a destination
+        that needs it decodes ``body`` otherwise).  Raises ``ValidationError`` when the trace
+        has no record here (it is then not sent to this destination)."""
         ...
 
     def frame(self, records: Sequence[bytes]) -> bytes:

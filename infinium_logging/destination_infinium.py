@@ -67,6 +67,10 @@ class InfiniumDestination:
         """The trace's wire body (see :func:`encode_trace`)."""
         return encode_trace(trace)
 
+    def record(self, body: bytes, trace: TaskData | None = None) -> bytes:
+        """The record is the trace's wire body itself."""
+        return body
+
     def frame(self, records: Sequence[bytes]) -> bytes:
         """The body is the one trace's record as it is."""
         (record,) = records

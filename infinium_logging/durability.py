@@ -17,7 +17,7 @@ from ._bounded import CAPTURE_BUDGET
 from ._logsetup import setup_logging
 from .convert import Problem, to_task
 from .delivery import Deadline, Delivery
-from .destination_infinium import InfiniumDestination
+from .destination_infinium import InfiniumDestination, encode_trace
 from .errors import ConfigurationError
 from .guard import EXPORTING
 from .model import MAX_BODY_BYTES
@@ -305,8 +305,13 @@ def _replay_one(
 ) -> tuple[str, str | None]:
     """Send one spool record now: ``("sent" | "rejected" | "failed", error text)``; a loose
     record is redacted once built (a wire body was redacted before it was written)."""
-    encode = delivery.destination.encode
-    body = record_body(kind, payload, lambda task: encode(redactor.task(task)))
+    destination = delivery.destination
+
+    def encode(task: Any) -> bytes:
+        clean = redactor.task(task)
+        return destination.frame([destination.record(encode_trace(clean), clean)])
+
+    body = record_body(kind, payload, encode)
     if isinstance(body, str):
         return "rejected", body
     token = EXPORTING.set(True)

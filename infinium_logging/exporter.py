@@ -13,7 +13,7 @@ import asyncio
 import functools
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -22,17 +22,19 @@ import msgspec
 from . import lifecycle, signals, spill
 from ._logsetup import setup_logging
 from .admission import INBOX_BATCH, Admission, as_trace
+from .batching import BatchSender
 from .client import ApiCalls, ApiClient, OfficialTask
 from .closing import Closing
 from .credentials import settings_or_off
 from .delivery import Deadline, Delivery
+from .destination import Destination, DestinationStats
 from .destination_infinium import InfiniumDestination
 from .dispatch import Dispatch
 from .durability import replay_spool
 from .guard import EXPORTING
 from .ledger import ExporterStats, Ledger
 from .model import TaskData
-from .queued import Item, PendingTrace
+from .queued import PendingTrace
 from .redact import Redactor
 from .results import OnResult, Reporter
 from .retry import RetryPolicy
@@ -60,6 +62,45 @@ def _prepare_msgspec() -> None:
 
 
 _prepare_msgspec()
+
+
+class _Senders:
+    """The sender side of an exporter: a Delivery per destination, the Sender, and threads
+    taking one trace at a time, or batches when the (first) destination takes several
+    records per request or there are several (see :mod:`~infinium_logging.batching`)."""
+
+    def __init__(
+        self, exporter: Exporter, dispatch: Dispatch, destinations: Sequence[Destination]
+    ) -> None:
+        settings = exporter.settings
+        ledger = dispatch.ledger
+        deliveries = [
+            Delivery(d, exporter._policy, exporter._bucket, exporter._until, settings.timeout)
+            for d in destinations
+        ]
+        self.first = deliveries[0]
+        self.sender = sender = Sender(
+            settings, dispatch, self.first, exporter._reporter, exporter._redactor, exporter
+        )
+        limits = destinations[0].limits
+        self.batches: BatchSender | None = None
+        take: Callable[[], Any] = dispatch.take
+        process: Callable[[Any], None] = sender.process
+        if len(deliveries) > 1 or limits.max_records > 1:
+            self.batches = BatchSender(sender, deliveries, ledger)
+            take, process = functools.partial(dispatch.take_batch, limits), self.batches.process
+        self.workers: Workers[Any] = Workers(
+            settings.workers, ledger.lock, take, process, ledger.wake_waiters_locked
+        )
+        self._ledger = ledger
+
+    def stats_locked(self) -> dict[str, DestinationStats]:
+        """Each destination's counts, by name (lock held)."""
+        if self.batches is not None:
+            return self.batches.stats_locked()
+        name = self.first.destination.name
+        return {name: self._ledger.destination_locked(name)}
+
 
 # --- the exporter ---------------------------------------------------------------------------------
 
@@ -97,6 +138,8 @@ class Exporter(ApiCalls):
     drop reason.  Traces refused by ``submit`` itself (it returned False) are
     not reported there.
 
+    ``destinations`` (default: Infinium's, in ``settings``): see :mod:`.batching`.
+
     With ``settings.spool_dir`` set, every trace is also written to a durable
     spool before ``submit`` returns, and removed from it once the platform
     accepted it (or refused it for good).  A trace that meets a full queue,
@@ -114,6 +157,8 @@ class Exporter(ApiCalls):
         settings: Settings | None = None,
         *,
         on_result: OnResult | None = None,
+        destinations: Sequence[Destination] | None = None,
+        redactor: Redactor | None = None,
         **overrides: Any,
     ) -> None:
         if settings is None:
@@ -129,14 +174,15 @@ class Exporter(ApiCalls):
         if on_result is not None and not callable(on_result):
             raise TypeError("on_result must be callable")
         self._settings = settings
+        self._given = tuple(destinations or ())
         self._disabled = settings.disabled
         self._on_result = on_result
         self._policy = RetryPolicy.from_settings(settings)
         #: Every trace is redacted before it is spooled or sent: the disk never holds a secret.
-        self._redactor = redactor = Redactor.from_settings(settings)
+        self._redactor = redactor = redactor or Redactor.from_settings(settings)
         # Lambdas: a forked child gets a new delivery and deadline.
         finished = lambda: self._until.finished.is_set()  # noqa: E731, PLW0108
-        self._client = ApiClient(settings, lambda: self._delivery, finished, redactor=redactor)
+        self._client = ApiClient(settings, lambda: self._senders.first, finished, redactor=redactor)
         #: Any text the exporter logs passes here: the secret never appears in it.
         self._clean = functools.partial(redacted, secrets=(settings.agent_secret,))
         if settings.enable_logging:
@@ -183,20 +229,17 @@ class Exporter(ApiCalls):
             self._durable.reset(self._admission, dispatch.wake, self._reporter)
         self._bucket = TokenBucket.from_settings(settings)
         # A new pool too: the parent's connections are the parent's.
-        self._delivery = Delivery(
-            InfiniumDestination(settings), self._policy, self._bucket, self._until, settings.timeout
-        )
-        sender = Sender(settings, dispatch, self._delivery, self._reporter, self._redactor, self)
-        self._sender = sender
-        self._workers: Workers[Item] = Workers(
-            settings.workers, self._lock, dispatch.take, sender.process, ledger.wake_waiters_locked
-        )
-        self._closing = Closing(dispatch, self._sender, self._workers, self._bucket)
+        given = self._given or (InfiniumDestination(settings),)
+        self._senders = senders = _Senders(self, dispatch, given)
+        self._workers = senders.workers
+        self._closing = Closing(dispatch, senders.sender, senders.workers, self._bucket, given)
 
     def _reset_after_fork(self) -> None:
         # The child owns none of the parent's traces (they are the parent's to deliver: no
         # duplicates), none of its threads, and no lock a parent thread may have held.
         was_closed = self._closed
+        for destination in self._given:
+            destination.close()
         self._init_state()
         if was_closed:
             self._closed = self._shutdown_begun = True
@@ -327,6 +370,7 @@ class Exporter(ApiCalls):
             self._admit_locked()
             target = ledger.seq
             idle = not self._workers.started and bool(self._queue)
+            self._dispatch.work.notify_all()  # a batch waiting to fill goes now
         if idle:  # traces left in the inbox by a submit that could not admit them (see _admit)
             self._start_workers()
         with self._lock:
@@ -383,7 +427,8 @@ class Exporter(ApiCalls):
         held = spool.stats() if spool is not None else None
         with self._lock:
             self._admit_locked()
-            return self._ledger.snapshot_locked(held, self._redactor.counts())
+            each = self._senders.stats_locked()
+            return self._ledger.snapshot_locked(held, self._redactor.counts(), each)
 
     def __enter__(self) -> Exporter:
         return self

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 from .errors import InfiniumError, InfiniumTimeoutError, NetworkError
 from .settings import ENV_PREFIX, Settings
 
-__all__ = ["explain", "say", "tell", "where"]
+__all__ = ["explain", "hush", "say", "tell", "where"]
 
 _log = logging.getLogger("infinium_logging.exporter")
 
@@ -142,6 +142,13 @@ def tell(  # noqa: PLR0917 - one call per failure kind, from the exporter's fail
         seen.add(kind)
     level = logging.ERROR if kind == "auth" else logging.WARNING
     say(_log, level, clean(explain(kind, error, settings, fate)))
+
+
+def hush(owner: object) -> None:
+    """Count ``owner``'s failures without explaining them: the sentences name Infinium's
+    settings, and an exporter with another destination says what failed in its stats."""
+    with _lock:
+        _explained.setdefault(owner, set()).update(KINDS)
 
 
 def last_error(error: str | None) -> str:

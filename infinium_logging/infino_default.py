@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from .exporter import Exporter
-from .infino import InfinoSink, _built
+from .infino import InfinoSink, built
 from .infino_settings import INFINO_VARIABLES
 from .model import TaskData
 from .queued import PendingTrace
@@ -72,10 +72,10 @@ class DefaultExporter(Exporter):
         sink = default_infino()
         if sink is None:
             return super().submit(task)
-        built = _built(task)
-        taken = sink.submit(built)
+        trace = built(task)
+        taken = sink.submit(trace)
         if not infino_only():
-            taken = super().submit(built) and taken
+            taken = super().submit(trace) and taken
         return taken
 
     def flush(self, timeout: float | None = None) -> bool:
@@ -107,7 +107,7 @@ def deliver_default(
     without making an Infinium exporter at all."""
     sink = default_infino()
     if sink is not None and infino_only():
-        return sink.submit(_built(payload))
+        return sink.submit(built(payload))
     return infinium().submit(payload)
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import collections
+import threading
 from collections.abc import Sequence
 from typing import Final
 
 import msgspec
 
+from .convert import decode_task
 from .destination import BatchLimits, RecordResult
 from .errors import ValidationError
 from .infino_client import InfinoClient
@@ -56,8 +59,10 @@ class InfinoDestination:
             max_delay=settings.linger,
         )
         self._client = client if client is not None else InfinoClient(settings)
-        #: Row ids of the bodies posted, for reading their answers (see results()).
-        self._last_ids: list[str] = []
+        self._lock = threading.Lock()
+        #: Requests made, rows stored, rows refused for good by Infino's error type.
+        self._counts: collections.Counter[str] = collections.Counter()
+        self._rows_rejected: collections.Counter[str] = collections.Counter()
 
     def __repr__(self) -> str:
         return f"InfinoDestination(endpoint={self._settings.endpoint!r}, dataset={self.dataset!r})"
@@ -65,6 +70,12 @@ class InfinoDestination:
     def encode(self, trace: TaskData) -> bytes:
         """The trace's row (or its steps' rows) as NDJSON bulk entries."""
         return self.encode_body(trace, encode_task(trace))
+
+    def record(self, body: bytes, trace: TaskData | None = None) -> bytes:
+        """The trace's row(s), their ids derived from its wire body ``body``."""
+        if trace is None:
+            trace = decode_task(body, strict=False)
+        return self.encode_body(trace, body)
 
     def encode_body(self, trace: TaskData, body: bytes) -> bytes:
         """As :meth:`encode`, for a trace whose wire body is known (the ids derive from it)."""
@@ -82,6 +93,8 @@ class InfinoDestination:
 
     def post(self, body: bytes, timeout: float | None) -> ApiResponse:
         """One signed bulk request; ``data`` holds the answer and the row ids sent."""
+        with self._lock:
+            self._counts["requests"] += 1
         raw = self._client.bulk(self.dataset, body, timeout=timeout)
         return ApiResponse(
             success=True,
@@ -98,15 +111,27 @@ class InfinoDestination:
         answer = read_bulk_answer(ids, data.get("answer", b""))
         groups = _records_of(data.get("body", b""), count)
         results = []
+        stored = 0
+        refused: collections.Counter[str] = collections.Counter()
         for group in groups:
             failed = [answer.failed[i] for i in group if i in answer.failed]
             if failed:
                 results.append(RecordResult("reject", reason=failed[0], detail=failed[0]))
+                refused.update(failed)
             elif any(i in answer.retry for i in group):
                 results.append(RecordResult("retry", detail="Infino refused it for now"))
             else:
                 results.append(RecordResult("sent", response=response))
+                stored += len(group)
+        with self._lock:
+            self._counts["rows_sent"] += stored
+            self._rows_rejected.update(refused)
         return results
+
+    def counts(self) -> tuple[int, int, dict[str, int]]:
+        """``(requests made, rows stored, rows refused for good by Infino's error type)``."""
+        with self._lock:
+            return self._counts["requests"], self._counts["rows_sent"], dict(self._rows_rejected)
 
     def close(self) -> None:
         """Drop pooled connections."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import uuid
 from collections.abc import Mapping
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -12,6 +13,7 @@ from urllib.parse import urlsplit
 from .errors import ConfigurationError
 from .settings import (
     ENV_PREFIX,
+    Settings,
     _check_header_text,
     _check_url,
     _is_loopback,
@@ -20,7 +22,13 @@ from .settings import (
     parse_bool,
 )
 
-__all__ = ["DEFAULT_DATASET", "INFINO_VARIABLES", "InfinoSettings", "infino_configured"]
+__all__ = [
+    "DEFAULT_DATASET",
+    "INFINO_VARIABLES",
+    "InfinoSettings",
+    "core_settings",
+    "infino_configured",
+]
 
 DEFAULT_DATASET: Final = "infinium-traces"
 #: Dataset names Infino accepts.
@@ -204,3 +212,33 @@ class InfinoSettings:
         for name in ("endpoint", "access_key", "secret_key"):
             values.setdefault(name, "")
         return cls(**values)
+
+
+def core_settings(settings: InfinoSettings) -> Settings:
+    """The delivery core's settings for ``settings``: one sender (batches fill best behind
+    one), Infino's throttle, retries, bounds and spool; the secret key is what is kept out of
+    every log line.  The spool's directory is named by a UUID made from the endpoint and the
+    dataset (the core names spools by agent id), so every sink of one dataset shares it.  No
+    exit spill, no signal handlers: what it leaves at exit stays in its spool, if any."""
+    return Settings(
+        agent_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"{settings.endpoint}/{settings.dataset}")),
+        agent_secret=settings.secret_key,
+        base_url=settings.endpoint,
+        allow_insecure_http=settings.allow_insecure_http,
+        verify_ssl=settings.verify_ssl,
+        timeout=settings.timeout,
+        max_retries=settings.max_retries,
+        retry_backoff_base=settings.retry_backoff_base,
+        retry_backoff_max=settings.retry_backoff_max,
+        max_elapsed=settings.max_elapsed,
+        requests_per_second=settings.requests_per_second,
+        burst_size=settings.burst_size,
+        max_queue_size=settings.max_queue_size,
+        # Bounded by count alone, as Infino's settings have no byte bound.
+        max_queue_bytes=2**40,
+        workers=1,
+        shutdown_timeout=settings.shutdown_timeout,
+        spool_dir=settings.spool_dir,
+        handle_signals=False,
+        exit_spool=False,
+    )

@@ -12,6 +12,7 @@ from typing import Final
 
 import msgspec
 
+from .destination import DestinationStats
 from .queued import Item
 from .spool import SpoolStats
 
@@ -98,6 +99,8 @@ class ExporterStats(msgspec.Struct, frozen=True, kw_only=True):
     sampled_out: int = 0
     #: Values redacted from traces, by kind (``api_key``, ``secret``, ``email``, ``hook``...).
     redacted: dict[str, int] = msgspec.field(default_factory=dict)
+    #: What each destination did, by its name (the figures above are the first one's).
+    destinations: dict[str, DestinationStats] = msgspec.field(default_factory=dict)
 
     @property
     def dropped_total(self) -> int:
@@ -365,10 +368,13 @@ class Ledger:
         return lost, kept
 
     def snapshot_locked(
-        self, spool: SpoolStats | None = None, redacted: dict[str, int] | None = None
+        self,
+        spool: SpoolStats | None = None,
+        redacted: dict[str, int] | None = None,
+        destinations: dict[str, DestinationStats] | None = None,
     ) -> ExporterStats:
-        """The counts as :class:`ExporterStats` (with the spool's own figures, if any, and the
-        redactor's counts)."""
+        """The counts as :class:`ExporterStats` (with the spool's own figures, if any, the
+        redactor's counts and each destination's)."""
         pending_records = spool.pending_records if spool is not None else 0
         pending_bytes = spool.pending_bytes if spool is not None else 0
         corrupt = spool.corrupt if spool is not None else 0
@@ -392,4 +398,18 @@ class Ledger:
             spool_write_errors=self.spool_write_errors,
             sampled_out=self.sampled_out,
             redacted=redacted or {},
+            destinations=destinations or {},
+        )
+
+    def destination_locked(self, name: str) -> DestinationStats:
+        """The stats of an exporter's one destination when it takes a trace per request: the
+        ledger's own counts (lock held)."""
+        rejected = self.dropped["rejected"]
+        return DestinationStats(
+            name=name,
+            sent=self.sent,
+            retries=self.retries,
+            bytes_sent=self.bytes_sent,
+            rejected={"rejected": rejected} if rejected else {},
+            last_error=self.last_error,
         )

@@ -155,3 +155,10 @@ class Item(msgspec.Struct, eq=False, gc=False):
     settled: bool = False
     #: Taken by a sender and not yet through its first request (see workers pacing).
     starting: bool = False
+    #: For destinations that take many records per request: the records still to be stored,
+    #: by destination name, once made.
+    records: dict[str, bytes] | None = None
+    #: Times its records were sent again after an answer refused them for now.
+    retries: int = 0
+    #: Why the first destination refused its record for good, when it did.
+    refused: str = ""

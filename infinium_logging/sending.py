@@ -10,7 +10,7 @@ from typing import Final
 
 from . import failures, spill
 from .convert import Problem, lenient_task
-from .delivery import Delivery
+from .delivery import Delivery, Outcome
 from .destination_infinium import encode_trace
 from .dispatch import Dispatch
 from .durability import KEEP_REASONS
@@ -64,6 +64,9 @@ class Sender:
         self._clean = functools.partial(redacted, secrets=(settings.agent_secret,))
         #: Whose failures are explained once (see failures.tell): the exporter's.
         self._owner = owner
+        destination = delivery.destination
+        self._record = destination.record
+        self._frame = destination.frame
         self.warner = DropWarner()
         self._auth_until = 0.0
         self._auth_failing = False
@@ -80,20 +83,57 @@ class Sender:
             self._process(item)
         except Exception as exc:
             if self.settle(item, "invalid", f"internal error: {exc!r}"):
-                _log.exception("infinium_logging could not process a trace")
+                self.log_internal_error()
         self.warn_drops()
 
+    @staticmethod
+    def log_internal_error() -> None:
+        """Say (with the traceback being handled) that a bug cost traces."""
+        _log.exception("infinium_logging could not process a trace")
+
+    def sampled(self, body: bytes) -> bool:
+        """Whether the trace of wire body ``body`` is kept by ``sample_rate``."""
+        return self._sample_rate >= 1.0 or sampled_in(body, self._sample_rate)
+
     def _process(self, item: Item) -> None:
-        if item.body is not None:  # encoded on the caller's thread, or a spooled wire body
-            self._deliver(item, item.body)
+        prepared = self.prepare(item)
+        if prepared is None:
             return
+        trace, body = prepared
+        if self._sample_rate < 1.0 and not sampled_in(body, self._sample_rate):
+            self.sampled_away(item)
+            return
+        request = self._frame((self._record(body, trace),))
+
+        def given_up() -> bool:
+            return item.settled
+
+        def on_retry(error: InfiniumError) -> bool:
+            if isinstance(error, NetworkError):
+                self.explain("network", error)
+            with self._lock:
+                # Waiting to retry: let another sender start a trace meanwhile.
+                self._pacing.through(item, waking=True)
+                return self._ledger.retried(item, self.describe(error))
+
+        outcome = self.delivery.deliver(
+            request, given_up=given_up, on_retry=on_retry, not_before=self.credentials_at
+        )
+        self.finish(item, outcome, len(request))
+
+    def prepare(self, item: Item) -> tuple[TaskData | None, bytes] | None:
+        """The trace of ``item`` built, read, redacted and encoded: ``(the trace, when it is
+        at hand, its wire body)``; None when it could not be (settled as ``invalid``)."""
+        if item.body is not None:  # encoded on the caller's thread, or a spooled wire body
+            task = item.task
+            return (task if type(task) is TaskData else None), item.body
         task = item.task
         if isinstance(task, PendingTrace):  # captured by a handler or processor: build it now
             try:
                 task = task.materialize()
             except Exception as exc:
                 self.settle(item, "invalid", f"could not be built: {exc!r}")
-                return
+                return None
             item.task = task
         body: bytes | None = None
         if not isinstance(task, TaskData):
@@ -106,7 +146,7 @@ class Sender:
                         self._ledger.coerced[problem.action] += 1
                 if any(p.path == "" and p.action == "replaced" for p in problems):
                     self.settle(item, "invalid", "could not be read as a trace")
-                    return
+                    return None
             item.task = task
         try:
             if body is None or len(body) > MAX_BODY_BYTES:
@@ -117,40 +157,23 @@ class Sender:
                 body = encode_trace(task)
         except Exception as exc:
             self.settle(item, "invalid", f"could not be encoded: {exc}")
-            return
+            return None
         self._admission.learn(task, len(body))
         with self._lock:
             if item.settled:
-                return
+                return None
             self._ledger.held_bytes += len(body) - item.size
             item.size = len(body)
         if item.loose:
             item.body = body  # for _keep, should the trace stay in the spool
-        self._deliver(item, body)
+        return task, body
 
-    def _deliver(self, item: Item, body: bytes) -> None:
-        if self._sample_rate < 1.0 and not sampled_in(body, self._sample_rate):
-            self._sampled_away(item)
-            return
-
-        def given_up() -> bool:
-            return item.settled
-
-        def on_retry(error: InfiniumError) -> bool:
-            if isinstance(error, NetworkError):
-                self._explain("network", error)
-            with self._lock:
-                # Waiting to retry: let another sender start a trace meanwhile.
-                self._pacing.through(item, waking=True)
-                return self._ledger.retried(item, self._describe(error))
-
-        outcome = self.delivery.deliver(
-            body, given_up=given_up, on_retry=on_retry, not_before=self._credentials_at
-        )
+    def finish(self, item: Item, outcome: Outcome, size: int) -> None:
+        """Settle ``item`` as ``outcome`` of its request (``size`` body bytes) says."""
         reason, error = outcome.reason, outcome.error
         if reason == "sent":
             assert outcome.response is not None
-            self._delivered(item, outcome.response, len(body))
+            self.delivered(item, outcome.response, size)
         elif reason == "abandoned":
             return  # given up at the shutdown deadline while this was under way
         elif error is None or reason == "shutdown":
@@ -160,10 +183,10 @@ class Sender:
         elif reason == "rejected":
             self._rejected(item, error)
         else:
-            self.settle(item, reason, self._describe(error))
-            self._explain(reason, error)
+            self.settle(item, reason, self.describe(error))
+            self.explain(reason, error)
 
-    def _credentials_at(self) -> float:
+    def credentials_at(self) -> float:
         """When sending may resume after refused credentials (0.0: now)."""
         return self._auth_until
 
@@ -172,7 +195,7 @@ class Sender:
             first = not self._auth_failing
             self._auth_failing = True
             self._auth_until = time.monotonic() + self.settings.auth_backoff
-        self.settle(item, "auth", self._describe(error))
+        self.settle(item, "auth", self.describe(error))
         if first:
             fate = (
                 "kept in the spool for later" if self._spooling() else "dropped (counted as 'auth')"
@@ -182,7 +205,7 @@ class Sender:
 
     def _rejected(self, item: Item, error: InfiniumError) -> None:
         said = str(error.details.get("server_message") or error.message)
-        self.settle(item, "rejected", self._describe(error))
+        self.settle(item, "rejected", self.describe(error))
         key = f"{error.status_code}:{said}"
         with self._lock:
             new = key not in self._rejections_logged
@@ -192,7 +215,7 @@ class Sender:
             explained = failures.explain("rejected", error, self.settings, "")
             failures.say(_log, logging.WARNING, self._clean(explained))
 
-    def _delivered(self, item: Item, response: ApiResponse, size: int) -> None:
+    def delivered(self, item: Item, response: ApiResponse, size: int) -> None:
         self._ack(item)
         ledger = self._ledger
         with self._lock:
@@ -207,7 +230,7 @@ class Sender:
             _log.info("Infinium accepted the agent credentials again; sending resumed")
         self.reporter.report(item, response)
 
-    def _sampled_away(self, item: Item) -> None:
+    def sampled_away(self, item: Item) -> None:
         """Settle a trace ``sample_rate`` leaves out: counted apart from the losses."""
         self._ack(item)
         with self._lock:
@@ -257,7 +280,7 @@ class Sender:
     def _spooling(self) -> bool:
         return self._durable is not None and self._durable.spool is not None
 
-    def _explain(self, kind: str, error: InfiniumError) -> None:
+    def explain(self, kind: str, error: InfiniumError) -> None:
         fate = "kept in the spool for later" if self._spooling() else "dropped"
         failures.tell(self._owner, kind, error, self.settings, fate, self._clean)
 
@@ -274,5 +297,5 @@ class Sender:
             self.reporter.report(item, failure_response("shutdown", None))
         return True
 
-    def _describe(self, error: InfiniumError) -> str:
+    def describe(self, error: InfiniumError) -> str:
         return self._clean(f"{type(error).__name__}: {error.message}")

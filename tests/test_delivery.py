@@ -35,7 +35,8 @@ class _Scripted:
         self.bodies: list[bytes] = []
         self.closed = False
 
-    def encode(self, trace: TaskData) -> bytes:
+    def record(self, body: bytes, trace: TaskData | None = None) -> bytes:
+        assert trace is not None
         return trace.name.encode()
 
     def frame(self, records: Sequence[bytes]) -> bytes:
@@ -166,7 +167,7 @@ def test_the_infinium_destination_sends_the_official_bytes(
     with make_exporter(collector) as exporter:
         destination = InfiniumDestination(exporter.settings)
         task = trace("seam")
-        body = destination.frame([destination.encode(task)])
+        body = destination.frame([destination.record(encode_trace(task), task)])
         assert body == encode_trace(task)
         response = destination.post(body, None)
         (result,) = destination.results(response, 1)

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import collections
 import json
+import os
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -248,8 +251,99 @@ def test_spooled_traces_survive_an_outage_and_a_restart(
     sink.shutdown(0.5)
     infino.down = False
     again = make_sink(infino, spool_dir=str(tmp_path))
-    assert again.stats().adopted == 3
+    # A sender adopts what the first sink left, as the Infinium exporter's do.
+    assert wait_until(lambda: again.stats().adopted == 3, timeout=15.0)
     again.submit(trace("t0"))  # the same trace once more: same _id, no second copy
     assert wait_until(lambda: again.stats().sent == 4, timeout=15.0)
     assert len(infino.ids(DATASET)) == 3
     again.shutdown()
+
+
+def test_each_dataset_is_a_destination_with_its_own_stats(infino: InfinoServer) -> None:
+    """With a steps dataset, a trace is settled once both datasets stored its rows; a trace
+    without steps has no record for the steps dataset; each dataset has its own counts."""
+    sink = make_sink(infino, steps_dataset="infinium-steps", linger=30.0)
+    steps = [ExecutionStep(n, "llm", "call") for n in (1, 2, 3)]
+    sink.submit(trace("with steps", steps=steps))
+    sink.submit(trace("bare"))
+    assert sink.flush(10.0)
+    stats = sink.stats()
+    assert stats.sent == 2 and stats.rows_sent == 2 + 3 and stats.requests == 2
+    each = sink.exporter.stats().destinations
+    assert (each["infino"].sent, each["infino-steps"].sent) == (2, 1)
+    assert len(infino.documents("infinium-steps")) == 3
+    assert balanced(stats)
+    sink.shutdown()
+
+
+def test_a_step_row_refused_for_good_does_not_drop_its_trace(infino: InfinoServer) -> None:
+    """The steps dataset refusing a trace's step rows is counted there; the trace, stored in
+    the traces dataset, counts as sent."""
+    infino.refuse = lambda doc: "mapper_parsing_exception" if "step_number" in doc else None
+    sink = make_sink(infino, steps_dataset="infinium-steps")
+    sink.submit(trace("steps refused", steps=[ExecutionStep(1, "llm", "call")]))
+    assert sink.flush(10.0)
+    stats = sink.stats()
+    assert stats.sent == 1 and stats.dropped_total == 0
+    assert stats.rows_rejected == {"mapper_parsing_exception": 1}
+    each = sink.exporter.stats().destinations
+    assert each["infino-steps"].rejected == {"mapper_parsing_exception": 1}
+    assert len(infino.documents(DATASET)) == 1
+    sink.shutdown()
+
+
+def test_infino_failures_are_not_explained_as_infinium_ones(
+    infino: InfinoServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Keys Infino refuses are counted and kept in last_error, never explained with the
+    Infinium exporter's advice about INFINIUM_AGENT_ID."""
+    sink = make_sink(infino, secret_key="another-wrong-secret-456")
+    with caplog.at_level("DEBUG", logger="infinium_logging"):
+        sink.submit(trace("refused"))
+        assert sink.flush(10.0)
+    assert sink.stats().dropped["auth"] == 1
+    assert "AGENT_ID" not in caplog.text
+    assert "another-wrong-secret-456" not in caplog.text
+    sink.shutdown()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_forked_child_starts_empty_and_sends_its_own(infino: InfinoServer) -> None:
+    """In a forked child the sink holds none of the parent's traces (they are the parent's
+    to send) and delivers its own over a pool of its own: every trace is stored once."""
+    sink = make_sink(infino, linger=60.0)  # the parent's traces wait for their batch
+    for number in range(5):
+        sink.submit(trace(f"parent-{number}"))
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child, which leaves through os._exit
+        code = 1
+        try:
+            os.close(read_end)
+            fresh = sink.stats()
+            for number in range(3):
+                sink.submit(trace(f"child-{number}"))
+            flushed = sink.flush(10.0)
+            sent = sink.stats().sent
+            sink.shutdown(5.0)
+            report = [fresh.submitted, fresh.queued, flushed, sent]
+            os.write(write_end, json.dumps(report).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    watchdog = threading.Timer(30.0, os.kill, (pid, signal.SIGKILL))  # a hung child fails
+    watchdog.start()
+    try:
+        with os.fdopen(read_end, "rb") as pipe:
+            report = json.loads(pipe.read() or b"null")
+        os.waitpid(pid, 0)
+    finally:
+        watchdog.cancel()
+    assert sink.flush(10.0)
+    assert report == [0, 0, True, 3]
+    assert sink.stats().sent == 5
+    names = sorted(doc["name"] for doc in infino.documents(DATASET))
+    assert names == sorted([f"parent-{n}" for n in range(5)] + [f"child-{n}" for n in range(3)])
+    sink.shutdown()
