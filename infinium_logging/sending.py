@@ -76,10 +76,6 @@ class Sender:
     def process(self, item: Item) -> None:
         """Process one trace; a bug costs that trace (counted invalid), not the sender."""
         try:
-            if not self._prepared:
-                # Here, not where traces are logged: the one-pass scan takes a while to make.
-                self._prepared = True
-                self._redactor.prepare()
             self._process(item)
         except Exception as exc:
             if self.settle(item, "invalid", f"internal error: {exc!r}"):
@@ -124,6 +120,11 @@ class Sender:
     def prepare(self, item: Item) -> tuple[TaskData | None, bytes] | None:
         """The trace of ``item`` built, read, redacted and encoded: ``(the trace, when it is
         at hand, its wire body)``; None when it could not be (settled as ``invalid``)."""
+        if not self._prepared:
+            # Here, on a sender, not where traces are logged: the one-pass scan takes a while
+            # to make (a thread that logs scans with re until it is ready).
+            self._prepared = True
+            self._redactor.prepare()
         if item.body is not None:  # encoded on the caller's thread, or a spooled wire body
             task = item.task
             return (task if type(task) is TaskData else None), item.body
