@@ -228,7 +228,9 @@ class Sender:
             if self._durable is not None:
                 self._durable.recovered_locked()
         if recovered and not self._closed():
-            _log.info("Infinium accepted the agent credentials again; sending resumed")
+            # Named by the endpoint: an exporter of another destination (Infino) says so too.
+            endpoint = self.delivery.destination.name.split("-")[0].capitalize()
+            _log.info("%s accepted the credentials again; sending resumed", endpoint)
         self.reporter.report(item, response)
 
     def sampled_away(self, item: Item) -> None:

@@ -373,7 +373,10 @@ def test_sending_pauses_after_refused_credentials_then_recovers(
         stats = exporter.stats()
     assert (stats.sent, stats.dropped["auth"]) == (1, 1)
     assert recovered_after >= 0.25
-    assert any("accepted the agent credentials again" in r.getMessage() for r in caplog.records)
+    assert any(
+        r.getMessage() == "Infinium accepted the credentials again; sending resumed"
+        for r in caplog.records
+    )
 
 
 def test_rejections_are_not_retried_and_each_message_logged_once(
