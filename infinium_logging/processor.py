@@ -244,7 +244,8 @@ class InfiniumProcessor:
                     timestamp = captured_timestamp(timestamp)
                 # The event's other fields go with its trace (see tagged_payload), read from a
                 # copy when the trace is built.
-                fields = dict(event_dict)  # the tag is out already
+                # The tag is out already; dict.copy() is the cheaper copy of a plain dict.
+                fields = event_dict.copy() if type(event_dict) is dict else dict(event_dict)
                 if renamed is not None:
                     fields.pop(renamed, None)
                 payload = (
