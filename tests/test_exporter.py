@@ -404,7 +404,8 @@ def test_queue_full_by_count(collector: LocalCollector) -> None:
     collector.hang_next(1)
     with make_exporter(collector, workers=1, max_queue_size=5, timeout=30.0) as exporter:
         assert exporter.submit(trace("stuck"))
-        assert wait_until(lambda: exporter.stats().in_flight == 1)
+        # In flight and at the server: encoded, its size learnt (the request is sent after).
+        assert wait_until(lambda: exporter.stats().in_flight == 1 and collector.request_count >= 1)
         accepted = [exporter.submit(trace(f"t{i}")) for i in range(10)]
         stats = exporter.stats()
         assert balanced(stats)
@@ -424,7 +425,8 @@ def test_queue_full_by_bytes(collector: LocalCollector) -> None:
         collector, workers=1, max_queue_bytes=16_384, max_queue_size=1000, timeout=30.0
     ) as exporter:
         assert exporter.submit(trace("stuck"))
-        assert wait_until(lambda: exporter.stats().in_flight == 1)
+        # In flight and at the server: encoded, its size learnt (the request is sent after).
+        assert wait_until(lambda: exporter.stats().in_flight == 1 and collector.request_count >= 1)
         accepted = [exporter.submit(trace(f"t{i}", description=big)) for i in range(6)]
         stats = exporter.stats()
         exporter.shutdown(0.2)
@@ -792,7 +794,8 @@ def test_a_slow_callback_does_not_hold_the_shutdown_past_its_deadline(
     try:
         for i in range(3):
             assert exporter.submit(trace(f"t{i}"))
-        assert wait_until(lambda: exporter.stats().in_flight == 1)
+        # In flight and at the server: encoded, its size learnt (the request is sent after).
+        assert wait_until(lambda: exporter.stats().in_flight == 1 and collector.request_count >= 1)
         started = time.monotonic()
         assert exporter.shutdown(0.5) is False
         took = time.monotonic() - started
@@ -1040,7 +1043,8 @@ def test_queued_traces_count_their_memory(collector: LocalCollector) -> None:
     steps = [{"step_number": i, "action": "a", "description": "d"} for i in range(1, 11)]
     with make_exporter(collector, workers=1, timeout=30.0) as exporter:
         assert exporter.submit(trace("stuck"))
-        assert wait_until(lambda: exporter.stats().in_flight == 1)
+        # In flight and at the server: encoded, its size learnt (the request is sent after).
+        assert wait_until(lambda: exporter.stats().in_flight == 1 and collector.request_count >= 1)
         sending = exporter.stats().buffered_bytes
         assert exporter.submit({"name": "queued", "steps": steps})
         queued = exporter.stats().buffered_bytes - sending
@@ -1066,7 +1070,8 @@ def test_a_tagged_event_counts_the_memory_its_dict_would(
     collector.hang_next(1)
     with make_exporter(collector, workers=1, timeout=30.0) as exporter:
         assert exporter.submit(trace("stuck"))
-        assert wait_until(lambda: exporter.stats().in_flight == 1)
+        # In flight and at the server: encoded, its size learnt (the request is sent after).
+        assert wait_until(lambda: exporter.stats().in_flight == 1 and collector.request_count >= 1)
         before = exporter.stats().buffered_bytes
         assert exporter.submit(fields)
         as_dict = exporter.stats().buffered_bytes - before
@@ -1088,7 +1093,8 @@ def test_captured_traces_waiting_in_the_inbox_are_counted_and_flushed(
     collector.hang_next(1)
     with make_exporter(collector, workers=1, timeout=0.5, max_retries=1) as exporter:
         assert exporter.submit(trace("first"))
-        assert wait_until(lambda: exporter.stats().in_flight == 1)
+        # In flight and at the server: encoded, its size learnt (the request is sent after).
+        assert wait_until(lambda: exporter.stats().in_flight == 1 and collector.request_count >= 1)
         for number in range(5):  # fewer than a batch: the caller does not admit them
             assert exporter.submit(_Captured(f"captured {number}"))
         stats = exporter.stats()
@@ -1108,7 +1114,8 @@ def test_a_full_buffer_refuses_captured_traces_when_they_are_admitted(
     collector.hang_next(1)
     with make_exporter(collector, workers=1, timeout=5.0, max_queue_size=10) as exporter:
         assert exporter.submit(trace("stuck"))
-        assert wait_until(lambda: exporter.stats().in_flight == 1)
+        # In flight and at the server: encoded, its size learnt (the request is sent after).
+        assert wait_until(lambda: exporter.stats().in_flight == 1 and collector.request_count >= 1)
         for number in range(100):
             exporter.submit(_Captured(f"captured {number}"))
         stats = exporter.stats()
@@ -1188,7 +1195,8 @@ def test_a_mapping_that_cannot_be_read_is_refused_and_the_batch_goes_on(
     collector.hang_next(1)
     with make_exporter(collector, workers=1, timeout=0.5, max_retries=1) as exporter:
         assert exporter.submit(trace("first"))
-        assert wait_until(lambda: exporter.stats().in_flight == 1)
+        # In flight and at the server: encoded, its size learnt (the request is sent after).
+        assert wait_until(lambda: exporter.stats().in_flight == 1 and collector.request_count >= 1)
         assert exporter.submit(_Captured("before"))
         assert exporter.submit(_Unreadable()) is False
         assert exporter.submit(_Captured("after"))
