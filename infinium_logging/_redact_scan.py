@@ -19,11 +19,24 @@ from typing import Any, Final
 
 __all__ = ["Key", "Scanner", "available", "prepare", "ready"]
 
-_hs: Any
-try:
-    import hyperscan as _hs
-except ImportError:  # the extra is not installed: redact.py searches with re
-    _hs = None
+_hs: Any = None
+_looked = False
+
+
+def _hyperscan() -> Any:
+    """The hyperscan module, imported on first need (on a sender, not at the package's
+    import: it takes ~10 ms), or None when the extra is not installed."""
+    global _hs, _looked
+    if not _looked:
+        try:
+            import hyperscan  # noqa: PLC0415 - see above
+
+            _hs = hyperscan
+        except Exception:  # not installed (re searches instead), or unloadable here
+            _hs = None
+        _looked = True
+    return _hs
+
 
 # The words of _redact_patterns._HINT_PATTERNS, matched case-blind on the text as it is
 # (there they are looked for in the lower-cased text, each from its rarest letter); spelt as
@@ -90,10 +103,11 @@ class Scanner:
     """Whether an encoded trace holds any hint: ``scanner.hit(data)``; thread-safe."""
 
     def __init__(self, key: Key) -> None:
-        assert _hs is not None
+        hs = _hyperscan()
+        assert hs is not None
         secrets, pii, literals = key
-        caseless = _hs.HS_FLAG_CASELESS | _hs.HS_FLAG_SINGLEMATCH
-        exact = _hs.HS_FLAG_SINGLEMATCH
+        caseless = hs.HS_FLAG_CASELESS | hs.HS_FLAG_SINGLEMATCH
+        exact = hs.HS_FLAG_SINGLEMATCH
         expressions: list[tuple[str, int]] = [(_literal(value), exact) for value in literals]
         if secrets:
             expressions += [(_escaped(word), caseless) for word in _SECRET_WORDS]
@@ -101,7 +115,7 @@ class Scanner:
             expressions += [(hint, exact) for hint in _RAW_HINTS]
         if pii:
             expressions += [(hint, caseless) for hint in _PII_HINTS]
-        database = _hs.Database(mode=_hs.HS_MODE_BLOCK)
+        database = hs.Database(mode=hs.HS_MODE_BLOCK)
         database.compile(
             expressions=[hint.encode() for hint, _ in expressions],
             ids=list(range(len(expressions))),
@@ -109,7 +123,7 @@ class Scanner:
             flags=[flags for _, flags in expressions],
         )
         self._scan = database.scan
-        self._first = _hs.Scratch(database)
+        self._first = hs.Scratch(database)
         # Hyperscan's scratch space serves one scan at a time: each thread clones its own.
         self._local = threading.local()
 
@@ -139,7 +153,7 @@ def ready(key: Key) -> Scanner | None:
 def prepare(key: Key) -> None:
     """Compile the scanner for ``key`` (some 10-40 ms, once per process and key): called on
     a sender thread, never on a thread that logs, which searches with re until it is ready."""
-    if _hs is None or key in _compiled:
+    if key in _compiled or _hyperscan() is None:
         return
     with _lock:
         if key in _compiled:
@@ -155,4 +169,5 @@ def prepare(key: Key) -> None:
 
 def available() -> Any:
     """Hyperscan's version when it is installed, else None."""
-    return None if _hs is None else getattr(_hs, "__version__", "installed")
+    module = _hyperscan()
+    return None if module is None else getattr(module, "__version__", "installed")
