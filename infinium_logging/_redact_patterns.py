@@ -144,6 +144,8 @@ _HINT_PATTERNS: Final = (
     r"ss(?:w(?<=passw)|ion(?<=session)|phrase(?<=passphrase))",
     r"pwd",
     r"earer(?<=bearer)",
+    # An AWS secret key under a name with neither "secret" nor "access_key" in it (aws_key).
+    r"aws[\w.-]{0,20}key",
     # A key named auth or x_auth (not author, authenticate: "authoriz" is looked for above).
     # After it, one letter may be a MessagePack int value read as one, never two.
     r"auth(?<![a-z0-9]auth)(?![a-z]{2})",

@@ -78,6 +78,7 @@ _SECRET_HINTS: Final = (
     r"token(?:$|[^s])",
     r"(?:^|[^a-z0-9])auth(?:$|[^a-z]|[a-z](?:$|[^a-z]))",
     r"://[^\s/@\"']{0,256}@",
+    r"aws[\w.\-]{0,20}key",
 )
 # _redact_patterns._RAW_PATTERNS: upper case only.
 _RAW_HINTS: Final = (r"A(?:KIA|SIA|BIA|CCA)", r"Auth(?:$|[^a-z]|[a-z](?:$|[^a-z]))")

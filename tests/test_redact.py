@@ -46,6 +46,11 @@ IN_CONTEXT: list[tuple[str, str, str]] = [
         "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
         "aws_secret_key",
     ),
+    (
+        "AWS_KEY: wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        "aws_secret_key",
+    ),
     ("Authorization: Bearer 4f9Qx7Lm2Zp8Rt5Vw1Ny3Kd6", "4f9Qx7Lm2Zp8Rt5Vw1Ny3Kd6", "bearer_token"),
     ("postgres://app:Tr0ub4dor&3@db.internal:5432/orders", "Tr0ub4dor&3", "password"),
     ("connect with password=hunter2hunter2 then retry", "hunter2hunter2", "secret"),
