@@ -174,6 +174,15 @@ class _Held:
         assert self._exporter is not None
         return self._exporter, fresh
 
+    def attach(self, logger: logging.Logger, exporter: Exporter) -> None:
+        """Make an ``InfiniumHandler`` on ``exporter`` the only handler of ``logger``."""
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+            handler.close()
+        handler = InfiniumHandler(exporter=exporter)
+        logger.addHandler(handler)
+        self.handlers.append((logger, handler))
+
     def close(self) -> None:
         """Shut the current exporter down (dropping what it holds) and remove its spool."""
         for logger, handler in self.handlers:
@@ -199,12 +208,7 @@ def _handler_side(
     def side(n: int) -> float:
         exporter, fresh = held.take(n + 100)
         if fresh:
-            for handler in list(logger.handlers):
-                logger.removeHandler(handler)
-                handler.close()
-            handler = InfiniumHandler(exporter=exporter)
-            logger.addHandler(handler)
-            held.handlers.append((logger, handler))
+            held.attach(logger, exporter)
             # Warm-up: starts the sender threads (one trace leaves, the others wait).
             run(max(1, 50 // per))
         if in_task:
@@ -226,12 +230,7 @@ def _whole_task_side(held: _Held) -> Callable[[int], float]:
         tasks = max(1, n // per)
         exporter, fresh = held.take(tasks + 100)
         if fresh:
-            for handler in list(logger.handlers):
-                logger.removeHandler(handler)
-                handler.close()
-            handler = InfiniumHandler(exporter=exporter)
-            logger.addHandler(handler)
-            held.handlers.append((logger, handler))
+            held.attach(logger, exporter)
             namespace["EX"] = exporter  # the timed loop reads its globals from here
             run(5)  # warm-up: starts the sender threads
         return run(tasks) / per
