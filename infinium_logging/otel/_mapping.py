@@ -162,21 +162,33 @@ def _event_value(events: Iterable[tuple[str, _Attributes]], names: Sequence[str]
     return None
 
 
+def _conversation(
+    attributes: _Attributes, events: Iterable[tuple[str, _Attributes]], side: str, older: str
+) -> list[Mapping[str, Any]] | str:
+    """The ``side`` (``input``/``output``) messages of a span, in whichever convention it
+    uses: current GenAI, OpenInference, the older indexed or event forms (``older``:
+    ``prompt``/``completion``); a plain older text as it is."""
+    messages = _messages(attributes.get(f"gen_ai.{side}.messages"))
+    if not messages:
+        messages = _indexed(attributes, f"llm.{side}_messages", "message.role", "message.content")
+    if not messages:
+        messages = _indexed(attributes, f"gen_ai.{older}", "role", "content")
+    if not messages:
+        value = attributes.get(f"gen_ai.{older}")
+        if value is None:
+            value = _event_value(events, (f"gen_ai.content.{older}",))
+        messages = _messages(value)
+        if not messages and isinstance(value, str):
+            return value
+    return messages
+
+
 def _input_preview(attributes: _Attributes, events: Iterable[tuple[str, _Attributes]]) -> Any:
     """As the official client's ``watch()``: the last two system or user messages, each
     ``[role] text``; else the captured input as it is."""
-    messages = _messages(attributes.get("gen_ai.input.messages"))
-    if not messages:
-        messages = _indexed(attributes, "llm.input_messages", "message.role", "message.content")
-    if not messages:
-        messages = _indexed(attributes, "gen_ai.prompt", "role", "content")
-    if not messages:
-        older = attributes.get("gen_ai.prompt")
-        if older is None:
-            older = _event_value(events, ("gen_ai.content.prompt",))
-        messages = _messages(older)
-        if not messages and isinstance(older, str):
-            return older
+    messages = _conversation(attributes, events, "input", "prompt")
+    if isinstance(messages, str):
+        return messages
     instructions = attributes.get("gen_ai.system_instructions")
     lines = []
     if instructions is not None:
@@ -193,18 +205,9 @@ def _input_preview(attributes: _Attributes, events: Iterable[tuple[str, _Attribu
 
 def _output(attributes: _Attributes, events: Iterable[tuple[str, _Attributes]]) -> Any:
     """The first answer's text, and the tools it asks for."""
-    messages = _messages(attributes.get("gen_ai.output.messages"))
-    if not messages:
-        messages = _indexed(attributes, "llm.output_messages", "message.role", "message.content")
-    if not messages:
-        messages = _indexed(attributes, "gen_ai.completion", "role", "content")
-    if not messages:
-        older = attributes.get("gen_ai.completion")
-        if older is None:
-            older = _event_value(events, ("gen_ai.content.completion",))
-        messages = _messages(older)
-        if not messages and isinstance(older, str):
-            return older
+    messages = _conversation(attributes, events, "output", "completion")
+    if isinstance(messages, str):
+        return messages
     if messages:
         return _message_text(messages[0]) or None
     return _first(attributes, "output.value", "traceloop.entity.output")
