@@ -36,6 +36,8 @@ The flow, one module per stage (docs/architecture.md draws it)::
     transport.py                one pooled urllib3 client
     spool.py                    the durable write-ahead spool (INFINIUM_SPOOL_DIR)
     redact.py / sampling.py     secrets (and PII) out of every trace; the head sampling rate
+                                (_redact_patterns: what is looked for; _redact_scan: one pass,
+                                with the ``fast`` extra)
     settings.py / errors.py     configuration from INFINIUM_* and the exception hierarchy
     collector.py / cli.py       the local collector (infinium-logging serve) and the command line
                                 (_cli_serve, _cli_check, _cli_spool: its commands)
