@@ -15,7 +15,7 @@ from .credentials import settings_or_off
 from .errors import ConfigurationError
 from .exporter import Exporter
 from .guard import in_export, submit_as_exporter
-from .infino_default import DefaultExporter, deliver_default, infino_configured, infino_only
+from .infino_default import default_exporter, infino_configured, with_infino
 from .model import TaskData
 from .queued import PendingTrace
 from .settings import ENV_PREFIX, Settings, disabled_in_environment
@@ -128,7 +128,7 @@ def configure(**settings_overrides: Any) -> Exporter:
     """
     global _exporter, _options
     settings = settings_or_off(**settings_overrides)
-    exporter = Exporter(settings)
+    exporter = with_infino(settings)
     with _lock:
         previous, _exporter, _options = _exporter, exporter, options_of(settings)
     if previous is not None and previous is not exporter:
@@ -149,9 +149,7 @@ def get_default_exporter() -> Exporter:
         return exporter
     with _lock:
         if _exporter is None:
-            # With Infino alone, Infinium is off on purpose: no warning about credentials.
-            settings = Settings.from_env(disabled=True) if infino_only() else settings_or_off()
-            exporter = (DefaultExporter if infino_configured() else Exporter)(settings)
+            exporter, settings = default_exporter()
             # The lock is reentrant: an event logged meanwhile by a signal handler or a
             # finalizer may have made one already, and holds its trace: that one stays.
             if _exporter is None:
@@ -273,8 +271,6 @@ def deliver(sink: TaskSink | None, payload: TaskData | dict[str, Any] | PendingT
     if sink is None:
         if default_options().disabled:
             return False
-        if infino_configured():  # to Infino too (or only, without Infinium credentials)
-            return deliver_default(payload, get_default_exporter)
         sink = get_default_exporter()
     if type(sink) in _PENDING_SINKS:
         return sink.submit(payload)  # type: ignore[arg-type]

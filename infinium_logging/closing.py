@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from . import spill
@@ -40,6 +40,9 @@ class Closing:
         workers: Workers[Any],
         bucket: TokenBucket,
         destinations: Sequence[Destination],
+        *,
+        then: Sequence[Callable[[], bool]] = (),
+        keeps: bool = False,
     ) -> None:
         self._settings = sender.settings
         self._ledger = dispatch.ledger
@@ -55,6 +58,12 @@ class Closing:
         self._destinations = destinations
         self._workers = workers
         self._bucket = bucket
+        #: The exporter's other lanes' own endings: after this lane's senders (which hand them
+        #: traces) and before the spool (which they settle records in) is closed.
+        self._then = then
+        #: Whether what is left here stays in a spool the dispatch does not own (a lane's share
+        #: of the exporter's spool records: sent to that lane at the next start).
+        self._keeps = keeps
 
     def finish(self) -> bool:
         """Wait, tally, report; True when nothing was lost to the deadline."""
@@ -76,12 +85,19 @@ class Closing:
         with ledger.lock:
             self._admit_locked()  # added while the door closed: counted as closed
             self._wait_for_senders(deadline)
+        others_whole = True
+        if self._then:
+            # The lanes deliver what they were handed until the same deadline (the first
+            # settles each trace here as it goes), each to its end: a list, not all().
+            ends = [finish() for finish in self._then]
+            others_whole = all(ends)
+        with ledger.lock:
             if durable is not None:
                 durable.final = True
             stuck = bool(ledger.in_flight)
             for item in ledger.in_flight:
                 self._pacing.through(item, waking=False)
-            lost, kept = ledger.tally_left_locked(spool is not None)
+            lost, kept = ledger.tally_left_locked(spool is not None or self._keeps)
             self._work.notify_all()
         gone = durable.left(kept) if durable is not None else []
         lost = self._spill_lost(lost)
@@ -101,7 +117,7 @@ class Closing:
             # Unlocks the segments: the next start (or another process) adopts what is left.
             quietly(spool.close)
         if news:
-            warn_dropped(news, ledger.last_error)
+            warn_dropped(news, ledger.last_error, self._sender.lane)
         spill.close(self._settings)
         if spooled and spool is not None:
             _log.info(
@@ -109,7 +125,7 @@ class Closing:
                 spooled,
                 spool.root,
             )
-        return ledger.dropped["shutdown"] == 0
+        return ledger.dropped["shutdown"] == 0 and others_whole
 
     def _spill_lost(self, lost: list[Item]) -> list[Item]:
         """At exit, keep on disk what shutdown counted as lost (see :mod:`.spill`); what could
@@ -117,6 +133,13 @@ class Closing:
         left = spill.keep(self._settings, lost, self._sender.spill_record)
         self._ledger.spilled(len(lost) - len(left))
         return left
+
+    def _unhanded(self, in_flight: set[Item]) -> bool:
+        """Whether a trace in flight is this lane's to settle: with lanes after it, only one
+        a sender has not handed on yet (the lanes settle the others before the tally)."""
+        if not self._then:
+            return bool(in_flight)
+        return any(not item.handed for item in in_flight)
 
     def _wait_for_senders(self, deadline: float) -> None:
         """Wait (lock held) until nothing is queued or in flight, or the deadline."""
@@ -130,7 +153,11 @@ class Closing:
                 remaining = deadline - now
                 if remaining <= 0:
                     break
-                if ledger.queue or ledger.in_flight or (backlog is not None and backlog.refilling):
+                if (
+                    ledger.queue
+                    or self._unhanded(ledger.in_flight)
+                    or (backlog is not None and backlog.refilling)
+                ):
                     wait = remaining  # every settle and refill notifies
                 elif (
                     backlog is not None

@@ -105,6 +105,12 @@ class DestinationStats(msgspec.Struct, frozen=True, kw_only=True):
     #: Records refused for good, by reason.
     rejected: dict[str, int] = msgspec.field(default_factory=dict)
     last_error: str | None = None
+    #: Traces of its lane (the destinations of its endpoint) waiting, being sent, kept in
+    #: the spool for a later attempt, and lost by reason (reasons with a count only).
+    queued: int = 0
+    in_flight: int = 0
+    spooled: int = 0
+    dropped: dict[str, int] = msgspec.field(default_factory=dict)
 
 
 class Destination(Protocol):

@@ -22,27 +22,25 @@ import msgspec
 from . import lifecycle, signals, spill
 from ._logsetup import setup_logging
 from .admission import INBOX_BATCH, Admission, as_trace
-from .batching import BatchSender
 from .client import ApiCalls, ApiClient, OfficialTask
 from .closing import Closing
 from .credentials import settings_or_off
-from .delivery import Deadline, Delivery
-from .destination import Destination, DestinationStats
+from .delivery import Deadline
+from .destination import Destination
 from .destination_infinium import InfiniumDestination
 from .dispatch import Dispatch
 from .durability import replay_spool
 from .guard import EXPORTING
+from .lanes import Lane, Senders, lane_tag, lanes_of
 from .ledger import ExporterStats, Ledger
 from .model import TaskData
-from .queued import PendingTrace
+from .queued import Item, PendingTrace
 from .redact import Redactor
 from .results import OnResult, Reporter
 from .retry import RetryPolicy
-from .sending import Sender
 from .settings import Settings
 from .throttle import TokenBucket
 from .transport import redacted
-from .workers import Workers
 from .writeahead import WriteAhead
 
 __all__ = ["Exporter", "OfficialTask"]
@@ -62,44 +60,6 @@ def _prepare_msgspec() -> None:
 
 
 _prepare_msgspec()
-
-
-class _Senders:
-    """The sender side of an exporter: a Delivery per destination, the Sender, and threads
-    taking one trace at a time, or batches when the (first) destination takes several
-    records per request or there are several (see :mod:`~infinium_logging.batching`)."""
-
-    def __init__(
-        self, exporter: Exporter, dispatch: Dispatch, destinations: Sequence[Destination]
-    ) -> None:
-        settings = exporter.settings
-        ledger = dispatch.ledger
-        deliveries = [
-            Delivery(d, exporter._policy, exporter._bucket, exporter._until, settings.timeout)
-            for d in destinations
-        ]
-        self.first = deliveries[0]
-        self.sender = sender = Sender(
-            settings, dispatch, self.first, exporter._reporter, exporter._redactor, exporter
-        )
-        limits = destinations[0].limits
-        self.batches: BatchSender | None = None
-        take: Callable[[], Any] = dispatch.take
-        process: Callable[[Any], None] = sender.process
-        if len(deliveries) > 1 or limits.max_records > 1:
-            self.batches = BatchSender(sender, deliveries, ledger)
-            take, process = functools.partial(dispatch.take_batch, limits), self.batches.process
-        self.workers: Workers[Any] = Workers(
-            settings.workers, ledger.lock, take, process, ledger.wake_waiters_locked
-        )
-        self._ledger = ledger
-
-    def stats_locked(self) -> dict[str, DestinationStats]:
-        """Each destination's counts, by name (lock held)."""
-        if self.batches is not None:
-            return self.batches.stats_locked()
-        name = self.first.destination.name
-        return {name: self._ledger.destination_locked(name)}
 
 
 # --- the exporter ---------------------------------------------------------------------------------
@@ -175,11 +135,16 @@ class Exporter(ApiCalls):
             raise TypeError("on_result must be callable")
         self._settings = settings
         self._given = tuple(destinations or ())
+        #: The destinations by endpoint (see :mod:`.lanes`); empty: Infinium's alone.
+        self._groups = lanes_of(settings, self._given)
         self._disabled = settings.disabled
         self._on_result = on_result
         self._policy = RetryPolicy.from_settings(settings)
         #: Every trace is redacted before it is spooled or sent: the disk never holds a secret.
-        self._redactor = redactor = redactor or Redactor.from_settings(settings)
+        redactor = redactor or Redactor.from_settings(settings)
+        if len(self._groups) > 1:  # every endpoint's secret too
+            redactor = redactor.with_secrets(*(own.agent_secret for own, _ in self._groups[1:]))
+        self._redactor = redactor
         # Lambdas: a forked child gets a new delivery and deadline.
         finished = lambda: self._until.finished.is_set()  # noqa: E731, PLW0108
         self._client = ApiClient(settings, lambda: self._senders.first, finished, redactor=redactor)
@@ -194,6 +159,9 @@ class Exporter(ApiCalls):
             if settings.disabled or settings.spool_dir is None
             else WriteAhead(settings, self._policy, lambda: self._closed, self._clean, redactor)
         )
+        if self._durable is not None and len(self._groups) > 1:
+            tags = [lane_tag(members[0].name) for _, members in self._groups]
+            self._durable.set_lanes(tags[0], frozenset(tags))
         #: Whether submit may take its shortest path (no spool to write first, not disabled).
         self._light = self._durable is None and not settings.disabled
         self._init_state()
@@ -229,10 +197,39 @@ class Exporter(ApiCalls):
             self._durable.reset(self._admission, dispatch.wake, self._reporter)
         self._bucket = TokenBucket.from_settings(settings)
         # A new pool too: the parent's connections are the parent's.
-        given = self._given or (InfiniumDestination(settings),)
-        self._senders = senders = _Senders(self, dispatch, given)
+        groups = self._groups or [(settings, [InfiniumDestination(settings)])]
+        first = groups[0][1]
+        lanes = len(groups) > 1
+        self._senders = senders = Senders(
+            settings,
+            dispatch,
+            first,
+            bucket=self._bucket,
+            reporter=self._reporter,
+            redactor=self._redactor,
+            owner=self,
+            hand_off=self._hand_off if lanes else None,
+            tag=lane_tag(first[0].name),
+        )
+        #: With several endpoints, each has a lane, and the senders above hand them traces.
+        self._lanes = [
+            Lane(own, members, self._durable, self._redactor, senders.sender if not n else None)
+            for n, (own, members) in enumerate(groups if lanes else [])
+        ]
         self._workers = senders.workers
-        self._closing = Closing(dispatch, senders.sender, senders.workers, self._bucket, given)
+        self._closing = Closing(
+            dispatch,
+            senders.sender,
+            senders.workers,
+            self._bucket,
+            () if lanes else first,
+            then=[lane.finish for lane in self._lanes],
+        )
+
+    def _hand_off(self, item: Item, trace: TaskData | None, body: bytes) -> None:
+        """A trace the senders built: to every other lane (see :mod:`.lanes`)."""
+        for lane in self._lanes:
+            lane.offer(item, trace, body)
 
     def _reset_after_fork(self) -> None:
         # The child owns none of the parent's traces (they are the parent's to deliver: no
@@ -373,11 +370,17 @@ class Exporter(ApiCalls):
             self._dispatch.work.notify_all()  # a batch waiting to fill goes now
         if idle:  # traces left in the inbox by a submit that could not admit them (see _admit)
             self._start_workers()
+        here = EXPORTING.get()
         with self._lock:
-            if EXPORTING.get():
-                return ledger.settled_before_locked(target)
-            patient = limit >= self._settings.shutdown_timeout
-            return ledger.wait_flushed(target, deadline, limit if patient else None)
+            if here:
+                done = ledger.settled_before_locked(target)
+            else:
+                patient = limit >= self._settings.shutdown_timeout
+                done = ledger.wait_flushed(target, deadline, limit if patient else None)
+        # Then the other lanes: the traces waited for above were handed to them meanwhile.
+        for lane in self._lanes:
+            done = lane.flush(deadline, here) and done
+        return done
 
     def shutdown(self, timeout: float | None = None) -> bool:
         """Stop accepting traces, deliver what can be delivered before a deadline, drop the rest.
@@ -425,10 +428,21 @@ class Exporter(ApiCalls):
         spool = self._durable.spool if self._durable is not None else None
         # Read before taking our lock: the spool calls into the exporter with its own lock held.
         held = spool.stats() if spool is not None else None
+        # Other lanes first, under their own locks: their counts are a moment older.
+        others = [lane.stats() for lane in self._lanes]
         with self._lock:
             self._admit_locked()
             each = self._senders.stats_locked()
-            return self._ledger.snapshot_locked(held, self._redactor.counts(), each)
+            for stats in others:
+                each.update(stats)
+            snapshot = self._ledger.snapshot_locked(held, self._redactor.counts(), each)
+        if not self._lanes:
+            return snapshot
+        # The first lane's retries and errors are the exporter's (it settles the traces).
+        retries, error = self._lanes[0].last()
+        return msgspec.structs.replace(
+            snapshot, retries=retries, last_error=error or snapshot.last_error
+        )
 
     def __enter__(self) -> Exporter:
         return self
@@ -495,10 +509,12 @@ class Exporter(ApiCalls):
             self._shutdown_begun = True
             self._admit_locked()  # submitted before the door closed
             self._closed = True
-            self._until.at = time.monotonic() + timeout
+            self._until.at = at = time.monotonic() + timeout
             self._dispatch.work.notify_all()
         self._until.stopping.set()
         self._bucket.wake()
+        for lane in self._lanes:
+            lane.begin_shutdown(at)
         return True
 
     def _finish_shutdown(self) -> bool:

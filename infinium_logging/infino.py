@@ -8,7 +8,6 @@ from typing import Any, Final
 import msgspec
 
 from . import failures
-from .convert import lenient_task
 from .destination import Destination
 from .exporter import Exporter
 from .infino_client import InfinoClient
@@ -18,7 +17,7 @@ from .model import TaskData
 from .queued import PendingTrace
 from .redact import default_redactor
 
-__all__ = ["InfinoSink", "InfinoStats"]
+__all__ = ["InfinoSink", "InfinoStats", "infino_destinations"]
 
 #: Reasons a trace is lost for, as counted in ``InfinoStats.dropped`` (the exporter's own).
 DROP_REASONS: Final = (
@@ -89,10 +88,7 @@ class InfinoSink:
         elif overrides:
             settings = dataclasses.replace(settings, **overrides)
         self._settings = settings
-        client = InfinoClient(settings)
-        self._destinations = [InfinoDestination(settings, client=client)]
-        if settings.steps_dataset:
-            self._destinations.append(InfinoDestination(settings, steps=True, client=client))
+        self._destinations = infino_destinations(settings)
         destinations: list[Destination] = list(self._destinations)
         #: Every trace is redacted (``INFINIUM_REDACT``, the secret key included) before it
         #: is spooled or sent.
@@ -163,10 +159,11 @@ class InfinoSink:
         )
 
 
-def built(task: object) -> TaskData:
-    """A trace built now, on the caller's thread (a dict read leniently)."""
-    if isinstance(task, PendingTrace):
-        task = task.materialize()
-    if isinstance(task, TaskData):
-        return task
-    return lenient_task(task)[0]
+def infino_destinations(settings: InfinoSettings) -> list[InfinoDestination]:
+    """The destinations of ``settings``: its trace dataset, and its steps dataset if any (one
+    client, so one connection pool, for both)."""
+    client = InfinoClient(settings)
+    destinations = [InfinoDestination(settings, client=client)]
+    if settings.steps_dataset:
+        destinations.append(InfinoDestination(settings, steps=True, client=client))
+    return destinations

@@ -1,26 +1,24 @@
-"""The default Infino destination: made from ``INFINIUM_INFINO_*`` for the default exporter."""
+"""The default exporter's Infino side: made from ``INFINIUM_INFINO_*``."""
 
 from __future__ import annotations
 
 import os
 import threading
-import time
-from collections.abc import Callable
-from typing import Any, Final
+from typing import Final
 
+from .credentials import settings_or_off
+from .destination_infinium import InfiniumDestination
 from .exporter import Exporter
-from .infino import InfinoSink, built
-from .infino_settings import INFINO_VARIABLES
-from .model import TaskData
-from .queued import PendingTrace
-from .settings import ENV_PREFIX
+from .infino import InfinoSink, infino_destinations
+from .infino_settings import INFINO_VARIABLES, InfinoSettings
+from .settings import ENV_PREFIX, Settings
 
 __all__ = [
-    "DefaultExporter",
+    "default_exporter",
     "default_infino",
-    "deliver_default",
     "infino_configured",
     "infino_only",
+    "with_infino",
 ]
 
 _ENDPOINT: Final = INFINO_VARIABLES["endpoint"]
@@ -36,8 +34,16 @@ def infino_configured() -> bool:
     return bool(os.environ.get(_ENDPOINT, "").strip())
 
 
+def infino_only() -> bool:
+    """Whether Infino is configured and Infinium credentials are not: traces go only there."""
+    return infino_configured() and not any(
+        os.environ.get(name, "").strip() for name in _AGENT_VARIABLES
+    )
+
+
 def default_infino() -> InfinoSink | None:
-    """The process-wide Infino sink made from the environment, or None without an endpoint.
+    """The process-wide Infino sink made from the environment (the default exporter when
+    Infino alone is configured), or None without an endpoint.
 
     Raises :class:`~infinium_logging.errors.ConfigurationError` (naming the
     variable) when the other ``INFINIUM_INFINO_*`` variables are missing or bad.
@@ -47,11 +53,11 @@ def default_infino() -> InfinoSink | None:
     current = _current
     if not endpoint:
         return None
-    if current is not None and current[0] == endpoint:
+    if current is not None and current[0] == endpoint and not current[1].closed:
         return current[1]
     with _lock:
         previous = _current
-        if previous is not None and previous[0] == endpoint:
+        if previous is not None and previous[0] == endpoint and not previous[1].closed:
             return previous[1]
         sink = InfinoSink()
         _current = (endpoint, sink)
@@ -60,62 +66,27 @@ def default_infino() -> InfinoSink | None:
     return sink
 
 
-class DefaultExporter(Exporter):
-    """The default exporter while ``INFINIUM_INFINO_ENDPOINT`` is set: every trace it takes
-    goes to the default Infino sink too (or only there, without Infinium credentials), and
-    its ``flush`` and ``shutdown`` cover both destinations."""
+def with_infino(settings: Settings) -> Exporter:
+    """An exporter for ``settings``; with ``INFINIUM_INFINO_ENDPOINT`` set, one that delivers
+    every trace to Infinium and to Infino's datasets, each endpoint in a lane of its own
+    (see :mod:`~infinium_logging.lanes`)."""
+    if not infino_configured() or settings.disabled:
+        return Exporter(settings)
+    infino = infino_destinations(InfinoSettings.from_env())
+    return Exporter(settings, destinations=[InfiniumDestination(settings), *infino])
 
-    def submit(self, task: Any) -> bool:
-        """Hand one trace to the default Infino sink, and to Infinium when its credentials
-        are set; True when every destination took it.  Built once, here, so that both
-        destinations get the same trace."""
+
+def default_exporter() -> tuple[Exporter, Settings]:
+    """The default exporter made from the environment, and the settings its callers' options
+    come from: Infinium's (and Infino's when configured), or, with Infino alone configured,
+    the default Infino sink's exporter."""
+    if infino_only():
         sink = default_infino()
-        if sink is None:
-            return super().submit(task)
-        trace = built(task)
-        taken = sink.submit(trace)
-        if not infino_only():
-            taken = super().submit(trace) and taken
-        return taken
-
-    def flush(self, timeout: float | None = None) -> bool:
-        """Flush both destinations within ``timeout`` seconds in all."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        done = super().flush(timeout)
-        sink = default_infino()
-        if sink is None:
-            return done
-        left = None if deadline is None else max(0.0, deadline - time.monotonic())
-        return sink.flush(left) and done
-
-    def shutdown(self, timeout: float | None = None) -> bool:
-        """Shut both destinations down within ``timeout`` seconds in all."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        done = super().shutdown(timeout)
-        sink = _current[1] if _current is not None else None
-        if sink is None:
-            return done
-        left = None if deadline is None else max(0.0, deadline - time.monotonic())
-        return sink.shutdown(left) and done
-
-
-def deliver_default(
-    payload: TaskData | dict[str, Any] | PendingTrace, infinium: Callable[[], Exporter]
-) -> bool:
-    """Hand one trace to the default exporter (``infinium()``), which sends it to Infino
-    too (see :class:`DefaultExporter`); with Infino alone configured, to the Infino sink
-    without making an Infinium exporter at all."""
-    sink = default_infino()
-    if sink is not None and infino_only():
-        return sink.submit(built(payload))
-    return infinium().submit(payload)
-
-
-def infino_only() -> bool:
-    """Whether Infino is configured and Infinium credentials are not: traces go only there."""
-    return infino_configured() and not any(
-        os.environ.get(name, "").strip() for name in _AGENT_VARIABLES
-    )
+        assert sink is not None
+        # Infinium is off on purpose: no warning about its credentials.
+        return sink.exporter, Settings.from_env(disabled=True)
+    settings = settings_or_off()
+    return with_infino(settings), settings
 
 
 def _reset() -> None:

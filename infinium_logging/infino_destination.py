@@ -14,7 +14,7 @@ from .destination import BatchLimits, RecordResult
 from .errors import ValidationError
 from .infino_client import InfinoClient
 from .infino_rows import bulk_entry, read_bulk_answer, step_rows, trace_id_of, trace_row
-from .infino_settings import InfinoSettings
+from .infino_settings import InfinoSettings, core_settings
 from .model import ApiResponse, TaskData, encode_task
 
 __all__ = ["InfinoDestination", "record_ids"]
@@ -53,6 +53,9 @@ class InfinoDestination:
         self._steps = steps
         self.dataset: Final = dataset
         self.name: Final = "infino-steps" if steps else "infino"
+        #: Its endpoint's delivery settings: in an exporter whose first destination is another
+        #: endpoint's, Infino's datasets get a lane of their own (see :mod:`.lanes`).
+        self.lane_settings: Final = core_settings(settings)
         self.limits: Final = BatchLimits(
             max_records=settings.max_batch_records,
             max_bytes=settings.max_batch_bytes,

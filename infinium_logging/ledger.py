@@ -152,12 +152,15 @@ def describe_counts(counts: Mapping[str, int]) -> str:
     return ", ".join(f"{reason}={count}" for reason, count in counts.items())
 
 
-def warn_dropped(news: Mapping[str, int], last_error: str | None = None) -> None:
+def warn_dropped(
+    news: Mapping[str, int], last_error: str | None = None, destination: str = ""
+) -> None:
     """The one warning about drops: how many since the last one, by reason, and the last
-    error, if any."""
+    error, if any; ``destination``: for that endpoint's lane alone (see :mod:`.lanes`)."""
     _log.warning(
-        "infinium_logging dropped %d trace(s) since the last report: %s%s",
+        "infinium_logging dropped %d trace(s)%s since the last report: %s%s",
         sum(news.values()),
+        f" for {destination}" if destination else "",
         describe_counts(news),
         f" (last error: {last_error})" if last_error else "",
     )
@@ -399,6 +402,16 @@ class Ledger:
             sampled_out=self.sampled_out,
             redacted=redacted or {},
             destinations=destinations or {},
+        )
+
+    def lane_locked(self, stats: DestinationStats) -> DestinationStats:
+        """``stats`` with the counts of the traces of its lane, this ledger's (lock held)."""
+        return msgspec.structs.replace(
+            stats,
+            queued=len(self.queue),
+            in_flight=len(self.in_flight),
+            spooled=self.spooled,
+            dropped={reason: count for reason, count in self.dropped.items() if count},
         )
 
     def destination_locked(self, name: str) -> DestinationStats:

@@ -162,3 +162,9 @@ class Item(msgspec.Struct, eq=False, gc=False):
     retries: int = 0
     #: Why the first destination refused its record for good, when it did.
     refused: str = ""
+    #: The lanes that already settled its spool record (their tags, read back from the spool).
+    done: frozenset[int] = frozenset()
+    #: Handed to the exporter's lanes (see :mod:`.lanes`): its record is settled lane by lane.
+    handed: bool = False
+    #: In a lane: the exporter's queued trace this record is of.
+    origin: Any = None

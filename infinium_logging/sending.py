@@ -6,7 +6,8 @@ import functools
 import logging
 import threading
 import time
-from typing import Final
+from collections.abc import Callable
+from typing import Any, Final, Protocol
 
 from . import failures, spill
 from .convert import Problem, lenient_task
@@ -31,6 +32,32 @@ _log = logging.getLogger("infinium_logging.exporter")
 #: Distinct rejection messages remembered (each is logged once); a bound against odd servers.
 _MAX_REMEMBERED: Final = 256
 
+#: What a sender hands a built trace to besides its own destinations (the exporter's other
+#: lanes): the queued trace, the trace itself when at hand, and its redacted wire body.
+HandOff = Callable[[Item, "TaskData | None", bytes], None]
+
+
+class SpoolPart(Protocol):
+    """What settles a trace's spool record for a sender (a
+    :class:`~infinium_logging.writeahead.WriteAhead`, or a lane's share of one)."""
+
+    @property
+    def spool(self) -> Any:
+        """The spool, or None while there is none."""
+        ...
+
+    def ack(self, item: Item) -> None:
+        """``item``'s record is settled here: it is not to be sent here again."""
+        ...
+
+    def keep(self, item: Item, ref: Any, reason: str, error: str | None) -> bool:
+        """Leave ``item``'s record for a later attempt; False if it was settled already."""
+        ...
+
+    def recovered_locked(self) -> None:
+        """The endpoint answers again (lock held)."""
+        ...
+
 
 class Sender:
     """Processes one queued trace on a sender thread: builds a captured one, reads a dict
@@ -48,6 +75,11 @@ class Sender:
         reporter: Reporter,
         redactor: Redactor,
         owner: object,
+        *,
+        durable: SpoolPart | None = None,
+        hand_off: HandOff | None = None,
+        tag: int = 0,
+        lane: str = "",
     ) -> None:
         self._redactor = redactor
         self._sample_rate = settings.sample_rate
@@ -58,12 +90,18 @@ class Sender:
         self.delivery = delivery
         self._pacing = dispatch.pacing
         self.reporter = reporter
-        self._durable = dispatch.durable
+        self._durable: SpoolPart | None = durable if durable is not None else dispatch.durable
+        #: The exporter's other lanes, handed each trace once it is built (None: there are none).
+        self.hand_off = hand_off
+        #: This lane's tag in spool records (see Item.done), and its name in warnings when it
+        #: is not the exporter's first.
+        self.tag = tag
+        self.lane = lane
         self._closed = dispatch.closed
         #: Any text the sender logs passes here: the secret never appears in it.
         self._clean = functools.partial(redacted, secrets=(settings.agent_secret,))
         #: Whose failures are explained once (see failures.tell): the exporter's.
-        self._owner = owner
+        self._owner = self.owner = owner
         destination = delivery.destination
         self._record = destination.record
         self._frame = destination.frame
@@ -98,6 +136,9 @@ class Sender:
         trace, body = prepared
         if self._sample_rate < 1.0 and not sampled_in(body, self._sample_rate):
             self.sampled_away(item)
+            return
+        if self.hand_off is not None:
+            self._pass_on(item, trace, body)
             return
         request = self._frame((self._record(body, trace),))
 
@@ -169,6 +210,28 @@ class Sender:
             item.body = body  # for _keep, should the trace stay in the spool
         return task, body
 
+    def _pass_on(self, item: Item, trace: TaskData | None, body: bytes) -> None:
+        """Hand a built trace to the exporter's lanes (see :mod:`.lanes`): settled when the
+        first lane settles its record, or now, as sent, when that lane had stored it before
+        (a spool record read back)."""
+        assert self.hand_off is not None
+        item.handed = True
+        with self._lock:
+            self._pacing.through(item, waking=False)
+        self.hand_off(item, trace, body)
+        if self.tag in item.done:
+            self._ack(item)
+            self._ledger.sent_one(item, 0)
+
+    def refuse(self, item: Item, reason: str) -> None:
+        """A lane had no room for ``item``: keep it in the spool for later when it has a
+        record there, else count it lost for ``reason``."""
+        durable = self._durable
+        if item.ref is not None and durable is not None and durable.spool is not None:
+            durable.keep(item, item.ref, reason, None)
+        else:
+            self.settle(item, reason)
+
     def finish(self, item: Item, outcome: Outcome, size: int) -> None:
         """Settle ``item`` as ``outcome`` of its request (``size`` body bytes) says."""
         reason, error = outcome.reason, outcome.error
@@ -216,13 +279,15 @@ class Sender:
             explained = failures.explain("rejected", error, self.settings, "")
             failures.say(_log, logging.WARNING, self._clean(explained))
 
-    def delivered(self, item: Item, response: ApiResponse, size: int) -> None:
+    def delivered(self, item: Item, response: ApiResponse, size: int) -> bool:
+        """Count ``item`` as sent (``size`` body bytes) and tell on_result; False when it was
+        settled already."""
         self._ack(item)
         ledger = self._ledger
         with self._lock:
             self._pacing.through(item, waking=False)
             if not ledger.sent_one(item, size):
-                return
+                return False
             recovered = self._auth_failing
             self._auth_failing = False
             if self._durable is not None:
@@ -232,6 +297,7 @@ class Sender:
             endpoint = self.delivery.destination.name.split("-")[0].capitalize()
             _log.info("%s accepted the credentials again; sending resumed", endpoint)
         self.reporter.report(item, response)
+        return True
 
     def sampled_away(self, item: Item) -> None:
         """Settle a trace ``sample_rate`` leaves out: counted apart from the losses."""
@@ -278,7 +344,7 @@ class Sender:
         with self._lock:
             news = self.warner.news(self._ledger.dropped)
         if news:
-            warn_dropped(news, self._ledger.last_error)
+            warn_dropped(news, self._ledger.last_error, self.lane)
 
     def _spooling(self) -> bool:
         return self._durable is not None and self._durable.spool is not None

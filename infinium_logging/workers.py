@@ -40,8 +40,11 @@ class Workers(Generic[_W]):
         take: Callable[[], _W | None],
         process: Callable[[_W], None],
         exited: Callable[[], None],
+        *,
+        name: str = "infinium-exporter",
     ) -> None:
         self._count = count
+        self._name = name
         self._lock = lock
         self._take = take
         self._process = process
@@ -62,7 +65,7 @@ class Workers(Generic[_W]):
             threads = []
             for number in range(1, self._count + 1):
                 thread = threading.Thread(
-                    target=self._run, name=f"infinium-exporter-{number}", daemon=True
+                    target=self._run, name=f"{self._name}-{number}", daemon=True
                 )
                 try:
                     thread.start()

@@ -84,10 +84,8 @@ def test_both_destinations_through_an_outage_without_duplicates(
     infino.down = False
     assert infinium_collector.traces() == []
     infinium_collector.set_up()
-    sink = infino_default.default_infino()
-    assert sink is not None
-    assert sink.flush(30.0)
-    assert _default.get_default_exporter().flush(30.0)
+    exporter = _default.get_default_exporter()
+    assert exporter.flush(30.0)
     assert infinium_collector.wait_for(20, timeout=10.0)
     names = sorted(t.task.name for t in infinium_collector.traces())
     assert names == [f"trace-{n:03}" for n in range(20)]
@@ -96,14 +94,18 @@ def test_both_destinations_through_an_outage_without_duplicates(
     assert len(infino.ids(DATASET)) == 20
     assert set(infino.writes.values()) == {1}
     assert infino.bad_signatures == 0
-    assert sink.stats().sent == 20 and sink.stats().retries >= 1
+    stats = exporter.stats()
+    assert stats.sent == 20 and stats.destinations["infinium"].sent == 20
+    infino_stats = stats.destinations["infino"]
+    assert infino_stats.sent == 20 and infino_stats.retries >= 1, infino_stats
+    assert infino_stats.dropped == {} and infino_stats.queued == 0
 
 
 def test_only_infino_without_infinium_credentials(
     infino: InfinoServer, logger: logging.Logger
 ) -> None:
-    """With no Infinium agent configured, the default exporter sends to Infino only, and a
-    task() goes there too, its steps included."""
+    """With no Infinium agent configured, the default exporter is the Infino sink's and sends
+    to Infino only; a task() goes there too, its steps included."""
     _log_traces(logger, 3)
     with task("with steps"):
         logger.info("first step")
@@ -114,7 +116,10 @@ def test_only_infino_without_infinium_credentials(
     assert set(docs) == {"trace-000", "trace-001", "trace-002", "with steps"}, sink.stats()
     assert docs["with steps"]["step_count"] == 2
     assert "second step" in docs["with steps"]["steps"]
-    assert _default.peek_default_exporter() is None
+    # No Infinium exporter: the default exporter is the Infino sink's, with Infino's
+    # destinations alone.
+    assert _default.peek_default_exporter() is sink.exporter
+    assert set(sink.exporter.stats().destinations) == {"infino"}
 
 
 def test_the_sink_as_an_explicit_exporter(

@@ -1,0 +1,357 @@
+"""Lanes: each endpoint's queue, sender threads and delivery within an exporter.
+
+An exporter delivers to one or more endpoints.  With one, its senders build and deliver
+each trace themselves.  With several, its destinations are grouped into lanes, one per
+endpoint (destinations of one endpoint, like Infino's trace and steps datasets, share a
+lane): the exporter's senders build, redact, sample and encode every trace once and hand
+it to every lane, and each lane queues it under its own bounds and delivers it with its
+endpoint's throttle, retries and timeout.  An outage of one endpoint fills only its own
+lane: the traces of the others, and the queue every trace waits in first, never wait
+for it.  A trace is settled in the exporter's ledger (its top-level stats, ``flush()``
+and ``on_result``) as the first lane settles it; every lane's own figures are in
+``stats().destinations``.
+
+With a spool, a trace's one record is settled lane by lane (each lane's tag in the
+``.ack`` file): a record the first lane stored and another did not is sent, at the next
+start, to that other lane only.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from . import failures
+from .admission import Admission
+from .batching import BatchSender
+from .closing import Closing
+from .delivery import Deadline, Delivery
+from .destination import Destination, DestinationStats
+from .dispatch import Dispatch
+from .ledger import Ledger
+from .model import ApiResponse, TaskData
+from .queued import Item
+from .redact import Redactor
+from .results import Reporter
+from .retry import RetryPolicy
+from .sending import HandOff, Sender, SpoolPart
+from .settings import Settings
+from .throttle import TokenBucket
+from .workers import Workers
+
+__all__ = ["Lane", "Senders", "lane_settings", "lanes_of", "lane_tag"]
+
+
+def lane_tag(name: str) -> int:
+    """The tag (1..255) a lane named ``name`` settles spool records with."""
+    return 1 + zlib.crc32(name.encode()) % 255
+
+
+def lane_settings(destination: Destination) -> Settings | None:
+    """The delivery settings of ``destination``'s endpoint (throttle, retries, timeout, queue
+    bound), when it says them (its optional ``lane_settings`` attribute); None: the
+    exporter's own."""
+    settings = getattr(destination, "lane_settings", None)
+    return settings if isinstance(settings, Settings) else None
+
+
+def lanes_of(
+    settings: Settings, destinations: Sequence[Destination]
+) -> list[tuple[Settings, list[Destination]]]:
+    """``destinations`` grouped by the settings of their endpoint, in order of first
+    appearance: ``(settings, destinations)`` per lane, the first lane's settings being the
+    exporter's own."""
+    groups: list[tuple[Settings, list[Destination]]] = []
+    for destination in destinations:
+        own = lane_settings(destination) or settings
+        for key, members in groups:
+            if key == own:
+                members.append(destination)
+                break
+        else:
+            groups.append((own, [destination]))
+    if groups:
+        groups[0] = (settings, groups[0][1])
+    return groups
+
+
+class Senders:
+    """The sender side of a lane: a Delivery per destination, the Sender, and threads
+    taking one trace at a time, or batches when the (first) destination takes several
+    records per request or there are several (see :mod:`~infinium_logging.batching`).
+    With ``hand_off`` (the exporter's senders when there are lanes) they take one trace at
+    a time and hand it on built; ``sender_type``: the Sender's class."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        dispatch: Dispatch,
+        destinations: Sequence[Destination],
+        *,
+        bucket: TokenBucket,
+        reporter: Reporter,
+        redactor: Redactor,
+        owner: object,
+        durable: SpoolPart | None = None,
+        hand_off: HandOff | None = None,
+        tag: int = 0,
+        lane: str = "",
+        sender_type: type[Sender] = Sender,
+    ) -> None:
+        ledger = dispatch.ledger
+        policy = RetryPolicy.from_settings(settings)
+        deliveries = [
+            Delivery(d, policy, bucket, dispatch.until, settings.timeout) for d in destinations
+        ]
+        self.first = deliveries[0]
+        self.sender = sender = sender_type(
+            settings,
+            dispatch,
+            self.first,
+            reporter,
+            redactor,
+            owner,
+            durable=durable,
+            hand_off=hand_off,
+            tag=tag,
+            lane=lane,
+        )
+        limits = destinations[0].limits
+        self.batches: BatchSender | None = None
+        take: Callable[[], Any] = dispatch.take
+        process: Callable[[Any], None] = sender.process
+        if hand_off is None and (len(deliveries) > 1 or limits.max_records > 1):
+            self.batches = BatchSender(sender, deliveries, ledger)
+            take, process = functools.partial(dispatch.take_batch, limits), self.batches.process
+        self.workers: Workers[Any] = Workers(
+            settings.workers,
+            ledger.lock,
+            take,
+            process,
+            ledger.wake_waiters_locked,
+            name=f"infinium-{lane}" if lane else "infinium-exporter",
+        )
+        self._ledger = ledger
+
+    def stats_locked(self) -> dict[str, DestinationStats]:
+        """Each destination's counts, by name (lock held)."""
+        if self.batches is not None:
+            each = self.batches.stats_locked()
+        else:
+            name = self.first.destination.name
+            each = {name: self._ledger.destination_locked(name)}
+        return {name: self._ledger.lane_locked(stats) for name, stats in each.items()}
+
+
+class _Share:
+    """A lane's share of the exporter's spool records: it settles its part of each (see
+    :meth:`~infinium_logging.writeahead.WriteAhead.ack_lane`); what it could not deliver
+    stays there for it (the first lane's, taken up again by the exporter; another's, sent
+    to it at the next start)."""
+
+    def __init__(self, durable: Any, tag: int, ledger: Ledger, holding: set[Any]) -> None:
+        self._durable = durable
+        self._tag = tag
+        self._ledger = ledger
+        self._holding = holding
+
+    @property
+    def spool(self) -> Any:
+        return self._durable.spool if self._durable is not None else None
+
+    def ack(self, item: Item) -> None:
+        ref = item.ref
+        if ref is None:
+            return
+        with self._ledger.lock:
+            self._holding.discard(ref)
+        if self._durable is not None and not item.settled:
+            self._durable.ack_lane(ref, self._tag)
+
+    def keep(self, item: Item, ref: Any, reason: str, error: str | None) -> bool:
+        with self._ledger.lock:
+            self._holding.discard(ref)
+        return self._ledger.kept(item, error)
+
+    def recovered_locked(self) -> None:
+        """Nothing to take up here: the exporter takes its spool's records up."""
+
+
+class _First(Sender):
+    """The first lane's sender: what it settles, it settles for the exporter too (through
+    the exporter's sender, ``hand_off``'s owner): the top-level counts, on_result, the
+    spool's backlog."""
+
+    def delivered(self, item: Item, response: ApiResponse, size: int) -> bool:
+        if not super().delivered(item, response, size):
+            return False
+        return _stage_of(self).delivered(item.origin, response, size)
+
+    def settle(self, item: Item, reason: str, error: str | None = None) -> bool:
+        if not super().settle(item, reason, error):
+            return False
+        _stage_of(self).settle(item.origin, reason, error)
+        return True
+
+
+def _stage_of(sender: Sender) -> Sender:
+    stage = sender.reporter
+    assert isinstance(stage, _Lost)
+    return stage.stage
+
+
+class _Lost(Reporter):
+    """The first lane's reporter: it tells nobody (the exporter's sender tells on_result),
+    and what the lane's shutdown lost, the exporter's sender settles as lost too (or
+    keeps in the exit spill)."""
+
+    def __init__(self, stage: Sender) -> None:
+        super().__init__(None)
+        self.stage = stage
+
+    def report_lost(self, items: list[Item], until: float) -> None:
+        for item in items:
+            self.stage.settle(item.origin, "shutdown")
+
+
+class Lane:
+    """One endpoint's lane: fed the traces the exporter's senders built (:meth:`offer`),
+    with a queue, sender threads, delivery and counts of its own.
+
+    ``settings`` are the endpoint's delivery settings; ``durable`` the exporter's
+    write-ahead (None without a spool); ``redactor`` is the exporter's (traces come
+    redacted: it only has to be ready).  ``stage``: for the first lane, the exporter's
+    sender, which settles each trace as this lane does; other lanes' failures are
+    counted in their destinations' stats, not explained in Infinium's words.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        destinations: Sequence[Destination],
+        durable: Any,
+        redactor: Redactor,
+        stage: Sender | None = None,
+    ) -> None:
+        # Traces come sampled; what a lane's shutdown loses, the exporter spills.
+        self.settings = settings = settings.replace(
+            sample_rate=1.0, exit_spool=False, handle_signals=False
+        )
+        self.destinations = tuple(destinations)
+        self.name = destinations[0].name
+        self.tag = lane_tag(self.name)
+        self.lock = lock = threading.RLock()
+        self.ledger = ledger = Ledger(lock)
+        self.admission = Admission(ledger, settings.max_queue_size, settings.max_queue_bytes)
+        self._closed = False
+        self.until = Deadline()
+        self.dispatch = dispatch = Dispatch(self.admission, None, self.until, self.closed)
+        #: Spool records queued or in flight here (a record taken up again is not offered twice).
+        self._holding: set[Any] = set()
+        self._spooled = durable is not None
+        self._stage = stage
+        self.bucket = TokenBucket.from_settings(settings)
+        self.senders = senders = Senders(
+            settings,
+            dispatch,
+            destinations,
+            bucket=self.bucket,
+            reporter=Reporter(None) if stage is None else _Lost(stage),
+            redactor=redactor,
+            owner=self if stage is None else stage.owner,
+            durable=_Share(durable, self.tag, ledger, self._holding),
+            tag=self.tag,
+            lane=self.name,
+            sender_type=Sender if stage is None else _First,
+        )
+        self.workers = senders.workers
+        self.closing = Closing(
+            dispatch,
+            senders.sender,
+            senders.workers,
+            self.bucket,
+            destinations,
+            keeps=durable is not None,
+        )
+        if stage is None:
+            failures.hush(self)
+
+    def __repr__(self) -> str:
+        return f"Lane({self.name!r}, destinations={[d.name for d in self.destinations]})"
+
+    def closed(self) -> bool:
+        """Whether the exporter's shutdown has begun."""
+        return self._closed
+
+    def offer(self, item: Item, trace: TaskData | None, body: bytes) -> None:
+        """Queue the exporter's built trace ``item`` (``body`` its redacted wire body) here,
+        unless this lane settled its spool record already or is full (counted)."""
+        if self.tag in item.done:
+            return
+        ref = item.ref
+        mine = Item(trace, 0, len(body), body, ref, origin=item)
+        with self.lock:
+            ledger = self.ledger
+            if ref is not None:
+                if ref in self._holding:
+                    return
+                self._holding.add(ref)
+            ledger.submitted += 1
+            full = self.admission.full_locked(len(body))
+            if full:
+                self._holding.discard(ref)
+                if ref is not None and self._spooled:
+                    ledger.spooled += 1  # its part of the record waits in the spool
+                else:
+                    ledger.dropped["queue_full"] += 1
+            else:
+                ledger.enqueue_locked(mine)
+                self.dispatch.wake(1)
+            started = self.workers.started
+        if full:
+            if self._stage is not None:
+                self._stage.refuse(item, "queue_full")
+            return
+        if not started:
+            self.workers.start(self.closed)
+
+    def flush(self, deadline: float, here: bool) -> bool:
+        """Wait until every record offered before now is settled, or ``deadline``; ``here``:
+        on a sender thread, only say whether that is the case."""
+        ledger = self.ledger
+        with self.lock:
+            target = ledger.seq
+            self.dispatch.work.notify_all()  # a batch waiting to fill goes now
+            if here:
+                return ledger.settled_before_locked(target)
+            return ledger.wait_flushed(target, deadline, None)
+
+    def begin_shutdown(self, at: float) -> None:
+        """The exporter's shutdown began, with deadline ``at``: batches go at once, senders
+        end when nothing is left, no request outlasts ``at``."""
+        with self.lock:
+            self._closed = True
+            self.until.at = at
+            self.dispatch.work.notify_all()
+        self.until.stopping.set()
+        self.bucket.wake()
+
+    def finish(self) -> bool:
+        """Deliver what is left here until the deadline; True when nothing was lost to it."""
+        if self.until.at is None:
+            self.begin_shutdown(time.monotonic())
+        return self.closing.finish()
+
+    def stats(self) -> dict[str, DestinationStats]:
+        """Each of this lane's destinations' counts, by name."""
+        with self.lock:
+            return self.senders.stats_locked()
+
+    def last(self) -> tuple[int, str | None]:
+        """This lane's retries and last error (the first lane's are the exporter's)."""
+        with self.lock:
+            return self.ledger.retries, self.ledger.last_error

@@ -1,0 +1,249 @@
+"""One exporter, two endpoints: Infinium and an Infino dataset as lanes of one Exporter.
+
+Each trace is built, redacted, sampled and spooled once; each endpoint has its own queue,
+throttle and retries, so an outage of one never holds the other back; with a spool, a
+trace is settled endpoint by endpoint, and what one endpoint missed reaches it (and only
+it) at the next start."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from exporters import FAST, balanced, settings_for, trace, wait_until
+from infino_server import ACCESS_KEY, SECRET_KEY, InfinoServer, running
+
+from infinium_logging.collector import LocalCollector
+from infinium_logging.destination_infinium import InfiniumDestination
+from infinium_logging.exporter import Exporter
+from infinium_logging.infino import infino_destinations
+from infinium_logging.infino_settings import InfinoSettings
+from infinium_logging.lanes import lanes_of
+from infinium_logging.model import ApiResponse, TaskData
+from infinium_logging.settings import Settings
+
+DATASET = "infinium-traces"
+
+
+@pytest.fixture
+def infino() -> Iterator[InfinoServer]:
+    """A local Infino endpoint."""
+    yield from running()
+
+
+def infino_settings(infino: InfinoServer, **overrides: Any) -> InfinoSettings:
+    """Infino settings aimed at ``infino``: fast retries, batches that go at once."""
+    values: dict[str, Any] = {
+        "endpoint": infino.url,
+        "access_key": ACCESS_KEY,
+        "secret_key": SECRET_KEY,
+        "linger": 0.0,
+        "retry_backoff_base": 0.01,
+        "retry_backoff_max": 0.05,
+        "requests_per_second": 1000.0,
+        "burst_size": 1000,
+        "shutdown_timeout": 2.0,
+    }
+    values.update(overrides)
+    return InfinoSettings(**values)
+
+
+def both(
+    collector: LocalCollector,
+    infino: InfinoServer,
+    spool_dir: Path | None = None,
+    infino_overrides: dict[str, Any] | None = None,
+    **overrides: Any,
+) -> Exporter:
+    """One Exporter delivering to ``collector`` (Infinium) and to ``infino``'s dataset."""
+    on_result = overrides.pop("on_result", None)
+    settings = settings_for(collector, spool_dir, **overrides)
+    infino_side = infino_destinations(infino_settings(infino, **(infino_overrides or {})))
+    return Exporter(
+        settings,
+        destinations=[InfiniumDestination(settings), *infino_side],
+        on_result=on_result,
+    )
+
+
+def names_at(infino: InfinoServer) -> list[str]:
+    """The names of the traces stored in the Infino dataset, sorted."""
+    return sorted(doc["name"] for doc in infino.documents(DATASET))
+
+
+def test_destinations_are_grouped_by_endpoint(infino: InfinoServer) -> None:
+    """Infinium's destination is the first lane; Infino's trace and steps datasets, which
+    share their endpoint's settings, are one lane after it."""
+    collector_settings = Settings(**FAST, base_url="http://127.0.0.1:9")
+    infino_side = infino_destinations(infino_settings(infino, steps_dataset="steps"))
+    first = InfiniumDestination(collector_settings)
+    groups = lanes_of(collector_settings, [first, *infino_side])
+    assert [[d.name for d in members] for _, members in groups] == [
+        ["infinium"],
+        ["infino", "infino-steps"],
+    ]
+    assert groups[0][0] is collector_settings
+    assert groups[1][0].base_url == infino.url
+
+
+def test_every_trace_reaches_both_endpoints(
+    infinium_collector: LocalCollector, infino: InfinoServer
+) -> None:
+    """Submitted once, each trace is stored by Infinium and by Infino; flush waits for both;
+    the stats count each endpoint apart, and the top level as Infinium's."""
+    exporter = both(infinium_collector, infino)
+    for number in range(12):
+        assert exporter.submit(trace(f"t{number:02}"))
+    assert exporter.flush(10.0)
+    expected = [f"t{number:02}" for number in range(12)]
+    assert sorted(t.task.name for t in infinium_collector.traces()) == expected
+    assert names_at(infino) == expected
+    stats = exporter.stats()
+    assert balanced(stats) and stats.sent == 12
+    assert stats.destinations["infinium"].sent == 12
+    assert stats.destinations["infino"].sent == 12
+    assert stats.destinations["infino"].queued == 0
+    assert exporter.shutdown(5.0)
+
+
+def test_an_infino_outage_never_holds_infinium_back(
+    infinium_collector: LocalCollector, infino: InfinoServer
+) -> None:
+    """Infino down and its lane full: Infinium still gets every trace at once, the first
+    queue never fills, and Infino's lane counts what it could not hold."""
+    infino.down = True
+    exporter = both(
+        infinium_collector,
+        infino,
+        max_queue_size=5,
+        infino_overrides={"max_queue_size": 3, "max_retries": 100, "max_elapsed": 600.0},
+    )
+    try:
+        for number in range(40):
+            exporter.submit(trace(f"t{number:02}"))
+            if number % 5 == 4:
+                # The first queue takes 5: it must drain even though Infino answers nothing.
+                assert wait_until(lambda: exporter.stats().queued == 0, timeout=10.0)
+        assert wait_until(lambda: exporter.stats().sent == 40, timeout=10.0)
+        stats = exporter.stats()
+        assert stats.dropped_total == 0 and stats.sent == 40
+        infino_stats = stats.destinations["infino"]
+        assert infino_stats.dropped.get("queue_full", 0) >= 30, infino_stats
+        assert infino_stats.retries >= 1 and infino_stats.sent == 0
+        assert infino_stats.last_error is not None
+    finally:
+        infino.down = False
+        exporter.shutdown(5.0)
+    # What its lane held is delivered once Infino answers again.
+    assert (
+        len(names_at(infino)) + exporter.stats().destinations["infino"].dropped.get("queue_full", 0)
+        == 40
+    )
+
+
+def test_an_infinium_outage_never_holds_infino_back(
+    infinium_collector: LocalCollector, infino: InfinoServer
+) -> None:
+    """Infinium refusing connections: Infino still gets every trace while Infinium's
+    retries go on."""
+    infinium_collector.set_down()
+    exporter = both(infinium_collector, infino, max_retries=100, max_elapsed=600.0)
+    try:
+        for number in range(6):
+            assert exporter.submit(trace(f"t{number}"))
+        assert wait_until(lambda: len(names_at(infino)) == 6, timeout=10.0)
+        assert exporter.stats().sent == 0
+    finally:
+        infinium_collector.set_up()
+    assert exporter.flush(10.0)
+    assert exporter.stats().sent == 6
+    exporter.shutdown(5.0)
+
+
+def test_sampling_keeps_the_same_traces_everywhere(
+    infinium_collector: LocalCollector, infino: InfinoServer
+) -> None:
+    """The sample is drawn once per trace: both endpoints hold the same traces."""
+    exporter = both(infinium_collector, infino, sample_rate=0.5)
+    for number in range(60):
+        exporter.submit(trace(f"t{number:02}"))
+    assert exporter.flush(10.0)
+    at_infinium = sorted(t.task.name for t in infinium_collector.traces())
+    assert 0 < len(at_infinium) < 60
+    assert names_at(infino) == at_infinium
+    assert exporter.stats().sampled_out == 60 - len(at_infinium)
+    exporter.shutdown(5.0)
+
+
+def test_each_endpoints_secret_is_kept_from_the_other(
+    infinium_collector: LocalCollector, infino: InfinoServer
+) -> None:
+    """A trace quoting Infino's secret key or Infinium's agent secret reaches neither
+    endpoint with it: the one redaction covers both."""
+    exporter = both(infinium_collector, infino)
+    secret = settings_for(infinium_collector).agent_secret
+    text = f"keys: {SECRET_KEY} and {secret}"
+    assert exporter.submit(trace("leaky", description=text))
+    assert exporter.flush(10.0)
+    stored = infinium_collector.traces()[0].task.description
+    assert SECRET_KEY not in stored and secret not in stored
+    (row,) = infino.documents(DATASET)
+    assert SECRET_KEY not in str(row) and secret not in str(row)
+    exporter.shutdown(5.0)
+
+
+def test_on_result_hears_infiniums_answers(
+    infinium_collector: LocalCollector, infino: InfinoServer
+) -> None:
+    """``on_result`` is told the first endpoint's answer for each trace, once."""
+    told: list[tuple[str, bool]] = []
+    lock = threading.Lock()
+
+    def on_result(task: TaskData, response: ApiResponse) -> None:
+        with lock:
+            told.append((task.name, response.success))
+
+    exporter = both(infinium_collector, infino, on_result=on_result)
+    for number in range(3):
+        exporter.submit(trace(f"t{number}"))
+    assert exporter.flush(10.0)
+    assert sorted(told) == [("t0", True), ("t1", True), ("t2", True)]
+    exporter.shutdown(5.0)
+
+
+def test_shutdown_delivers_to_both_within_its_deadline(
+    infinium_collector: LocalCollector, infino: InfinoServer
+) -> None:
+    """Shutdown without a flush: what was submitted reaches both endpoints, and the lanes'
+    threads are gone within the deadline."""
+    exporter = both(infinium_collector, infino, infino_overrides={"linger": 60.0})
+    for number in range(5):
+        exporter.submit(trace(f"t{number}"))
+    assert exporter.shutdown(5.0)
+    assert len(infinium_collector.traces()) == 5
+    assert len(names_at(infino)) == 5
+    assert not exporter.submit(trace("late"))
+    assert wait_until(
+        lambda: not any(t.name.startswith("infinium-infino") for t in threading.enumerate())
+    )
+
+
+def test_shutdown_counts_what_infino_could_not_take(
+    infinium_collector: LocalCollector, infino: InfinoServer
+) -> None:
+    """Infino down until the deadline: its lane counts its traces as lost to ``shutdown``,
+    Infinium's side loses nothing."""
+    infino.down = True
+    exporter = both(
+        infinium_collector, infino, infino_overrides={"max_retries": 100, "max_elapsed": 600.0}
+    )
+    for number in range(4):
+        exporter.submit(trace(f"t{number}"))
+    assert exporter.flush(0.5) is False
+    assert exporter.shutdown(0.5) is False
+    stats = exporter.stats()
+    assert stats.sent == 4 and stats.dropped_total == 0
+    assert stats.destinations["infino"].dropped == {"shutdown": 4}
