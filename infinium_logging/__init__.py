@@ -23,6 +23,8 @@ The flow, one module per stage (docs/architecture.md draws it)::
     workers.py                  sender threads started lazily, their one run loop, pacing
     sending.py                  one trace on a sender: build, redact, sample, deliver, settle
     batching.py                 a batch on a sender: each destination's records, per-record results
+    lanes.py                    several endpoints: a lane each (queue, senders, delivery), fed
+                                the traces the senders above built once
     writeahead.py               the exporter's spool: write-ahead, keeping, the backlog
     closing.py                  the end of a shutdown: the wait, the tally, the exit spill
     results.py                  what on_result is told
@@ -30,7 +32,7 @@ The flow, one module per stage (docs/architecture.md draws it)::
     delivery.py                 one deliver(): throttle, timeout, retries, the 429 rule
     destination.py              the Destination seam; destination_infinium.py: the Infinium one
     client.py                   send, send_batch, get_prompt, get_interpreted_result
-    infino*.py / sigv4.py       the Infino sink: an Exporter whose destinations are Infino datasets
+    infino*.py / sigv4.py       Infino: its destinations, and the sink (an Exporter of them alone)
     lifecycle.py                one registry for exit, multiprocessing finalizers and fork
     throttle.py / retry.py      token bucket, backoff and Retry-After
     transport.py                one pooled urllib3 client

@@ -23,7 +23,6 @@ from . import lifecycle, signals, spill
 from ._logsetup import setup_logging
 from .admission import INBOX_BATCH, Admission, as_trace
 from .client import ApiCalls, ApiClient, OfficialTask
-from .closing import Closing
 from .credentials import settings_or_off
 from .delivery import Deadline
 from .destination import Destination
@@ -31,10 +30,10 @@ from .destination_infinium import InfiniumDestination
 from .dispatch import Dispatch
 from .durability import replay_spool
 from .guard import EXPORTING
-from .lanes import Lane, Senders, lane_tag, lanes_of
+from .lanes import lane_tag, lanes_of, wire
 from .ledger import ExporterStats, Ledger
 from .model import TaskData
-from .queued import Item, PendingTrace
+from .queued import PendingTrace
 from .redact import Redactor
 from .results import OnResult, Reporter
 from .retry import RetryPolicy
@@ -198,38 +197,17 @@ class Exporter(ApiCalls):
         self._bucket = TokenBucket.from_settings(settings)
         # A new pool too: the parent's connections are the parent's.
         groups = self._groups or [(settings, [InfiniumDestination(settings)])]
-        first = groups[0][1]
-        lanes = len(groups) > 1
-        self._senders = senders = Senders(
+        self._senders, self._lanes, self._closing = wire(
             settings,
             dispatch,
-            first,
+            groups,
             bucket=self._bucket,
             reporter=self._reporter,
             redactor=self._redactor,
             owner=self,
-            hand_off=self._hand_off if lanes else None,
-            tag=lane_tag(first[0].name),
+            durable=self._durable,
         )
-        #: With several endpoints, each has a lane, and the senders above hand them traces.
-        self._lanes = [
-            Lane(own, members, self._durable, self._redactor, senders.sender if not n else None)
-            for n, (own, members) in enumerate(groups if lanes else [])
-        ]
-        self._workers = senders.workers
-        self._closing = Closing(
-            dispatch,
-            senders.sender,
-            senders.workers,
-            self._bucket,
-            () if lanes else first,
-            then=[lane.finish for lane in self._lanes],
-        )
-
-    def _hand_off(self, item: Item, trace: TaskData | None, body: bytes) -> None:
-        """A trace the senders built: to every other lane (see :mod:`.lanes`)."""
-        for lane in self._lanes:
-            lane.offer(item, trace, body)
+        self._workers = self._senders.workers
 
     def _reset_after_fork(self) -> None:
         # The child owns none of the parent's traces (they are the parent's to deliver: no
@@ -377,9 +355,8 @@ class Exporter(ApiCalls):
             else:
                 patient = limit >= self._settings.shutdown_timeout
                 done = ledger.wait_flushed(target, deadline, limit if patient else None)
-        # Then the other lanes: the traces waited for above were handed to them meanwhile.
-        for lane in self._lanes:
-            done = lane.flush(deadline, here) and done
+        if self._lanes is not None:  # the traces waited for above were handed to them
+            done = self._lanes.flush(deadline, here) and done
         return done
 
     def shutdown(self, timeout: float | None = None) -> bool:
@@ -428,21 +405,14 @@ class Exporter(ApiCalls):
         spool = self._durable.spool if self._durable is not None else None
         # Read before taking our lock: the spool calls into the exporter with its own lock held.
         held = spool.stats() if spool is not None else None
-        # Other lanes first, under their own locks: their counts are a moment older.
-        others = [lane.stats() for lane in self._lanes]
+        lanes = self._lanes
+        # Lanes first, under their own locks: their counts are a moment older.
+        others = lanes.stats() if lanes is not None else {}
         with self._lock:
             self._admit_locked()
-            each = self._senders.stats_locked()
-            for stats in others:
-                each.update(stats)
+            each = {**self._senders.stats_locked(), **others}
             snapshot = self._ledger.snapshot_locked(held, self._redactor.counts(), each)
-        if not self._lanes:
-            return snapshot
-        # The first lane's retries and errors are the exporter's (it settles the traces).
-        retries, error = self._lanes[0].last()
-        return msgspec.structs.replace(
-            snapshot, retries=retries, last_error=error or snapshot.last_error
-        )
+        return lanes.amend(snapshot) if lanes is not None else snapshot
 
     def __enter__(self) -> Exporter:
         return self
@@ -513,8 +483,8 @@ class Exporter(ApiCalls):
             self._dispatch.work.notify_all()
         self._until.stopping.set()
         self._bucket.wake()
-        for lane in self._lanes:
-            lane.begin_shutdown(at)
+        if self._lanes is not None:
+            self._lanes.begin_shutdown(at)
         return True
 
     def _finish_shutdown(self) -> bool:

@@ -10,7 +10,7 @@ from .credentials import settings_or_off
 from .destination_infinium import InfiniumDestination
 from .exporter import Exporter
 from .infino import InfinoSink, infino_destinations
-from .infino_settings import INFINO_VARIABLES, InfinoSettings
+from .infino_settings import INFINO_VARIABLES, InfinoSettings, infino_configured
 from .settings import ENV_PREFIX, Settings
 
 __all__ = [
@@ -27,11 +27,6 @@ _AGENT_VARIABLES: Final = (f"{ENV_PREFIX}AGENT_ID", f"{ENV_PREFIX}AGENT_SECRET")
 _lock = threading.Lock()
 #: The default sink and the endpoint it was made for (a changed variable makes a new one).
 _current: tuple[str, InfinoSink] | None = None
-
-
-def infino_configured() -> bool:
-    """Whether ``INFINIUM_INFINO_ENDPOINT`` is set: the default exporter then sends to Infino."""
-    return bool(os.environ.get(_ENDPOINT, "").strip())
 
 
 def infino_only() -> bool:

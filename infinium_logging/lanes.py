@@ -25,6 +25,8 @@ import zlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import msgspec
+
 from . import failures
 from .admission import Admission
 from .batching import BatchSender
@@ -32,7 +34,7 @@ from .closing import Closing
 from .delivery import Deadline, Delivery
 from .destination import Destination, DestinationStats
 from .dispatch import Dispatch
-from .ledger import Ledger
+from .ledger import ExporterStats, Ledger
 from .model import ApiResponse, TaskData
 from .queued import Item
 from .redact import Redactor
@@ -43,7 +45,7 @@ from .settings import Settings
 from .throttle import TokenBucket
 from .workers import Workers
 
-__all__ = ["Lane", "Senders", "lane_settings", "lanes_of", "lane_tag"]
+__all__ = ["Lane", "Lanes", "Senders", "lane_settings", "lane_tag", "lanes_of", "wire"]
 
 
 def lane_tag(name: str) -> int:
@@ -355,3 +357,86 @@ class Lane:
         """This lane's retries and last error (the first lane's are the exporter's)."""
         with self.lock:
             return self.ledger.retries, self.ledger.last_error
+
+
+class Lanes:
+    """The lanes of an exporter with several endpoints, the first of which settles its
+    traces: what the exporter asks of them all."""
+
+    def __init__(self) -> None:
+        self.all: list[Lane] = []
+
+    def offer(self, item: Item, trace: TaskData | None, body: bytes) -> None:
+        """A trace the exporter's senders built: to every lane."""
+        for lane in self.all:
+            lane.offer(item, trace, body)
+
+    def flush(self, deadline: float, here: bool) -> bool:
+        """Every lane's :meth:`Lane.flush`, to the one deadline."""
+        done = True
+        for lane in self.all:
+            done = lane.flush(deadline, here) and done
+        return done
+
+    def begin_shutdown(self, at: float) -> None:
+        for lane in self.all:
+            lane.begin_shutdown(at)
+
+    def stats(self) -> dict[str, DestinationStats]:
+        """Every destination's counts, by name."""
+        each: dict[str, DestinationStats] = {}
+        for lane in self.all:
+            each.update(lane.stats())
+        return each
+
+    def amend(self, stats: ExporterStats) -> ExporterStats:
+        """The exporter's ``stats`` with the first lane's retries and last error (the
+        traces are settled as it settles them)."""
+        retries, error = self.all[0].last()
+        return msgspec.structs.replace(stats, retries=retries, last_error=error or stats.last_error)
+
+
+def wire(
+    settings: Settings,
+    dispatch: Dispatch,
+    groups: Sequence[tuple[Settings, Sequence[Destination]]],
+    *,
+    bucket: TokenBucket,
+    reporter: Reporter,
+    redactor: Redactor,
+    owner: object,
+    durable: Any,
+) -> tuple[Senders, Lanes | None, Closing]:
+    """An exporter's senders, lanes and closing for its destinations ``groups`` (see
+    :func:`lanes_of`): with one group, senders that deliver; with several, senders that
+    hand each built trace to a lane per group."""
+    lanes = Lanes() if len(groups) > 1 else None
+    first = groups[0][1]
+    senders = Senders(
+        settings,
+        dispatch,
+        first,
+        bucket=bucket,
+        reporter=reporter,
+        redactor=redactor,
+        owner=owner,
+        hand_off=lanes.offer if lanes is not None else None,
+        tag=lane_tag(first[0].name),
+    )
+    if lanes is None:
+        return senders, None, Closing(dispatch, senders.sender, senders.workers, bucket, first)
+    # No lane holds more bytes than the exporter may (Infino's settings have no such bound).
+    bound = settings.max_queue_bytes
+    for number, (own, members) in enumerate(groups):
+        bounded = own.replace(max_queue_bytes=min(bound, own.max_queue_bytes))
+        stage = senders.sender if number == 0 else None
+        lanes.all.append(Lane(bounded, members, durable, redactor, stage))
+    closing = Closing(
+        dispatch,
+        senders.sender,
+        senders.workers,
+        bucket,
+        (),
+        then=[lane.finish for lane in lanes.all],
+    )
+    return senders, lanes, closing
