@@ -162,3 +162,6 @@ class Item(msgspec.Struct, eq=False, gc=False):
     retries: int = 0
     #: Why the first destination refused its record for good, when it did.
     refused: str = ""
+    #: The lanes (destinations, by tag: see :func:`~infinium_logging.spool.lane_tag`) that
+    #: already settled this trace's record, read back from the spool.
+    done: frozenset[int] = frozenset()
