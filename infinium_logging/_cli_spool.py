@@ -172,6 +172,11 @@ def _replay(args: argparse.Namespace) -> int:
             f"{report.sent} sent, {report.rejected} rejected by the platform (removed from the "
             f"spool), {report.failed} not sent (still in the spool), of {report.found}."
         )
+        if report.left:
+            print(
+                f"{report.left} already stored by Infinium were not sent again: they stay in "
+                "the spool for the agent's other destinations (its next start sends them)."
+            )
     if report.busy:
         print(f"{report.busy} trace(s) held by a live process were left to it.")
     if report.failed or report.rejected:

@@ -26,13 +26,14 @@ from .redact import Redactor
 from .retry import RetryPolicy, classify
 from .sanitise import json_safe
 from .settings import Settings
-from .spool import RecordRef, Spool, survey
+from .spool import RecordRef, Spool, lane_tag, survey
 from .throttle import TokenBucket
 from .transport import redacted
 
 __all__ = [
     "ADOPT_INTERVAL",
     "Backlog",
+    "INFINIUM_LANE",
     "KEEP_REASONS",
     "KINDS",
     "KIND_BODY",
@@ -70,6 +71,8 @@ ADOPT_INTERVAL: Final = 30.0
 SPOOL_RETRY: Final = 30.0
 #: Most records moved from the spool's backlog into the queue at once.
 REFILL_BATCH: Final = 256
+#: The Infinium lane's tag in the spool (see :func:`~infinium_logging.spool.lane_tag`).
+INFINIUM_LANE: Final = lane_tag(InfiniumDestination.name)
 
 
 def _json_default(value: Any) -> Any:
@@ -144,17 +147,20 @@ def read_record(kind: int, payload: bytes) -> Any:
     return msgspec.json.decode(payload)
 
 
-def backlog_item(ref: RecordRef, kind: int, payload: bytes) -> Item:
-    """A trace taken up from the spool (its ``seq`` is set when it is queued)."""
+def backlog_item(
+    ref: RecordRef, kind: int, payload: bytes, done: frozenset[int] = frozenset()
+) -> Item:
+    """A trace taken up from the spool (its ``seq`` is set when it is queued); ``done``: the
+    lanes already done with its record (:meth:`~infinium_logging.spool.Spool.parts`)."""
     if kind == KIND_BODY:
-        return Item(None, 0, len(payload), payload, ref)
+        return Item(None, 0, len(payload), payload, ref, done=done)
     task: Any = None  # an unknown kind or an undecodable dict: the sender counts it as invalid
     if kind in LOOSE_KINDS:
         try:
             task = read_record(kind, payload)
         except msgspec.DecodeError:
             task = None
-    return Item(task, 0, len(payload), None, ref, True)
+    return Item(task, 0, len(payload), None, ref, True, done=done)
 
 
 _T = TypeVar("_T")
@@ -189,6 +195,9 @@ class ReplayReport:
     busy: int
     #: The last failure, as text (never containing the secret).
     last_error: str | None = None
+    #: Records Infinium stored already, not sent again: left in the spool for the other
+    #: destinations that still want them (the agent's next start sends them there).
+    left: int = 0
 
 
 def replay_spool(
@@ -198,7 +207,9 @@ def replay_spool(
     them now, ``settings.workers`` at a time, through the throttle and retry policy.
 
     ``progress(done, total)`` is called after each record.  Delivered and
-    rejected records are removed from the spool; at the first record that
+    rejected records are removed from the spool; one Infinium stored already
+    (an exporter that also sends elsewhere marked it so) is not sent again and
+    stays for the other destinations (counted as ``left``); at the first record that
     still fails after its retries (an outage, refused credentials) the replay
     stops and leaves the rest where they are.  Raises
     :class:`~infinium_logging.errors.ConfigurationError` without a
@@ -226,7 +237,7 @@ def replay_spool(
     redactor = Redactor.from_settings(settings)
     total = spool.backlog_size()
     lock = threading.Lock()
-    counts = {"sent": 0, "rejected": 0, "failed": 0}
+    counts = {"sent": 0, "rejected": 0, "failed": 0, "left": 0}
     errors: list[str] = []
     stop = threading.Event()
 
@@ -236,10 +247,11 @@ def replay_spool(
             if not taken:
                 return
             ref, kind, payload = taken[0]
-            outcome, error = _replay_one(delivery, redactor, kind, payload, settings.agent_secret)
+            record = (kind, payload, spool.parts(ref))
+            outcome, error = _replay_one(delivery, redactor, record, settings.agent_secret)
             if outcome == "failed":
                 stop.set()  # the record stays in the spool, and so do the ones after it
-            else:
+            elif outcome != "left":  # a left one stays in the spool, not taken up again here
                 spool.ack(ref)
             with lock:
                 counts[outcome] += 1
@@ -263,9 +275,10 @@ def replay_spool(
         found=total,
         sent=counts["sent"],
         rejected=counts["rejected"],
-        failed=total - counts["sent"] - counts["rejected"],
+        failed=total - counts["sent"] - counts["rejected"] - counts["left"],
         busy=busy,
         last_error=errors[-1] if errors else None,
+        left=counts["left"],
     )
 
 
@@ -301,10 +314,15 @@ def record_body(kind: int, payload: bytes, encode: Callable[[Any], bytes]) -> by
 
 
 def _replay_one(
-    delivery: Delivery, redactor: Redactor, kind: int, payload: bytes, secret: str
+    delivery: Delivery, redactor: Redactor, record: tuple[int, bytes, frozenset[int]], secret: str
 ) -> tuple[str, str | None]:
-    """Send one spool record now: ``("sent" | "rejected" | "failed", error text)``; a loose
-    record is redacted once built (a wire body was redacted before it was written)."""
+    """Send one spool record, ``(kind, payload, lanes done with it)``, now: ``("sent" |
+    "rejected" | "failed" | "left", error text)``; a loose record is redacted once built (a
+    wire body was redacted before it was written).  One Infinium stored already is ``"left"``
+    to the other destinations that still want it."""
+    kind, payload, done = record
+    if INFINIUM_LANE in done:
+        return "left", None
     destination = delivery.destination
 
     def encode(task: Any) -> bytes:

@@ -30,7 +30,7 @@ from .destination_infinium import InfiniumDestination
 from .dispatch import Dispatch
 from .durability import replay_spool
 from .guard import EXPORTING
-from .lanes import lane_tag, lanes_of, wire
+from .lanes import lanes_of, wire
 from .ledger import ExporterStats, Ledger
 from .model import TaskData
 from .queued import PendingTrace
@@ -38,6 +38,7 @@ from .redact import Redactor
 from .results import OnResult, Reporter
 from .retry import RetryPolicy
 from .settings import Settings
+from .spool import lane_tag
 from .throttle import TokenBucket
 from .transport import redacted
 from .writeahead import WriteAhead

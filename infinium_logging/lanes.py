@@ -21,7 +21,6 @@ from __future__ import annotations
 import functools
 import threading
 import time
-import zlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -42,15 +41,11 @@ from .results import Reporter
 from .retry import RetryPolicy
 from .sending import HandOff, Sender, SpoolPart
 from .settings import Settings
+from .spool import lane_tag
 from .throttle import TokenBucket
 from .workers import Workers
 
-__all__ = ["Lane", "Lanes", "Senders", "lane_settings", "lane_tag", "lanes_of", "wire"]
-
-
-def lane_tag(name: str) -> int:
-    """The tag (1..255) a lane named ``name`` settles spool records with."""
-    return 1 + zlib.crc32(name.encode()) % 255
+__all__ = ["Lane", "Lanes", "Senders", "lane_settings", "lanes_of", "wire"]
 
 
 def lane_settings(destination: Destination) -> Settings | None:

@@ -162,7 +162,8 @@ class Item(msgspec.Struct, eq=False, gc=False):
     retries: int = 0
     #: Why the first destination refused its record for good, when it did.
     refused: str = ""
-    #: The lanes that already settled its spool record (their tags, read back from the spool).
+    #: The lanes (destinations, by tag: see :func:`~infinium_logging.spool.lane_tag`) that
+    #: already settled this trace's record, read back from the spool.
     done: frozenset[int] = frozenset()
     #: Handed to the exporter's lanes (see :mod:`.lanes`): its record is settled lane by lane.
     handed: bool = False

@@ -2,7 +2,8 @@
 
 Layout: ``<spool_dir>/<agent_id>/seg-<pid>-<time>-<n>.log`` holds records, each
 ``MAGIC | kind | length | crc32 | payload``; a sibling ``.ack`` file lists the
-offsets of records that are settled (delivered, or dropped for good).  A process
+offsets of records that are settled (delivered, or dropped for good), and of those
+some destinations (lanes) are done with (see :mod:`.spool_files`).  A process
 holds an ``flock`` on each segment it owns for as long as it lives, so a
 segment whose lock can be taken belongs to a dead process and is adopted (under
 a directory lock) by exactly one survivor: two processes never send the same
@@ -52,6 +53,7 @@ from .spool_files import (
     _age,
     _lock_directory,
     _parse,
+    _part_entry,
     _read_acks,
     _read_all,
     _remove_abandoned,
@@ -60,6 +62,7 @@ from .spool_files import (
     _unlock_and_close,
     _write_all,
     _write_record,
+    lane_tag,
     read_segment,
     survey,
 )
@@ -73,6 +76,7 @@ __all__ = [
     "Spool",
     "SpoolListener",
     "SpoolStats",
+    "lane_tag",
     "read_segment",
     "survey",
 ]
@@ -154,6 +158,7 @@ class _Segment:
         self.size = os.fstat(fd).st_size
         self.live: dict[int, int] = {}  # offset -> record size, for records not yet settled
         self.waiting: set[int] = set()  # offsets of live records in the backlog
+        self.parts: dict[int, frozenset[int]] = {}  # offset -> tags of the lanes done with it
         self.sealed = False
         #: Holds what this version cannot read: kept in quarantine once settled, not deleted.
         self.keep = False
@@ -181,9 +186,10 @@ class Spool:
 
     Thread-safe.  The exporter appends a record before ``submit`` returns,
     settles it with :meth:`ack` once the platform accepted it (or it was
-    dropped for good), and hands back records it could not deliver now with
-    :meth:`release`; :meth:`take_backlog` returns released and adopted records
-    for another attempt, oldest first.
+    dropped for good), or destination by destination with :meth:`ack_part`,
+    and hands back records it could not deliver now with :meth:`release`;
+    :meth:`take_backlog` returns released and adopted records for another
+    attempt, oldest first.
 
     ``adopt=False`` opens the directory without taking over dead processes'
     segments yet (call :meth:`adopt` later, off the caller's thread).
@@ -198,8 +204,8 @@ class Spool:
     Never waits on itself: a call made on a thread that is already inside the
     spool (a signal handler, or a ``__del__`` the garbage collector runs there)
     does not block.  ``append`` then raises ``OSError(EDEADLK)`` (the caller
-    keeps the trace in memory), ``ack`` and ``release`` are done as soon as
-    the call under way ends, and the readings answer without the lock.
+    keeps the trace in memory), ``ack``, ``ack_part`` and ``release`` are done
+    as soon as the call under way ends, and the readings answer without the lock.
     """
 
     def __init__(
@@ -226,7 +232,8 @@ class Spool:
         # docstring.  (A plain Lock taken again by a signal handler would hang the thread.)
         self._lock = threading.RLock()
         self._owned: Callable[[], bool] = self._lock._is_owned  # type: ignore[attr-defined]
-        self._deferred: deque[tuple[bool, RecordRef]] = deque()  # (is an ack, record)
+        # (an ack: True, a release: False, a part ack: (tag, needed); the record)
+        self._deferred: deque[tuple[bool | tuple[int, frozenset[int]], RecordRef]] = deque()
         self._segments: dict[str, _Segment] = {}
         self._active: _Segment | None = None
         self._backlog: deque[RecordRef] = deque()
@@ -341,6 +348,7 @@ class Spool:
         if segment is None or ref.offset not in segment.live:
             return  # evicted meanwhile, or already settled
         size = segment.live.pop(ref.offset)
+        segment.parts.pop(ref.offset, None)
         if ref.offset in segment.waiting:
             segment.waiting.discard(ref.offset)
             self._waiting -= 1
@@ -349,8 +357,38 @@ class Spool:
         if not segment.live and segment is not self._active:
             self._remove(segment)
             return
+        self._mark(segment, _ACK.pack(ref.offset))
+
+    def ack_part(self, ref: RecordRef, tag: int, needed: frozenset[int]) -> None:
+        """Record that the lane tagged ``tag`` (see :func:`lane_tag`) is done with a record;
+        once the lanes done with it cover ``needed``, it is settled as by :meth:`ack`."""
+        self._deferred.append(((tag, needed), ref))
+        if not self._owned():  # else done when the call under way ends
+            with self._lock:
+                self._run_deferred()
+
+    def _ack_part_locked(self, ref: RecordRef, tag: int, needed: frozenset[int]) -> None:
+        segment = self._segments.get(ref.segment)
+        if self._closed or segment is None or ref.offset not in segment.live:
+            return  # as in _ack_locked
+        done = segment.parts.get(ref.offset, frozenset())
+        if tag in done:
+            return
+        done |= {tag}
+        if needed <= done:
+            self._ack_locked(ref)
+            return
+        segment.parts[ref.offset] = done
+        self._mark(segment, _part_entry(tag, ref.offset))
+
+    def parts(self, ref: RecordRef) -> frozenset[int]:
+        """The tags of the lanes done with a pending record (none for one not pending)."""
+        segment = self._segments.get(ref.segment)  # two lookups: read without the lock
+        return frozenset() if segment is None else segment.parts.get(ref.offset, frozenset())
+
+    def _mark(self, segment: _Segment, entry: bytes) -> None:
         try:
-            _write_all(segment.ack_fd, _ACK.pack(ref.offset))
+            _write_all(segment.ack_fd, entry)
             if self.fsync:
                 os.fsync(segment.ack_fd)
         except OSError as exc:
@@ -388,8 +426,10 @@ class Spool:
         """What a call made from inside the spool left to do (lock held)."""
         deferred = self._deferred
         while deferred:
-            is_ack, ref = deferred.popleft()
-            if is_ack:
+            what, ref = deferred.popleft()
+            if isinstance(what, tuple):
+                self._ack_part_locked(ref, *what)
+            elif what:
                 self._ack_locked(ref)
             elif not self._release_locked(ref):
                 self._notify("evicted", 1)
@@ -521,7 +561,7 @@ class Spool:
             return 0
         ack_path = path[: -len(_SEGMENT_SUFFIX)] + _ACK_SUFFIX
         try:
-            acked = _read_acks(ack_path)
+            acked, parts = _read_acks(ack_path)
             data = _read_all(fd)
             ack_fd = os.open(ack_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         except OSError as exc:
@@ -547,6 +587,8 @@ class Spool:
                 size = _HEADER.size + len(payload)
                 segment.live[offset] = size
                 segment.waiting.add(offset)
+                if offset in parts:
+                    segment.parts[offset] = parts[offset]
                 self._pending_bytes += size
                 self._pending_records += 1
                 self._backlog.append(RecordRef(path, offset, size))
@@ -682,6 +724,7 @@ class Spool:
 
     def _forget(self, segment: _Segment, offset: int) -> None:
         size = segment.live.pop(offset, 0)
+        segment.parts.pop(offset, None)
         if size:
             self._pending_bytes -= size
             self._pending_records -= 1
@@ -694,6 +737,7 @@ class Spool:
         self._waiting -= len(segment.waiting)
         segment.live.clear()
         segment.waiting.clear()
+        segment.parts.clear()
         self._segments.pop(segment.path, None)
         if segment is self._active:
             self._active = None

@@ -2,7 +2,15 @@
 quarantine, and :func:`survey` (reading a spool without taking anything over).
 
 A segment holds records, each ``MAGIC | kind | length | crc32 | payload``; its
-``.ack`` sibling lists the offsets of settled records as 8-byte integers.
+``.ack`` sibling lists 8-byte big-endian entries.  An entry whose top byte is 0 is
+the offset of a record settled whole.  One whose top byte is a lane's tag ``t``
+(1..255, see :func:`lane_tag`) says that the lane tagged ``t`` is done with the
+record at the offset in its low 56 bits (a *part* entry): when a trace goes to
+several destinations, a restart sends its record only to those not yet done
+with it.  A record is settled once it has a whole entry; part entries alone
+leave it pending.  A reader of an older version reads a part entry as an offset
+that matches no record, so the record stays pending there and is sent again to
+every destination (at least once, never lost).
 """
 
 from __future__ import annotations
@@ -16,11 +24,22 @@ import zlib
 from dataclasses import dataclass
 from typing import Final
 
-__all__ = ["MAGIC", "MAX_RECORD", "QUARANTINE", "PendingSummary", "read_segment", "survey"]
+__all__ = [
+    "MAGIC",
+    "MAX_RECORD",
+    "QUARANTINE",
+    "PendingSummary",
+    "lane_tag",
+    "read_segment",
+    "survey",
+]
 
 MAGIC: Final = b"\xa7\x1f"
 _HEADER: Final = struct.Struct(">2sBII")  # magic, kind, payload length, crc32 of payload
 _ACK: Final = struct.Struct(">Q")
+#: An ack entry's top byte: 0 for a record settled whole, else the tag of a lane done with it.
+_TAG_SHIFT: Final = 56
+_OFFSET_MASK: Final = (1 << _TAG_SHIFT) - 1
 #: Largest payload a record may carry (a longer length field is read as corruption).
 MAX_RECORD: Final = 64 * 1024 * 1024
 _MAX_RECORD: Final = MAX_RECORD
@@ -64,6 +83,18 @@ class PendingSummary:
     def orphaned_records(self) -> int:
         """Pending records no live process holds: the next start (or ``replay``) sends them."""
         return self.records - self.live_records
+
+
+def lane_tag(name: str) -> int:
+    """The tag (1..255) that marks, in a segment's ``.ack`` file, the records the
+    destination (lane) called ``name`` is done with."""
+    return 1 + zlib.crc32(name.encode()) % 255
+
+
+def _part_entry(tag: int, offset: int) -> bytes:
+    """The ``.ack`` entry saying that the lane tagged ``tag`` is done with the record at
+    ``offset`` (an offset past 56 bits cannot be: a segment is far smaller)."""
+    return _ACK.pack(tag << _TAG_SHIFT | offset)
 
 
 def read_segment(data: bytes) -> tuple[list[tuple[int, int, bytes]], int]:
@@ -154,7 +185,8 @@ def _survey_agent(agent_id: str, path: str) -> PendingSummary:
         try:
             live = _held_by_live_process(fd)
             data = _read_all(fd)
-            acked = _read_acks(segment_path[: -len(_SEGMENT_SUFFIX)] + _ACK_SUFFIX)
+            # Records some lanes are done with are still pending: only whole entries count.
+            acked, _ = _read_acks(segment_path[: -len(_SEGMENT_SUFFIX)] + _ACK_SUFFIX)
         except OSError:
             continue
         finally:
@@ -208,14 +240,26 @@ def _held_by_live_process(fd: int) -> bool:
     return False
 
 
-def _read_acks(path: str) -> set[int]:
+def _read_acks(path: str) -> tuple[set[int], dict[int, frozenset[int]]]:
+    """A ``.ack`` file's entries: the offsets of the records settled whole, and for the others,
+    the tags of the lanes done with them (a torn last entry is ignored)."""
     try:
         with open(path, "rb") as handle:
             raw = handle.read()
     except FileNotFoundError:
-        return set()
-    whole = len(raw) - len(raw) % _ACK.size
-    return {_ACK.unpack_from(raw, i)[0] for i in range(0, whole, _ACK.size)}
+        return set(), {}
+    complete = len(raw) - len(raw) % _ACK.size
+    settled: set[int] = set()
+    parts: dict[int, set[int]] = {}
+    for (entry,) in _ACK.iter_unpack(memoryview(raw)[:complete]):
+        tag = entry >> _TAG_SHIFT
+        if tag:
+            parts.setdefault(entry & _OFFSET_MASK, set()).add(tag)
+        else:
+            settled.add(entry)
+    return settled, {
+        offset: frozenset(tags) for offset, tags in parts.items() if offset not in settled
+    }
 
 
 def _lock_directory(root: str, wait: float) -> int:

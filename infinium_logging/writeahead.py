@@ -67,6 +67,9 @@ class WriteAhead:
         self._start_lock = threading.RLock()
         self.spool: Spool | None = None
         self._retry_at = 0.0
+        #: The tag of the lane that settles a trace with ack(), and every lane's (see set_lanes).
+        self._primary = 0
+        self._needed: frozenset[int] = frozenset()
 
     def reset(self, admission: Admission, wake: Callable[[int], None], reporter: Reporter) -> None:
         """Fresh accounting (at construction, and in a forked child, with its new ledger)."""
@@ -312,7 +315,7 @@ class WriteAhead:
             taken = spool.take_backlog(1 if probing else room, byte_room)
         except Exception:
             _log.debug("reading the spool's backlog failed", exc_info=True)
-        items = [backlog_item(ref, kind, payload) for ref, kind, payload in taken]
+        items = [backlog_item(ref, kind, payload, spool.parts(ref)) for ref, kind, payload in taken]
         with ledger.lock:
             self.backlog.refilled(probing, len(items))
             if self.final:
@@ -329,14 +332,34 @@ class WriteAhead:
         if self.backlog.recovered() and self._ledger.spooled:
             self._wake(1)
 
+    def set_lanes(self, primary: int, needed: frozenset[int]) -> None:
+        """Say which lanes (destinations, by :func:`~infinium_logging.spool.lane_tag`) each
+        trace goes to: ``needed``, of which :meth:`ack` settles ``primary``'s part and
+        :meth:`ack_lane` the others'.  A record is settled once all of them are done with it.
+        Without this (or with one lane), :meth:`ack` settles a record whole."""
+        self._primary, self._needed = primary, needed
+
     def ack(self, item: Item) -> None:
         """Settle a trace's spool record, before the trace counts as settled: whoever sees it
         settled (``flush()``, ``stats()``) must find its record settled too.  (Not under the
-        lock: the spool calls its listener, which takes the lock, with its own lock held.)"""
+        lock: the spool calls its listener, which takes the lock, with its own lock held.)
+        With several lanes, only the primary lane's part of it (see :meth:`set_lanes`) once
+        the trace was handed to them."""
         ref = item.ref
         spool = self.spool
         if ref is not None and spool is not None and not item.settled:
-            quietly(spool.ack, ref)
+            if item.handed and len(self._needed) > 1:
+                quietly(spool.ack_part, ref, self._primary, self._needed)
+            else:  # settled before any lane had it (invalid, sampled out): for all of them
+                quietly(spool.ack, ref)
+
+    def ack_lane(self, ref: RecordRef | None, tag: int) -> None:
+        """The lane tagged ``tag`` is done with a record (None: a trace without one): the
+        record is settled once every lane given to :meth:`set_lanes` is (without lanes set,
+        at once)."""
+        spool = self.spool
+        if spool is not None and ref is not None:
+            quietly(spool.ack_part, ref, tag, self._needed)
 
     def keep(self, item: Item, ref: RecordRef, reason: str, error: str | None) -> bool:
         """Leave a trace in the spool for a later attempt (or the next start, at shutdown)."""
@@ -352,6 +375,9 @@ class WriteAhead:
             # sent as it is, without coercing (and counting the fixes) a second time.
             exact = quietly(spool.append, item.body, KIND_BODY)
             if exact is not None:
+                # The lanes done with the old record are done with the new one.
+                for tag in quietly(spool.parts, ref) or ():
+                    quietly(spool.ack_part, exact, tag, self._needed)
                 quietly(spool.ack, ref)
                 ref = exact
         # At the shutdown deadline it is not handed back: this process will not try it again.

@@ -24,6 +24,7 @@ from infinium_logging.infino_settings import InfinoSettings
 from infinium_logging.lanes import lanes_of
 from infinium_logging.model import ApiResponse, TaskData
 from infinium_logging.settings import Settings
+from infinium_logging.spool import survey
 
 DATASET = "infinium-traces"
 
@@ -127,8 +128,9 @@ def test_an_infino_outage_never_holds_infinium_back(
             if number % 5 == 4:
                 # The exporter takes 5 at a time: Infinium must get them although Infino
                 # answers nothing.
-                sent = number + 1
-                assert wait_until(lambda: exporter.stats().sent == sent, timeout=10.0)
+                assert wait_until(
+                    lambda sent=number + 1: exporter.stats().sent == sent, timeout=10.0
+                )
         assert wait_until(lambda: exporter.stats().sent == 40, timeout=10.0)
         stats = exporter.stats()
         assert stats.dropped_total == 0 and stats.sent == 40
@@ -249,3 +251,61 @@ def test_shutdown_counts_what_infino_could_not_take(
     stats = exporter.stats()
     assert stats.sent == 4 and stats.dropped_total == 0
     assert stats.destinations["infino"].dropped == {"shutdown": 4}
+
+
+def test_a_trace_infino_missed_reaches_it_alone_at_the_next_start(
+    infinium_collector: LocalCollector, infino: InfinoServer, tmp_path: Path
+) -> None:
+    """With a spool: Infino down until shutdown, its traces stay in the spool for it; the
+    next exporter on that spool sends them to Infino only, never to Infinium again."""
+    infino.down = True
+    first = both(
+        infinium_collector,
+        infino,
+        tmp_path,
+        infino_overrides={"max_retries": 100, "max_elapsed": 600.0},
+    )
+    for number in range(5):
+        assert first.submit(trace(f"t{number}"))
+    assert wait_until(lambda: first.stats().sent == 5, timeout=10.0)
+    first.shutdown(0.3)
+    left = first.stats().destinations["infino"]
+    assert left.spooled == 5 and left.dropped == {} and left.sent == 0
+    assert [s.records for s in survey(str(tmp_path))] == [5]
+
+    infino.down = False
+    second = both(infinium_collector, infino, tmp_path)
+    assert wait_until(lambda: len(names_at(infino)) == 5, timeout=10.0)
+    assert second.flush(10.0)
+    assert names_at(infino) == [f"t{number}" for number in range(5)]
+    assert len(infinium_collector.traces()) == 5  # none sent to Infinium twice
+    stats = second.stats()
+    assert stats.adopted == 5 and stats.sent == 5 and balanced(stats)
+    assert stats.destinations["infinium"].sent == 0
+    assert stats.destinations["infino"].sent == 5
+    assert second.shutdown(5.0)
+    assert sum(s.records for s in survey(str(tmp_path))) == 0
+
+
+def test_a_trace_infinium_keeps_for_later_is_not_sent_to_infino_again(
+    infinium_collector: LocalCollector, infino: InfinoServer, tmp_path: Path
+) -> None:
+    """With a spool: Infinium failing, its traces are kept and taken up again until it
+    answers; Infino, which stored them the first time, gets each once."""
+    infinium_collector.set_down()
+    exporter = both(infinium_collector, infino, tmp_path, max_retries=0)
+    for number in range(4):
+        assert exporter.submit(trace(f"t{number}"))
+    assert wait_until(lambda: len(names_at(infino)) == 4, timeout=10.0)
+    assert wait_until(lambda: exporter.stats().spooled >= 1, timeout=10.0)
+    infinium_collector.set_up()
+    assert wait_until(lambda: exporter.stats().sent == 4, timeout=20.0)
+    assert exporter.flush(10.0)
+    assert sorted(t.task.name for t in infinium_collector.traces()) == [
+        f"t{number}" for number in range(4)
+    ]
+    assert set(infino.writes.values()) == {1}
+    stats = exporter.stats()
+    assert stats.destinations["infino"].sent == 4 and balanced(stats)
+    assert exporter.shutdown(5.0)
+    assert sum(s.records for s in survey(str(tmp_path))) == 0
