@@ -15,7 +15,7 @@ from .credentials import settings_or_off
 from .errors import ConfigurationError
 from .exporter import Exporter
 from .guard import in_export, submit_as_exporter
-from .infino_default import default_exporter, infino_configured, with_infino
+from .infino_default import default_infino, infino_configured, infino_only, with_infino
 from .model import TaskData
 from .queued import PendingTrace
 from .settings import ENV_PREFIX, Settings, disabled_in_environment
@@ -149,7 +149,15 @@ def get_default_exporter() -> Exporter:
         return exporter
     with _lock:
         if _exporter is None:
-            exporter, settings = default_exporter()
+            if infino_only():
+                # The default Infino sink's exporter; Infinium is off on purpose, so no
+                # warning about its credentials.
+                sink = default_infino()
+                assert sink is not None
+                exporter, settings = sink.exporter, Settings.from_env(disabled=True)
+            else:
+                settings = settings_or_off()
+                exporter = with_infino(settings)
             # The lock is reentrant: an event logged meanwhile by a signal handler or a
             # finalizer may have made one already, and holds its trace: that one stays.
             if _exporter is None:

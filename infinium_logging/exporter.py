@@ -98,7 +98,9 @@ class Exporter(ApiCalls):
     drop reason.  Traces refused by ``submit`` itself (it returned False) are
     not reported there.
 
-    ``destinations`` (default: Infinium's, in ``settings``): see :mod:`.batching`.
+    ``destinations`` (default: Infinium's, in ``settings``): batched where they take many
+    records per request (:mod:`.batching`); of several endpoints, each gets a lane of its
+    own, and the top-level counts and ``on_result`` follow the first (:mod:`.lanes`).
 
     With ``settings.spool_dir`` set, every trace is also written to a durable
     spool before ``submit`` returns, and removed from it once the platform

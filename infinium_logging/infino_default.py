@@ -6,7 +6,6 @@ import os
 import threading
 from typing import Final
 
-from .credentials import settings_or_off
 from .destination_infinium import InfiniumDestination
 from .exporter import Exporter
 from .infino import InfinoSink, infino_destinations
@@ -14,7 +13,6 @@ from .infino_settings import INFINO_VARIABLES, InfinoSettings, infino_configured
 from .settings import ENV_PREFIX, Settings
 
 __all__ = [
-    "default_exporter",
     "default_infino",
     "infino_configured",
     "infino_only",
@@ -69,19 +67,6 @@ def with_infino(settings: Settings) -> Exporter:
         return Exporter(settings)
     infino = infino_destinations(InfinoSettings.from_env())
     return Exporter(settings, destinations=[InfiniumDestination(settings), *infino])
-
-
-def default_exporter() -> tuple[Exporter, Settings]:
-    """The default exporter made from the environment, and the settings its callers' options
-    come from: Infinium's (and Infino's when configured), or, with Infino alone configured,
-    the default Infino sink's exporter."""
-    if infino_only():
-        sink = default_infino()
-        assert sink is not None
-        # Infinium is off on purpose: no warning about its credentials.
-        return sink.exporter, Settings.from_env(disabled=True)
-    settings = settings_or_off()
-    return with_infino(settings), settings
 
 
 def _reset() -> None:

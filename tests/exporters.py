@@ -1,12 +1,17 @@
 """What the exporter tests share: settings aimed at a collector, a trace, the accounting
-invariant, polling."""
+invariant, polling, a forked child's report."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from infinium_logging.collector import LocalCollector
 from infinium_logging.exporter import Exporter
@@ -75,3 +80,40 @@ def wait_until(predicate: Callable[[], object], timeout: float = 5.0) -> bool:
             return True
         time.sleep(0.005)
     return bool(predicate())
+
+
+def fork_and_report(child: Any, timeout: float = 20.0) -> dict[str, Any]:
+    """Run ``child()`` in a forked process; return the dict it returns (sent back as JSON).
+
+    A child that does not finish in time is killed and the test fails, so a
+    deadlock shows as a failure rather than a hung suite.
+    """
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child, which leaves through os._exit
+        code = 1
+        try:
+            os.close(read_end)
+            os.write(write_end, json.dumps(child()).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    deadline = time.monotonic() + timeout
+    status = None
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.01)
+    else:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(read_end)
+        pytest.fail("the forked child did not finish: deadlock?")
+    chunks = []
+    while chunk := os.read(read_end, 65536):
+        chunks.append(chunk)
+    os.close(read_end)
+    assert status is not None and os.waitstatus_to_exitcode(status) == 0
+    return dict(json.loads(b"".join(chunks)))

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
-import signal
 import threading
 import time
 from typing import Any
 
 import exporters
 import pytest
-from exporters import trace
+from exporters import fork_and_report, trace
 
 from infinium_logging.collector import LocalCollector
 from infinium_logging.exporter import Exporter
@@ -32,43 +30,6 @@ def make_exporter(collector: LocalCollector, **overrides: Any) -> Exporter:
 
 def exporter_thread_count() -> int:
     return sum(1 for t in threading.enumerate() if t.name.startswith("infinium-exporter-"))
-
-
-def fork_and_report(child: Any, timeout: float = 20.0) -> dict[str, Any]:
-    """Run ``child()`` in a forked process; return the dict it returns (sent back as JSON).
-
-    A child that does not finish in time is killed and the test fails, so a
-    deadlock shows as a failure rather than a hung suite.
-    """
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - runs in the child, which leaves through os._exit
-        code = 1
-        try:
-            os.close(read_end)
-            os.write(write_end, json.dumps(child()).encode())
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(write_end)
-    deadline = time.monotonic() + timeout
-    status = None
-    while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            break
-        time.sleep(0.01)
-    else:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-        os.close(read_end)
-        pytest.fail("the forked child did not finish: deadlock?")
-    chunks = []
-    while chunk := os.read(read_end, 65536):
-        chunks.append(chunk)
-    os.close(read_end)
-    assert status is not None and os.waitstatus_to_exitcode(status) == 0
-    return dict(json.loads(b"".join(chunks)))
 
 
 def test_forked_child_starts_empty_and_nothing_is_sent_twice(

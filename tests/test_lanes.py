@@ -7,13 +7,17 @@ it) at the next start."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from exporters import FAST, balanced, settings_for, trace, wait_until
+from exporters import FAST, balanced, fork_and_report, settings_for, trace, wait_until
 from infino_server import ACCESS_KEY, SECRET_KEY, InfinoServer, running
 
 from infinium_logging.collector import LocalCollector
@@ -27,6 +31,7 @@ from infinium_logging.settings import Settings
 from infinium_logging.spool import survey
 
 DATASET = "infinium-traces"
+REPO_ROOT = str(Path(__file__).resolve().parent.parent)
 
 
 @pytest.fixture
@@ -309,3 +314,74 @@ def test_a_trace_infinium_keeps_for_later_is_not_sent_to_infino_again(
     assert stats.destinations["infino"].sent == 4 and balanced(stats)
     assert exporter.shutdown(5.0)
     assert sum(s.records for s in survey(str(tmp_path))) == 0
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_forked_child_has_lanes_of_its_own(
+    infinium_collector: LocalCollector, infino: InfinoServer
+) -> None:
+    """After fork, the child's lanes start empty with threads of their own; its traces reach
+    both endpoints once, and the parent's stay the parent's."""
+    exporter = both(infinium_collector, infino, shutdown_timeout=10.0)
+    try:
+        for number in range(3):
+            exporter.submit(trace(f"parent-{number}"))
+        assert exporter.flush(10.0)
+
+        def child() -> dict[str, Any]:
+            fresh = exporter.stats().destinations["infino"]
+            for number in range(4):
+                exporter.submit(trace(f"child-{number}"))
+            delivered = exporter.flush(10.0)
+            exporter.shutdown(5.0)
+            final = exporter.stats()
+            return {
+                "fresh": [fresh.sent, fresh.queued],
+                "delivered": delivered,
+                "sent": [final.sent, final.destinations["infino"].sent],
+            }
+
+        report = fork_and_report(child)
+    finally:
+        exporter.shutdown(5.0)
+    assert report == {"fresh": [0, 0], "delivered": True, "sent": [4, 4]}
+    expected = sorted([f"parent-{n}" for n in range(3)] + [f"child-{n}" for n in range(4)])
+    assert sorted(t.task.name for t in infinium_collector.traces()) == expected
+    assert names_at(infino) == expected
+
+
+def test_a_process_that_just_exits_delivers_to_both(
+    infinium_collector: LocalCollector, infino: InfinoServer
+) -> None:
+    """A script that logs and returns, with Infinium and Infino configured by the
+    environment: interpreter exit delivers its traces to both endpoints."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INFINIUM_")}
+    env.update(
+        PYTHONPATH=REPO_ROOT + os.pathsep + env.get("PYTHONPATH", ""),
+        INFINIUM_BASE_URL=infinium_collector.base_url,
+        INFINIUM_AGENT_ID=FAST["agent_id"],
+        INFINIUM_AGENT_SECRET=FAST["agent_secret"],
+        INFINIUM_INFINO_ENDPOINT=infino.url,
+        INFINIUM_INFINO_ACCESS_KEY=ACCESS_KEY,
+        INFINIUM_INFINO_SECRET_KEY=SECRET_KEY,
+    )
+    script = textwrap.dedent(
+        """
+        import logging
+        from infinium_logging import InfiniumHandler
+        log = logging.getLogger("agent")
+        log.setLevel(logging.INFO)
+        log.addHandler(InfiniumHandler())
+        for number in range(5):
+            log.info("done", extra={"infinium": {"name": f"exit-{number}"}})
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    expected = [f"exit-{number}" for number in range(5)]
+    assert sorted(t.task.name for t in infinium_collector.traces()) == expected
+    assert names_at(infino) == expected
