@@ -7,6 +7,7 @@ it) at the next start."""
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -75,6 +76,11 @@ def both(
     )
 
 
+def sent_is(exporter: Exporter, count: int) -> bool:
+    """Whether ``exporter`` counts ``count`` traces sent."""
+    return exporter.stats().sent == count
+
+
 def names_at(infino: InfinoServer) -> list[str]:
     """The names of the traces stored in the Infino dataset, sorted."""
     return sorted(doc["name"] for doc in infino.documents(DATASET))
@@ -133,9 +139,7 @@ def test_an_infino_outage_never_holds_infinium_back(
             if number % 5 == 4:
                 # The exporter takes 5 at a time: Infinium must get them although Infino
                 # answers nothing.
-                assert wait_until(
-                    lambda sent=number + 1: exporter.stats().sent == sent, timeout=10.0
-                )
+                assert wait_until(functools.partial(sent_is, exporter, number + 1), timeout=10.0)
         assert wait_until(lambda: exporter.stats().sent == 40, timeout=10.0)
         stats = exporter.stats()
         assert stats.dropped_total == 0 and stats.sent == 40

@@ -216,8 +216,9 @@ def test_take_up_tells_the_item_its_done_lanes(
 def test_write_ahead_lanes_settle_a_record_once_every_lane_is_done(
     infinium_collector: LocalCollector, tmp_path: Path
 ) -> None:
-    """With lanes set, ack() settles the primary lane's part and ack_lane() another's; the
-    record is settled once both are done.  Without lanes, ack() settles it whole."""
+    """With lanes set, ack() settles the primary lane's part of a trace handed to the lanes
+    and ack_lane() another's; the record is settled once both are done.  Without lanes, or
+    for a trace settled before any lane had it, ack() settles it whole."""
     ahead, _ = write_ahead(infinium_collector, tmp_path)
     ref, _, _ = ahead.write(trace("two lanes"))
     plain, _, _ = ahead.write(trace("one lane"))
@@ -226,7 +227,11 @@ def test_write_ahead_lanes_settle_a_record_once_every_lane_is_done(
     ahead.ack(Item(None, 0, 1, None, plain))
     assert not spool.holds(plain)
     ahead.set_lanes(A, BOTH)
-    ahead.ack(Item(None, 0, 1, None, ref))
+    unhanded, _, _ = ahead.write(trace("invalid before any lane had it"))
+    assert unhanded is not None
+    ahead.ack(Item(None, 0, 1, None, unhanded))  # not handed to the lanes: settled whole
+    assert not spool.holds(unhanded)
+    ahead.ack(Item(None, 0, 1, None, ref, handed=True))
     assert spool.parts(ref) == {A}
     ahead.ack_lane(ref, B)
     assert not spool.holds(ref)
