@@ -21,8 +21,14 @@ _MEMORY_PER_WIRE_BYTE: Final = 2.0
 #: with an LLM or tool call and previews, weigh about 1 KB).
 _INITIAL_STEP_BYTES: Final = 1024.0
 
-#: Captured traces a caller leaves in the inbox before admitting them itself (see
-#: Exporter.submit).
+#: Captured traces a caller leaves in the inbox before admitting them itself.  Traces there
+#: are admitted (counted, estimated, queued or refused as ``queue_full``) in batches: by the
+#: caller every INBOX_BATCH traces, at once when a sender waits for work or the exporter
+#: closes, else by the next sender looking for work.  A lock and a queue entry per trace cost
+#: as much as capturing it.  Once a sender has been woken, the traces that follow wait for it
+#: in the inbox: it needs the GIL to run, which a thread logging in a loop holds for up to
+#: sys.getswitchinterval(), and admitting and waking again for each of them would cost more
+#: than capturing it.
 INBOX_BATCH: Final = 32
 
 

@@ -3,10 +3,11 @@ left, the exit spill, and the last warnings and reports."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from . import spill
 from .destination import Destination
@@ -19,7 +20,7 @@ from .sending import Sender
 from .throttle import TokenBucket
 from .workers import Workers
 
-__all__ = ["Closing"]
+__all__ = ["Closing", "ShutsDown"]
 
 _log = logging.getLogger("infinium_logging.exporter")
 
@@ -172,3 +173,31 @@ class Closing:
                 ledger.settled_cond.wait(wait)
         finally:
             ledger.waiters -= 1
+
+
+_S = TypeVar("_S", bound="ShutsDown")
+
+
+class ShutsDown:
+    """``close()``, ``with`` and ``async with`` for what ends by ``shutdown()``."""
+
+    def shutdown(self, timeout: float | None = None) -> bool:
+        """Stop, delivering what can be delivered within ``timeout`` seconds."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Same as :meth:`shutdown` with the default timeout."""
+        self.shutdown()
+
+    def __enter__(self: _S) -> _S:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.shutdown()
+
+    async def __aenter__(self: _S) -> _S:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        # shutdown() waits on threads: do it off the event loop.
+        await asyncio.to_thread(self.shutdown)

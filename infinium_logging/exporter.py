@@ -9,12 +9,10 @@ lifecycle.py shuts it down at exit and resets it after fork, client.py is its sy
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from types import TracebackType
 from typing import Any
 
 import msgspec
@@ -23,6 +21,7 @@ from . import lifecycle, signals, spill
 from ._logsetup import setup_logging
 from .admission import INBOX_BATCH, Admission, as_trace
 from .client import ApiCalls, ApiClient, OfficialTask
+from .closing import ShutsDown
 from .credentials import settings_or_off
 from .delivery import Deadline
 from .destination import Destination
@@ -30,7 +29,7 @@ from .destination_infinium import InfiniumDestination
 from .dispatch import Dispatch
 from .durability import replay_spool
 from .guard import EXPORTING
-from .lanes import lanes_of, wire
+from .lanes import lanes_of, tags_of, wire, with_every_secret
 from .ledger import ExporterStats, Ledger
 from .model import TaskData
 from .queued import PendingTrace
@@ -38,7 +37,6 @@ from .redact import Redactor
 from .results import OnResult, Reporter
 from .retry import RetryPolicy
 from .settings import Settings
-from .spool import lane_tag
 from .throttle import TokenBucket
 from .transport import redacted
 from .writeahead import WriteAhead
@@ -62,10 +60,23 @@ def _prepare_msgspec() -> None:
 _prepare_msgspec()
 
 
+def _settings_of(settings: Settings | None, overrides: dict[str, Any]) -> Settings:
+    """An exporter's settings: ``settings`` with ``overrides``, or the environment's."""
+    if settings is None:
+        return settings_or_off(**overrides)
+    if not isinstance(settings, Settings):
+        # Exporter(agent_id, ...) as the official client is made: say how it is done here.
+        raise TypeError(
+            f"Exporter() takes a Settings or keyword arguments (agent_id=..., "
+            f"agent_secret=..., ...), not a {type(settings).__name__} as its first argument"
+        )
+    return settings.replace(**overrides) if overrides else settings
+
+
 # --- the exporter ---------------------------------------------------------------------------------
 
 
-class Exporter(ApiCalls):
+class Exporter(ApiCalls, ShutsDown):
     """Delivers traces to Infinium in the background, one POST per trace.
 
     ``submit`` takes a trace from any thread in about a microsecond (tens of
@@ -76,12 +87,9 @@ class Exporter(ApiCalls):
     estimated while a trace waits; its encoded size once a sender has it);
     requests pass a token bucket shared by all threads; failures are retried
     with jittered backoff as the :class:`~infinium_logging.retry.RetryPolicy`
-    says.  Against a fast server the senders take turns (a trace is started
-    while another is being started only once that one has been at it for
-    2 ms): their requests are then mostly Python, and side by side they
-    would only contend for the GIL.  ``flush`` and ``shutdown`` never wait
-    past their deadline, and interpreter exit calls
-    ``shutdown(settings.shutdown_timeout)``.
+    says; senders take turns against a fast server (see :class:`.workers.Pacing`).
+    ``flush`` and ``shutdown`` never wait past their deadline, and interpreter
+    exit calls ``shutdown(settings.shutdown_timeout)``.
 
     Traces captured by :class:`~infinium_logging.InfiniumHandler`,
     :class:`~infinium_logging.InfiniumProcessor` and ``task()``
@@ -123,16 +131,7 @@ class Exporter(ApiCalls):
         redactor: Redactor | None = None,
         **overrides: Any,
     ) -> None:
-        if settings is None:
-            settings = settings_or_off(**overrides)
-        elif not isinstance(settings, Settings):
-            # Exporter(agent_id, ...) as the official client is made: say how it is done here.
-            raise TypeError(
-                f"Exporter() takes a Settings or keyword arguments (agent_id=..., "
-                f"agent_secret=..., ...), not a {type(settings).__name__} as its first argument"
-            )
-        elif overrides:
-            settings = settings.replace(**overrides)
+        settings = _settings_of(settings, overrides)
         if on_result is not None and not callable(on_result):
             raise TypeError("on_result must be callable")
         self._settings = settings
@@ -143,10 +142,9 @@ class Exporter(ApiCalls):
         self._on_result = on_result
         self._policy = RetryPolicy.from_settings(settings)
         #: Every trace is redacted before it is spooled or sent: the disk never holds a secret.
-        redactor = redactor or Redactor.from_settings(settings)
-        if len(self._groups) > 1:  # every endpoint's secret too
-            redactor = redactor.with_secrets(*(own.agent_secret for own, _ in self._groups[1:]))
-        self._redactor = redactor
+        self._redactor = redactor = with_every_secret(
+            redactor or Redactor.from_settings(settings), self._groups
+        )
         # Lambdas: a forked child gets a new delivery and deadline.
         finished = lambda: self._until.finished.is_set()  # noqa: E731, PLW0108
         self._client = ApiClient(settings, lambda: self._senders.first, finished, redactor=redactor)
@@ -162,8 +160,7 @@ class Exporter(ApiCalls):
             else WriteAhead(settings, self._policy, lambda: self._closed, self._clean, redactor)
         )
         if self._durable is not None and len(self._groups) > 1:
-            tags = [lane_tag(members[0].name) for _, members in self._groups]
-            self._durable.set_lanes(tags[0], frozenset(tags))
+            self._durable.set_lanes(*tags_of(self._groups))
         #: Whether submit may take its shortest path (no spool to write first, not disabled).
         self._light = self._durable is None and not settings.disabled
         self._init_state()
@@ -285,15 +282,7 @@ class Exporter(ApiCalls):
                 return self._submit_durably(task)
             if isinstance(task, PendingTrace):
                 # What a handler or processor captured (it does not look at the answer):
-                # into the inbox, without a lock.  Traces there are admitted (counted,
-                # estimated, queued or refused as ``queue_full``) in batches: by the
-                # caller every INBOX_BATCH traces, at once when a sender waits for work
-                # or the exporter closes, else by the next sender looking for work.  A
-                # lock and a queue entry per trace cost as much as capturing it.  Once
-                # a sender has been woken, the traces that follow wait for it in the
-                # inbox: it needs the GIL to run, which a thread logging in a loop
-                # holds for up to sys.getswitchinterval(), and admitting and waking
-                # again for each of them would cost more than capturing it.
+                # into the inbox, without a lock, admitted in batches (see INBOX_BATCH).
                 inbox = self._inbox
                 inbox.append(task)
                 if (
@@ -386,10 +375,6 @@ class Exporter(ApiCalls):
             return False
         return self._finish_shutdown()
 
-    def close(self) -> None:
-        """Same as :meth:`shutdown` with the default timeout."""
-        self.shutdown()
-
     def _stuck_since_flush(self) -> bool:
         """See :meth:`~infinium_logging.ledger.Ledger.stuck_since_flush_locked`."""
         with self._lock:
@@ -416,29 +401,6 @@ class Exporter(ApiCalls):
             each = {**self._senders.stats_locked(), **others}
             snapshot = self._ledger.snapshot_locked(held, self._redactor.counts(), each)
         return lanes.amend(snapshot) if lanes is not None else snapshot
-
-    def __enter__(self) -> Exporter:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.shutdown()
-
-    async def __aenter__(self) -> Exporter:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        # shutdown() waits on threads: do it off the event loop.
-        await asyncio.to_thread(self.shutdown)
 
     # --- submit side --------------------------------------------------------------------------
 

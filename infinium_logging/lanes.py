@@ -45,7 +45,16 @@ from .spool import lane_tag
 from .throttle import TokenBucket
 from .workers import Workers
 
-__all__ = ["Lane", "Lanes", "Senders", "lane_settings", "lanes_of", "wire"]
+__all__ = [
+    "Lane",
+    "Lanes",
+    "Senders",
+    "lane_settings",
+    "lanes_of",
+    "tags_of",
+    "wire",
+    "with_every_secret",
+]
 
 
 def lane_settings(destination: Destination) -> Settings | None:
@@ -74,6 +83,23 @@ def lanes_of(
     if groups:
         groups[0] = (settings, groups[0][1])
     return groups
+
+
+def tags_of(groups: Sequence[tuple[Settings, Sequence[Destination]]]) -> tuple[int, frozenset[int]]:
+    """The first lane's spool tag, and every lane's (see :meth:`WriteAhead.set_lanes
+    <infinium_logging.writeahead.WriteAhead.set_lanes>`)."""
+    tags = [lane_tag(members[0].name) for _, members in groups]
+    return tags[0], frozenset(tags)
+
+
+def with_every_secret(
+    redactor: Redactor, groups: Sequence[tuple[Settings, Sequence[Destination]]]
+) -> Redactor:
+    """``redactor``, removing every further endpoint's secret too (one redaction covers
+    every lane)."""
+    if len(groups) < 2:
+        return redactor
+    return redactor.with_secrets(*(own.agent_secret for own, _ in groups[1:]))
 
 
 class Senders:
