@@ -285,9 +285,10 @@ class Exporter(ApiCalls, ShutsDown):
                 # into the inbox, without a lock, admitted in batches (see INBOX_BATCH).
                 inbox = self._inbox
                 inbox.append(task)
+                dispatch = self._dispatch
                 if (
                     len(inbox) >= INBOX_BATCH
-                    or (self._dispatch.idle and not self._dispatch.waking)
+                    or (dispatch.idle and not dispatch.waking)
                     or self._closed
                     or not self._workers.started
                 ):
