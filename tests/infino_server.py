@@ -225,3 +225,20 @@ def running() -> Iterator[InfinoServer]:
         yield server
     finally:
         server.stop()
+
+
+def fast_settings(server: InfinoServer, **overrides: Any) -> dict[str, Any]:
+    """Infino settings aimed at ``server`` with fast retries, no throttle to speak of and a
+    short linger (``overrides`` on top)."""
+    values: dict[str, Any] = {
+        "endpoint": server.url,
+        "access_key": ACCESS_KEY,
+        "secret_key": SECRET_KEY,
+        "linger": 0.05,
+        "retry_backoff_base": 0.01,
+        "retry_backoff_max": 0.05,
+        "requests_per_second": 1000.0,
+        "burst_size": 1000,
+    }
+    values.update(overrides)
+    return values

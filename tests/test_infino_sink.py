@@ -6,16 +6,14 @@ from __future__ import annotations
 import collections
 import json
 import os
-import signal
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from exporters import trace, wait_until
-from infino_server import ACCESS_KEY, SECRET_KEY, InfinoServer, running
+from exporters import fork_and_report, trace, wait_until
+from infino_server import InfinoServer, fast_settings, running
 
 from infinium_logging.infino import InfinoSink, InfinoStats
 from infinium_logging.model import ExecutionStep, LlmCall
@@ -31,18 +29,7 @@ def infino() -> Iterator[InfinoServer]:
 
 def make_sink(infino: InfinoServer, **overrides: Any) -> InfinoSink:
     """A sink aimed at ``infino`` with fast retries and a short linger."""
-    values: dict[str, Any] = {
-        "endpoint": infino.url,
-        "access_key": ACCESS_KEY,
-        "secret_key": SECRET_KEY,
-        "linger": 0.05,
-        "retry_backoff_base": 0.01,
-        "retry_backoff_max": 0.05,
-        "requests_per_second": 1000.0,
-        "burst_size": 1000,
-    }
-    values.update(overrides)
-    return InfinoSink(**values)
+    return InfinoSink(**fast_settings(infino, **overrides))
 
 
 def balanced(stats: InfinoStats) -> bool:
@@ -315,32 +302,17 @@ def test_a_forked_child_starts_empty_and_sends_its_own(infino: InfinoServer) -> 
     sink = make_sink(infino, linger=60.0)  # the parent's traces wait for their batch
     for number in range(5):
         sink.submit(trace(f"parent-{number}"))
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - runs in the child, which leaves through os._exit
-        code = 1
-        try:
-            os.close(read_end)
-            fresh = sink.stats()
-            for number in range(3):
-                sink.submit(trace(f"child-{number}"))
-            flushed = sink.flush(10.0)
-            sent = sink.stats().sent
-            sink.shutdown(5.0)
-            report = [fresh.submitted, fresh.queued, flushed, sent]
-            os.write(write_end, json.dumps(report).encode())
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(write_end)
-    watchdog = threading.Timer(30.0, os.kill, (pid, signal.SIGKILL))  # a hung child fails
-    watchdog.start()
-    try:
-        with os.fdopen(read_end, "rb") as pipe:
-            report = json.loads(pipe.read() or b"null")
-        os.waitpid(pid, 0)
-    finally:
-        watchdog.cancel()
+
+    def child() -> dict[str, Any]:
+        fresh = sink.stats()
+        for number in range(3):
+            sink.submit(trace(f"child-{number}"))
+        flushed = sink.flush(10.0)
+        sent = sink.stats().sent
+        sink.shutdown(5.0)
+        return {"report": [fresh.submitted, fresh.queued, flushed, sent]}
+
+    report = fork_and_report(child, timeout=30.0)["report"]
     assert sink.flush(10.0)
     assert report == [0, 0, True, 3]
     assert sink.stats().sent == 5

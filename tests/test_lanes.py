@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from exporters import FAST, balanced, fork_and_report, settings_for, trace, wait_until
-from infino_server import ACCESS_KEY, SECRET_KEY, InfinoServer, running
+from infino_server import ACCESS_KEY, SECRET_KEY, InfinoServer, fast_settings, running
 
 from infinium_logging.collector import LocalCollector
 from infinium_logging.destination_infinium import InfiniumDestination
@@ -43,19 +43,9 @@ def infino() -> Iterator[InfinoServer]:
 
 def infino_settings(infino: InfinoServer, **overrides: Any) -> InfinoSettings:
     """Infino settings aimed at ``infino``: fast retries, batches that go at once."""
-    values: dict[str, Any] = {
-        "endpoint": infino.url,
-        "access_key": ACCESS_KEY,
-        "secret_key": SECRET_KEY,
-        "linger": 0.0,
-        "retry_backoff_base": 0.01,
-        "retry_backoff_max": 0.05,
-        "requests_per_second": 1000.0,
-        "burst_size": 1000,
-        "shutdown_timeout": 2.0,
-    }
-    values.update(overrides)
-    return InfinoSettings(**values)
+    return InfinoSettings(
+        **fast_settings(infino, **{"linger": 0.0, "shutdown_timeout": 2.0, **overrides})
+    )
 
 
 def both(
