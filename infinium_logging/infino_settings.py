@@ -46,6 +46,7 @@ INFINO_VARIABLES: Final = {
     "spool_dir": f"{ENV_PREFIX}SPOOL_DIR",
     "allow_insecure_http": f"{ENV_PREFIX}ALLOW_INSECURE_HTTP",
     "agent": f"{ENV_PREFIX}AGENT_ID",
+    "sample_rate": f"{ENV_PREFIX}SAMPLE_RATE",
 }
 
 
@@ -95,6 +96,9 @@ class InfinoSettings:
     allow_insecure_http: bool = False
     #: How long ``shutdown()`` may take, in seconds.
     shutdown_timeout: float = 5.0
+    #: Share of traces kept, 0 to 1 (``INFINIUM_SAMPLE_RATE``, shared); traces with errors are
+    #: always kept.
+    sample_rate: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("endpoint", "access_key", "secret_key", "dataset"):
@@ -135,6 +139,9 @@ class InfinoSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= low:
                 self._fail(name, value, f"expected a number >= {low}")
+        rate = self.sample_rate
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate <= 1:
+            self._fail("sample_rate", rate, "expected a number from 0 to 1")
         parts = urlsplit(self.endpoint)
         if (
             parts.scheme == "http"
@@ -187,8 +194,8 @@ class InfinoSettings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> InfinoSettings:
         """Build settings from ``INFINIUM_INFINO_*`` (and the shared ``INFINIUM_SPOOL_DIR``,
-        ``INFINIUM_ALLOW_INSECURE_HTTP``, ``INFINIUM_AGENT_ID``); an argument that is not
-        ``None`` wins over its variable.  A bad or missing value raises
+        ``INFINIUM_ALLOW_INSECURE_HTTP``, ``INFINIUM_AGENT_ID``, ``INFINIUM_SAMPLE_RATE``); an
+        argument that is not ``None`` wins over its variable.  A bad or missing value raises
         :class:`~infinium_logging.errors.ConfigurationError` naming the variable."""
         env = os.environ if environ is None else environ
         names = {field.name for field in dataclasses.fields(cls)}
@@ -206,6 +213,14 @@ class InfinoSettings:
                 except ValueError as exc:
                     raise ConfigurationError(
                         f"Invalid {variable}={text!r}: {exc}", variable=variable
+                    ) from None
+            elif name == "sample_rate":
+                try:
+                    values[name] = float(text)
+                except ValueError:
+                    raise ConfigurationError(
+                        f"Invalid {variable}={text!r}: expected a number from 0 to 1",
+                        variable=variable,
                     ) from None
             else:
                 values[name] = text
@@ -238,6 +253,7 @@ def core_settings(settings: InfinoSettings) -> Settings:
         max_queue_bytes=2**40,
         workers=1,
         shutdown_timeout=settings.shutdown_timeout,
+        sample_rate=settings.sample_rate,
         spool_dir=settings.spool_dir,
         handle_signals=False,
         exit_spool=False,

@@ -122,6 +122,20 @@ def test_only_infino_without_infinium_credentials(
     assert set(sink.exporter.stats().destinations) == {"infino"}
 
 
+def test_infino_alone_keeps_the_sample_rate(
+    infino: InfinoServer, monkeypatch: pytest.MonkeyPatch, logger: logging.Logger
+) -> None:
+    """``INFINIUM_SAMPLE_RATE`` applies with Infino alone too: a share of the traces reach
+    it, the rest are counted as sampled out."""
+    monkeypatch.setenv("INFINIUM_SAMPLE_RATE", "0.5")
+    _log_traces(logger, 40)
+    sink = infino_default.default_infino()
+    assert sink is not None and sink.flush(10.0)
+    stored = len(infino.documents(DATASET))
+    assert 0 < stored < 40
+    assert sink.exporter.stats().sampled_out == 40 - stored
+
+
 def test_the_sink_as_an_explicit_exporter(
     infino: InfinoServer, stdlib_logger: logging.Logger
 ) -> None:

@@ -19,7 +19,7 @@ from infinium_logging.infino_rows import (
     trace_id_of,
     trace_row,
 )
-from infinium_logging.infino_settings import InfinoSettings
+from infinium_logging.infino_settings import InfinoSettings, core_settings
 from infinium_logging.model import (
     EnvironmentContext,
     ErrorDetail,
@@ -159,6 +159,9 @@ def test_settings_from_environment_with_default_dataset() -> None:
     assert settings.host == "api.infino.ws"
     with_steps = InfinoSettings.from_env(_env(INFINIUM_INFINO_STEPS_DATASET="steps"))
     assert with_steps.datasets == ("infinium-traces", "steps")
+    assert settings.sample_rate == 1.0
+    sampled = InfinoSettings.from_env(_env(INFINIUM_SAMPLE_RATE="0.25"))
+    assert sampled.sample_rate == 0.25 and core_settings(sampled).sample_rate == 0.25
 
 
 def test_keyword_arguments_win_over_the_environment() -> None:
@@ -175,6 +178,8 @@ def test_keyword_arguments_win_over_the_environment() -> None:
         ("INFINIUM_INFINO_DATASET", "Has Spaces"),
         ("INFINIUM_INFINO_STEPS_DATASET", "_bad"),
         ("INFINIUM_INFINO_ACCESS_KEY", "line\nbreak"),
+        ("INFINIUM_SAMPLE_RATE", "half"),
+        ("INFINIUM_SAMPLE_RATE", "1.5"),
     ],
 )
 def test_a_bad_value_names_its_variable(variable: str, value: str) -> None:
