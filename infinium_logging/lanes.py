@@ -82,6 +82,17 @@ def lanes_of(
             groups.append((own, [destination]))
     if groups:
         groups[0] = (settings, groups[0][1])
+    tags: dict[int, str] = {}
+    for _, members in groups:
+        name = members[0].name
+        other = tags.setdefault(lane_tag(name), name)
+        if other != name or sum(1 for _, m in groups if m[0].name == name) > 1:
+            # A spool record is settled lane by lane, by these tags: two alike would settle
+            # each other's part.
+            raise ValueError(
+                f"the first destinations of two endpoints are named {other!r} and {name!r}, "
+                f"whose spool tags are the same: give one of them another name"
+            )
     return groups
 
 
@@ -222,6 +233,7 @@ class _First(Sender):
 
 
 def _stage_of(sender: Sender) -> Sender:
+    """The exporter's sender a first lane's sender settles for (its reporter holds it)."""
     stage = sender.reporter
     assert isinstance(stage, _Lost)
     return stage.stage

@@ -383,6 +383,11 @@ class WriteAhead:
         # At the shutdown deadline it is not handed back: this process will not try it again.
         kept = quietly(spool.holds if reason == "shutdown" else spool.release, ref)
         if kept:
+            if reason != "shutdown":
+                # Kept by a lane's thread (see lanes.py), the senders may all be asleep with
+                # nothing spooled when they looked: one looks again, and waits its turn.
+                with self._ledger.lock:
+                    self._wake(1)
             return True
         self._ledger.spool_lost(1)
         self._reporter.report(item, failure_response("spool_full", error))

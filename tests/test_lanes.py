@@ -91,6 +91,16 @@ def test_destinations_are_grouped_by_endpoint(infino: InfinoServer) -> None:
     assert groups[1][0].base_url == infino.url
 
 
+def test_two_endpoints_whose_destinations_share_a_name_are_refused(infino: InfinoServer) -> None:
+    """Two endpoints' first destinations named alike would settle each other's part of a
+    spool record: the exporter is not made, and the error names them."""
+    here = infino_destinations(infino_settings(infino))
+    there = infino_destinations(infino_settings(infino, timeout=3.0))  # another endpoint
+    settings = Settings(**FAST, base_url="http://127.0.0.1:9")
+    with pytest.raises(ValueError, match="'infino' and 'infino'"):
+        Exporter(settings, destinations=[InfiniumDestination(settings), *here, *there])
+
+
 def test_every_trace_reaches_both_endpoints(
     infinium_collector: LocalCollector, infino: InfinoServer
 ) -> None:
