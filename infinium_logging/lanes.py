@@ -400,9 +400,13 @@ class Lanes:
         self.all: list[Lane] = []
 
     def offer(self, item: Item, trace: TaskData | None, body: bytes) -> None:
-        """A trace the exporter's senders built: to every lane."""
-        for lane in self.all:
+        """A trace the exporter's senders built: to every lane, the first last.  The first
+        settles it for the exporter, and a flush that saw it settled must find it in every
+        other lane already (see :meth:`flush`)."""
+        lanes = self.all
+        for lane in lanes[1:]:
             lane.offer(item, trace, body)
+        lanes[0].offer(item, trace, body)
 
     def flush(self, deadline: float, here: bool) -> bool:
         """Every lane's :meth:`Lane.flush`, to the one deadline."""

@@ -121,6 +121,57 @@ def test_every_trace_reaches_both_endpoints(
     assert exporter.shutdown(5.0)
 
 
+_SNIPPET = """
+from infinium_logging import Exporter, InfinoSettings, Settings
+from infinium_logging.destination_infinium import InfiniumDestination
+from infinium_logging.infino import infino_destinations
+
+settings = Settings(agent_id={agent_id!r}, agent_secret={secret!r}, base_url={base_url!r})
+infino = InfinoSettings(endpoint={endpoint!r}, access_key={access!r}, secret_key={key!r})
+exporter = Exporter(
+    settings, destinations=[InfiniumDestination(settings), *infino_destinations(infino)]
+)
+exporter.submit({{"name": "snippet", "description": "d", "duration": 1.0}})
+print("FLUSHED", exporter.flush(10.0), flush=True)
+input()  # the parent counts what arrived before this process shuts down
+"""
+
+
+def test_docs_snippet_flush_returns_once_both_endpoints_have_the_trace(
+    infinium_collector: LocalCollector, infino: InfinoServer
+) -> None:
+    """docs/infino.md's exporter for both endpoints, in a fresh process: when its flush()
+    says True, the trace is at Infinium and at Infino (whose batch would otherwise wait a
+    second for more), not only at the first endpoint."""
+    script = _SNIPPET.format(
+        agent_id=FAST["agent_id"],
+        secret=FAST["agent_secret"],
+        base_url=infinium_collector.base_url,
+        endpoint=infino.url,
+        access=ACCESS_KEY,
+        key=SECRET_KEY,
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INFINIUM_")}
+    env["PYTHONPATH"] = REPO_ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    for number in range(1, 4):
+        child = subprocess.Popen(
+            [sys.executable, "-c", script],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert child.stdout is not None and child.stdin is not None
+        line = child.stdout.readline()
+        at_infinium = len(infinium_collector.traces())
+        at_infino = len(infino.documents(DATASET))
+        _, errors = child.communicate("\n", timeout=30)
+        assert line.strip() == "FLUSHED True", errors
+        assert at_infinium == number
+        assert at_infino == number, "flush() returned before Infino had the trace"
+
+
 def test_an_infino_outage_never_holds_infinium_back(
     infinium_collector: LocalCollector, infino: InfinoServer
 ) -> None:
