@@ -198,7 +198,8 @@ class _TaskState:
 
     def _limit(self) -> int:
         if self.max_steps is None:
-            self.max_steps = (self.options or fallback_options()).max_steps
+            options = self.options or fallback_options(self.explicit or self.sink)
+            self.max_steps = options.max_steps
             self.limit = self.max_steps
         return self.max_steps
 

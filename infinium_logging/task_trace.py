@@ -9,6 +9,7 @@ from ._default import Options
 from .environment import environment, merge_environment
 from .fields import RawEvent, held_by_events
 from .queued import PendingTrace
+from .settings import Settings
 from .steps import event_step
 from .timestamps import iso_timestamp
 from .usage import Usage
@@ -61,7 +62,7 @@ class TaskTrace(PendingTrace):
         self.framework = state.framework
         self.framework_version = state.framework_version
         self.logger_name = state.logger_name
-        self.tags = (state.options or fallback_options()).tags
+        self.tags = (state.options or fallback_options(state.explicit or state.sink)).tags
 
     def materialize(self) -> dict[str, Any]:
         """The trace as a dict of TaskData fields: steps, errors, LLM usage, time, environment."""
@@ -137,8 +138,13 @@ class TaskTrace(PendingTrace):
         return trace
 
 
-def fallback_options() -> Options:
-    """The default exporter's options, or the defaults when they cannot be read."""
+def fallback_options(sink: object = None) -> Options:
+    """The options of a task no handler or processor bound: its exporter's (``sink``) when it
+    has settings, else the default exporter's (not read, nor warned about, for a task whose
+    trace goes elsewhere), or the defaults when they cannot be read."""
+    settings = getattr(sink, "settings", None)
+    if isinstance(settings, Settings):
+        return _default.options_of(settings)
     try:
         return _default.default_options()
     except Exception:

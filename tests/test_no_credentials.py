@@ -8,8 +8,10 @@ import warnings
 
 import pytest
 import structlog
+from exporters import make_exporter
 
 from infinium_logging import _default, credentials
+from infinium_logging.collector import LocalCollector
 from infinium_logging.errors import ConfigurationError, ConfigurationWarning
 from infinium_logging.exporter import Exporter
 from infinium_logging.handler import InfiniumHandler
@@ -93,3 +95,22 @@ def test_wrong_values_still_fail_loudly(
         monkeypatch.setenv(name, value)
     with pytest.raises(ConfigurationError, match=named):
         InfiniumHandler()
+
+
+@pytest.mark.usefixtures("fresh")
+def test_a_task_with_its_own_exporter_says_nothing_of_the_default(
+    infinium_collector: LocalCollector,
+) -> None:
+    """``task(exporter=...)`` with nothing configured in the environment, ended without a
+    handler or processor ever seeing it: its trace goes to its exporter, and no warning
+    about the default exporter's credentials is given (it is never needed)."""
+    exporter = make_exporter(infinium_collector)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with task("its own exporter", exporter=exporter):
+            pass
+        assert exporter.flush(10.0)
+    assert [w.message for w in caught] == []
+    assert [t.task.name for t in infinium_collector.traces()] == ["its own exporter"]
+    assert _default.peek_default_exporter() is None
+    exporter.shutdown()
