@@ -26,6 +26,7 @@ from .errors import (
     ValidationError,
 )
 from .exporter import Exporter
+from .infino_settings import InfinoSettings, infino_configured
 from .model import utc_now_iso
 from .settings import DEFAULT_BASE_URL, Settings, unknown_variables
 from .transport import Transport
@@ -80,6 +81,21 @@ def _scan_engine() -> str:
     )
 
 
+def _infino_line() -> str:
+    """Where traces go too, when ``INFINIUM_INFINO_*`` say so (its keys are not tried here)."""
+    if not infino_configured():
+        return ""
+    try:
+        infino = InfinoSettings.from_env()
+    except ConfigurationError as exc:
+        return f"Infino: not usable: {exc.message}"
+    datasets = ", ".join(infino.datasets)
+    return (
+        f"Infino: every trace also goes to {infino.endpoint} ({datasets}), in a lane of the "
+        f"same exporter (`infinium-logging infino-datasets` creates the datasets)"
+    )
+
+
 def _check(args: argparse.Namespace) -> int:
     # Before the settings are read: a misspelt name may be why they fail (a missing secret).
     for warning in unknown_variables(os.environ):
@@ -93,6 +109,9 @@ def _check(args: argparse.Namespace) -> int:
         print(f"  {name:22} {value}")
     if settings.redact != "off":
         print(f"\nRedaction: {settings.redact}, {_scan_engine()}")
+    infino = _infino_line()
+    if infino:
+        print(f"\n{infino}")
     if settings.disabled:
         print("\nINFINIUM_DISABLED is on: nothing would be sent.")
         return CHECK_EXIT["ok"]

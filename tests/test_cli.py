@@ -161,6 +161,28 @@ def test_check_accepts_good_credentials_and_masks_the_secret(
     assert "Redaction: secrets, one pass per trace (Hyperscan " in out
 
 
+def test_check_says_that_traces_go_to_infino_too(
+    env: LocalCollector, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With INFINIUM_INFINO_* set, check says every trace also goes to Infino, and where (its
+    secret key never shown); a bad Infino variable is named, and Infinium is still checked."""
+    monkeypatch.setenv("INFINIUM_INFINO_ENDPOINT", "https://api.infino.example")
+    monkeypatch.setenv("INFINIUM_INFINO_ACCESS_KEY", "IAKCHECK000000000000")
+    monkeypatch.setenv("INFINIUM_INFINO_SECRET_KEY", "check-secret-DO-NOT-PRINT-0123456789")
+    monkeypatch.setenv("INFINIUM_INFINO_STEPS_DATASET", "agent-steps")
+    assert main(["check"]) == CHECK_EXIT["ok"]
+    out = capsys.readouterr().out
+    assert (
+        "Infino: every trace also goes to https://api.infino.example (infinium-traces, agent-steps)"
+    ) in out
+    assert "check-secret-DO-NOT-PRINT" not in out
+    monkeypatch.setenv("INFINIUM_INFINO_DATASET", "Bad Name")
+    assert main(["check"]) == CHECK_EXIT["ok"]
+    out = capsys.readouterr().out
+    assert "Infino: not usable: Invalid INFINIUM_INFINO_DATASET='Bad Name'" in out
+    assert "OK: the credentials were accepted." in out
+
+
 def test_check_says_how_to_make_the_redaction_scan_one_pass(
     env: LocalCollector, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
