@@ -137,10 +137,11 @@ class Closing:
 
     def _unhanded(self, in_flight: set[Item]) -> bool:
         """Whether a trace in flight is this lane's to settle: with lanes after it, only one
-        a sender has not handed on yet (the lanes settle the others before the tally)."""
+        a sender has not handed on yet, or is handing on now (the lanes settle the others
+        before the tally)."""
         if not self._then:
             return bool(in_flight)
-        return any(not item.handed for item in in_flight)
+        return any(not item.handed or item.starting for item in in_flight)
 
     def _wait_for_senders(self, deadline: float) -> None:
         """Wait (lock held) until nothing is queued or in flight, or the deadline."""

@@ -187,11 +187,14 @@ class _Share:
     stays there for it (the first lane's, taken up again by the exporter; another's, sent
     to it at the next start)."""
 
-    def __init__(self, durable: Any, tag: int, ledger: Ledger, holding: set[Any]) -> None:
+    def __init__(
+        self, durable: Any, tag: int, ledger: Ledger, holding: set[Any], kept: set[Any]
+    ) -> None:
         self._durable = durable
         self._tag = tag
         self._ledger = ledger
         self._holding = holding
+        self._kept = kept
 
     @property
     def spool(self) -> Any:
@@ -209,6 +212,9 @@ class _Share:
     def keep(self, item: Item, ref: Any, reason: str, error: str | None) -> bool:
         with self._ledger.lock:
             self._holding.discard(ref)
+            if item.settled:
+                return False
+            self._kept.add(ref)
         return self._ledger.kept(item, error)
 
     def recovered_locked(self) -> None:
@@ -230,6 +236,10 @@ class _First(Sender):
             return False
         _stage_of(self).settle(item.origin, reason, error)
         return True
+
+
+def _never() -> bool:
+    return False
 
 
 def _stage_of(sender: Sender) -> Sender:
@@ -287,6 +297,11 @@ class Lane:
         self.dispatch = dispatch = Dispatch(self.admission, None, self.until, self.closed)
         #: Spool records queued or in flight here (a record taken up again is not offered twice).
         self._holding: set[Any] = set()
+        #: Spool records this lane counts as kept there for a later attempt (one offered again
+        #: is no longer).
+        self._kept: set[Any] = set()
+        #: finish() has run: nothing offered now will be sent.
+        self._finished = False
         self._spooled = durable is not None
         self._stage = stage
         self.bucket = TokenBucket.from_settings(settings)
@@ -298,7 +313,7 @@ class Lane:
             reporter=Reporter(None) if stage is None else _Lost(stage),
             redactor=redactor,
             owner=self if stage is None else stage.owner,
-            durable=_Share(durable, self.tag, ledger, self._holding),
+            durable=_Share(durable, self.tag, ledger, self._holding, self._kept),
             tag=self.tag,
             lane=self.name,
             sender_type=Sender if stage is None else _First,
@@ -334,25 +349,32 @@ class Lane:
             if ref is not None:
                 if ref in self._holding:
                     return
+                if ref in self._kept:  # taken up again: no longer only in the spool
+                    self._kept.discard(ref)
+                    ledger.spooled -= 1
                 self._holding.add(ref)
             ledger.submitted += 1
-            full = self.admission.full_locked(len(body))
+            full = self._finished or self.admission.full_locked(len(body))
             if full:
                 self._holding.discard(ref)
                 if ref is not None and self._spooled:
                     ledger.spooled += 1  # its part of the record waits in the spool
+                    self._kept.add(ref)
                 else:
-                    ledger.dropped["queue_full"] += 1
+                    ledger.dropped["shutdown" if self._finished else "queue_full"] += 1
             else:
                 ledger.enqueue_locked(mine)
                 self.dispatch.wake(1)
             started = self.workers.started
         if full:
-            if self._stage is not None:
+            if self._stage is not None and not self._finished:
                 self._stage.refuse(item, "queue_full")
             return
         if not started:
-            self.workers.start(self.closed)
+            # Even after the exporter's shutdown began: with threads of its own, each lane
+            # delivers until the deadline beside the others, not after them (only where no
+            # thread can start, at interpreter exit, does finish() deliver from its caller).
+            self.workers.start(_never)
 
     def flush(self, deadline: float, here: bool) -> bool:
         """Wait until every record offered before now is settled, or ``deadline``; ``here``:
@@ -376,10 +398,15 @@ class Lane:
         self.bucket.wake()
 
     def finish(self) -> bool:
-        """Deliver what is left here until the deadline; True when nothing was lost to it."""
+        """Deliver what is left here until the deadline; True when nothing was lost to it.
+        What is offered after is counted (``shutdown``, or kept in the spool), not queued."""
         if self.until.at is None:
             self.begin_shutdown(time.monotonic())
-        return self.closing.finish()
+        try:
+            return self.closing.finish()
+        finally:
+            with self.lock:
+                self._finished = True
 
     def stats(self) -> dict[str, DestinationStats]:
         """Each of this lane's destinations' counts, by name."""

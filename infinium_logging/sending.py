@@ -215,10 +215,17 @@ class Sender:
         first lane settles its record, or now, as sent, when that lane had stored it before
         (a spool record read back)."""
         assert self.hand_off is not None
+        # Handed: its record is settled lane by lane from now on (the first lane may settle
+        # it before this call returns).  Its memory is the lanes' to bound from now on: an
+        # endpoint that is down must not fill the buffer every trace waits in first.
         item.handed = True
         with self._lock:
-            self._pacing.through(item, waking=False)
+            self._ledger.held_bytes -= item.size
+            item.size = 0
         self.hand_off(item, trace, body)
+        with self._lock:
+            # Through only now: a shutdown waits for the traces being handed (see closing.py).
+            self._pacing.through(item, waking=False)
         if self.tag in item.done:
             self._ack(item)
             self._ledger.sent_one(item, 0)

@@ -368,16 +368,14 @@ class WriteAhead:
         with self._ledger.lock:
             if not self._ledger.kept(item, error):
                 return False
-            if reason != "shutdown":
+            if reason not in ("shutdown", "queue_full"):  # a full lane is no failing endpoint
                 self.backlog.failed()
-        if item.loose and item.body is not None:
+        # With lanes, the record stays as it is: a lane still holding it settles its part there.
+        if item.loose and item.body is not None and len(self._needed) < 2:
             # Keep the exact wire body rather than the submitted dict: read back later, it is
             # sent as it is, without coercing (and counting the fixes) a second time.
             exact = quietly(spool.append, item.body, KIND_BODY)
             if exact is not None:
-                # The lanes done with the old record are done with the new one.
-                for tag in quietly(spool.parts, ref) or ():
-                    quietly(spool.ack_part, exact, tag, self._needed)
                 quietly(spool.ack, ref)
                 ref = exact
         # At the shutdown deadline it is not handed back: this process will not try it again.

@@ -71,6 +71,11 @@ def sent_is(exporter: Exporter, count: int) -> bool:
     return exporter.stats().sent == count
 
 
+def stored_at_least(infino: InfinoServer, count: int) -> bool:
+    """Whether ``infino`` stored ``count`` traces or more."""
+    return len(infino.documents(DATASET)) >= count
+
+
 def names_at(infino: InfinoServer) -> list[str]:
     """The names of the traces stored in the Infino dataset, sorted."""
     return sorted(doc["name"] for doc in infino.documents(DATASET))
@@ -440,3 +445,73 @@ def test_a_process_that_just_exits_delivers_to_both(
     expected = [f"exit-{number}" for number in range(5)]
     assert sorted(t.task.name for t in infinium_collector.traces()) == expected
     assert names_at(infino) == expected
+
+
+def test_shutdown_right_after_submit_delivers_to_infino_while_infinium_is_down(
+    infinium_collector: LocalCollector, infino: InfinoServer
+) -> None:
+    """shutdown() at once, Infinium down: Infino's lane gets threads of its own and delivers
+    beside Infinium's retries, not after them; what Infinium could not take is counted."""
+    infinium_collector.set_down()
+    exporter = both(infinium_collector, infino, max_retries=100, max_elapsed=600.0)
+    for number in range(3):
+        exporter.submit(trace(f"t{number}"))
+    assert exporter.shutdown(1.5) is False  # Infinium's three are lost to the deadline
+    assert names_at(infino) == ["t0", "t1", "t2"]
+    stats = exporter.stats()
+    assert stats.destinations["infino"].sent == 3 and stats.dropped["shutdown"] == 3
+    assert balanced(stats)
+
+
+def test_an_infinium_outage_never_takes_infinos_room(
+    infinium_collector: LocalCollector, infino: InfinoServer
+) -> None:
+    """Infinium down and its lane full of retries: the traces it holds do not count against
+    the buffer every trace waits in first, so submit keeps taking traces and Infino gets
+    every one."""
+    infinium_collector.set_down()
+    exporter = both(
+        infinium_collector, infino, max_retries=100, max_elapsed=600.0, max_queue_bytes=16384
+    )
+    try:
+        for number in range(40):
+            assert exporter.submit(trace(f"t{number:02}", description="x" * 1000))
+            assert wait_until(functools.partial(stored_at_least, infino, number + 1), timeout=5.0)
+        stats = exporter.stats()
+        # Infinium's lane holds what fits in its own bound and counts the rest.
+        assert stats.destinations["infinium"].queued <= 16
+        assert stats.dropped["queue_full"] > 0 and balanced(stats)
+    finally:
+        infinium_collector.set_up()
+        exporter.shutdown(5.0)
+
+
+def test_a_logged_trace_infinium_keeps_for_later_reaches_infino_once(
+    infinium_collector: LocalCollector, infino: InfinoServer, tmp_path: Path
+) -> None:
+    """With a spool, a trace submitted as a dict (kept in the spool as submitted, as a
+    logged one is) that Infinium keeps for later while Infino is still retrying it: once
+    both answer, each endpoint has it once and the spool is empty."""
+    infino.down = True
+    infinium_collector.set_down()
+    exporter = both(
+        infinium_collector,
+        infino,
+        tmp_path,
+        max_retries=0,
+        infino_overrides={"max_retries": 100, "max_elapsed": 600.0},
+    )
+    for number in range(3):
+        assert exporter.submit({"name": f"t{number}", "description": "d", "duration": 1.0})
+    assert wait_until(lambda: exporter.stats().spooled >= 3, timeout=10.0)
+    infino.down = False
+    infinium_collector.set_up()
+    assert wait_until(lambda: exporter.stats().sent == 3, timeout=30.0)
+    assert exporter.flush(10.0)
+    assert set(infino.writes.values()) == {1} and len(infino.writes) == 3
+    stats = exporter.stats()
+    assert stats.destinations["infino"].sent == 3
+    assert stats.destinations["infinium"].spooled == 0 and stats.spooled == 0
+    assert balanced(stats)
+    assert exporter.shutdown(5.0)
+    assert sum(s.records for s in survey(str(tmp_path))) == 0
