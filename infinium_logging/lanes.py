@@ -33,6 +33,7 @@ from .closing import Closing
 from .delivery import Deadline, Delivery
 from .destination import Destination, DestinationStats
 from .dispatch import Dispatch
+from .durability import Backlog
 from .ledger import ExporterStats, Ledger
 from .model import ApiResponse, TaskData
 from .queued import Item
@@ -187,14 +188,13 @@ class _Share:
     stays there for it (the first lane's, taken up again by the exporter; another's, sent
     to it at the next start)."""
 
-    def __init__(
-        self, durable: Any, tag: int, ledger: Ledger, holding: set[Any], kept: set[Any]
-    ) -> None:
+    def __init__(self, durable: Any, lane: Lane) -> None:
         self._durable = durable
-        self._tag = tag
-        self._ledger = ledger
-        self._holding = holding
-        self._kept = kept
+        self._lane = lane
+        self._tag = lane.tag
+        self._ledger = lane.ledger
+        self._holding = lane._holding
+        self._kept = lane._kept
 
     @property
     def spool(self) -> Any:
@@ -215,10 +215,14 @@ class _Share:
             if item.settled:
                 return False
             self._kept.add(ref)
-        return self._ledger.kept(item, error)
+            kept = self._ledger.kept(item, error)
+            if kept and reason != "shutdown":
+                self._lane.later_locked(item)
+            return kept
 
     def recovered_locked(self) -> None:
-        """Nothing to take up here: the exporter takes its spool's records up."""
+        """The endpoint answers again: what waits for a later attempt goes now."""
+        self._lane.recovered_locked()
 
 
 class _First(Sender):
@@ -302,6 +306,12 @@ class Lane:
         self._kept: set[Any] = set()
         #: finish() has run: nothing offered now will be sent.
         self._finished = False
+        #: Traces another lane's endpoint could not take now, offered again after a backoff
+        #: (their records wait in the spool meanwhile); a timer thread offers them.
+        self._later: list[Item] = []
+        self._later_bytes = 0
+        self._backoff = Backlog(RetryPolicy.from_settings(settings))
+        self._timer: threading.Timer | None = None
         self._spooled = durable is not None
         self._stage = stage
         self.bucket = TokenBucket.from_settings(settings)
@@ -313,7 +323,7 @@ class Lane:
             reporter=Reporter(None) if stage is None else _Lost(stage),
             redactor=redactor,
             owner=self if stage is None else stage.owner,
-            durable=_Share(durable, self.tag, ledger, self._holding, self._kept),
+            durable=_Share(durable, self),
             tag=self.tag,
             lane=self.name,
             sender_type=Sender if stage is None else _First,
@@ -389,13 +399,69 @@ class Lane:
 
     def begin_shutdown(self, at: float) -> None:
         """The exporter's shutdown began, with deadline ``at``: batches go at once, senders
-        end when nothing is left, no request outlasts ``at``."""
+        end when nothing is left, no request outlasts ``at``; what waits for a later attempt
+        stays in the spool for the next start."""
         with self.lock:
             self._closed = True
             self.until.at = at
             self.dispatch.work.notify_all()
+            timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
         self.until.stopping.set()
         self.bucket.wake()
+
+    def later_locked(self, item: Item) -> None:
+        """``item`` was kept in the spool for a later attempt (lock held): offer it again
+        after the backoff, in this process, rather than only at the next start.  The first
+        lane's are the exporter's to take up; past the lane's bounds, the next start's."""
+        if self._stage is not None or self._closed or item.body is None:
+            return
+        size = len(item.body)
+        if (
+            len(self._later) >= self.admission.max_items
+            or self._later_bytes + size > self.admission.max_bytes
+        ):
+            return
+        self._later.append(item)
+        self._later_bytes += size
+        self._backoff.failed()
+        self._schedule_locked(self._backoff.at)
+
+    def recovered_locked(self) -> None:
+        """The endpoint stored a trace (lock held): what waits for a later attempt goes now."""
+        if self._backoff.recovered() and self._later:
+            timer, self._timer = self._timer, None
+            if timer is not None:
+                timer.cancel()
+            self._schedule_locked(time.monotonic())
+
+    def _schedule_locked(self, at: float) -> None:
+        if self._closed or self._timer is not None:
+            return
+        timer = threading.Timer(max(0.0, at - time.monotonic()), self._again)
+        timer.name = f"infinium-{self.name}-later"
+        timer.daemon = True
+        self._timer = timer
+        try:
+            timer.start()
+        except RuntimeError:  # no thread at interpreter exit: the next start sends them
+            self._timer = None
+
+    def _again(self) -> None:
+        """Offer again what waited for its backoff (on the timer's thread)."""
+        with self.lock:
+            self._timer = None
+            if self._closed:
+                return
+            if time.monotonic() < self._backoff.at:  # failed again meanwhile
+                self._schedule_locked(self._backoff.at)
+                return
+            later, self._later, self._later_bytes = self._later, [], 0
+        for item in later:
+            task = item.task
+            assert item.body is not None
+            self.offer(item.origin, task if type(task) is TaskData else None, item.body)
 
     def finish(self) -> bool:
         """Deliver what is left here until the deadline; True when nothing was lost to it.

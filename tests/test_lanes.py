@@ -515,3 +515,26 @@ def test_a_logged_trace_infinium_keeps_for_later_reaches_infino_once(
     assert balanced(stats)
     assert exporter.shutdown(5.0)
     assert sum(s.records for s in survey(str(tmp_path))) == 0
+
+
+def test_what_infino_missed_is_tried_again_in_this_process(
+    infinium_collector: LocalCollector, infino: InfinoServer, tmp_path: Path
+) -> None:
+    """With a spool, Infino down past its retries: its traces wait in the spool (counted as
+    spooled) and are offered again after a backoff, in this process; once Infino answers
+    they are stored there once and the spool empties, Infinium never asked twice."""
+    infino.down = True
+    exporter = both(infinium_collector, infino, tmp_path, infino_overrides={"max_retries": 0})
+    for number in range(3):
+        assert exporter.submit(trace(f"t{number}"))
+    assert wait_until(lambda: exporter.stats().destinations["infino"].spooled == 3, timeout=10.0)
+    assert exporter.stats().sent == 3  # Infinium's side is done
+    infino.down = False
+    assert wait_until(lambda: len(names_at(infino)) == 3, timeout=10.0)
+    assert exporter.flush(10.0)
+    stats = exporter.stats()
+    assert stats.destinations["infino"].spooled == 0 and stats.destinations["infino"].sent == 3
+    assert set(infino.writes.values()) == {1}
+    assert len(infinium_collector.traces()) == 3
+    assert exporter.shutdown(5.0)
+    assert sum(s.records for s in survey(str(tmp_path))) == 0
