@@ -24,8 +24,8 @@ _looked = False
 
 
 def _hyperscan() -> Any:
-    """The hyperscan module, imported on first need (on a sender, not at the package's
-    import: it takes ~10 ms), or None when the extra is not installed."""
+    """The hyperscan module, imported on first need (when a redactor is made, not at the
+    package's import: it takes a few ms), or None when the extra is not installed."""
     global _hs, _looked
     if not _looked:
         try:

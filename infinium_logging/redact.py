@@ -162,6 +162,12 @@ class Redactor:
             (self._secrets_on, self._pii_on, self._literal_bytes) if one_pass else None
         )
         self._scanner: _redact_scan.Scanner | None = None
+        if self._scan_key is not None and (self._secrets_on or self._pii_on or self._literals):
+            # Imported here, where the redactor is made (with its exporter, by application
+            # code), not on a sender's first trace: an import (any exec of source) on another
+            # thread after a KeyboardInterrupt ended the main script makes CPython exit with
+            # status 1 instead of by SIGINT.  Compiling stays on a sender (see prepare()).
+            _redact_scan.available()
         self._counts: Counter[str] = Counter()
         self._lock = threading.Lock()
         _LIVE.add(self)
