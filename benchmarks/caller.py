@@ -9,6 +9,7 @@ every few thousand traces so that memory stays flat and no trace is refused.
 
 from __future__ import annotations
 
+import functools
 import logging
 import logging.handlers
 import os
@@ -241,6 +242,29 @@ def _whole_task_side(held: _Held) -> Callable[[int], float]:
 # --- figures 1-3: stdlib logging ----------------------------------------------------------------
 
 
+def _held_pair(
+    plan: Plan,
+    base_url: str,
+    ours: Callable[[_Held], Callable[[int], float]],
+    theirs: Callable[[int], float],
+    factor: int = 1,
+) -> Pair:
+    """``ours`` (a side logging to an exporter the throttle holds) against ``theirs``, timed
+    as every caller-side figure is: ``plan.calls * factor`` calls a measurement."""
+    held = _Held(base_url)
+    try:
+        return compare(
+            ours(held),
+            theirs,
+            n=plan.calls * factor,
+            rounds=plan.rounds,
+            chunks=plan.chunks,
+            warmup=plan.calls // 4,
+        )
+    finally:
+        held.close()
+
+
 def figure_1(plan: Plan, base_url: str) -> list[Row]:
     """Untagged ``logger.info`` outside any task: InfiniumHandler vs NullHandler."""
     exporter = held_exporter(base_url)  # never receives anything: nothing is tagged
@@ -265,18 +289,7 @@ def figure_1(plan: Plan, base_url: str) -> list[Row]:
 
 def figure_2(plan: Plan, base_url: str) -> tuple[list[Row], Pair]:
     """Tagged ``logger.info`` (the trace's dict): InfiniumHandler vs QueueHandler."""
-    held = _Held(base_url)
-    try:
-        pair = compare(
-            _handler_side(held, TAGGED),
-            _queue_side(TAGGED),
-            n=plan.calls,
-            rounds=plan.rounds,
-            chunks=plan.chunks,
-            warmup=plan.calls // 4,
-        )
-    finally:
-        held.close()
+    pair = _held_pair(plan, base_url, lambda held: _handler_side(held, TAGGED), _queue_side(TAGGED))
     row = _row(
         "2",
         "logger.info, tagged (the trace as a dict)",
@@ -289,30 +302,14 @@ def figure_2(plan: Plan, base_url: str) -> tuple[list[Row], Pair]:
 
 def figure_3(plan: Plan, base_url: str) -> list[Row]:
     """``logger.info`` inside ``task()`` (each event a step): InfiniumHandler vs QueueHandler."""
-    held = _Held(base_url)
-    try:
-        pair = compare(
-            _handler_side(held, IN_TASK, per=len(STEP_EVENTS), in_task=True),
-            _queue_side(IN_TASK, per=len(STEP_EVENTS)),
-            n=plan.calls,
-            rounds=plan.rounds,
-            chunks=plan.chunks,
-            warmup=plan.calls // 4,
-        )
-    finally:
-        held.close()
-    whole = _Held(base_url)
-    try:
-        whole_pair = compare(
-            _whole_task_side(whole),
-            _queue_side(IN_TASK, per=len(STEP_EVENTS)),
-            n=plan.calls,
-            rounds=plan.rounds,
-            chunks=plan.chunks,
-            warmup=plan.calls // 4,
-        )
-    finally:
-        whole.close()
+    events = len(STEP_EVENTS)
+    pair = _held_pair(
+        plan,
+        base_url,
+        lambda held: _handler_side(held, IN_TASK, per=events, in_task=True),
+        _queue_side(IN_TASK, per=events),
+    )
+    whole_pair = _held_pair(plan, base_url, _whole_task_side, _queue_side(IN_TASK, per=events))
     return [
         _row(
             "3",
@@ -390,18 +387,13 @@ def figure_4(plan: Plan, base_url: str) -> list[Row]:
         ("4c", "structlog + processor, in task()", SL_IN_TASK, len(STEP_EVENTS), True, 1, 1.5),
     )
     for fig, title, stmt, per, in_task, factor, target in cases:
-        held = _Held(base_url)
-        try:
-            pair = compare(
-                _structlog_side(held, stmt, per=per, in_task=in_task),
-                _structlog_side(None, stmt, per=per, in_task=in_task),
-                n=plan.calls * factor,
-                rounds=plan.rounds,
-                chunks=plan.chunks,
-                warmup=plan.calls // 4,
-            )
-        finally:
-            held.close()
+        pair = _held_pair(
+            plan,
+            base_url,
+            functools.partial(_structlog_side, stmt=stmt, per=per, in_task=in_task),
+            _structlog_side(None, stmt, per=per, in_task=in_task),
+            factor,
+        )
         rows.append(
             _row(
                 fig,
