@@ -12,8 +12,8 @@ and ``on_result``) as the first lane settles it; every lane's own figures are in
 ``stats().destinations``.
 
 With a spool, a trace's one record is settled lane by lane (each lane's tag in the
-``.ack`` file): a record the first lane stored and another did not is sent, at the next
-start, to that other lane only.
+``.ack`` file): a record the first lane stored and another did not is offered to that
+other lane again after a backoff, and, at the next start, to that lane only.
 """
 
 from __future__ import annotations
@@ -185,16 +185,12 @@ class Senders:
 class _Share:
     """A lane's share of the exporter's spool records: it settles its part of each (see
     :meth:`~infinium_logging.writeahead.WriteAhead.ack_lane`); what it could not deliver
-    stays there for it (the first lane's, taken up again by the exporter; another's, sent
-    to it at the next start)."""
+    stays there for it (the first lane's, taken up again by the exporter; another's, offered
+    to it again after a backoff, or at the next start)."""
 
     def __init__(self, durable: Any, lane: Lane) -> None:
         self._durable = durable
         self._lane = lane
-        self._tag = lane.tag
-        self._ledger = lane.ledger
-        self._holding = lane._holding
-        self._kept = lane._kept
 
     @property
     def spool(self) -> Any:
@@ -204,20 +200,22 @@ class _Share:
         ref = item.ref
         if ref is None:
             return
-        with self._ledger.lock:
-            self._holding.discard(ref)
+        lane = self._lane
+        with lane.lock:
+            lane._holding.discard(ref)
         if self._durable is not None and not item.settled:
-            self._durable.ack_lane(ref, self._tag)
+            self._durable.ack_lane(ref, lane.tag)
 
     def keep(self, item: Item, ref: Any, reason: str, error: str | None) -> bool:
-        with self._ledger.lock:
-            self._holding.discard(ref)
+        lane = self._lane
+        with lane.lock:
+            lane._holding.discard(ref)
             if item.settled:
                 return False
-            self._kept.add(ref)
-            kept = self._ledger.kept(item, error)
+            lane._kept.add(ref)
+            kept = lane.ledger.kept(item, error)
             if kept and reason != "shutdown":
-                self._lane.later_locked(item)
+                lane.later_locked(item)
             return kept
 
     def recovered_locked(self) -> None:

@@ -32,8 +32,9 @@ _log = logging.getLogger("infinium_logging.exporter")
 #: Distinct rejection messages remembered (each is logged once); a bound against odd servers.
 _MAX_REMEMBERED: Final = 256
 
-#: What a sender hands a built trace to besides its own destinations (the exporter's other
-#: lanes): the queued trace, the trace itself when at hand, and its redacted wire body.
+#: What a sender hands each built trace to when the exporter has lanes (see :mod:`.lanes`;
+#: it then delivers nothing itself): the queued trace, the trace itself when at hand, and its
+#: redacted wire body.
 HandOff = Callable[[Item, "TaskData | None", bytes], None]
 
 
@@ -91,7 +92,7 @@ class Sender:
         self._pacing = dispatch.pacing
         self.reporter = reporter
         self._durable: SpoolPart | None = durable if durable is not None else dispatch.durable
-        #: The exporter's other lanes, handed each trace once it is built (None: there are none).
+        #: The exporter's lanes, handed each trace once it is built (None: it has none).
         self.hand_off = hand_off
         #: This lane's tag in spool records (see Item.done), and its name in warnings when it
         #: is not the exporter's first.
@@ -101,7 +102,7 @@ class Sender:
         #: Any text the sender logs passes here: the secret never appears in it.
         self._clean = functools.partial(redacted, secrets=(settings.agent_secret,))
         #: Whose failures are explained once (see failures.tell): the exporter's.
-        self._owner = self.owner = owner
+        self.owner = owner
         destination = delivery.destination
         self._record = destination.record
         self._frame = destination.frame
@@ -272,7 +273,7 @@ class Sender:
                 "kept in the spool for later" if self._spooling() else "dropped (counted as 'auth')"
             )
             fate += f"; sending pauses for {self.settings.auth_backoff:g} s before each new try"
-            failures.tell(self._owner, "auth", error, self.settings, fate, self._clean)
+            failures.tell(self.owner, "auth", error, self.settings, fate, self._clean)
 
     def _rejected(self, item: Item, error: InfiniumError) -> None:
         said = str(error.details.get("server_message") or error.message)
@@ -358,7 +359,7 @@ class Sender:
 
     def explain(self, kind: str, error: InfiniumError) -> None:
         fate = "kept in the spool for later" if self._spooling() else "dropped"
-        failures.tell(self._owner, kind, error, self.settings, fate, self._clean)
+        failures.tell(self.owner, kind, error, self.settings, fate, self._clean)
 
     def _spill(self, item: Item) -> bool:
         """At exit, keep a trace the deadline caught on disk (see :mod:`.spill`)."""
