@@ -15,7 +15,8 @@ from .credentials import settings_or_off
 from .errors import ConfigurationError
 from .exporter import Exporter
 from .guard import in_export, submit_as_exporter
-from .infino_default import default_infino, infino_configured, infino_only, with_infino
+from .infino_default import default_infino, infino_only, with_infino
+from .infino_settings import infino_configured
 from .model import TaskData
 from .queued import PendingTrace
 from .settings import ENV_PREFIX, Settings, disabled_in_environment

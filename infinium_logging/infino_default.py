@@ -12,12 +12,7 @@ from .infino import InfinoSink, infino_destinations
 from .infino_settings import INFINO_VARIABLES, InfinoSettings, infino_configured
 from .settings import ENV_PREFIX, Settings
 
-__all__ = [
-    "default_infino",
-    "infino_configured",
-    "infino_only",
-    "with_infino",
-]
+__all__ = ["default_infino", "infino_only", "with_infino"]
 
 _ENDPOINT: Final = INFINO_VARIABLES["endpoint"]
 _AGENT_VARIABLES: Final = (f"{ENV_PREFIX}AGENT_ID", f"{ENV_PREFIX}AGENT_SECRET")
